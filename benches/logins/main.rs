@@ -653,11 +653,12 @@ fn benchmark(cli: &Cli) -> Result<(), String> {
         }
         println!();
     }
-    print_ratios(&all);
-    print_targets(&all);
     if failed {
+        // Figures of a broken run are not worth comparing.
         return Err("some logins did not return what they should (see FAILED above)".into());
     }
+    print_ratios(&all);
+    print_targets(&all);
     Ok(())
 }
 
