@@ -131,6 +131,8 @@ struct Stats {
     max_ms: f64,
     auth_p50_ms: f64,
     auth_p99_ms: f64,
+    /// pam_start + pam_end alone (loading and unloading the stack's modules).
+    start_end_p50_ms: f64,
     rss_kib: u64,
 }
 
@@ -149,6 +151,13 @@ impl Tally {
         total.sort_unstable();
         let mut auth = self.auth_ns.clone();
         auth.sort_unstable();
+        let mut start_end: Vec<u64> = self
+            .total_ns
+            .iter()
+            .zip(&self.auth_ns)
+            .map(|(t, a)| t.saturating_sub(*a))
+            .collect();
+        start_end.sort_unstable();
         Stats {
             logins_per_s: total.len() as f64 / (self.wall_ns.max(1) as f64 / 1e9),
             p50_ms: percentile(&total, 50.0),
@@ -156,6 +165,7 @@ impl Tally {
             max_ms: total.last().map_or(f64::NAN, |&m| m as f64 / 1e6),
             auth_p50_ms: percentile(&auth, 50.0),
             auth_p99_ms: percentile(&auth, 99.0),
+            start_end_p50_ms: percentile(&start_end, 50.0),
             rss_kib: self.peak_rss_kib,
         }
     }
@@ -616,7 +626,7 @@ fn benchmark(cli: &Cli) -> Result<(), String> {
         }
         println!("== {}", mode.name());
         println!(
-            "{:<26} {:>9} {:>8} {:>8} {:>8} {:>10} {:>10} {:>10}",
+            "{:<26} {:>9} {:>8} {:>8} {:>8} {:>9} {:>9} {:>9} {:>10}",
             "contender",
             "logins/s",
             "p50 ms",
@@ -624,12 +634,13 @@ fn benchmark(cli: &Cli) -> Result<(), String> {
             "max ms",
             "auth p50",
             "auth p99",
+            "start+end",
             "peak RSS"
         );
         for (contender, tally) in in_mode.iter().zip(&tallies) {
             let s = tally.stats();
             println!(
-                "{:<26} {:>9.0} {:>8.3} {:>8.3} {:>8.3} {:>10.3} {:>10.3} {:>7} KiB",
+                "{:<26} {:>9.0} {:>8.3} {:>8.3} {:>8.3} {:>9.3} {:>9.3} {:>9.3} {:>6} KiB",
                 contender.label,
                 s.logins_per_s,
                 s.p50_ms,
@@ -637,6 +648,7 @@ fn benchmark(cli: &Cli) -> Result<(), String> {
                 s.max_ms,
                 s.auth_p50_ms,
                 s.auth_p99_ms,
+                s.start_end_p50_ms,
                 s.rss_kib
             );
             if tally.unexpected > 0 {
@@ -696,12 +708,19 @@ fn print_targets(all: &[(Mode, &str, Stats)]) {
     let verdict = |ok: bool| if ok { "met" } else { "NOT met" };
     println!("== targets (printed, not enforced)");
     if let Some(otp) = find(all, Mode::Right, "pam_otp") {
+        // What pam_otp adds to a login: its own work inside pam_authenticate, plus
+        // the extra cost of loading it in pam_start (start+end p50 over the baseline's).
+        let loading = find(all, Mode::Right, "baseline: pam_permit").map_or(0.0, |b| {
+            (otp.start_end_p50_ms - b.start_end_p50_ms).max(0.0)
+        });
+        let added = otp.auth_p99_ms + loading;
         println!(
-            "p99 of a successful login with pam_otp, state fsync'd: {:.3} ms whole login, \
-             {:.3} ms in pam_authenticate (target < 2 ms): {}",
-            otp.p99_ms,
+            "p99 latency pam_otp adds to a successful login, state fsync'd: {added:.3} ms \
+             (pam_authenticate p99 {:.3} + loading {loading:.3}; whole login p99 {:.3}) \
+             (target < 2 ms): {}",
             otp.auth_p99_ms,
-            verdict(otp.p99_ms < 2.0)
+            otp.p99_ms,
+            verdict(added < 2.0)
         );
     }
     if let (Some(otp), Some(ga)) = (
