@@ -133,9 +133,8 @@ pub struct Args {
     /// TOTP or HOTP, step size; its scratch codes become recovery codes. The old
     /// file is left as it is.
     #[arg(long = "import-google-authenticator", value_name = "FILE", num_args = 0..=1,
-          default_missing_value = "",
           conflicts_with_all = ["kind", "algorithm", "digits", "period", "recovery_codes"])]
-    pub import_google_authenticator: Option<PathBuf>,
+    pub import_google_authenticator: Option<Option<PathBuf>>,
 }
 
 /// What the flow needs from outside the arguments.
@@ -409,11 +408,9 @@ fn plan(args: &Args, context: &Context) -> Result<Plan, SetupError> {
 
     let (enrollment, new_recovery_codes, imported) = match &args.import_google_authenticator {
         Some(source) => {
-            let source = if source.as_os_str().is_empty() {
-                in_home(context, ".google_authenticator")
-            } else {
-                source.clone()
-            };
+            let source = source
+                .clone()
+                .unwrap_or_else(|| in_home(context, ".google_authenticator"));
             let file = read_google_authenticator(&source)?;
             let recovery_codes = file
                 .scratch_codes
