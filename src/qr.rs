@@ -10,6 +10,11 @@
 //!   which many phone scanners refuse);
 //! - copied as plain text (colours lost), it is still a correct drawing on paper.
 //!
+//! Cells that are dark all over (`█`, `##`) also get a black background: terminals
+//! that draw block glyphs from the font (xterm, for one) leave a pixel row of the
+//! cell uncovered, and a white seam every two modules across dark areas is enough
+//! to keep `zbarimg` from decoding a screenshot at full size.
+//!
 //! The quiet zone (4 modules, as ISO/IEC 18004 asks) is drawn in the same white.
 
 use qrcode::render::svg;
@@ -26,7 +31,7 @@ pub const PIXELS_PER_MODULE: usize = 8;
 
 /// Black foreground on a white background; the drawings' only colours.
 const BLACK_ON_WHITE: &str = "\x1b[30;47m";
-/// ASCII drawing: dark modules are `##` on black, so they are black with or without colour.
+/// Behind cells that are dark all over (`█`, `##`): black, so no seam shows through.
 const DARK_BACKGROUND: &str = "\x1b[40m";
 const LIGHT_BACKGROUND: &str = "\x1b[47m";
 const RESET: &str = "\x1b[0m";
@@ -90,9 +95,19 @@ fn half_blocks(code: &QrCode) -> String {
     // An odd side leaves a last half row below the quiet zone: light, like the zone.
     for row in 0..side.div_ceil(2) {
         out.push_str(BLACK_ON_WHITE);
+        let mut dark_background = false;
         for x in 0..side {
             let top = dark_at(code, x, 2 * row);
             let bottom = dark_at(code, x, 2 * row + 1);
+            let full = top && bottom;
+            if full != dark_background {
+                out.push_str(if full {
+                    DARK_BACKGROUND
+                } else {
+                    LIGHT_BACKGROUND
+                });
+                dark_background = full;
+            }
             out.push(match (top, bottom) {
                 (true, true) => '█',
                 (true, false) => '▀',
@@ -179,7 +194,7 @@ mod tests {
                 .and_then(|l| l.strip_suffix(RESET))
                 .expect("every line is black on white and ends in a reset");
             let (mut top, mut bottom) = (Vec::new(), Vec::new());
-            for c in glyphs.chars() {
+            for c in strip_sgr(glyphs).chars() {
                 top.push(c == '█' || c == '▀');
                 bottom.push(c == '█' || c == '▄');
             }
@@ -215,12 +230,44 @@ mod tests {
     }
 
     #[test]
+    fn cells_dark_all_over_have_a_black_background() {
+        let code = encode(TYPICAL.as_bytes()).unwrap();
+        let mut full_cells = 0;
+        for line in half_blocks(&code).lines() {
+            let mut background = "";
+            let mut rest = line;
+            while let Some(c) = rest.chars().next() {
+                if let Some(sgr) = rest.strip_prefix('\x1b') {
+                    let end = sgr.find('m').unwrap();
+                    let codes = &sgr[1..end];
+                    if codes.contains("40") {
+                        background = "black";
+                    } else if codes.contains("47") || codes == "0" {
+                        background = "white";
+                    }
+                    rest = &sgr[end + 1..];
+                    continue;
+                }
+                match c {
+                    '█' => {
+                        assert_eq!(background, "black", "{line:?}");
+                        full_cells += 1;
+                    }
+                    _ => assert_eq!(background, "white", "{line:?}"),
+                }
+                rest = &rest[c.len_utf8()..];
+            }
+        }
+        assert!(full_cells > 50);
+    }
+
+    #[test]
     fn a_typical_uri_fits_80_columns_at_level_m() {
         let code = encode(TYPICAL.as_bytes()).unwrap();
         assert_eq!(code.error_correction_level(), EcLevel::M);
         let widest = half_blocks(&code)
             .lines()
-            .map(|l| l.chars().filter(|c| !c.is_ascii_control()).count() - "[30;47m[0m".len())
+            .map(|l| strip_sgr(l).chars().count())
             .max()
             .unwrap();
         assert!(widest <= MAX_COLUMNS, "{widest} columns");

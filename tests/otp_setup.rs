@@ -18,7 +18,8 @@ use common::{
 };
 use enrollment_tools::{
     as_user_argv, decode_drawing, file_secret, listing, parse_printed, rsvg_convert, run_as, text,
-    ts_user, uri_parameter, visible_columns, zbarimg, OnTerminal, Printed, Theme, Workspace,
+    ts_user, uri_parameter, visible_columns, zbarimg, OnTerminal, Printed, Theme, Workspace, EXACT,
+    XTERM_LIKE,
 };
 
 const UTF8: &str = "C.UTF-8";
@@ -29,6 +30,21 @@ fn host_name() -> String {
         .unwrap()
         .trim()
         .to_string()
+}
+
+/// The terminal drawing decodes to the printed URI on light and dark themes, in a
+/// terminal that draws blocks exactly and in one that leaves a seam (like xterm).
+fn assert_drawing_scans(printed: &Printed, workspace: &Workspace) {
+    for theme in [Theme::Light, Theme::Dark] {
+        for font in [EXACT, XTERM_LIKE] {
+            let name = format!("{theme:?}-{}-{}.pgm", font.cell, font.gap);
+            let decoded = decode_drawing(&printed.drawing, theme, font, &workspace.dir, &name);
+            assert_eq!(
+                decoded, printed.uri,
+                "terminal QR on a {theme:?} theme, {font:?}"
+            );
+        }
+    }
 }
 
 /// One user enrolled by `otp-setup --no-confirm ARGS`, with everything checked that
@@ -90,10 +106,7 @@ impl Enrolled {
                     "wider than 80 columns: {line:?}"
                 );
             }
-            for (theme, name) in [(Theme::Light, "light.pgm"), (Theme::Dark, "dark.pgm")] {
-                let decoded = decode_drawing(&printed.drawing, theme, &workspace.dir, name);
-                assert_eq!(decoded, printed.uri, "terminal QR on a {theme:?} theme");
-            }
+            assert_drawing_scans(&printed, &workspace);
         }
 
         // Recovery codes: printed once, stored only as salted hashes.
@@ -231,10 +244,7 @@ fn c_locale_gets_an_ascii_drawing_that_still_scans() {
     );
     let printed = parse_printed(&stdout);
     assert!(printed.drawing.iter().any(|l| l.contains("##")));
-    for (theme, name) in [(Theme::Light, "light.pgm"), (Theme::Dark, "dark.pgm")] {
-        let decoded = decode_drawing(&printed.drawing, theme, &workspace.dir, name);
-        assert_eq!(decoded, printed.uri, "ASCII drawing on a {theme:?} theme");
-    }
+    assert_drawing_scans(&printed, &workspace);
     assert_eq!(
         file_secret(&fs::read_to_string(user.otp_path()).unwrap()),
         printed.secret

@@ -278,13 +278,30 @@ pub enum Theme {
 const BLACK: u8 = 0;
 const WHITE: u8 = 255;
 
-/// Paints the printed lines the way a terminal with `theme` shows them: honouring the
-/// SGR colour codes (0, 30, 37, 39, 40, 47, 49 and the bright 90/97/100/107), one
-/// character cell `cell` pixels wide and `2 * cell` high; `▀ ▄ █` fill their halves of
-/// the cell with the foreground colour, any other visible glyph (`#`) its whole cell
-/// (generous to the glyph, but a `#` is only ever drawn in the colour of its
-/// background here), a space none. Returns the image's rows of grey levels.
-pub fn paint(lines: &[String], theme: Theme, cell: usize) -> Vec<Vec<u8>> {
+/// How a terminal's font covers a character cell.
+#[derive(Clone, Copy, Debug)]
+pub struct Font {
+    /// Cell width in pixels; each half of a block glyph is this high too.
+    pub cell: usize,
+    /// Pixel rows at the bottom of the cell that no glyph covers (line spacing): they
+    /// show the cell's background. xterm with DejaVu Sans Mono 10 has 8×17 cells whose
+    /// block glyphs cover 16 rows: `cell: 8, gap: 1`.
+    pub gap: usize,
+}
+
+/// A terminal that draws block elements to fill the cell exactly.
+pub const EXACT: Font = Font { cell: 4, gap: 0 };
+/// A terminal that draws them from the font, like xterm (measured from a screenshot).
+pub const XTERM_LIKE: Font = Font { cell: 8, gap: 1 };
+
+/// Paints the printed lines the way a terminal with `theme` and `font` shows them:
+/// honouring the SGR colour codes (0, 30, 37, 39, 40, 47, 49 and the bright
+/// 90/97/100/107); `▀ ▄ █` fill their halves of the cell with the foreground colour,
+/// any other visible glyph (`#`) its whole glyph area (generous to the glyph, but a
+/// `#` is only ever drawn in the colour of its background here), a space none; the
+/// font's gap rows show the background. Returns the image's rows of grey levels.
+pub fn paint(lines: &[String], theme: Theme, font: Font) -> Vec<Vec<u8>> {
+    let cell = font.cell;
     let (default_fg, default_bg) = match theme {
         Theme::Light => (BLACK, WHITE),
         Theme::Dark => (WHITE, BLACK),
@@ -294,6 +311,7 @@ pub fn paint(lines: &[String], theme: Theme, cell: usize) -> Vec<Vec<u8>> {
         let (mut fg, mut bg) = (default_fg, default_bg);
         let mut top: Vec<u8> = Vec::new();
         let mut bottom: Vec<u8> = Vec::new();
+        let mut gap: Vec<u8> = Vec::new();
         let mut chars = line.chars().peekable();
         while let Some(c) = chars.next() {
             if c == '\x1b' {
@@ -337,13 +355,14 @@ pub fn paint(lines: &[String], theme: Theme, cell: usize) -> Vec<Vec<u8>> {
             };
             top.push(upper);
             bottom.push(lower);
+            gap.push(bg);
         }
-        for half in [top, bottom] {
-            let row: Vec<u8> = half
+        for (part, height) in [(top, cell), (bottom, cell), (gap, font.gap)] {
+            let row: Vec<u8> = part
                 .iter()
                 .flat_map(|&v| std::iter::repeat_n(v, cell))
                 .collect();
-            for _ in 0..cell {
+            for _ in 0..height {
                 rows.push(row.clone());
             }
         }
@@ -391,10 +410,16 @@ pub fn zbarimg(image: &Path) -> String {
     text(&out.stdout).trim_end_matches('\n').to_string()
 }
 
-/// Paints the drawing for `theme`, writes it to `dir/name`, decodes it.
-pub fn decode_drawing(lines: &[String], theme: Theme, dir: &Path, name: &str) -> String {
+/// Paints the drawing for `theme` and `font`, writes it to `dir/name`, decodes it.
+pub fn decode_drawing(
+    lines: &[String],
+    theme: Theme,
+    font: Font,
+    dir: &Path,
+    name: &str,
+) -> String {
     let image = dir.join(name);
-    write_pgm(&image, &paint(lines, theme, 4));
+    write_pgm(&image, &paint(lines, theme, font));
     zbarimg(&image)
 }
 
