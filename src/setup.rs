@@ -303,13 +303,17 @@ pub fn run(
 
     // Image files first: they may still be refused, and nothing has been shown yet.
     let mut images_written: Vec<PathBuf> = Vec::new();
-    let images: [(&Option<PathBuf>, &str); 2] = [(&args.qr_png, "png"), (&args.qr_svg, "svg")];
-    for (path, format) in images {
+    type Render = fn(&qrcode::QrCode) -> Result<Vec<u8>, String>;
+    let images: [(&Option<PathBuf>, Render); 2] = [
+        (&args.qr_png, |code| {
+            qr::png(code).map_err(|e| format!("cannot make the PNG image: {e}"))
+        }),
+        (&args.qr_svg, |code| Ok(qr::svg(code).into_bytes())),
+    ];
+    for (path, render) in images {
         let Some(path) = path else { continue };
-        let bytes = match format {
-            "png" => qr::png(&code).map_err(|e| bad(format!("cannot make the PNG image: {e}")))?,
-            _ => qr::svg(&code).into_bytes(),
-        };
+        // The image holds the secret, as the URI does.
+        let bytes = Zeroizing::new(render(&code).map_err(bad)?);
         if let Err(e) = write_private_file(path, &bytes, plan.existing) {
             remove_all(&images_written);
             return Err(bad(e.to_string()));
@@ -606,7 +610,7 @@ fn show(
         }
         writeln!(out, "Scan this QR code with your authenticator app:")?;
         writeln!(out)?;
-        out.write_all(drawing.draw(code).as_bytes())?;
+        out.write_all(Zeroizing::new(drawing.draw(code)).as_bytes())?;
         writeln!(out)?;
     }
     let secret = plan.enrollment.secret.to_base32();
