@@ -75,64 +75,92 @@ impl From<AlgorithmArg> for Algorithm {
 /// How the QR code is drawn in the terminal.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum QrArg {
-    /// UTF-8 half blocks, two modules per character (compact; needs a UTF-8 terminal)
+    /// UTF-8 half blocks, two modules per character
     Utf8,
-    /// ASCII with ANSI colours, two characters per module (any terminal; twice as wide)
+    /// ASCII with ANSI colours, two characters per module
     Ansi,
     /// no terminal drawing
     None,
 }
 
-/// Enrolls you for one-time codes: makes a secret, shows it as a QR code for your
-/// authenticator app, and writes ~/.otp.toml for pam_otp.
+// The help text is wrapped by hand (no line over 80 columns) rather than by clap's
+// `wrap_help`, which would bring in a terminal-size crate.
+/// The command line of `otp-setup`.
 #[derive(Parser, Debug)]
-#[command(name = "otp-setup", version, max_term_width = 100)]
+#[command(
+    name = "otp-setup",
+    version,
+    long_about = None,
+    about = "Enroll for one-time codes: make a secret, show it as a QR code for your\n\
+             authenticator app, check a code from the app, write ~/.otp.toml for pam_otp.",
+    after_help = "Exit status: 0 enrolled; 1 not confirmed; 2 bad input.\n\
+                  Nothing is written unless the status is 0."
+)]
 pub struct Args {
-    /// Time-based (TOTP) or counter-based (HOTP) codes [default: totp]
-    #[arg(long = "type", value_enum, value_name = "TYPE")]
+    /// Time-based or counter-based codes [default: totp]
+    #[arg(
+        long = "type",
+        value_enum,
+        value_name = "totp|hotp",
+        hide_possible_values = true
+    )]
     pub kind: Option<CodeType>,
-    /// HMAC algorithm; most apps support only SHA1 [default: SHA1]
-    #[arg(long, value_enum, ignore_case = true, value_name = "ALGORITHM")]
+    /// HMAC hash; most apps know only SHA1 [default: SHA1]
+    #[arg(
+        long,
+        value_enum,
+        ignore_case = true,
+        value_name = "SHA1|SHA256|SHA512",
+        hide_possible_values = true
+    )]
     pub algorithm: Option<AlgorithmArg>,
     /// Digits per code [default: 6]
     #[arg(long, value_name = "6|7|8", value_parser = clap::value_parser!(u32).range(6..=8))]
     pub digits: Option<u32>,
-    /// TOTP: seconds each code lasts [default: 30]
+    /// TOTP: seconds each code lasts, 5 to 3600 [default: 30]
     #[arg(long, value_name = "SECONDS",
           value_parser = clap::value_parser!(u64).range(MIN_PERIOD..=MAX_PERIOD))]
     pub period: Option<u64>,
-    /// Name the app shows for this account's provider [default: this host's name]
+    /// Provider name shown in the app [default: the host name]
     #[arg(long, value_name = "NAME")]
     pub issuer: Option<String>,
-    /// Account name the app shows [default: USER@HOST]
+    /// Account name shown in the app [default: USER@HOST]
     #[arg(long, value_name = "NAME")]
     pub label: Option<String>,
-    /// Enrollment file to write [default: ~/.otp.toml, home from the user database]
+    /// File to write [default: ~/.otp.toml, home from the user database]
     #[arg(long, value_name = "PATH")]
     pub file: Option<PathBuf>,
-    /// Number of one-time recovery codes to make [default: 5]
+    /// One-time recovery codes to make, 0 to 100 [default: 5]
     #[arg(long = "recovery-codes", value_name = "N",
           value_parser = clap::value_parser!(u32).range(0..=MAX_RECOVERY_CODES as i64))]
     pub recovery_codes: Option<u32>,
-    /// Terminal drawing of the QR code [default: utf8, or ansi when the locale is not UTF-8]
-    #[arg(long, value_enum, value_name = "MODE")]
+    /// QR code in the terminal: utf8 (half blocks), ansi (ASCII with
+    /// colours, twice as wide) or none [default: utf8; ansi if the
+    /// locale is not UTF-8]
+    #[arg(
+        long,
+        value_enum,
+        value_name = "utf8|ansi|none",
+        hide_possible_values = true,
+        verbatim_doc_comment
+    )]
     pub qr: Option<QrArg>,
-    /// Also write the QR code as a PNG image (mode 0600; it holds the secret)
+    /// Also write the QR code as a PNG (mode 0600: it holds the secret)
     #[arg(long = "qr-png", value_name = "FILE")]
     pub qr_png: Option<PathBuf>,
-    /// Also write the QR code as an SVG image (mode 0600; it holds the secret)
+    /// Also write the QR code as an SVG (mode 0600: it holds the secret)
     #[arg(long = "qr-svg", value_name = "FILE")]
     pub qr_svg: Option<PathBuf>,
-    /// Write the file without asking for a code from the app first
+    /// Write without first asking for a code from the app
     #[arg(long)]
     pub no_confirm: bool,
-    /// Replace an existing enrollment file (and existing QR image files)
+    /// Replace an existing enrollment file (and image files)
     #[arg(long)]
     pub force: bool,
-    /// Turn a ~/.google_authenticator file (or FILE) into the enrollment: secret,
-    /// TOTP or HOTP, step size; its scratch codes become recovery codes. The old
-    /// file is left as it is.
+    /// Import ~/.google_authenticator (or FILE): secret, TOTP or HOTP,
+    /// step size; its scratch codes become recovery codes. FILE is kept.
     #[arg(long = "import-google-authenticator", value_name = "FILE", num_args = 0..=1,
+          verbatim_doc_comment,
           conflicts_with_all = ["kind", "algorithm", "digits", "period", "recovery_codes"])]
     pub import_google_authenticator: Option<Option<PathBuf>>,
 }

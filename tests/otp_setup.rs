@@ -504,6 +504,12 @@ fn help_names_every_flag_and_version_prints_the_version() {
     ] {
         assert!(help.contains(flag), "--help lacks {flag}\n{help}");
     }
+    for line in help.lines() {
+        assert!(
+            line.chars().count() <= 80,
+            "--help line over 80 columns: {line:?}"
+        );
+    }
     let out = run_as(&user, UTF8, binary.to_str().unwrap(), &["--version"]);
     assert_eq!(out.status.code(), Some(0));
     assert_eq!(
