@@ -3,8 +3,9 @@
 //! Functional core: `otp`, `enrollment`, `state`, `answer`, `decision`, `policy` (parsing).
 //! Imperative shell: `user_file` (the user's file), `store` (state on disk), `log`
 //! (syslog), `conversation` (the user), `login` (one login's flow), `pam_module` and
-//! `authtok` (libpam).
+//! `authtok` (libpam). Tools: `admin` (otp-admin).
 
+pub mod admin;
 pub mod answer;
 pub mod authtok;
 pub mod conversation;

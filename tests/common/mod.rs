@@ -287,7 +287,10 @@ pub struct Outcome {
 
 impl Outcome {
     pub fn succeeded(&self) -> bool {
-        self.status == Some(0) && self.stdout.contains("pamtester: successfully authenticated")
+        self.status == Some(0)
+            && self
+                .stdout
+                .contains("pamtester: successfully authenticated")
     }
 
     /// Failed with this pam_strerror text.
@@ -429,11 +432,13 @@ pub fn hotp(secret: &str, counter: u64) -> String {
 pub fn wrong_totp(secret: &str) -> String {
     let t = now();
     let near: Vec<String> = (-3..=3).map(|k| totp_at(secret, t + 30 * k, &[])).collect();
-    ["000000", "111111", "222222", "333333", "444444", "555555", "666666", "777777"]
-        .iter()
-        .find(|c| !near.iter().any(|n| n == *c))
-        .expect("seven codes cannot cover eight candidates")
-        .to_string()
+    [
+        "000000", "111111", "222222", "333333", "444444", "555555", "666666", "777777",
+    ]
+    .iter()
+    .find(|c| !near.iter().any(|n| n == *c))
+    .expect("seven codes cannot cover eight candidates")
+    .to_string()
 }
 
 /// Waits until at least `margin` seconds are left in the current 30 s step, so that
