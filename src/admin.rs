@@ -484,10 +484,13 @@ impl Status {
             lines.push(("next HOTP counter", counter.to_string()));
         }
         let failures = if self.max_failures == 0 {
-            format!("{} (lockout is OFF: max_failures = 0)", self.failures)
+            format!(
+                "{} (policy: lockout is OFF, max_failures = 0)",
+                self.failures
+            )
         } else {
             format!(
-                "{} (a lockout starts at {})",
+                "{} (policy: lockout after {})",
                 self.failures, self.max_failures
             )
         };
