@@ -1,9 +1,9 @@
 //! Helpers for the otp-admin tests (issue 5): users and PAM services named `ta…`, the
 //! otp-admin binary under test, state-directory snapshots.
 //!
-//! With `PAM_OTP_INSTALLED=1` (set by packaging/check-deb.sh after `dpkg -i`) the tests
-//! use the installed files: services name the module plainly as `pam_otp.so`, so libpam
-//! finds it in the system's module directory, and `/usr/sbin/otp-admin` is run.
+//! With `PAM_OTP_MODULE=pam_otp.so` (a bare name, as packaging/check-deb.sh sets it after
+//! `dpkg -i`) the tests use the installed files: services name the module plainly, so
+//! libpam itself finds it in the system's module directory, and `/usr/sbin/otp-admin` runs.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -20,15 +20,17 @@ use crate::common::{finish, module_path, scratch_path, spawn, unique, Outcome};
 /// while another process holds them.
 static USER_DB: Mutex<()> = Mutex::new(());
 
-/// Whether the tests run against the installed package.
+/// Whether the tests run against the installed files: `PAM_OTP_MODULE` is a bare name.
 pub fn installed() -> bool {
-    std::env::var_os("PAM_OTP_INSTALLED").is_some_and(|v| v == "1")
+    std::env::var("PAM_OTP_MODULE").is_ok_and(|m| !m.is_empty() && !m.contains('/'))
 }
 
-/// How a service names the module: plainly when testing the package, else by path.
+/// How a service names the module: by the bare name when testing the installed files
+/// (after checking that it is installed), else by path.
 pub fn module_ref() -> String {
     if installed() {
-        "pam_otp.so".into()
+        module_path(); // asserts that the name is found in a system module directory
+        std::env::var("PAM_OTP_MODULE").unwrap()
     } else {
         module_path().display().to_string()
     }
