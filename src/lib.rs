@@ -8,7 +8,10 @@
 //! `otp-setup` (a user enrolls): `setup` (the flow), `otpauth` (the key URI), `qr`
 //! (QR drawings), `google_import` (`~/.google_authenticator`), `enrollment_file`
 //! (writing files atomically).
+//!
+//! `otp-admin` (root repairs state): `admin`.
 
+pub mod admin;
 pub mod answer;
 pub mod authtok;
 pub mod conversation;
