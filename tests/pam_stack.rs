@@ -566,3 +566,82 @@ fn nonexistent_user_is_refused() {
         "a user that does not exist passed with nullok: {out:?}"
     );
 }
+
+// ---- forward_pass: one prompt for password + code, password handed on ----
+
+/// Sets the test user's Unix password (pam_unix checks it after pam_otp).
+fn set_password(user: &str, password: &str) {
+    let mut child = std::process::Command::new("chpasswd")
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    writeln!(child.stdin.take().unwrap(), "{user}:{password}").unwrap();
+    assert!(child.wait().unwrap().success(), "chpasswd failed");
+}
+
+#[test]
+fn forward_pass_hands_the_password_to_pam_unix() {
+    let fx = Fixture::totp();
+    set_password(&fx.user.name, "Correct-Horse-9");
+    let service = Service::with_lines(&[
+        otp_line(&fx.state, "forward_pass"),
+        "auth required pam_unix.so use_first_pass".to_string(),
+    ]);
+    let out = fx.login(&service, &format!("Correct-Horse-9{}", totp(&fx.secret)));
+    out.assert_success("password followed by the right code");
+    assert!(
+        out.prompted("Password and verification code: "),
+        "one combined prompt expected: {out:?}"
+    );
+    // Right code, wrong password: pam_unix refuses what pam_otp handed on.
+    fx.login(
+        &service,
+        &format!("wrong-password{}", totp_at(&fx.secret, now() + 30, &[])),
+    )
+    .assert_failure(AUTH_ERR, "wrong password, right code");
+    // Right password, wrong code: pam_otp refuses.
+    fx.login(
+        &service,
+        &format!("Correct-Horse-9{}", wrong_totp(&fx.secret)),
+    )
+    .assert_failure(AUTH_ERR, "right password, wrong code");
+}
+
+#[test]
+fn use_first_pass_takes_the_code_from_an_earlier_module() {
+    let fx = Fixture::totp();
+    // pam_unix asks "Password: " and leaves the answer in PAM_AUTHTOK; making the
+    // password the current code lets one answer satisfy both modules.
+    let code = totp(&fx.secret);
+    set_password(&fx.user.name, &code);
+    let service = Service::with_lines(&[
+        "auth required pam_unix.so".to_string(),
+        otp_line(&fx.state, "use_first_pass"),
+    ]);
+    let out = fx.login(&service, &code);
+    out.assert_success("the code taken from PAM_AUTHTOK");
+    assert!(
+        !out.prompted(DEFAULT_PROMPT),
+        "use_first_pass must not ask: {out:?}"
+    );
+    // The same token again is a replay.
+    fx.login(&service, &code)
+        .assert_failure(AUTH_ERR, "the same code again through use_first_pass");
+}
+
+#[test]
+fn try_first_pass_asks_when_the_earlier_token_is_not_a_code() {
+    let fx = Fixture::totp();
+    set_password(&fx.user.name, "Correct-Horse-9");
+    let service = Service::with_lines(&[
+        "auth required pam_unix.so".to_string(),
+        otp_line(&fx.state, "try_first_pass"),
+    ]);
+    let code = totp(&fx.secret);
+    let out = fx.login(&service, &format!("Correct-Horse-9\n{code}"));
+    out.assert_success("password, then the code asked for");
+    assert!(
+        out.prompted(DEFAULT_PROMPT),
+        "the code must be asked for: {out:?}"
+    );
+}
