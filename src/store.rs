@@ -124,6 +124,13 @@ impl StateStore {
         Ok(self.dir.join(format!("{user}.state")))
     }
 
+    /// Reads the user's state without taking the lock. Safe because the file is only
+    /// ever replaced by rename: a reader sees a whole old or a whole new file. For the
+    /// lockout check before prompting; every decision re-reads under the lock.
+    pub fn peek(&self, user: &str) -> Result<Option<State>, StoreError> {
+        read_state(&self.state_path(user)?)
+    }
+
     /// Takes the user's exclusive lock, waiting for any other login of the same user.
     pub fn lock(&self, user: &str) -> Result<LockedState, StoreError> {
         let state_path = self.state_path(user)?;
@@ -154,42 +161,7 @@ impl LockedState {
 
     /// The stored state, `None` if there is none yet.
     pub fn load(&self) -> Result<Option<State>, StoreError> {
-        let path = &self.state_path;
-        let file = File::options()
-            .read(true)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
-            .open(path);
-        let file = match file {
-            Ok(file) => file,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(io_error(path, "open")(e)),
-        };
-        let meta = file.metadata().map_err(io_error(path, "inspect"))?;
-        if !meta.is_file() || meta.uid() != 0 || meta.mode() & 0o022 != 0 {
-            return Err(StoreError::Insecure {
-                path: path.clone(),
-                why: "not a regular root-owned file writable only by root".into(),
-            });
-        }
-        let mut text = String::new();
-        file.take(MAX_STATE_BYTES + 1)
-            .read_to_string(&mut text)
-            .map_err(|e| StoreError::Corrupt {
-                path: path.clone(),
-                why: format!("unreadable: {e}"),
-            })?;
-        if text.len() as u64 > MAX_STATE_BYTES {
-            return Err(StoreError::Corrupt {
-                path: path.clone(),
-                why: "larger than 64 KiB".into(),
-            });
-        }
-        State::parse(&text)
-            .map(Some)
-            .map_err(|e| StoreError::Corrupt {
-                path: path.clone(),
-                why: e.to_string(),
-            })
+        read_state(&self.state_path)
     }
 
     /// Replaces the state atomically: a crash leaves either the old or the new file.
@@ -231,6 +203,45 @@ impl LockedState {
             Err(e) => Err(io_error(&self.state_path, "remove")(e)),
         }
     }
+}
+
+/// Reads a state file; `None` if there is none yet. Only root may have written it.
+fn read_state(path: &Path) -> Result<Option<State>, StoreError> {
+    let file = File::options()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path);
+    let file = match file {
+        Ok(file) => file,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io_error(path, "open")(e)),
+    };
+    let meta = file.metadata().map_err(io_error(path, "inspect"))?;
+    if !meta.is_file() || meta.uid() != 0 || meta.mode() & 0o022 != 0 {
+        return Err(StoreError::Insecure {
+            path: path.into(),
+            why: "not a regular root-owned file writable only by root".into(),
+        });
+    }
+    let mut text = String::new();
+    file.take(MAX_STATE_BYTES + 1)
+        .read_to_string(&mut text)
+        .map_err(|e| StoreError::Corrupt {
+            path: path.into(),
+            why: format!("unreadable: {e}"),
+        })?;
+    if text.len() as u64 > MAX_STATE_BYTES {
+        return Err(StoreError::Corrupt {
+            path: path.into(),
+            why: "larger than 64 KiB".into(),
+        });
+    }
+    State::parse(&text)
+        .map(Some)
+        .map_err(|e| StoreError::Corrupt {
+            path: path.into(),
+            why: e.to_string(),
+        })
 }
 
 #[cfg(test)]
