@@ -21,6 +21,7 @@ mkdir "$dev"
 mount -t tmpfs -o mode=0755 tmpfs "$dev"
 for n in null zero full random urandom tty; do touch "$dev/$n"; mount --bind "/dev/$n" "$dev/$n"; done
 ln -s /proc/self/fd "$dev/fd"
+mkdir "$dev/shm"; mount --bind /dev/shm "$dev/shm"
 touch "$dev/log"; mount --bind "$sock" "$dev/log"
 mount --move "$dev" /dev
 rmdir "$dev"
