@@ -550,3 +550,98 @@ fn the_state_store_refuses_unsafe_names() {
     assert!(entries.is_empty(), "files made for unsafe names");
     assert!(store.lock("alice").is_ok());
 }
+
+// ---- sudo's second factor against the user themself: a secret the user cannot rewrite ----
+
+/// A root-owned directory (0755) for per-user secrets under /var/lib; on drop, clears the
+/// immutable flags and removes it.
+struct SecretsDir {
+    path: std::path::PathBuf,
+}
+
+impl Drop for SecretsDir {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("chattr")
+            .arg("-R")
+            .arg("-i")
+            .arg(&self.path)
+            .status();
+        let _ = fs::remove_dir_all(&self.path);
+    }
+}
+
+/// Runs `sh -c SCRIPT` as `user`; whether it succeeded.
+fn as_user(user: &str, script: &str) -> bool {
+    std::process::Command::new("runuser")
+        .args(["-u", user, "--", "sh", "-c", script])
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("run runuser")
+        .success()
+}
+
+#[test]
+fn an_immutable_secret_in_a_root_directory_cannot_be_rewritten_by_the_user() {
+    // SECURITY.md's recipe for sudo: secret=/var/lib/<dir>/%u.toml, the directory root's
+    // (0755), the file the user's (so the module, reading as the user, can open it), mode
+    // 0400, made immutable by root with chattr +i.
+    let f = Fixture::totp();
+    let dir = SecretsDir {
+        path: Path::new("/var/lib").join(common::unique("th-secrets")),
+    };
+    fs::create_dir(&dir.path).unwrap();
+    set_mode(&dir.path, 0o755);
+    let file = dir.path.join(format!("{}.toml", f.user.name));
+    let text = totp_enrollment(&f.secret);
+    fs::write(&file, &text).unwrap();
+    chown(&file, Some(f.user.uid), Some(f.user.gid)).unwrap();
+    set_mode(&file, 0o400);
+    let chattr = std::process::Command::new("chattr")
+        .arg("+i")
+        .arg(&file)
+        .status()
+        .expect("run chattr (e2fsprogs)");
+    assert!(chattr.success(), "chattr +i {}", file.display());
+    // The user's own ~/.otp.toml is ignored by this service.
+    fs::remove_file(f.user.otp_path()).unwrap();
+
+    let service = f.service(&format!("secret={}/%u.toml", dir.path.display()));
+    let run = login(&f, &service, &right_code(&f.secret));
+    run.outcome.assert_success("immutable root-managed secret");
+
+    let path = file.display().to_string();
+    let dir_path = dir.path.display().to_string();
+    for (attempt, script) in [
+        (
+            "append",
+            format!("echo 'secret = \"AAAAAAAAAAAAAAAA\"' >> '{path}'"),
+        ),
+        ("chmod", format!("chmod 600 '{path}'")),
+        ("remove", format!("rm -f '{path}'")),
+        ("rename", format!("mv '{path}' '{path}.old'")),
+        (
+            "replace",
+            format!("echo x > '{dir_path}/new' && mv '{dir_path}/new' '{path}'"),
+        ),
+    ] {
+        assert!(
+            !as_user(&f.user.name, &script),
+            "the user could {attempt} the root-managed secret"
+        );
+    }
+    assert_eq!(fs::read_to_string(&file).unwrap(), text);
+    // Without the flag the owner could rewrite it: the test above is about the flag.
+    assert!(std::process::Command::new("chattr")
+        .arg("-i")
+        .arg(&file)
+        .status()
+        .unwrap()
+        .success());
+    assert!(
+        as_user(
+            &f.user.name,
+            &format!("chmod 600 '{path}' && echo '# mine' >> '{path}'")
+        ),
+        "control: the owner could not change a mutable file"
+    );
+}
