@@ -21,3 +21,9 @@ lint:
 
 clean:
 	$(CARGO) clean
+
+# issue 7: every fuzz target for FUZZ_SECONDS each (stable toolchain; see fuzz/README.md).
+FUZZ_SECONDS ?= 60
+.PHONY: fuzz
+fuzz:
+	bash fuzz/run.sh $(FUZZ_SECONDS)
