@@ -36,9 +36,9 @@ for target in "${targets[@]}"; do
     cargo fuzz run --sanitizer "$sanitizer" "$target" "$corpus" "seeds/$target" -- \
         -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -max_len=8192 \
         -dict=dict/toml.dict -print_final_stats=1 >"$log" 2>&1 || status=$?
-    execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -n 1)
-    units=$(find "$corpus" -type f | wc -l)
-    coverage=$(grep -o 'cov: [0-9]* ft: [0-9]*' "$log" | tail -n 1)
+    execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -n 1 || true)
+    units=$(find "$corpus" -type f | wc -l || true)
+    coverage=$(grep -o 'cov: [0-9]* ft: [0-9]*' "$log" | tail -n 1 || true)
     if [ "$status" -ne 0 ]; then
         tail -n 60 "$log" >&2
         echo "fuzz/run.sh: $target FAILED (exit $status); the input is in fuzz/artifacts/$target/" >&2
