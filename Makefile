@@ -3,7 +3,7 @@ PREFIX ?= /usr
 DESTDIR ?=
 CARGO ?= cargo
 
-.PHONY: all build test lint clean
+.PHONY: all build test lint clean install uninstall deb check-deb
 
 all: build
 
@@ -21,6 +21,88 @@ lint:
 
 clean:
 	$(CARGO) clean
+
+# ---- Installing, with or without a package manager (issue 5) ----
+# `make install` puts the same files in the same places as the Debian package;
+# `make uninstall` removes them again (the state in $(STATEDIR) stays unless PURGE=1).
+TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
+RELEASE := $(TARGET_DIR)/release
+# Debian's multiarch triplet (x86_64-linux-gnu): libpam finds modules named without a path
+# in /usr/lib/<triplet>/security.
+MULTIARCH ?= $(shell dpkg-architecture -qDEB_HOST_MULTIARCH 2>/dev/null || gcc -print-multiarch 2>/dev/null)
+PAMDIR ?= $(PREFIX)/lib/$(if $(MULTIARCH),$(MULTIARCH)/)security
+BINDIR ?= $(PREFIX)/bin
+SBINDIR ?= $(PREFIX)/sbin
+DATADIR ?= $(PREFIX)/share
+DOCDIR ?= $(DATADIR)/doc/pam-otp
+MANDIR ?= $(DATADIR)/man
+# The module and otp-admin read these fixed paths, whatever PREFIX is.
+POLICY := /etc/security/pam_otp.toml
+STATEDIR := /var/lib/pam-otp
+INSTALL ?= install
+STRIP ?= strip
+MANPAGES := man8/pam_otp.8 man8/otp-admin.8 man1/otp-setup.1
+
+install: build
+	$(INSTALL) -D -m 0644 $(RELEASE)/libpam_otp.so $(DESTDIR)$(PAMDIR)/pam_otp.so
+	$(INSTALL) -D -m 0755 $(RELEASE)/otp-setup $(DESTDIR)$(BINDIR)/otp-setup
+	$(INSTALL) -D -m 0755 $(RELEASE)/otp-admin $(DESTDIR)$(SBINDIR)/otp-admin
+	$(STRIP) --strip-unneeded $(DESTDIR)$(PAMDIR)/pam_otp.so $(DESTDIR)$(BINDIR)/otp-setup $(DESTDIR)$(SBINDIR)/otp-admin
+	@# The policy file is the administrator's once installed: never overwritten.
+	@if [ -e $(DESTDIR)$(POLICY) ]; then \
+		echo "keeping $(DESTDIR)$(POLICY); the shipped one is $(DOCDIR)/examples/pam_otp.toml"; \
+	else \
+		echo "$(INSTALL) -D -m 0644 config/pam_otp.toml $(DESTDIR)$(POLICY)"; \
+		$(INSTALL) -D -m 0644 config/pam_otp.toml $(DESTDIR)$(POLICY); \
+	fi
+	$(INSTALL) -d -m 0700 $(DESTDIR)$(STATEDIR)
+	for f in $$(cd config && find . -type f | sed 's|^\./||' | sort); do \
+		$(INSTALL) -D -m 0644 config/$$f $(DESTDIR)$(DOCDIR)/examples/$$f || exit 1; \
+	done
+	$(INSTALL) -D -m 0644 config/pam-configs/pam-otp $(DESTDIR)$(DATADIR)/pam-configs/pam-otp
+	$(INSTALL) -D -m 0644 README.md $(DESTDIR)$(DOCDIR)/README.md
+	for page in $(MANPAGES); do \
+		$(INSTALL) -d -m 0755 $(DESTDIR)$(MANDIR)/$$(dirname $$page) && \
+		gzip -9n -c packaging/man/$$(basename $$page) > $(DESTDIR)$(MANDIR)/$$page.gz && \
+		chmod 0644 $(DESTDIR)$(MANDIR)/$$page.gz || exit 1; \
+	done
+
+# Refuses while a PAM service still names the module: removing it would fail every login
+# through that service. FORCE=1 removes anyway; PURGE=1 also removes state and policy.
+uninstall:
+	@users=$$(grep -lsE '^[^#]*([[:space:]/]|^)pam_otp\.so' $(DESTDIR)/etc/pam.d/* || true); \
+	if [ -n "$$users" ] && [ -z "$(FORCE)" ]; then \
+		echo "refusing: these PAM services still use pam_otp.so: $$users" >&2; \
+		echo "remove those lines first (or make uninstall FORCE=1)" >&2; \
+		exit 1; \
+	fi
+	rm -f $(DESTDIR)$(PAMDIR)/pam_otp.so $(DESTDIR)$(BINDIR)/otp-setup $(DESTDIR)$(SBINDIR)/otp-admin
+	rm -f $(DESTDIR)$(DATADIR)/pam-configs/pam-otp
+	rm -rf $(DESTDIR)$(DOCDIR)
+	for page in $(MANPAGES); do rm -f $(DESTDIR)$(MANDIR)/$$page.gz; done
+	@if [ -n "$(PURGE)" ]; then \
+		echo "rm -rf $(DESTDIR)$(STATEDIR) $(DESTDIR)$(POLICY)"; \
+		rm -rf $(DESTDIR)$(STATEDIR) $(DESTDIR)$(POLICY); \
+	elif cmp -s config/pam_otp.toml $(DESTDIR)$(POLICY); then \
+		echo "rm -f $(DESTDIR)$(POLICY) (unchanged); kept $(DESTDIR)$(STATEDIR) (PURGE=1 removes it)"; \
+		rm -f $(DESTDIR)$(POLICY); \
+	else \
+		echo "kept $(DESTDIR)$(POLICY) and $(DESTDIR)$(STATEDIR) (PURGE=1 removes them)"; \
+	fi
+
+# The Debian package, in $(TARGET_DIR)/debian/. cargo-deb cannot name the multiarch
+# directory, so the module is staged under it here and packaged from there.
+STAGE := packaging/stage
+deb: build
+	@test -n "$(MULTIARCH)" || { echo "cannot tell the multiarch triplet: install dpkg-dev" >&2; exit 1; }
+	rm -rf $(STAGE)
+	$(INSTALL) -D -m 0644 $(RELEASE)/libpam_otp.so $(STAGE)/lib/$(MULTIARCH)/security/pam_otp.so
+	$(STRIP) --strip-unneeded --remove-section=.comment --remove-section=.note $(STAGE)/lib/$(MULTIARCH)/security/pam_otp.so
+	$(CARGO) deb --no-build
+
+# Builds, lints, installs, tests and removes the package on this machine (as root; CI).
+check-deb:
+	bash packaging/check-deb.sh
 
 # issue 7: every fuzz target for FUZZ_SECONDS each (stable toolchain; see fuzz/README.md).
 FUZZ_SECONDS ?= 60

@@ -4,18 +4,30 @@
 //! Imperative shell: `user_file` (the user's file), `store` (state on disk), `log`
 //! (syslog), `conversation` (the user), `login` (one login's flow), `pam_module` and
 //! `authtok` (libpam).
+//!
+//! `otp-setup` (a user enrolls): `setup` (the flow), `otpauth` (the key URI), `qr`
+//! (QR drawings), `google_import` (`~/.google_authenticator`), `enrollment_file`
+//! (writing files atomically).
+//!
+//! `otp-admin` (root repairs state): `admin`.
 
+pub mod admin;
 pub mod answer;
 pub mod authtok;
 pub mod conversation;
 pub mod decision;
 pub mod enrollment;
+pub mod enrollment_file;
+pub mod google_import;
 pub mod log;
 pub mod login;
 pub mod otp;
+pub mod otpauth;
 pub mod pam_module;
 pub mod policy;
+pub mod qr;
 pub mod recovery;
+pub mod setup;
 pub mod state;
 pub mod store;
 pub mod user_file;

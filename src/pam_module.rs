@@ -13,8 +13,8 @@ use crate::authtok;
 use crate::conversation::PamConversation;
 use crate::log::Logger;
 use crate::login::{login, Outcome, Request};
-use crate::policy::{self, is_safe_user_name};
-use crate::user_file::Account;
+use crate::policy;
+use crate::user_file::{Account, AccountError};
 
 pub struct PamOtp;
 
@@ -115,18 +115,10 @@ fn authenticate(pamh: &mut PamHandle, args: &[&CStr], flags: PamFlag) -> PamResu
 }
 
 fn lookup_account(name: &str) -> Result<Account, PamResultCode> {
-    if !is_safe_user_name(name) {
-        return Err(PamResultCode::PAM_USER_UNKNOWN);
-    }
-    match nix::unistd::User::from_name(name) {
-        Ok(Some(user)) => Ok(Account {
-            name: user.name,
-            uid: user.uid.as_raw(),
-            gid: user.gid.as_raw(),
-            home: user.dir,
-        }),
-        Ok(None) => Err(PamResultCode::PAM_USER_UNKNOWN),
-        Err(_) => Err(PamResultCode::PAM_AUTHINFO_UNAVAIL),
+    match Account::lookup(name) {
+        Ok(Some(account)) => Ok(account),
+        Ok(None) | Err(AccountError::UnsafeName(_)) => Err(PamResultCode::PAM_USER_UNKNOWN),
+        Err(AccountError::Database(_)) => Err(PamResultCode::PAM_AUTHINFO_UNAVAIL),
     }
 }
 

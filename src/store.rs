@@ -116,11 +116,17 @@ impl StateStore {
         &self.dir
     }
 
-    /// Takes the user's exclusive lock, waiting for any other login of the same user.
-    pub fn lock(&self, user: &str) -> Result<LockedState, StoreError> {
+    /// Where the user's state lives, whether or not it exists yet.
+    pub fn state_path(&self, user: &str) -> Result<PathBuf, StoreError> {
         if !is_safe_user_name(user) {
             return Err(StoreError::BadUserName(user.into()));
         }
+        Ok(self.dir.join(format!("{user}.state")))
+    }
+
+    /// Takes the user's exclusive lock, waiting for any other login of the same user.
+    pub fn lock(&self, user: &str) -> Result<LockedState, StoreError> {
+        let state_path = self.state_path(user)?;
         let lock_path = self.dir.join(format!("{user}.lock"));
         let lock = File::options()
             .read(true)
@@ -133,7 +139,7 @@ impl StateStore {
             .map_err(io_error(&lock_path, "open the lock file"))?;
         lock.lock().map_err(io_error(&lock_path, "lock"))?;
         Ok(LockedState {
-            state_path: self.dir.join(format!("{user}.state")),
+            state_path,
             temp_path: self.dir.join(format!(".{user}.state.tmp")),
             dir: self.dir.clone(),
             _lock: lock,

@@ -10,6 +10,7 @@ use nix::unistd::{setfsgid, setfsuid, Gid, Uid};
 use zeroize::Zeroizing;
 
 use crate::enrollment::{Enrollment, EnrollmentError};
+use crate::policy::is_safe_user_name;
 
 /// Far above any real enrollment (100 recovery hashes are under 12 KiB).
 pub const MAX_ENROLLMENT_BYTES: u64 = 64 * 1024;
@@ -21,6 +22,40 @@ pub struct Account {
     pub uid: u32,
     pub gid: u32,
     pub home: PathBuf,
+}
+
+/// Why the user database gave no account.
+#[derive(Debug)]
+pub enum AccountError {
+    /// A name that could escape a directory (`/`, `..`, NUL) or is otherwise unusable.
+    UnsafeName(String),
+    /// The user database itself failed (not "no such user").
+    Database(nix::Error),
+}
+
+impl fmt::Display for AccountError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AccountError::UnsafeName(name) => write!(f, "{name:?} is not a usable user name"),
+            AccountError::Database(e) => write!(f, "cannot read the user database: {e}"),
+        }
+    }
+}
+
+impl Account {
+    /// Looks `name` up in the system's user database (NSS); `Ok(None)` if there is no such user.
+    pub fn lookup(name: &str) -> Result<Option<Account>, AccountError> {
+        if !is_safe_user_name(name) {
+            return Err(AccountError::UnsafeName(name.into()));
+        }
+        let user = nix::unistd::User::from_name(name).map_err(AccountError::Database)?;
+        Ok(user.map(|user| Account {
+            name: user.name,
+            uid: user.uid.as_raw(),
+            gid: user.gid.as_raw(),
+            home: user.dir,
+        }))
+    }
 }
 
 /// Why the enrollment could not be had; the module fails closed on every one but `NotEnrolled`.

@@ -59,10 +59,25 @@ fn assert_root() {
     );
 }
 
-/// The module under test: `$PAM_OTP_MODULE`, else `<target>/debug/libpam_otp.so`
-/// next to this test executable (`<target>/debug/deps/<test>`).
+/// Where an installed module named without a directory (`PAM_OTP_MODULE=pam_otp.so`) is looked for.
+const PAM_MODULE_DIRS: &[&str] = &[
+    "/usr/lib/x86_64-linux-gnu/security",
+    "/lib/x86_64-linux-gnu/security",
+    "/usr/lib64/security",
+    "/usr/lib/security",
+    "/lib/security",
+];
+
+/// The module under test: `$PAM_OTP_MODULE` (a path, or a bare name looked up in the
+/// system's PAM module directories), else `<target>/debug/libpam_otp.so` next to this
+/// test executable (`<target>/debug/deps/<test>`).
 pub fn module_path() -> PathBuf {
     let path = match std::env::var_os("PAM_OTP_MODULE") {
+        Some(p) if !p.to_string_lossy().contains('/') => PAM_MODULE_DIRS
+            .iter()
+            .map(|dir| Path::new(dir).join(&p))
+            .find(|candidate| candidate.is_file())
+            .unwrap_or_else(|| PathBuf::from(p)),
         Some(p) => PathBuf::from(p),
         None => {
             let exe = std::env::current_exe().expect("current_exe");
@@ -203,9 +218,12 @@ pub fn scratch_path(prefix: &str) -> PathBuf {
     scratch_root().join(unique(prefix))
 }
 
-/// A private `state_dir` (mode 0700, root); removed on drop.
+/// A private `state_dir` (mode 0700, root), and an empty policy file (root, 0600) that the
+/// services name so that a system-wide `/etc/security/pam_otp.toml` (as installed by the
+/// package) cannot change what the tests check. Both removed on drop.
 pub struct StateDir {
     pub path: PathBuf,
+    pub policy: PathBuf,
 }
 
 impl StateDir {
@@ -213,7 +231,10 @@ impl StateDir {
         let path = scratch_path("state");
         fs::create_dir(&path).unwrap();
         fs::set_permissions(&path, fs::Permissions::from_mode(0o700)).unwrap();
-        StateDir { path }
+        let policy = path.with_extension("policy.toml");
+        fs::write(&policy, "# empty: module arguments only\n").unwrap();
+        fs::set_permissions(&policy, fs::Permissions::from_mode(0o600)).unwrap();
+        StateDir { path, policy }
     }
 
     /// `<state_dir>/<user>.state`.
@@ -225,6 +246,7 @@ impl StateDir {
 impl Drop for StateDir {
     fn drop(&mut self) {
         let _ = fs::remove_dir_all(&self.path);
+        let _ = fs::remove_file(&self.policy);
     }
 }
 
@@ -268,12 +290,13 @@ impl Drop for Service {
     }
 }
 
-/// `auth required <module> state_dir=<dir> <args>`.
+/// `auth required <module> state_dir=<dir> policy=<empty file> <args>`.
 pub fn otp_line(state: &StateDir, args: &str) -> String {
     format!(
-        "auth required {} state_dir={} {args}",
+        "auth required {} state_dir={} policy={} {args}",
         module_path().display(),
-        state.path.display()
+        state.path.display(),
+        state.policy.display()
     )
 }
 
@@ -287,7 +310,10 @@ pub struct Outcome {
 
 impl Outcome {
     pub fn succeeded(&self) -> bool {
-        self.status == Some(0) && self.stdout.contains("pamtester: successfully authenticated")
+        self.status == Some(0)
+            && self
+                .stdout
+                .contains("pamtester: successfully authenticated")
     }
 
     /// Failed with this pam_strerror text.
@@ -429,11 +455,13 @@ pub fn hotp(secret: &str, counter: u64) -> String {
 pub fn wrong_totp(secret: &str) -> String {
     let t = now();
     let near: Vec<String> = (-3..=3).map(|k| totp_at(secret, t + 30 * k, &[])).collect();
-    ["000000", "111111", "222222", "333333", "444444", "555555", "666666", "777777"]
-        .iter()
-        .find(|c| !near.iter().any(|n| n == *c))
-        .expect("seven codes cannot cover eight candidates")
-        .to_string()
+    [
+        "000000", "111111", "222222", "333333", "444444", "555555", "666666", "777777",
+    ]
+    .iter()
+    .find(|c| !near.iter().any(|n| n == *c))
+    .expect("seven codes cannot cover eight candidates")
+    .to_string()
 }
 
 /// Waits until at least `margin` seconds are left in the current 30 s step, so that
@@ -552,7 +580,7 @@ impl Fixture {
         }
     }
 
-    /// `auth required <module> state_dir=<own dir> <args>`.
+    /// `auth required <module> state_dir=<own dir> policy=<empty file> <args>`.
     pub fn service(&self, args: &str) -> Service {
         Service::otp(&self.state, args)
     }
@@ -564,12 +592,4 @@ impl Fixture {
     pub fn login_at(&self, service: &Service, answer: &str, faketime: &str) -> Outcome {
         run_pamtester(service, &self.user.name, answer, Some(faketime))
     }
-}
-
-/// The system policy file must not interfere with the arguments the tests pass.
-pub fn assert_no_system_policy() {
-    assert!(
-        !Path::new("/etc/security/pam_otp.toml").exists(),
-        "/etc/security/pam_otp.toml exists: its settings would change what these tests check"
-    );
 }
