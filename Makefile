@@ -103,3 +103,9 @@ deb: build
 # Builds, lints, installs, tests and removes the package on this machine (as root; CI).
 check-deb:
 	bash packaging/check-deb.sh
+
+# issue 7: every fuzz target for FUZZ_SECONDS each (stable toolchain; see fuzz/README.md).
+FUZZ_SECONDS ?= 60
+.PHONY: fuzz
+fuzz:
+	bash fuzz/run.sh $(FUZZ_SECONDS)
