@@ -86,9 +86,10 @@ impl State {
         Ok(state)
     }
 
-    pub fn to_toml(&self) -> String {
-        // Serialising plain integers, strings and arrays cannot fail.
-        toml::to_string(self).unwrap_or_default()
+    /// The text form. Fails only for a value TOML cannot hold (an integer above
+    /// `i64::MAX`), which must never be written as an empty or partial file.
+    pub fn to_toml(&self) -> Result<String, StateParseError> {
+        toml::to_string(self).map_err(|e| StateParseError(format!("cannot be written: {e}")))
     }
 }
 
@@ -114,7 +115,16 @@ mod tests {
             last_success: 7,
             ..State::fresh(&enrollment("totp"))
         };
-        assert_eq!(State::parse(&state.to_toml()).unwrap(), state);
+        assert_eq!(State::parse(&state.to_toml().unwrap()).unwrap(), state);
+    }
+
+    #[test]
+    fn values_toml_cannot_hold_are_an_error_not_an_empty_file() {
+        let state = State {
+            locked_until: u64::MAX,
+            ..State::fresh(&enrollment("totp"))
+        };
+        assert!(state.to_toml().is_err());
     }
 
     #[test]

@@ -167,6 +167,10 @@ impl LockedState {
     /// Replaces the state atomically: a crash leaves either the old or the new file.
     pub fn save(&self, state: &State) -> Result<(), StoreError> {
         let temp = &self.temp_path;
+        let text = state.to_toml().map_err(|e| StoreError::Corrupt {
+            path: self.state_path.clone(),
+            why: e.to_string(),
+        })?;
         let _ = fs::remove_file(temp);
         let mut file = File::options()
             .write(true)
@@ -176,7 +180,7 @@ impl LockedState {
             .open(temp)
             .map_err(io_error(temp, "create"))?;
         let written = file
-            .write_all(state.to_toml().as_bytes())
+            .write_all(text.as_bytes())
             .and_then(|()| file.sync_all());
         if let Err(e) = written {
             let _ = fs::remove_file(temp);
