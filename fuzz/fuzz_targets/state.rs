@@ -30,7 +30,9 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     // What the module writes must read back unchanged.
-    let written = state.to_toml().expect("a state that parsed must be writable");
+    let written = state
+        .to_toml()
+        .expect("a state that parsed must be writable");
     assert_eq!(State::parse(&written), Ok(state.clone()), "{written:?}");
 
     for enrollment in enrollments() {
