@@ -7,18 +7,14 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::os::unix::fs::{chown, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Mutex;
-use std::thread::sleep;
-use std::time::Duration;
 
-use crate::common::{finish, module_path, scratch_path, spawn, unique, Outcome};
-
-/// useradd/userdel take /etc/passwd locks: one at a time from this process, and retry
-/// while another process holds them.
-static USER_DB: Mutex<()> = Mutex::new(());
+use crate::common::{
+    finish, module_path, runnable_copy, scratch_path, spawn, unique, LocalUser, Outcome,
+    UserOptions,
+};
 
 /// Whether the tests run against the installed files: `PAM_OTP_MODULE` is a bare name.
 pub fn installed() -> bool {
@@ -47,82 +43,13 @@ pub fn otp_admin_path() -> PathBuf {
     path
 }
 
-fn user_db(args: &[&str]) -> std::process::Output {
-    let _guard = USER_DB.lock().unwrap_or_else(|e| e.into_inner());
-    let mut last = None;
-    for _ in 0..50 {
-        let out = Command::new(args[0])
-            .args(&args[1..])
-            .output()
-            .unwrap_or_else(|e| panic!("cannot run {}: {e}", args[0]));
-        if out.status.success() {
-            return out;
-        }
-        // useradd: 1 = cannot update the password file, 10 = the group file (both: locked).
-        let locked = String::from_utf8_lossy(&out.stderr)
-            .to_lowercase()
-            .contains("lock")
-            || matches!(out.status.code(), Some(1) | Some(10));
-        last = Some(out);
-        if !locked {
-            break;
-        }
-        sleep(Duration::from_millis(200));
-    }
-    last.unwrap()
-}
-
 /// A throw-away local user `ta<pid>n<k>` with a home; deleted with its home on drop.
-pub struct User {
-    pub name: String,
-    pub home: PathBuf,
-    pub uid: u32,
-    pub gid: u32,
-}
+pub type User = LocalUser<Admin>;
+pub struct Admin;
 
 impl User {
     pub fn new() -> User {
-        let name = unique("ta");
-        let out = user_db(&["useradd", "-m", "-s", "/usr/sbin/nologin", &name]);
-        assert!(
-            out.status.success(),
-            "useradd {name} failed (the tests must run as root): {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let entry = Command::new("getent")
-            .args(["passwd", &name])
-            .output()
-            .expect("run getent");
-        let entry = String::from_utf8_lossy(&entry.stdout).trim().to_string();
-        let fields: Vec<&str> = entry.split(':').collect();
-        assert!(fields.len() >= 7, "odd passwd entry {entry:?}");
-        User {
-            uid: fields[2].parse().unwrap(),
-            gid: fields[3].parse().unwrap(),
-            home: PathBuf::from(fields[5]),
-            name,
-        }
-    }
-
-    /// Writes `~/.otp.toml` as otp-setup does: owned by the user, mode 0600.
-    pub fn enroll(&self, toml: &str) {
-        let path = self.home.join(".otp.toml");
-        fs::write(&path, toml).unwrap();
-        chown(&path, Some(self.uid), Some(self.gid)).unwrap();
-        fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
-    }
-}
-
-impl Drop for User {
-    fn drop(&mut self) {
-        let out = user_db(&["userdel", "-r", "-f", &self.name]);
-        if !out.status.success() {
-            eprintln!(
-                "warning: userdel {} failed: {}",
-                self.name,
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
+        User::create(&unique("ta"), UserOptions::default())
     }
 }
 
@@ -256,12 +183,7 @@ pub fn otp_admin(args: &[&str]) -> AdminRun {
 /// `otp-admin ARGS` as another user (uid and gid dropped with setpriv). The binary is
 /// copied to a world-readable place first: the build tree may be under a private home.
 pub fn otp_admin_as(user: &User, args: &[&str]) -> AdminRun {
-    let dir = std::env::temp_dir().join(unique("ta-bin"));
-    fs::create_dir(&dir).unwrap();
-    fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
-    let copy = dir.join("otp-admin");
-    fs::copy(otp_admin_path(), &copy).unwrap();
-    fs::set_permissions(&copy, fs::Permissions::from_mode(0o755)).unwrap();
+    let copy = runnable_copy(&otp_admin_path(), "ta-bin");
     let mut cmd = Command::new("setpriv");
     cmd.arg(format!("--reuid={}", user.uid))
         .arg(format!("--regid={}", user.gid))
@@ -269,7 +191,7 @@ pub fn otp_admin_as(user: &User, args: &[&str]) -> AdminRun {
         .arg(&copy)
         .args(args);
     let result = run(cmd);
-    let _ = fs::remove_dir_all(&dir);
+    let _ = fs::remove_dir_all(copy.parent().unwrap());
     result
 }
 

@@ -13,15 +13,17 @@
 use std::fs;
 use std::io::Write;
 use std::net::TcpListener;
-use std::os::unix::fs::{chown, symlink, PermissionsExt};
+use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-use crate::common::{hex, module_path, random_bytes, scratch_path, unique, StateDir};
+use crate::common::{
+    assert_root, hex, module_path, random_bytes, scratch_path, unique, user_db_with_input,
+    LocalUser, StateDir, UserOptions,
+};
 
 /// The test prefix of this helper (issue 4): users, services, files.
 pub const PREFIX: &str = "tx";
@@ -32,7 +34,6 @@ const CLIENT_TIMEOUT_SECS: &str = "60";
 
 pub const SSHD: &str = "/usr/sbin/sshd";
 
-static USER_DB: Mutex<()> = Mutex::new(());
 static NEXT_PORT: AtomicUsize = AtomicUsize::new(0);
 
 /// A file shipped in `config/`, e.g. `pam.d/sshd-otp`.
@@ -55,46 +56,6 @@ pub fn require_program(path: &str, package: &str) {
     );
 }
 
-fn assert_root() {
-    assert!(
-        nix::unistd::geteuid().is_root(),
-        "the sshd and sudo tests must run as root"
-    );
-}
-
-/// Runs a command that changes the user database, retrying while another process
-/// (another test binary) holds the passwd/shadow lock.
-fn user_db(args: &[&str], stdin: Option<&str>) -> std::process::Output {
-    let _guard = USER_DB.lock().unwrap_or_else(|e| e.into_inner());
-    let mut last = None;
-    for _ in 0..50 {
-        let mut child = Command::new(args[0])
-            .args(&args[1..])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot run {}: {e}", args[0]));
-        let mut pipe = child.stdin.take().unwrap();
-        if let Some(text) = stdin {
-            pipe.write_all(text.as_bytes()).unwrap();
-        }
-        drop(pipe);
-        let out = child.wait_with_output().unwrap();
-        if out.status.success() {
-            return out;
-        }
-        let err = String::from_utf8_lossy(&out.stderr).to_lowercase();
-        let locked = err.contains("lock") || matches!(out.status.code(), Some(1) | Some(10));
-        last = Some(out);
-        if !locked {
-            break;
-        }
-        sleep(Duration::from_millis(200));
-    }
-    last.unwrap()
-}
-
 fn checked(what: &str, out: std::process::Output) -> std::process::Output {
     assert!(
         out.status.success(),
@@ -106,86 +67,33 @@ fn checked(what: &str, out: std::process::Output) -> std::process::Output {
     out
 }
 
-/// A local user with a login shell, a home directory and optionally a password;
+/// A local user `tx…` with a login shell, a home directory and optionally a password;
 /// deleted (with its home) on drop.
-pub struct ShellUser {
-    pub name: String,
-    pub home: PathBuf,
-    pub uid: u32,
-    pub gid: u32,
-}
+pub type ShellUser = LocalUser<Shell>;
+pub struct Shell;
 
 impl ShellUser {
     pub fn new() -> ShellUser {
-        assert_root();
-        let name = unique(PREFIX);
-        checked(
-            "useradd",
-            user_db(&["useradd", "-m", "-s", "/bin/bash", &name], None),
-        );
-        let entry = checked(
-            "getent passwd",
-            Command::new("getent")
-                .args(["passwd", &name])
-                .output()
-                .unwrap(),
-        );
-        let entry = String::from_utf8_lossy(&entry.stdout).trim().to_string();
-        let fields: Vec<&str> = entry.split(':').collect();
-        assert!(fields.len() >= 7, "odd passwd entry {entry:?}");
-        ShellUser {
-            uid: fields[2].parse().unwrap(),
-            gid: fields[3].parse().unwrap(),
-            home: PathBuf::from(fields[5]),
-            name,
-        }
+        ShellUser::create(
+            &unique(PREFIX),
+            UserOptions {
+                shell: "/bin/bash",
+                ..UserOptions::default()
+            },
+        )
     }
 
     /// Sets a fresh random password with chpasswd and returns it.
     pub fn set_password(&self) -> String {
         let password = format!("tx-{}", hex(&random_bytes(8)));
         let line = format!("{}:{password}\n", self.name);
-        checked("chpasswd", user_db(&["chpasswd"], Some(&line)));
+        checked("chpasswd", user_db_with_input(&["chpasswd"], &line));
         password
-    }
-
-    /// Writes `~/<rel>` owned by the user with `mode`.
-    pub fn write_file(&self, rel: &str, content: &str, mode: u32) -> PathBuf {
-        let path = self.home.join(rel);
-        if let Some(dir) = path.parent() {
-            if !dir.exists() {
-                fs::create_dir_all(dir).unwrap();
-                chown(dir, Some(self.uid), Some(self.gid)).unwrap();
-                fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).unwrap();
-            }
-        }
-        fs::write(&path, content).unwrap();
-        chown(&path, Some(self.uid), Some(self.gid)).unwrap();
-        fs::set_permissions(&path, fs::Permissions::from_mode(mode)).unwrap();
-        path
-    }
-
-    /// `~/.otp.toml` as otp-setup writes it (owned by the user, 0600).
-    pub fn enroll(&self, toml: &str) {
-        self.write_file(".otp.toml", toml, 0o600);
     }
 
     /// Lets `public_key` log in: `~/.ssh/authorized_keys`.
     pub fn authorize_key(&self, public_key: &str) {
         self.write_file(".ssh/authorized_keys", public_key, 0o600);
-    }
-}
-
-impl Drop for ShellUser {
-    fn drop(&mut self) {
-        let out = user_db(&["userdel", "-r", "-f", &self.name], None);
-        if !out.status.success() {
-            eprintln!(
-                "warning: userdel {} failed: {}",
-                self.name,
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
     }
 }
 

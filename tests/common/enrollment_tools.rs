@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-use crate::common::{unique, TestUser};
+use crate::common::{runnable_copy, unique, TestUser, UserOptions};
 
 /// Seconds after which a hung otp-setup (or helper tool) is killed.
 const TIMEOUT_SECS: &str = "60";
@@ -21,35 +21,7 @@ const TIMEOUT_SECS: &str = "60";
 /// Creates a throw-away user named `ts…` (this helper's prefix), home included;
 /// the returned `TestUser` deletes it again on drop.
 pub fn ts_user() -> TestUser {
-    let name = unique("ts");
-    let mut last = String::new();
-    for _ in 0..50 {
-        let out = Command::new("useradd")
-            .args(["-m", "-s", "/usr/sbin/nologin", &name])
-            .output()
-            .expect("run useradd");
-        if out.status.success() {
-            last.clear();
-            break;
-        }
-        last = String::from_utf8_lossy(&out.stderr).into_owned();
-        // Another test process holds the user database lock: try again.
-        sleep(Duration::from_millis(200));
-    }
-    assert!(last.is_empty(), "useradd {name} failed: {last}");
-    let entry = Command::new("getent")
-        .args(["passwd", &name])
-        .output()
-        .expect("run getent");
-    let entry = String::from_utf8_lossy(&entry.stdout).trim().to_string();
-    let fields: Vec<&str> = entry.split(':').collect();
-    assert!(fields.len() >= 7, "odd passwd entry {entry:?}");
-    TestUser {
-        uid: fields[2].parse().unwrap(),
-        gid: fields[3].parse().unwrap(),
-        home: PathBuf::from(fields[5]),
-        name,
-    }
+    TestUser::create(&unique("ts"), UserOptions::default())
 }
 
 /// A copy of the built otp-setup that every user can run (the build tree may sit
@@ -66,12 +38,7 @@ impl SharedBinary {
         if let Some(binary) = current.upgrade() {
             return binary;
         }
-        let dir = std::env::temp_dir().join(unique("ts-otp-setup-bin-"));
-        fs::create_dir(&dir).unwrap();
-        fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
-        let path = dir.join("otp-setup");
-        fs::copy(built_binary(), &path).unwrap();
-        fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
+        let path = runnable_copy(&built_binary(), "ts-otp-setup-bin-");
         // A process forked by another test thread while the copy was open for writing
         // holds that descriptor until it execs, and meanwhile running the copy fails
         // with ETXTBSY. Once one run succeeds no writer is left, and none can come back.
@@ -85,6 +52,7 @@ impl SharedBinary {
                 other => panic!("cannot run {}: {other:?}", path.display()),
             }
         }
+        let dir = path.parent().unwrap().to_path_buf();
         let binary = Arc::new(SharedBinary { dir });
         *current = Arc::downgrade(&binary);
         binary

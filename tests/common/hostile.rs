@@ -4,14 +4,14 @@
 #![allow(dead_code)]
 
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-use super::common::{finish, pamtester_argv, scratch_path, spawn, Outcome, Service};
+use super::common::{
+    finish, pamtester_argv, scratch_path, spawn, LocalUser, Outcome, Service, UserOptions,
+};
 
 /// Prepares a private `/dev` whose `log` is the capture socket ($1), then runs the rest.
 /// Runs inside `unshare --mount`, so nothing of it is seen outside that one process tree.
@@ -143,95 +143,21 @@ pub fn service_with_args(args: &str) -> Service {
     )])
 }
 
-/// Runs a user-database command, retrying while another process holds its lock.
-pub fn user_db_retrying(args: &[&str]) -> std::process::Output {
-    let mut last = None;
-    for _ in 0..50 {
-        let out = Command::new(args[0])
-            .args(&args[1..])
-            .output()
-            .unwrap_or_else(|e| panic!("cannot run {args:?}: {e}"));
-        if out.status.success() {
-            return out;
-        }
-        let err = String::from_utf8_lossy(&out.stderr).to_lowercase();
-        let locked = err.contains("lock") || matches!(out.status.code(), Some(1) | Some(10));
-        last = Some(out);
-        if !locked {
-            break;
-        }
-        sleep(Duration::from_millis(200));
-    }
-    last.unwrap()
-}
-
 /// A user whose name `useradd` accepts only with `--badname` (e.g. with `/` or a leading
 /// dot), with a normal home directory; deleted with its home on drop.
-pub struct BadNameUser {
-    pub name: String,
-    pub home: PathBuf,
-    pub uid: u32,
-    pub gid: u32,
-}
+pub type BadNameUser = LocalUser<BadName>;
+pub struct BadName;
 
 impl BadNameUser {
     pub fn new(name: &str) -> BadNameUser {
-        let home = scratch_path("th-badhome");
-        let home_text = home.display().to_string();
-        let out = user_db_retrying(&[
-            "useradd",
-            "--badname",
-            "-M",
-            "-d",
-            &home_text,
-            "-s",
-            "/usr/sbin/nologin",
+        BadNameUser::create(
             name,
-        ]);
-        assert!(
-            out.status.success(),
-            "useradd --badname {name:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let entry = Command::new("getent")
-            .args(["passwd", name])
-            .output()
-            .unwrap();
-        let entry = String::from_utf8_lossy(&entry.stdout).trim().to_string();
-        let fields: Vec<&str> = entry.split(':').collect();
-        assert!(fields.len() >= 7, "odd passwd entry {entry:?} for {name:?}");
-        let (uid, gid) = (fields[2].parse().unwrap(), fields[3].parse().unwrap());
-        fs::create_dir(&home).unwrap();
-        std::os::unix::fs::chown(&home, Some(uid), Some(gid)).unwrap();
-        fs::set_permissions(&home, fs::Permissions::from_mode(0o755)).unwrap();
-        BadNameUser {
-            name: name.to_string(),
-            home,
-            uid,
-            gid,
-        }
-    }
-
-    /// Writes `~/.otp.toml` owned by the user, mode 0600.
-    pub fn enroll(&self, toml: &str) {
-        let path = self.home.join(".otp.toml");
-        fs::write(&path, toml).unwrap();
-        std::os::unix::fs::chown(&path, Some(self.uid), Some(self.gid)).unwrap();
-        fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
-    }
-}
-
-impl Drop for BadNameUser {
-    fn drop(&mut self) {
-        let out = user_db_retrying(&["userdel", "-f", &self.name]);
-        if !out.status.success() {
-            eprintln!(
-                "warning: userdel {:?}: {}",
-                self.name,
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        let _ = fs::remove_dir_all(&self.home);
+            UserOptions {
+                home_at: Some(scratch_path("th-badhome")),
+                bad_name: true,
+                ..UserOptions::default()
+            },
+        )
     }
 }
 

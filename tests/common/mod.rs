@@ -9,9 +9,10 @@
 
 use std::fs;
 use std::io::{Read, Write};
+use std::marker::PhantomData;
 use std::os::unix::fs::{chown, lchown, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::thread::sleep;
@@ -50,7 +51,8 @@ pub fn now() -> i64 {
         .as_secs() as i64
 }
 
-fn assert_root() {
+/// Fails unless the tests run as root (they add users and write /etc/pam.d).
+pub fn assert_root() {
     let out = Command::new("id").arg("-u").output().expect("run id -u");
     assert_eq!(
         String::from_utf8_lossy(&out.stdout).trim(),
@@ -109,15 +111,34 @@ fn run_checked(cmd: &mut Command) -> std::process::Output {
     out
 }
 
-/// Runs a user-database command, retrying while another process holds the lock.
-fn user_db(args: &[&str]) -> std::process::Output {
+/// Runs a user-database command (useradd, userdel, chpasswd), retrying while another
+/// process holds the passwd/shadow lock.
+pub fn user_db(args: &[&str]) -> Output {
+    user_db_fed(args, None)
+}
+
+/// `user_db` with `input` written to the command's standard input (e.g. for chpasswd).
+pub fn user_db_with_input(args: &[&str], input: &str) -> Output {
+    user_db_fed(args, Some(input))
+}
+
+fn user_db_fed(args: &[&str], input: Option<&str>) -> Output {
     let _guard = USER_DB.lock().unwrap_or_else(|e| e.into_inner());
     let mut last = None;
     for _ in 0..50 {
-        let out = Command::new(args[0])
+        let mut child = Command::new(args[0])
             .args(&args[1..])
-            .output()
-            .unwrap_or_else(|e| panic!("cannot run {}: {e}", args[0]));
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run {args:?}: {e}"));
+        let mut stdin = child.stdin.take().unwrap();
+        if let Some(text) = input {
+            stdin.write_all(text.as_bytes()).unwrap();
+        }
+        drop(stdin);
+        let out = child.wait_with_output().unwrap();
         if out.status.success() {
             return out;
         }
@@ -133,33 +154,107 @@ fn user_db(args: &[&str]) -> std::process::Output {
     last.unwrap()
 }
 
+/// The fields of a user's passwd entry the tests need.
+pub struct PasswdEntry {
+    pub uid: u32,
+    pub gid: u32,
+    pub home: PathBuf,
+}
+
+/// `getent passwd <name>`, parsed; fails if there is no such user.
+pub fn passwd_entry(name: &str) -> PasswdEntry {
+    let entry = run_checked(Command::new("getent").args(["passwd", name]));
+    let entry = String::from_utf8_lossy(&entry.stdout).trim().to_string();
+    let fields: Vec<&str> = entry.split(':').collect();
+    assert!(fields.len() >= 7, "odd passwd entry {entry:?} for {name:?}");
+    PasswdEntry {
+        uid: fields[2].parse().unwrap(),
+        gid: fields[3].parse().unwrap(),
+        home: PathBuf::from(fields[5]),
+    }
+}
+
+/// The login shell of users that never log in interactively.
+pub const NOLOGIN: &str = "/usr/sbin/nologin";
+
+/// How `LocalUser::create` makes a user. The default: no login shell, a home made by
+/// `useradd -m`.
+pub struct UserOptions<'a> {
+    /// The login shell.
+    pub shell: &'a str,
+    /// `None`: useradd makes the home and `userdel -r` removes it. `Some(path)`: the home
+    /// is `path`, made here (0755, owned by the user) and removed on drop.
+    pub home_at: Option<PathBuf>,
+    /// `useradd --badname`: accept a name useradd normally refuses (a `/`, a leading dot).
+    pub bad_name: bool,
+}
+
+impl Default for UserOptions<'_> {
+    fn default() -> Self {
+        UserOptions {
+            shell: NOLOGIN,
+            home_at: None,
+            bad_name: false,
+        }
+    }
+}
+
 /// A throw-away local user with a home directory; deleted (with its home) on drop.
-pub struct TestUser {
+/// `Kind` only tells the helpers' users apart (each helper file names its own kind and
+/// its own constructor, e.g. `ShellUser::new()`); it holds nothing.
+pub struct LocalUser<Kind = Plain> {
     pub name: String,
     pub home: PathBuf,
     pub uid: u32,
     pub gid: u32,
+    /// The home was made by `create`, not by useradd: drop removes it itself.
+    home_made_here: bool,
+    kind: PhantomData<Kind>,
 }
+
+/// The plain test user: `pot…`, no login shell.
+pub struct Plain;
+pub type TestUser = LocalUser<Plain>;
 
 impl TestUser {
     pub fn new() -> TestUser {
+        TestUser::create(&unique("pot"), UserOptions::default())
+    }
+}
+
+impl<Kind> LocalUser<Kind> {
+    /// Adds the user `name` (give it a test prefix, e.g. `unique("ta")`) as `options` say.
+    pub fn create(name: &str, options: UserOptions) -> LocalUser<Kind> {
         assert_root();
-        let name = unique("pot");
-        let out = user_db(&["useradd", "-m", "-s", "/usr/sbin/nologin", &name]);
+        let home_text = options.home_at.as_ref().map(|h| h.display().to_string());
+        let mut args = vec!["useradd"];
+        if options.bad_name {
+            args.push("--badname");
+        }
+        match &home_text {
+            Some(home) => args.extend(["-M", "-d", home]),
+            None => args.push("-m"),
+        }
+        args.extend(["-s", options.shell, name]);
+        let out = user_db(&args);
         assert!(
             out.status.success(),
-            "useradd {name} failed: {}",
+            "{args:?} failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let entry = run_checked(Command::new("getent").args(["passwd", &name]));
-        let entry = String::from_utf8_lossy(&entry.stdout).trim().to_string();
-        let fields: Vec<&str> = entry.split(':').collect();
-        assert!(fields.len() >= 7, "odd passwd entry {entry:?}");
-        TestUser {
-            uid: fields[2].parse().unwrap(),
-            gid: fields[3].parse().unwrap(),
-            home: PathBuf::from(fields[5]),
-            name,
+        let entry = passwd_entry(name);
+        if let Some(home) = &options.home_at {
+            fs::create_dir(home).unwrap();
+            chown(home, Some(entry.uid), Some(entry.gid)).unwrap();
+            fs::set_permissions(home, fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        LocalUser {
+            name: name.to_string(),
+            home: entry.home,
+            uid: entry.uid,
+            gid: entry.gid,
+            home_made_here: options.home_at.is_some(),
+            kind: PhantomData,
         }
     }
 
@@ -168,9 +263,17 @@ impl TestUser {
         self.home.join(".otp.toml")
     }
 
-    /// Writes `~/<rel>` owned by the user with `mode`.
-    pub fn write_file(&self, rel: &str, content: &[u8], mode: u32) -> PathBuf {
+    /// Writes `~/<rel>` owned by the user with `mode`; a missing parent directory is made
+    /// (0700, owned by the user).
+    pub fn write_file(&self, rel: &str, content: impl AsRef<[u8]>, mode: u32) -> PathBuf {
         let path = self.home.join(rel);
+        if let Some(dir) = path.parent() {
+            if !dir.exists() {
+                fs::create_dir_all(dir).unwrap();
+                chown(dir, Some(self.uid), Some(self.gid)).unwrap();
+                fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).unwrap();
+            }
+        }
         let _ = fs::remove_file(&path);
         fs::write(&path, content).unwrap();
         chown(&path, Some(self.uid), Some(self.gid)).unwrap();
@@ -180,7 +283,7 @@ impl TestUser {
 
     /// Writes `~/.otp.toml` the way otp-setup does: owned by the user, mode 0600.
     pub fn enroll(&self, toml: &str) -> PathBuf {
-        self.write_file(".otp.toml", toml.as_bytes(), 0o600)
+        self.write_file(".otp.toml", toml, 0o600)
     }
 
     /// Replaces `~/.otp.toml` with a symbolic link to `~/<target>` (the link owned by the user).
@@ -192,15 +295,22 @@ impl TestUser {
     }
 }
 
-impl Drop for TestUser {
+impl<Kind> Drop for LocalUser<Kind> {
     fn drop(&mut self) {
-        let out = user_db(&["userdel", "-r", "-f", &self.name]);
+        let out = if self.home_made_here {
+            user_db(&["userdel", "-f", &self.name])
+        } else {
+            user_db(&["userdel", "-r", "-f", &self.name])
+        };
         if !out.status.success() {
             eprintln!(
                 "warning: userdel {} failed: {}",
                 self.name,
                 String::from_utf8_lossy(&out.stderr)
             );
+        }
+        if self.home_made_here {
+            let _ = fs::remove_dir_all(&self.home);
         }
     }
 }
@@ -216,6 +326,19 @@ fn scratch_root() -> PathBuf {
 /// A unique path under the scratch root, for sockets and the like (nothing is created).
 pub fn scratch_path(prefix: &str) -> PathBuf {
     scratch_root().join(unique(prefix))
+}
+
+/// Copies `binary` into a fresh directory `<tmp>/<unique(prefix)>`, both mode 0755, so that
+/// any user can run it (the build tree may be under a private home). Returns the copy's
+/// path; the caller removes its directory.
+pub fn runnable_copy(binary: &Path, prefix: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(unique(prefix));
+    fs::create_dir(&dir).unwrap();
+    fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
+    let copy = dir.join(binary.file_name().expect("a binary has a file name"));
+    fs::copy(binary, &copy).unwrap();
+    fs::set_permissions(&copy, fs::Permissions::from_mode(0o755)).unwrap();
+    copy
 }
 
 /// A private `state_dir` (mode 0700, root), and an empty policy file (root, 0600) that the
