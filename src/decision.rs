@@ -190,6 +190,8 @@ mod tests {
     use crate::otp::{format_code, Algorithm};
     use crate::recovery::RecoveryHash;
     use proptest::prelude::*;
+    use std::collections::HashMap;
+    use std::sync::{Mutex, OnceLock};
 
     const SECRET: &str = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP";
     const NOW: u64 = 1_700_000_000;
@@ -207,11 +209,31 @@ mod tests {
         Enrollment::parse(&format!("type = \"hotp\"\nsecret = \"{SECRET}\"")).unwrap()
     }
 
+    /// The code for `counter`, made by `oathtool` (an independent implementation), never
+    /// by this crate. TOTP with `--now @(counter * 30)` is HOTP at `counter` for every
+    /// algorithm; each call fetches 2000 counters, cached.
     fn code_at(e: &Enrollment, counter: u64) -> String {
-        format_code(
-            hotp(e.algorithm, e.secret.as_bytes(), counter, e.digits),
-            e.digits,
-        )
+        type Key = (String, &'static str, u32, u64);
+        static CODES: OnceLock<Mutex<HashMap<Key, String>>> = OnceLock::new();
+        let key_hex = data_encoding::HEXLOWER.encode(e.secret.as_bytes());
+        let key = |c: u64| (key_hex.clone(), e.algorithm.name(), e.digits, c);
+        let mut codes = CODES.get_or_init(Default::default).lock().unwrap();
+        if let Some(code) = codes.get(&key(counter)) {
+            return code.clone();
+        }
+        let first = counter.saturating_sub(100);
+        let out = std::process::Command::new("oathtool")
+            .arg(format!("--totp={}", e.algorithm.name().to_lowercase()))
+            .args(["-s", "30", "-d", &e.digits.to_string(), "-w", "1999"])
+            .arg(format!("--now=@{}", first * 30))
+            .arg(&key_hex)
+            .output()
+            .expect("oathtool (Debian package oathtool) must be installed");
+        assert!(out.status.success(), "oathtool: {out:?}");
+        for (i, line) in String::from_utf8(out.stdout).unwrap().lines().enumerate() {
+            codes.insert(key(first + i as u64), line.to_string());
+        }
+        codes[&key(counter)].clone()
     }
 
     fn totp_code(e: &Enrollment, time: u64) -> String {
