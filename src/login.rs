@@ -22,7 +22,6 @@ pub enum Outcome {
     NotEnrolledPassThrough,
     /// Not enrolled without `nullok`, a broken or insecure file, unusable state.
     Unavailable,
-    ServiceError,
     ConversationFailed,
 }
 

@@ -109,7 +109,6 @@ fn authenticate(pamh: &mut PamHandle, args: &[&CStr], flags: PamFlag) -> PamResu
         Outcome::Locked => PamResultCode::PAM_MAXTRIES,
         Outcome::NotEnrolledPassThrough => PamResultCode::PAM_IGNORE,
         Outcome::Unavailable => PamResultCode::PAM_AUTHINFO_UNAVAIL,
-        Outcome::ServiceError => PamResultCode::PAM_SERVICE_ERR,
         Outcome::ConversationFailed => PamResultCode::PAM_CONV_ERR,
     }
 }
