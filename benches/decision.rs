@@ -8,9 +8,9 @@
 use std::hint::black_box;
 
 use criterion::{BenchmarkId, Criterion, Throughput};
-use pam_otp::decision::{decide, Limits, Verdict};
-use pam_otp::enrollment::Enrollment;
-use pam_otp::state::State;
+use pam_otp::core::decision::{decide, Limits, Verdict};
+use pam_otp::core::enrollment::Enrollment;
+use pam_otp::core::state::State;
 
 const SECRET: &str = "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ";
 const NOW: u64 = 1_700_000_000;

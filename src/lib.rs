@@ -1,33 +1,16 @@
-//! pam-otp: a PAM module (and its tools) for RFC 4226 HOTP and RFC 6238 TOTP codes.
+//! pam-otp: a PAM module, and the two tools around it, for RFC 4226 HOTP and RFC 6238 TOTP
+//! codes.
 //!
-//! Functional core: `otp`, `enrollment`, `state`, `answer`, `decision`, `policy` (parsing).
-//! Imperative shell: `user_file` (the user's file), `store` (state on disk), `log`
-//! (syslog), `conversation` (the user), `login` (one login's flow), `pam_module` and
-//! `authtok` (libpam).
-//!
-//! `otp-setup` (a user enrolls): `setup` (the flow), `otpauth` (the key URI), `qr`
-//! (QR drawings), `google_import` (`~/.google_authenticator`), `enrollment_file`
-//! (writing files atomically).
-//!
-//! `otp-admin` (root repairs state): `admin`.
+//! The folders are the layers, and each depends only on those above it in this list:
+//! - [`core`]: the pure rules (codes, enrollments, state, the login decision); no I/O.
+//! - [`sys`]: one kind of system I/O per file (accounts, the user's file, the policy,
+//!   the state store, private files, syslog, the clock).
+//! - `pam`: the module itself: libpam's hooks, the conversation, one login's flow.
+//! - [`setup`] and [`admin`]: the `otp-setup` and `otp-admin` tools; `src/bin/` only
+//!   calls their `main`.
 
 pub mod admin;
-pub mod answer;
-pub mod authtok;
-pub mod conversation;
-pub mod decision;
-pub mod enrollment;
-pub mod enrollment_file;
-pub mod google_import;
-pub mod log;
-pub mod login;
-pub mod otp;
-pub mod otpauth;
-pub mod pam_module;
-pub mod policy;
-pub mod qr;
-pub mod recovery;
+pub mod core;
+pub(crate) mod pam;
 pub mod setup;
-pub mod state;
-pub mod store;
-pub mod user_file;
+pub mod sys;

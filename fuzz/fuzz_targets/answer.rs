@@ -8,12 +8,12 @@
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
-use pam_otp::answer::{as_code, split_password_and_code};
-use pam_otp::decision::{decide, Limits, Method, Verdict};
-use pam_otp::enrollment::{Enrollment, Kind};
-use pam_otp::otp::{format_code, hotp, totp_step};
-use pam_otp::recovery::{normalise, RecoveryHash};
-use pam_otp::state::State;
+use pam_otp::core::answer::{as_code, split_password_and_code};
+use pam_otp::core::decision::{decide, Limits, Method, Verdict};
+use pam_otp::core::enrollment::{Enrollment, Kind};
+use pam_otp::core::otp::{format_code, hotp, totp_step};
+use pam_otp::core::recovery::{normalise, RecoveryHash};
+use pam_otp::core::state::State;
 
 /// RFC 6238 Appendix B time; the seeds carry the right codes for it.
 const BASE_TIME: u64 = 1_111_111_109;

@@ -5,9 +5,9 @@
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
-use pam_otp::decision::{decide, Limits, Verdict};
-use pam_otp::enrollment::Enrollment;
-use pam_otp::state::State;
+use pam_otp::core::decision::{decide, Limits, Verdict};
+use pam_otp::core::enrollment::Enrollment;
+use pam_otp::core::state::State;
 
 const NOW: u64 = 1_700_000_000;
 

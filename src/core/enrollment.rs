@@ -1,0 +1,436 @@
+//! The user's enrollment (`~/.otp.toml`): its strict parsing, its secret and its fingerprint.
+
+use std::fmt;
+
+use data_encoding::{Encoding, Specification};
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
+
+use crate::core::otp::{Algorithm, MAX_DIGITS, MIN_DIGITS};
+use crate::core::recovery::RecoveryHash;
+
+/// RFC 4226 §4 requires at least 128 bits and recommends 160; SPEC refuses under 80.
+pub const MIN_SECRET_BYTES: usize = 10;
+/// Far above any real key; keeps a hostile file from making us hash megabytes.
+pub const MAX_SECRET_BYTES: usize = 128;
+pub const MIN_PERIOD: u64 = 5;
+pub const MAX_PERIOD: u64 = 3600;
+/// Enough for any real use; keeps the stored state within TOML's integers.
+pub const MAX_COUNTER: u64 = 1 << 60;
+pub const MAX_RECOVERY_CODES: usize = 100;
+
+/// A shared secret key; wiped from memory when dropped, never printed.
+#[derive(Clone, PartialEq, Eq, Zeroize, ZeroizeOnDrop)]
+pub struct Secret(Vec<u8>);
+
+impl Secret {
+    pub fn new(bytes: Vec<u8>) -> Secret {
+        Secret(bytes)
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// RFC 4648 base32 without padding, as authenticator apps expect it.
+    pub fn to_base32(&self) -> Zeroizing<String> {
+        Zeroizing::new(data_encoding::BASE32_NOPAD.encode(&self.0))
+    }
+
+    /// Decodes base32, ignoring case, white space and `=` padding.
+    pub fn from_base32(text: &str) -> Result<Secret, EnrollmentError> {
+        let cleaned: Zeroizing<String> = Zeroizing::new(
+            text.chars()
+                .filter(|c| !c.is_whitespace() && *c != '=')
+                .map(|c| c.to_ascii_uppercase())
+                .collect(),
+        );
+        let bytes = lenient_base32()
+            .decode(cleaned.as_bytes())
+            .map_err(|_| EnrollmentError::SecretNotBase32)?;
+        let secret = Secret(bytes);
+        if secret.0.len() < MIN_SECRET_BYTES {
+            return Err(EnrollmentError::SecretTooShort(secret.0.len() * 8));
+        }
+        if secret.0.len() > MAX_SECRET_BYTES {
+            return Err(EnrollmentError::SecretTooLong);
+        }
+        Ok(secret)
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret([redacted])")
+    }
+}
+
+/// Base32 that accepts non-zero trailing bits: some generators emit them.
+fn lenient_base32() -> Encoding {
+    let mut spec: Specification = data_encoding::BASE32_NOPAD.specification();
+    spec.check_trailing_bits = false;
+    spec.encoding()
+        .unwrap_or_else(|_| data_encoding::BASE32_NOPAD.clone())
+}
+
+/// Time-based or counter-based codes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Totp { period: u64 },
+    Hotp { counter: u64 },
+}
+
+/// A parsed, validated enrollment.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Enrollment {
+    pub kind: Kind,
+    pub algorithm: Algorithm,
+    pub digits: u32,
+    pub secret: Secret,
+    pub recovery_codes: Vec<RecoveryHash>,
+}
+
+/// What is wrong with an enrollment file; the caller adds the file's path.
+#[derive(Debug, PartialEq, Eq)]
+pub enum EnrollmentError {
+    Syntax(String),
+    UnsupportedVersion(i64),
+    UnknownType(String),
+    UnknownAlgorithm(String),
+    DigitsOutOfRange(i64),
+    PeriodOutOfRange(i64),
+    CounterOutOfRange(i64),
+    SecretNotBase32,
+    SecretTooShort(usize),
+    SecretTooLong,
+    TooManyRecoveryCodes(usize),
+    BadRecoveryCode(usize),
+}
+
+impl fmt::Display for EnrollmentError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            EnrollmentError::Syntax(why) => write!(f, "not a valid enrollment: {why}"),
+            EnrollmentError::UnsupportedVersion(v) => {
+                write!(f, "version = {v} is not supported (expected 1)")
+            }
+            EnrollmentError::UnknownType(t) => {
+                write!(f, "type = {t:?} is unknown (expected \"totp\" or \"hotp\")")
+            }
+            EnrollmentError::UnknownAlgorithm(a) => write!(
+                f,
+                "algorithm = {a:?} is unknown (expected \"SHA1\", \"SHA256\" or \"SHA512\")"
+            ),
+            EnrollmentError::DigitsOutOfRange(d) => {
+                write!(
+                    f,
+                    "digits = {d} is out of range ({MIN_DIGITS} to {MAX_DIGITS})"
+                )
+            }
+            EnrollmentError::PeriodOutOfRange(p) => {
+                write!(
+                    f,
+                    "period = {p} is out of range ({MIN_PERIOD} to {MAX_PERIOD} seconds)"
+                )
+            }
+            EnrollmentError::CounterOutOfRange(c) => {
+                write!(f, "counter = {c} is out of range (0 to {MAX_COUNTER})")
+            }
+            EnrollmentError::SecretNotBase32 => write!(f, "secret is not valid base32"),
+            EnrollmentError::SecretTooShort(bits) => write!(
+                f,
+                "secret is too short ({bits} bits; at least {} required)",
+                MIN_SECRET_BYTES * 8
+            ),
+            EnrollmentError::SecretTooLong => {
+                write!(f, "secret is too long (over {MAX_SECRET_BYTES} bytes)")
+            }
+            EnrollmentError::TooManyRecoveryCodes(n) => {
+                write!(f, "{n} recovery codes (at most {MAX_RECOVERY_CODES})")
+            }
+            EnrollmentError::BadRecoveryCode(i) => write!(
+                f,
+                "recovery_codes[{i}] is not a salted hash (expected \"sha256:SALT:DIGEST\")"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for EnrollmentError {}
+
+/// The file as written; every key optional but `secret`, nothing else allowed.
+#[derive(Deserialize, Zeroize, ZeroizeOnDrop)]
+#[serde(deny_unknown_fields)]
+struct RawEnrollment {
+    #[zeroize(skip)]
+    version: Option<i64>,
+    #[serde(rename = "type")]
+    #[zeroize(skip)]
+    kind: Option<String>,
+    secret: String,
+    #[zeroize(skip)]
+    algorithm: Option<String>,
+    #[zeroize(skip)]
+    digits: Option<i64>,
+    #[zeroize(skip)]
+    period: Option<i64>,
+    #[zeroize(skip)]
+    counter: Option<i64>,
+    #[zeroize(skip)]
+    recovery_codes: Option<Vec<String>>,
+}
+
+impl Enrollment {
+    /// Parses and validates the text of an enrollment file.
+    pub fn parse(text: &str) -> Result<Enrollment, EnrollmentError> {
+        let raw: RawEnrollment = toml::from_str(text).map_err(|e| {
+            // toml's message quotes the offending line, which may hold the secret.
+            EnrollmentError::Syntax(e.message().to_string())
+        })?;
+        match raw.version {
+            None | Some(1) => {}
+            Some(v) => return Err(EnrollmentError::UnsupportedVersion(v)),
+        }
+        let algorithm = match &raw.algorithm {
+            None => Algorithm::Sha1,
+            Some(name) => Algorithm::from_name(name)
+                .ok_or_else(|| EnrollmentError::UnknownAlgorithm(name.clone()))?,
+        };
+        let digits = raw.digits.unwrap_or(6);
+        if !(i64::from(MIN_DIGITS)..=i64::from(MAX_DIGITS)).contains(&digits) {
+            return Err(EnrollmentError::DigitsOutOfRange(digits));
+        }
+        let period = raw.period.unwrap_or(30);
+        if !(MIN_PERIOD as i64..=MAX_PERIOD as i64).contains(&period) {
+            return Err(EnrollmentError::PeriodOutOfRange(period));
+        }
+        let counter = raw.counter.unwrap_or(0);
+        if !(0..=MAX_COUNTER as i64).contains(&counter) {
+            return Err(EnrollmentError::CounterOutOfRange(counter));
+        }
+        let kind = match raw.kind.as_deref().map(str::to_ascii_lowercase).as_deref() {
+            None | Some("totp") => Kind::Totp {
+                period: period as u64,
+            },
+            Some("hotp") => Kind::Hotp {
+                counter: counter as u64,
+            },
+            Some(_) => {
+                return Err(EnrollmentError::UnknownType(
+                    raw.kind.clone().unwrap_or_default(),
+                ))
+            }
+        };
+        let secret = Secret::from_base32(&raw.secret)?;
+        let stored = raw.recovery_codes.as_deref().unwrap_or_default();
+        if stored.len() > MAX_RECOVERY_CODES {
+            return Err(EnrollmentError::TooManyRecoveryCodes(stored.len()));
+        }
+        let recovery_codes = stored
+            .iter()
+            .enumerate()
+            .map(|(i, s)| RecoveryHash::parse(s).ok_or(EnrollmentError::BadRecoveryCode(i)))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Enrollment {
+            kind,
+            algorithm,
+            digits: digits as u32,
+            secret,
+            recovery_codes,
+        })
+    }
+
+    /// The file text `otp-setup` writes; `parse` reads it back to the same enrollment.
+    pub fn to_toml(&self) -> Zeroizing<String> {
+        let mut out =
+            String::from("# written by otp-setup; enrollment only, never policy\nversion = 1\n");
+        match self.kind {
+            Kind::Totp { period } => {
+                out.push_str(&format!("type = \"totp\"\nperiod = {period}\n"));
+            }
+            Kind::Hotp { counter } => {
+                out.push_str(&format!("type = \"hotp\"\ncounter = {counter}\n"));
+            }
+        }
+        out.push_str(&format!(
+            "algorithm = \"{}\"\ndigits = {}\nsecret = \"{}\"\nrecovery_codes = [\n",
+            self.algorithm.name(),
+            self.digits,
+            self.secret.to_base32().as_str()
+        ));
+        for code in &self.recovery_codes {
+            out.push_str(&format!("    \"{}\",\n", code.to_stored()));
+        }
+        out.push_str("]\n");
+        Zeroizing::new(out)
+    }
+
+    /// Identifies this enrollment in the state file: re-enrolling starts fresh state.
+    /// A hash, so the root-only state file never holds the secret itself.
+    pub fn fingerprint(&self) -> String {
+        let mut hasher = Sha256::new();
+        hasher.update(b"pam-otp enrollment v1\0");
+        match self.kind {
+            Kind::Totp { period } => {
+                hasher.update(b"totp\0");
+                hasher.update(period.to_be_bytes());
+            }
+            Kind::Hotp { counter } => {
+                hasher.update(b"hotp\0");
+                hasher.update(counter.to_be_bytes());
+            }
+        }
+        hasher.update(self.algorithm.name().as_bytes());
+        hasher.update(self.digits.to_be_bytes());
+        hasher.update((self.secret.0.len() as u64).to_be_bytes());
+        hasher.update(&self.secret.0);
+        for code in &self.recovery_codes {
+            hasher.update(code.to_stored().as_bytes());
+        }
+        data_encoding::HEXLOWER.encode(&hasher.finalize()[..16])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+version = 1
+type = "totp"
+secret = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP"
+algorithm = "SHA1"
+digits = 6
+period = 30
+counter = 0
+recovery_codes = []
+"#;
+
+    #[test]
+    fn spec_example_parses() {
+        let e = Enrollment::parse(GOOD).unwrap();
+        assert_eq!(e.kind, Kind::Totp { period: 30 });
+        assert_eq!(e.algorithm, Algorithm::Sha1);
+        assert_eq!(e.digits, 6);
+        assert_eq!(e.secret.as_bytes().len(), 20);
+    }
+
+    #[test]
+    fn defaults_apply_with_only_a_secret() {
+        let e = Enrollment::parse("secret = \"JBSWY3DPEHPK3PXP\"").unwrap();
+        assert_eq!(e.kind, Kind::Totp { period: 30 });
+        assert_eq!(e.digits, 6);
+        assert!(e.recovery_codes.is_empty());
+    }
+
+    #[test]
+    fn secret_ignores_case_spaces_and_padding() {
+        let a = Secret::from_base32("JBSWY3DPEHPK3PXP").unwrap();
+        let b = Secret::from_base32("jbsw y3dp ehpk 3pxp====").unwrap();
+        assert_eq!(a, b);
+    }
+
+    #[test]
+    fn hotp_takes_its_counter() {
+        let e = Enrollment::parse("type = \"hotp\"\ncounter = 7\nsecret = \"JBSWY3DPEHPK3PXP\"")
+            .unwrap();
+        assert_eq!(e.kind, Kind::Hotp { counter: 7 });
+    }
+
+    fn error_of(text: &str) -> EnrollmentError {
+        Enrollment::parse(text).unwrap_err()
+    }
+
+    #[test]
+    fn broken_files_are_refused_with_a_reason() {
+        let s = "secret = \"JBSWY3DPEHPK3PXP\"\n";
+        assert!(
+            matches!(error_of(&format!("{s}window = 3")), EnrollmentError::Syntax(m) if m.contains("window"))
+        );
+        assert!(matches!(
+            error_of(&format!("{s}digits = \"6\"")),
+            EnrollmentError::Syntax(_)
+        ));
+        assert!(
+            matches!(error_of("digits = 6"), EnrollmentError::Syntax(m) if m.contains("secret"))
+        );
+        assert_eq!(
+            error_of("secret = \"not base32!\""),
+            EnrollmentError::SecretNotBase32
+        );
+        assert_eq!(
+            error_of("secret = \"JBSWY3DP\""),
+            EnrollmentError::SecretTooShort(40)
+        );
+        assert_eq!(
+            error_of(&format!("{s}digits = 5")),
+            EnrollmentError::DigitsOutOfRange(5)
+        );
+        assert_eq!(
+            error_of(&format!("{s}digits = 9")),
+            EnrollmentError::DigitsOutOfRange(9)
+        );
+        assert_eq!(
+            error_of(&format!("{s}period = 0")),
+            EnrollmentError::PeriodOutOfRange(0)
+        );
+        assert_eq!(
+            error_of(&format!("{s}counter = -1")),
+            EnrollmentError::CounterOutOfRange(-1)
+        );
+        assert_eq!(
+            error_of(&format!("{s}version = 2")),
+            EnrollmentError::UnsupportedVersion(2)
+        );
+        assert_eq!(
+            error_of(&format!("{s}type = \"sms\"")),
+            EnrollmentError::UnknownType("sms".into())
+        );
+        assert_eq!(
+            error_of(&format!("{s}algorithm = \"MD5\"")),
+            EnrollmentError::UnknownAlgorithm("MD5".into())
+        );
+        assert_eq!(
+            error_of(&format!("{s}recovery_codes = [\"plain\"]")),
+            EnrollmentError::BadRecoveryCode(0)
+        );
+        assert!(matches!(
+            error_of("garbage \u{0}\u{1}"),
+            EnrollmentError::Syntax(_)
+        ));
+    }
+
+    #[test]
+    fn syntax_errors_never_quote_the_secret() {
+        let text = "secret = \"JBSWY3DPEHPK3PXP\" junk";
+        let message = error_of(text).to_string();
+        assert!(!message.contains("JBSWY3DPEHPK3PXP"), "{message}");
+    }
+
+    #[test]
+    fn written_text_parses_back_identically() {
+        let mut e = Enrollment::parse(GOOD).unwrap();
+        e.recovery_codes.push(RecoveryHash::new("abc", [3; 16]));
+        e.algorithm = Algorithm::Sha512;
+        e.digits = 8;
+        let again = Enrollment::parse(&e.to_toml()).unwrap();
+        assert_eq!(again, e);
+        assert_eq!(again.fingerprint(), e.fingerprint());
+    }
+
+    #[test]
+    fn fingerprint_changes_with_the_secret() {
+        let a = Enrollment::parse(GOOD).unwrap();
+        let b = Enrollment::parse("secret = \"JBSWY3DPEHPK3PXQ\"").unwrap();
+        assert_ne!(a.fingerprint(), b.fingerprint());
+    }
+
+    #[test]
+    fn debug_output_hides_the_secret() {
+        let e = Enrollment::parse(GOOD).unwrap();
+        let shown = format!("{e:?}");
+        assert!(shown.contains("redacted"));
+        assert!(!shown.contains("72, 101"), "{shown}");
+    }
+}

@@ -1,0 +1,10 @@
+//! The pure rules of the product: codes, enrollments, the state, the login decision; no I/O.
+
+pub mod answer;
+pub mod decision;
+pub mod enrollment;
+pub mod otp;
+pub mod otpauth;
+pub mod recovery;
+pub mod state;
+pub mod window;

@@ -1,0 +1,41 @@
+//! The one audited place that calls libpam directly: PAM_AUTHTOK, which pam-bindings
+//! can read but not set.
+
+use std::os::raw::{c_int, c_void};
+
+use ::pam::constants::PamResultCode;
+use ::pam::items::{AuthTok, ItemType};
+use ::pam::module::PamHandle;
+use zeroize::Zeroizing;
+
+#[link(name = "pam")]
+extern "C" {
+    fn pam_set_item(pamh: *mut PamHandle, item_type: c_int, item: *const c_void) -> c_int;
+}
+
+/// PAM_AUTHTOK as an earlier module left it, if any (non-UTF-8 is passed on lossily:
+/// it is only ever compared against codes).
+pub fn get(pamh: &PamHandle) -> Option<Zeroizing<String>> {
+    let token = pamh.get_item::<AuthTok>().ok()??;
+    Some(Zeroizing::new(
+        String::from_utf8_lossy(token.as_bytes()).into_owned(),
+    ))
+}
+
+/// Sets PAM_AUTHTOK (forward_pass hands the password on to the next module).
+pub fn set(pamh: &mut PamHandle, password: &str) -> Result<(), PamResultCode> {
+    if password.contains('\0') {
+        return Err(PamResultCode::PAM_BUF_ERR);
+    }
+    let mut value = Zeroizing::new(Vec::with_capacity(password.len() + 1));
+    value.extend_from_slice(password.as_bytes());
+    value.push(0);
+    // SAFETY: `pamh` is the live handle libpam passed to this hook; libpam copies the
+    // NUL-terminated string before returning, so `value` may be wiped afterwards.
+    let rc = unsafe { pam_set_item(pamh, ItemType::AuthTok as c_int, value.as_ptr().cast()) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(PamResultCode::PAM_SYSTEM_ERR)
+    }
+}

@@ -1,0 +1,99 @@
+//! The PAM glue: libpam's hooks, arguments and items in, return codes out; never a panic.
+
+pub(crate) mod authtok;
+pub(crate) mod conversation;
+pub(crate) mod login;
+
+use std::ffi::CStr;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use ::pam::constants::{PamFlag, PamResultCode, PAM_SILENT};
+use ::pam::conv::Conv;
+use ::pam::items::{RHost, Service};
+use ::pam::module::{PamHandle, PamHooks};
+
+use self::conversation::PamConversation;
+use self::login::{login, Request, SystemHost};
+use crate::sys::clock::unix_now;
+use crate::sys::log::Logger;
+use crate::sys::policy;
+
+pub struct PamOtp;
+
+impl PamHooks for PamOtp {
+    fn sm_authenticate(pamh: &mut PamHandle, args: Vec<&CStr>, flags: PamFlag) -> PamResultCode {
+        // A panic must never unwind into sshd or sudo: it fails closed as a service error.
+        catch_unwind(AssertUnwindSafe(|| authenticate(pamh, &args, flags)))
+            .unwrap_or(PamResultCode::PAM_SERVICE_ERR)
+    }
+
+    fn sm_setcred(_: &mut PamHandle, _: Vec<&CStr>, _: PamFlag) -> PamResultCode {
+        PamResultCode::PAM_SUCCESS
+    }
+}
+
+fn item_text<'a, T>(pamh: &'a PamHandle) -> String
+where
+    T: ::pam::items::Item<'a> + std::ops::Deref<Target = &'a CStr>,
+{
+    match pamh.get_item::<T>() {
+        Ok(Some(item)) => item.to_string_lossy().into_owned(),
+        _ => String::new(),
+    }
+}
+
+fn authenticate(pamh: &mut PamHandle, args: &[&CStr], flags: PamFlag) -> PamResultCode {
+    let mut log = Logger::syslog(&item_text::<Service>(pamh));
+    log.set_rhost(&item_text::<RHost>(pamh));
+
+    let args: Vec<String> = args
+        .iter()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let policy = match policy::load(&args) {
+        Ok(policy) => policy,
+        Err(e) => {
+            log.error(&format!(
+                "{e}; refusing all logins until the PAM configuration is fixed"
+            ));
+            return PamResultCode::PAM_SERVICE_ERR;
+        }
+    };
+    log.set_debug(policy.debug);
+
+    let user = match pamh.get_user(None) {
+        Ok(user) => user,
+        Err(code) => {
+            log.error(&format!("cannot get the user name: {code:?}"));
+            return code;
+        }
+    };
+    log.set_user(&user);
+
+    let request = Request {
+        user: &user,
+        policy: &policy,
+        authtok: authtok::get(pamh),
+    };
+    let host = SystemHost {
+        state_dir: &policy.state_dir,
+    };
+    let ending = {
+        let Ok(Some(conv)) = pamh.get_item::<Conv>() else {
+            log.error("the application gave no conversation function");
+            return PamResultCode::PAM_CONV_ERR;
+        };
+        let mut conversation = PamConversation::new(conv, flags & PAM_SILENT != 0);
+        login(&request, &host, &mut conversation, &unix_now, &log)
+    };
+    if let Some(password) = &ending.forward_password {
+        if let Err(code) = authtok::set(pamh, password) {
+            log.error("forward_pass: cannot set PAM_AUTHTOK");
+            return code;
+        }
+    }
+    ending.code
+}
+
+::pam::pam_hooks!(PamOtp);

@@ -1,0 +1,495 @@
+//! The administrator's policy: module arguments and the policy file, merged and validated.
+
+use std::fmt;
+use std::fs::File;
+use std::io::Read;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::core::decision::Limits;
+
+pub const DEFAULT_POLICY_FILE: &str = "/etc/security/pam_otp.toml";
+pub const DEFAULT_SECRET: &str = "~/.otp.toml";
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/pam-otp";
+pub const DEFAULT_PROMPT: &str = "Verification code: ";
+pub const DEFAULT_FORWARD_PROMPT: &str = "Password and verification code: ";
+const MAX_POLICY_FILE_BYTES: u64 = 64 * 1024;
+
+/// Where the code comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum PassMode {
+    /// Ask for the code.
+    #[default]
+    Prompt,
+    /// Use PAM_AUTHTOK from an earlier module if it is a code, else ask.
+    TryFirstPass,
+    /// Use PAM_AUTHTOK from an earlier module; never ask.
+    UseFirstPass,
+    /// Ask once for password followed by code; pass the password on as PAM_AUTHTOK.
+    ForwardPass,
+}
+
+/// Everything the module was told to do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Policy {
+    pub secret: String,
+    pub state_dir: PathBuf,
+    pub limits: Limits,
+    pub nullok: bool,
+    pub prompt: Option<String>,
+    pub pass_mode: PassMode,
+    pub debug: bool,
+}
+
+impl Policy {
+    /// The prompt to show: the administrator's, else one that fits the mode.
+    pub fn prompt_text(&self) -> &str {
+        match (&self.prompt, self.pass_mode) {
+            (Some(p), _) => p,
+            (None, PassMode::ForwardPass) => DEFAULT_FORWARD_PROMPT,
+            (None, _) => DEFAULT_PROMPT,
+        }
+    }
+}
+
+/// A setting that could not be accepted; the module fails closed with PAM_SERVICE_ERR.
+#[derive(Debug, PartialEq, Eq)]
+pub enum PolicyError {
+    UnknownArgument(String),
+    BadValue { key: String, why: String },
+    ConflictingPassModes,
+    PolicyFile { path: PathBuf, why: String },
+}
+
+impl fmt::Display for PolicyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PolicyError::UnknownArgument(arg) => write!(f, "unknown module argument {arg:?}"),
+            PolicyError::BadValue { key, why } => write!(f, "bad value for {key}: {why}"),
+            PolicyError::ConflictingPassModes => write!(
+                f,
+                "only one of try_first_pass, use_first_pass and forward_pass may be given"
+            ),
+            PolicyError::PolicyFile { path, why } => {
+                write!(f, "policy file {}: {why}", path.display())
+            }
+        }
+    }
+}
+
+/// Settings from one source; `None` means "not said here".
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Settings {
+    secret: Option<String>,
+    state_dir: Option<String>,
+    window: Option<u64>,
+    hotp_lookahead: Option<u64>,
+    max_failures: Option<u32>,
+    lockout: Option<u64>,
+    max_lockout: Option<u64>,
+    nullok: Option<bool>,
+    prompt: Option<String>,
+    try_first_pass: Option<bool>,
+    use_first_pass: Option<bool>,
+    forward_pass: Option<bool>,
+    debug: Option<bool>,
+    #[serde(skip)]
+    policy: Option<String>,
+}
+
+fn number<T: std::str::FromStr>(key: &str, value: &str) -> Result<Option<T>, PolicyError> {
+    value.parse().map(Some).map_err(|_| PolicyError::BadValue {
+        key: key.into(),
+        why: format!("{value:?} is not a whole number"),
+    })
+}
+
+fn parse_args(args: &[&str]) -> Result<Settings, PolicyError> {
+    let mut s = Settings::default();
+    for &arg in args {
+        let (key, value) = match arg.split_once('=') {
+            Some((k, v)) => (k, Some(v)),
+            None => (arg, None),
+        };
+        match (key, value) {
+            ("nullok", None) => s.nullok = Some(true),
+            ("debug", None) => s.debug = Some(true),
+            ("try_first_pass", None) => s.try_first_pass = Some(true),
+            ("use_first_pass", None) => s.use_first_pass = Some(true),
+            ("forward_pass", None) => s.forward_pass = Some(true),
+            ("secret", Some(v)) => s.secret = Some(v.into()),
+            ("state_dir", Some(v)) => s.state_dir = Some(v.into()),
+            ("prompt", Some(v)) => s.prompt = Some(v.into()),
+            ("policy", Some(v)) => s.policy = Some(v.into()),
+            ("window", Some(v)) => s.window = number(key, v)?,
+            ("hotp_lookahead", Some(v)) => s.hotp_lookahead = number(key, v)?,
+            ("max_failures", Some(v)) => s.max_failures = number(key, v)?,
+            ("lockout", Some(v)) => s.lockout = number(key, v)?,
+            ("max_lockout", Some(v)) => s.max_lockout = number(key, v)?,
+            _ => return Err(PolicyError::UnknownArgument(arg.into())),
+        }
+    }
+    Ok(s)
+}
+
+fn parse_policy_text(path: &Path, text: &str) -> Result<Settings, PolicyError> {
+    toml::from_str(text).map_err(|e| PolicyError::PolicyFile {
+        path: path.into(),
+        why: e.message().into(),
+    })
+}
+
+/// Module arguments win over the policy file, which wins over the defaults.
+fn merge(file: Settings, args: Settings) -> Result<Policy, PolicyError> {
+    macro_rules! pick {
+        ($field:ident) => {
+            args.$field.clone().or(file.$field.clone())
+        };
+    }
+    let bad = |key: &str, why: String| PolicyError::BadValue {
+        key: key.into(),
+        why,
+    };
+    let defaults = Limits::default();
+    let limits = Limits {
+        window: pick!(window).unwrap_or(defaults.window),
+        hotp_lookahead: pick!(hotp_lookahead).unwrap_or(defaults.hotp_lookahead),
+        max_failures: pick!(max_failures).unwrap_or(defaults.max_failures),
+        lockout: pick!(lockout).unwrap_or(defaults.lockout),
+        max_lockout: pick!(max_lockout).unwrap_or(defaults.max_lockout),
+    };
+    if limits.window > 100 {
+        return Err(bad(
+            "window",
+            format!("{} is over 100 steps", limits.window),
+        ));
+    }
+    if limits.hotp_lookahead > 1000 {
+        return Err(bad(
+            "hotp_lookahead",
+            format!("{} is over 1000", limits.hotp_lookahead),
+        ));
+    }
+    if !(1..=31_536_000).contains(&limits.lockout) {
+        return Err(bad(
+            "lockout",
+            format!("{} is not 1 to 31536000 seconds", limits.lockout),
+        ));
+    }
+    if !(limits.lockout..=31_536_000).contains(&limits.max_lockout) {
+        return Err(bad(
+            "max_lockout",
+            format!(
+                "{} is not between lockout ({}) and 31536000 seconds",
+                limits.max_lockout, limits.lockout
+            ),
+        ));
+    }
+    let chosen = |flag: Option<bool>| flag.unwrap_or(false);
+    let modes = [
+        (chosen(pick!(try_first_pass)), PassMode::TryFirstPass),
+        (chosen(pick!(use_first_pass)), PassMode::UseFirstPass),
+        (chosen(pick!(forward_pass)), PassMode::ForwardPass),
+    ];
+    let mut selected = modes.iter().filter(|(on, _)| *on).map(|(_, mode)| *mode);
+    let pass_mode = selected.next().unwrap_or_default();
+    if selected.next().is_some() {
+        return Err(PolicyError::ConflictingPassModes);
+    }
+    let state_dir = PathBuf::from(pick!(state_dir).unwrap_or_else(|| DEFAULT_STATE_DIR.into()));
+    if !state_dir.is_absolute() {
+        return Err(bad(
+            "state_dir",
+            format!("{} is not an absolute path", state_dir.display()),
+        ));
+    }
+    let secret = pick!(secret).unwrap_or_else(|| DEFAULT_SECRET.into());
+    if !(secret.starts_with('/') || secret.starts_with('~') || secret.starts_with("%h")) {
+        return Err(bad(
+            "secret",
+            format!("{secret:?} must start with /, ~ or %h"),
+        ));
+    }
+    let prompt = pick!(prompt);
+    if let Some(p) = &prompt {
+        if p.is_empty() || p.len() > 200 || p.contains('\0') {
+            return Err(bad("prompt", "must be 1 to 200 characters".into()));
+        }
+    }
+    Ok(Policy {
+        secret,
+        state_dir,
+        limits,
+        nullok: chosen(pick!(nullok)),
+        prompt,
+        pass_mode,
+        debug: chosen(pick!(debug)),
+    })
+}
+
+/// Reads the policy file: root-owned and not writable by group or others, or refused.
+/// The default file may be absent; one named by `policy=` must exist.
+fn read_policy_file(path: &Path, required: bool) -> Result<Option<String>, PolicyError> {
+    let fail = |why: String| PolicyError::PolicyFile {
+        path: path.into(),
+        why,
+    };
+    let file = match File::options()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+    {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => return Ok(None),
+        Err(e) => return Err(fail(e.to_string())),
+    };
+    let meta = file.metadata().map_err(|e| fail(e.to_string()))?;
+    if !meta.is_file() {
+        return Err(fail("not a regular file".into()));
+    }
+    if meta.uid() != 0 {
+        return Err(fail(format!("owned by uid {}, not root", meta.uid())));
+    }
+    if meta.mode() & 0o022 != 0 {
+        return Err(fail(format!(
+            "writable by group or others (mode {:04o})",
+            meta.mode() & 0o7777
+        )));
+    }
+    if meta.len() > MAX_POLICY_FILE_BYTES {
+        return Err(fail("larger than 64 KiB".into()));
+    }
+    let mut text = String::new();
+    file.take(MAX_POLICY_FILE_BYTES)
+        .read_to_string(&mut text)
+        .map_err(|e| fail(e.to_string()))?;
+    Ok(Some(text))
+}
+
+/// Parses module arguments (already split by libpam; `[a b]` arrives as `a b`)
+/// and the policy file they name (or the default one).
+pub fn load(args: &[&str]) -> Result<Policy, PolicyError> {
+    let from_args = parse_args(args)?;
+    let (path, required) = match &from_args.policy {
+        Some(p) => (PathBuf::from(p), true),
+        None => (PathBuf::from(DEFAULT_POLICY_FILE), false),
+    };
+    let from_file = match read_policy_file(&path, required)? {
+        Some(text) => parse_policy_text(&path, &text)?,
+        None => Settings::default(),
+    };
+    merge(from_file, from_args)
+}
+
+/// Parses module arguments and a policy file's text without touching the file system.
+pub fn parse(args: &[&str], policy_text: Option<&str>) -> Result<Policy, PolicyError> {
+    let from_args = parse_args(args)?;
+    let from_file = match policy_text {
+        Some(text) => parse_policy_text(Path::new(DEFAULT_POLICY_FILE), text)?,
+        None => Settings::default(),
+    };
+    merge(from_file, from_args)
+}
+
+/// Whether a user name is safe to use as a file name and in paths: no `/`, no NUL,
+/// not `.` or `..` or hidden, not absurdly long.
+pub fn is_safe_user_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 200
+        && !name.starts_with('.')
+        && !name.contains(['/', '\0'])
+        && !name.chars().any(char::is_control)
+}
+
+/// Expands `~` (at the start), `%h` (home) and `%u` (user name) in the `secret=` template.
+pub fn expand_secret_path(template: &str, user: &str, home: &Path) -> Result<PathBuf, PolicyError> {
+    let bad = |why: String| PolicyError::BadValue {
+        key: "secret".into(),
+        why,
+    };
+    if !is_safe_user_name(user) {
+        return Err(bad(format!("user name {user:?} cannot be used in a path")));
+    }
+    let home = home
+        .to_str()
+        .ok_or_else(|| bad("home directory is not UTF-8".into()))?;
+    let rest = template.strip_prefix('~').map(|r| format!("{home}{r}"));
+    let expanded = rest
+        .unwrap_or_else(|| template.to_string())
+        .replace("%h", home)
+        .replace("%u", user);
+    let path = PathBuf::from(&expanded);
+    if !path.is_absolute() {
+        return Err(bad(format!("{expanded:?} is not an absolute path")));
+    }
+    if path
+        .components()
+        .any(|c| matches!(c, std::path::Component::ParentDir))
+    {
+        return Err(bad(format!("{expanded:?} contains \"..\"")));
+    }
+    Ok(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_match_spec() {
+        let p = parse(&[], None).unwrap();
+        assert_eq!(p.secret, "~/.otp.toml");
+        assert_eq!(p.state_dir, PathBuf::from("/var/lib/pam-otp"));
+        assert_eq!(
+            p.limits,
+            Limits {
+                window: 1,
+                hotp_lookahead: 10,
+                max_failures: 5,
+                lockout: 60,
+                max_lockout: 86400
+            }
+        );
+        assert!(!p.nullok && !p.debug);
+        assert_eq!(p.pass_mode, PassMode::Prompt);
+        assert_eq!(p.prompt_text(), "Verification code: ");
+    }
+
+    #[test]
+    fn every_argument_is_understood() {
+        let p = parse(
+            &[
+                "secret=/etc/otp/%u.toml",
+                "state_dir=/run/otp",
+                "window=3",
+                "hotp_lookahead=20",
+                "max_failures=0",
+                "lockout=10",
+                "max_lockout=100",
+                "nullok",
+                "prompt=Code please: ",
+                "forward_pass",
+                "debug",
+            ],
+            None,
+        )
+        .unwrap();
+        assert_eq!(p.secret, "/etc/otp/%u.toml");
+        assert_eq!(p.state_dir, PathBuf::from("/run/otp"));
+        assert_eq!(
+            p.limits,
+            Limits {
+                window: 3,
+                hotp_lookahead: 20,
+                max_failures: 0,
+                lockout: 10,
+                max_lockout: 100
+            }
+        );
+        assert!(p.nullok && p.debug);
+        assert_eq!(p.pass_mode, PassMode::ForwardPass);
+        assert_eq!(p.prompt_text(), "Code please: ");
+        assert_eq!(
+            parse(&["try_first_pass"], None).unwrap().pass_mode,
+            PassMode::TryFirstPass
+        );
+        assert_eq!(
+            parse(&["use_first_pass"], None).unwrap().pass_mode,
+            PassMode::UseFirstPass
+        );
+        assert_eq!(
+            parse(&["forward_pass"], None).unwrap().prompt_text(),
+            DEFAULT_FORWARD_PROMPT
+        );
+    }
+
+    #[test]
+    fn arguments_win_over_the_policy_file() {
+        let file = "window = 4\nmax_failures = 9\nnullok = true\n";
+        let p = parse(&["window=2"], Some(file)).unwrap();
+        assert_eq!(p.limits.window, 2);
+        assert_eq!(p.limits.max_failures, 9);
+        assert!(p.nullok);
+    }
+
+    #[test]
+    fn bad_arguments_are_refused() {
+        let cases: &[&[&str]] = &[
+            &["bogus"],
+            &["nullok=yes"],
+            &["window"],
+            &["window=-1"],
+            &["window=abc"],
+            &["window=101"],
+            &["hotp_lookahead=1001"],
+            &["lockout=0"],
+            &["lockout=100", "max_lockout=50"],
+            &["state_dir=relative/dir"],
+            &["secret=relative.toml"],
+            &["prompt="],
+            &["try_first_pass", "forward_pass"],
+            &["max_failures=99999999999"],
+        ];
+        for args in cases {
+            assert!(parse(args, None).is_err(), "{args:?}");
+        }
+    }
+
+    #[test]
+    fn bad_policy_files_are_refused() {
+        for text in [
+            "window = \"1\"",
+            "unknown = 1",
+            "policy = \"/x\"",
+            "garbage",
+        ] {
+            assert!(
+                matches!(parse(&[], Some(text)), Err(PolicyError::PolicyFile { .. })),
+                "{text:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn secret_templates_expand() {
+        let home = Path::new("/home/alice");
+        assert_eq!(
+            expand_secret_path("~/.otp.toml", "alice", home).unwrap(),
+            PathBuf::from("/home/alice/.otp.toml")
+        );
+        assert_eq!(
+            expand_secret_path("%h/x/%u.toml", "alice", home).unwrap(),
+            PathBuf::from("/home/alice/x/alice.toml")
+        );
+        assert_eq!(
+            expand_secret_path("/etc/otp/%u", "alice", home).unwrap(),
+            PathBuf::from("/etc/otp/alice")
+        );
+    }
+
+    #[test]
+    fn user_names_that_escape_are_refused() {
+        let home = Path::new("/home/x");
+        for name in [
+            "../root",
+            "a/b",
+            "..",
+            ".",
+            "",
+            "a\0b",
+            "a\nb",
+            &"x".repeat(201),
+        ] {
+            assert!(!is_safe_user_name(name), "{name:?}");
+            assert!(
+                expand_secret_path("/etc/otp/%u", name, home).is_err(),
+                "{name:?}"
+            );
+        }
+        assert!(is_safe_user_name("alice.smith-2"));
+        assert!(expand_secret_path("/etc/otp/../%u", "alice", home).is_err());
+    }
+}

@@ -1,0 +1,410 @@
+//! The state store: one root-owned file per user under `state_dir`, changed only under
+//! an exclusive lock and replaced atomically (write, fsync, rename, fsync directory).
+
+use std::fmt;
+use std::fs::{self, File};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use crate::core::state::State;
+use crate::sys::policy::is_safe_user_name;
+
+const MAX_STATE_BYTES: u64 = 64 * 1024;
+
+/// Why the state could not be used; every one fails the login closed.
+#[derive(Debug)]
+pub enum StoreError {
+    /// The directory or a file in it is not safe to trust.
+    Insecure {
+        path: PathBuf,
+        why: String,
+    },
+    Io {
+        path: PathBuf,
+        action: &'static str,
+        error: io::Error,
+    },
+    /// The file exists but does not parse: never silently reset.
+    Corrupt {
+        path: PathBuf,
+        why: String,
+    },
+    BadUserName(String),
+}
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StoreError::Insecure { path, why } => {
+                write!(f, "state {}: refused: {why}", path.display())
+            }
+            StoreError::Io {
+                path,
+                action,
+                error,
+            } => {
+                write!(f, "state {}: cannot {action}: {error}", path.display())
+            }
+            StoreError::Corrupt { path, why } => write!(
+                f,
+                "state {}: {why}; fix or remove it with otp-admin reset",
+                path.display()
+            ),
+            StoreError::BadUserName(name) => {
+                write!(f, "user name {name:?} cannot name a state file")
+            }
+        }
+    }
+}
+
+/// The state directory, checked once per use.
+pub struct StateStore {
+    dir: PathBuf,
+}
+
+/// The user's state, locked until this is dropped.
+pub struct LockedState {
+    state_path: PathBuf,
+    temp_path: PathBuf,
+    dir: PathBuf,
+    // Holds the flock; released when the file is closed.
+    _lock: File,
+}
+
+fn io_error<'a>(path: &'a Path, action: &'static str) -> impl FnOnce(io::Error) -> StoreError + 'a {
+    move |error| StoreError::Io {
+        path: path.into(),
+        action,
+        error,
+    }
+}
+
+impl StateStore {
+    /// Opens `dir`, creating it (0700) if it is missing; refuses a symlink, a
+    /// non-directory, one not owned by root, or one group or others can write to.
+    pub fn open(dir: &Path) -> Result<StateStore, StoreError> {
+        match fs::DirBuilder::new().mode(0o700).create(dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(io_error(dir, "create the directory")(e)),
+        }
+        let meta = fs::symlink_metadata(dir).map_err(io_error(dir, "inspect the directory"))?;
+        let insecure = |why: String| StoreError::Insecure {
+            path: dir.into(),
+            why,
+        };
+        if meta.file_type().is_symlink() {
+            return Err(insecure("is a symbolic link".into()));
+        }
+        if !meta.is_dir() {
+            return Err(insecure("not a directory".into()));
+        }
+        if meta.uid() != 0 {
+            return Err(insecure(format!("owned by uid {}, not root", meta.uid())));
+        }
+        if meta.mode() & 0o022 != 0 {
+            return Err(insecure(format!(
+                "writable by group or others (mode {:04o})",
+                meta.mode() & 0o7777
+            )));
+        }
+        Ok(StateStore { dir: dir.into() })
+    }
+
+    /// Where the user's state lives, whether or not it exists yet.
+    pub fn state_path(&self, user: &str) -> Result<PathBuf, StoreError> {
+        if !is_safe_user_name(user) {
+            return Err(StoreError::BadUserName(user.into()));
+        }
+        Ok(self.dir.join(format!("{user}.state")))
+    }
+
+    /// Fails if the directory cannot be written (a read-only mount): such a store cannot
+    /// retire a code, so a login is refused before the user is asked for one.
+    pub fn check_writable(&self) -> Result<(), StoreError> {
+        // The mount's flags, not access(2): that checks the real uid, which under sudo is
+        // the invoking user's.
+        use nix::sys::statvfs::{statvfs, FsFlags};
+        let stat = statvfs(&self.dir)
+            .map_err(|e| io_error(&self.dir, "inspect the file system")(e.into()))?;
+        if stat.flags().contains(FsFlags::ST_RDONLY) {
+            return Err(io_error(&self.dir, "write to the directory")(
+                io::Error::from_raw_os_error(libc::EROFS),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Reads the user's state without taking the lock. Safe because the file is only
+    /// ever replaced by rename: a reader sees a whole old or a whole new file. For the
+    /// lockout check before prompting; every decision re-reads under the lock.
+    pub fn peek(&self, user: &str) -> Result<Option<State>, StoreError> {
+        read_state(&self.state_path(user)?)
+    }
+
+    /// Takes the user's exclusive lock, waiting for any other login of the same user.
+    pub fn lock(&self, user: &str) -> Result<LockedState, StoreError> {
+        let state_path = self.state_path(user)?;
+        let lock_path = self.dir.join(format!("{user}.lock"));
+        let lock = File::options()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
+            .open(&lock_path)
+            .map_err(io_error(&lock_path, "open the lock file"))?;
+        lock.lock().map_err(io_error(&lock_path, "lock"))?;
+        Ok(LockedState {
+            state_path,
+            temp_path: self.dir.join(format!(".{user}.state.tmp")),
+            dir: self.dir.clone(),
+            _lock: lock,
+        })
+    }
+}
+
+impl LockedState {
+    /// The stored state, `None` if there is none yet.
+    pub fn load(&self) -> Result<Option<State>, StoreError> {
+        read_state(&self.state_path)
+    }
+
+    /// Replaces the state atomically: a crash leaves either the old or the new file.
+    pub fn save(&self, state: &State) -> Result<(), StoreError> {
+        let temp = &self.temp_path;
+        let text = state.to_toml().map_err(|e| StoreError::Corrupt {
+            path: self.state_path.clone(),
+            why: e.to_string(),
+        })?;
+        let _ = fs::remove_file(temp);
+        let mut file = File::options()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(temp)
+            .map_err(io_error(temp, "create"))?;
+        let written = file
+            .write_all(text.as_bytes())
+            .and_then(|()| file.sync_all());
+        if let Err(e) = written {
+            let _ = fs::remove_file(temp);
+            return Err(io_error(temp, "write")(e));
+        }
+        drop(file);
+        if let Err(e) = fs::rename(temp, &self.state_path) {
+            let _ = fs::remove_file(temp);
+            return Err(io_error(&self.state_path, "replace")(e));
+        }
+        File::open(&self.dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io_error(&self.dir, "sync the directory"))
+    }
+
+    /// Drops the state (otp-admin reset): the next login starts fresh.
+    pub fn remove(&self) -> Result<bool, StoreError> {
+        match fs::remove_file(&self.state_path) {
+            Ok(()) => File::open(&self.dir)
+                .and_then(|d| d.sync_all())
+                .map(|()| true)
+                .map_err(io_error(&self.dir, "sync the directory")),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(io_error(&self.state_path, "remove")(e)),
+        }
+    }
+}
+
+/// Reads a state file; `None` if there is none yet. Only root may have written it.
+fn read_state(path: &Path) -> Result<Option<State>, StoreError> {
+    let file = File::options()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path);
+    let file = match file {
+        Ok(file) => file,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io_error(path, "open")(e)),
+    };
+    let meta = file.metadata().map_err(io_error(path, "inspect"))?;
+    if !meta.is_file() || meta.uid() != 0 || meta.mode() & 0o022 != 0 {
+        return Err(StoreError::Insecure {
+            path: path.into(),
+            why: "not a regular root-owned file writable only by root".into(),
+        });
+    }
+    let mut text = String::new();
+    file.take(MAX_STATE_BYTES + 1)
+        .read_to_string(&mut text)
+        .map_err(|e| StoreError::Corrupt {
+            path: path.into(),
+            why: format!("unreadable: {e}"),
+        })?;
+    if text.len() as u64 > MAX_STATE_BYTES {
+        return Err(StoreError::Corrupt {
+            path: path.into(),
+            why: "larger than 64 KiB".into(),
+        });
+    }
+    State::parse(&text)
+        .map(Some)
+        .map_err(|e| StoreError::Corrupt {
+            path: path.into(),
+            why: e.to_string(),
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+    use std::sync::{Arc, Barrier};
+
+    fn scratch(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("pam-otp-store-{}-{name}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        dir
+    }
+
+    /// The store trusts only root-owned files, so these tests need root (as the whole suite does).
+    fn require_root() {
+        assert!(
+            nix::unistd::geteuid().is_root(),
+            "run the test suite as root"
+        );
+    }
+
+    #[test]
+    fn saved_state_loads_back_and_no_temp_file_remains() {
+        require_root();
+        let dir = scratch("roundtrip");
+        let store = StateStore::open(&dir).unwrap();
+        assert_eq!(fs::metadata(&dir).unwrap().mode() & 0o777, 0o700);
+        let locked = store.lock("alice").unwrap();
+        assert_eq!(locked.load().unwrap(), None);
+        let state = State {
+            version: 1,
+            fingerprint: "f".into(),
+            failures: 3,
+            ..State::default()
+        };
+        locked.save(&state).unwrap();
+        assert_eq!(locked.load().unwrap(), Some(state));
+        let names: Vec<_> = fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert!(
+            !names.iter().any(|n| n.to_string_lossy().ends_with(".tmp")),
+            "{names:?}"
+        );
+        assert!(locked.remove().unwrap());
+        assert_eq!(locked.load().unwrap(), None);
+    }
+
+    #[test]
+    fn unsafe_user_names_are_refused_and_make_no_file() {
+        require_root();
+        let dir = scratch("names");
+        let store = StateStore::open(&dir).unwrap();
+        for name in ["a\0b", "../x", "a/b", "..", ".lock", ""] {
+            assert!(
+                matches!(store.lock(name), Err(StoreError::BadUserName(_))),
+                "{name:?}"
+            );
+        }
+        assert_eq!(
+            fs::read_dir(&dir).unwrap().count(),
+            0,
+            "files made for unsafe names"
+        );
+        assert!(store.lock("alice").is_ok());
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn corrupt_state_is_an_error_not_a_reset() {
+        require_root();
+        let dir = scratch("corrupt");
+        let store = StateStore::open(&dir).unwrap();
+        fs::write(dir.join("bob.state"), "garbage").unwrap();
+        let locked = store.lock("bob").unwrap();
+        assert!(matches!(locked.load(), Err(StoreError::Corrupt { .. })));
+        assert_eq!(
+            fs::read_to_string(dir.join("bob.state")).unwrap(),
+            "garbage"
+        );
+    }
+
+    #[test]
+    fn unsafe_directories_are_refused() {
+        require_root();
+        let dir = scratch("open");
+        fs::create_dir(&dir).unwrap();
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o777)).unwrap();
+        assert!(matches!(
+            StateStore::open(&dir),
+            Err(StoreError::Insecure { .. })
+        ));
+        let link = scratch("link");
+        let real = scratch("real");
+        fs::create_dir(&real).unwrap();
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        assert!(matches!(
+            StateStore::open(&link),
+            Err(StoreError::Insecure { .. })
+        ));
+    }
+
+    #[test]
+    fn bad_user_names_are_refused() {
+        let store = StateStore {
+            dir: std::env::temp_dir(),
+        };
+        for name in ["../etc/passwd", "a/b", ".hidden", ""] {
+            assert!(
+                matches!(store.lock(name), Err(StoreError::BadUserName(_))),
+                "{name:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_lock_serialises_read_modify_write() {
+        require_root();
+        let dir = scratch("race");
+        let store = Arc::new(StateStore::open(&dir).unwrap());
+        let threads = 8;
+        let barrier = Arc::new(Barrier::new(threads));
+        let handles: Vec<_> = (0..threads)
+            .map(|_| {
+                let (store, barrier) = (store.clone(), barrier.clone());
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    for _ in 0..25 {
+                        let locked = store.lock("carol").unwrap();
+                        let mut state = locked.load().unwrap().unwrap_or(State {
+                            version: 1,
+                            ..State::default()
+                        });
+                        state.failures += 1;
+                        locked.save(&state).unwrap();
+                    }
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().unwrap();
+        }
+        let total = store
+            .lock("carol")
+            .unwrap()
+            .load()
+            .unwrap()
+            .unwrap()
+            .failures;
+        assert_eq!(total, 200, "lost updates");
+    }
+}

@@ -1,0 +1,111 @@
+//! pam_otp as sudo's second factor, with the real sudo (issue 4).
+//!
+//! Each test installs the shipped `config/pam.d/sudo-otp` as its own PAM service
+//! and points sudo at it for one test user only, with a sudoers file
+//! `Defaults:USER pam_service=...` (checked with visudo, removed afterwards);
+//! `/etc/pam.d/sudo` is never touched. sudo runs as the test user, reading the
+//! password and then the code from standard input (`sudo -S`). Codes come from
+//! oathtool. Must run as root.
+
+use crate::support;
+use crate::support::clients;
+
+use clients::{run_sudo, InstalledService, ShellUser, SudoRule, SudoRun, SUDO_PASSWORD_PROMPT};
+use support::{new_secret, totp, totp_enrollment, wrong_totp};
+
+/// Fields drop in order: the sudoers rule goes first, then the service, then the user.
+struct Setup {
+    _rule: SudoRule,
+    _service: InstalledService,
+    user: ShellUser,
+    password: String,
+    secret: String,
+}
+
+impl Setup {
+    fn new() -> Setup {
+        let user = ShellUser::new();
+        let password = user.set_password();
+        let secret = new_secret();
+        user.enroll(&totp_enrollment(&secret));
+        let service = InstalledService::install("sudo-otp", "tx-sudo-otp-", &[]);
+        let rule = SudoRule::install(&user.name, &service);
+        Setup {
+            _rule: rule,
+            _service: service,
+            user,
+            password,
+            secret,
+        }
+    }
+
+    fn sudo(&self, password: &str, code: &str) -> SudoRun {
+        run_sudo(&self.user.name, &[password, code])
+    }
+}
+
+fn asked_for_the_code(run: &SudoRun) -> bool {
+    run.stderr.contains("Verification code: ")
+}
+
+#[track_caller]
+fn assert_ran(run: &SudoRun, what: &str) {
+    assert!(
+        run.status == Some(0) && run.stdout.trim() == "root",
+        "{what}: expected /usr/bin/id to run as root\n{}",
+        run.describe()
+    );
+    assert!(
+        run.stderr.contains(SUDO_PASSWORD_PROMPT) && asked_for_the_code(run),
+        "{what}: expected sudo to ask for the password and then the code\n{}",
+        run.describe()
+    );
+}
+
+#[track_caller]
+fn assert_refused(run: &SudoRun, what: &str) {
+    assert!(
+        run.status == Some(1) && !run.stdout.contains("root"),
+        "{what}: expected sudo to refuse\n{}",
+        run.describe()
+    );
+}
+
+#[test]
+fn sudo_password_and_right_code_runs_the_command() {
+    let s = Setup::new();
+    let run = s.sudo(&s.password, &totp(&s.secret));
+    assert_ran(&run, "password + right code");
+}
+
+#[test]
+fn sudo_password_and_wrong_code_is_refused() {
+    let s = Setup::new();
+    let run = s.sudo(&s.password, &wrong_totp(&s.secret));
+    assert_refused(&run, "password + wrong code");
+    assert!(asked_for_the_code(&run), "{}", run.describe());
+}
+
+#[test]
+fn sudo_same_code_twice_is_refused() {
+    let s = Setup::new();
+    let code = totp(&s.secret);
+    assert_ran(&s.sudo(&s.password, &code), "first use of the code");
+    // timestamp_timeout=0 and -k: sudo asks again rather than remembering the success.
+    let again = s.sudo(&s.password, &code);
+    assert_refused(&again, "the same code again");
+    assert!(asked_for_the_code(&again), "{}", again.describe());
+}
+
+#[test]
+fn sudo_wrong_password_is_refused_before_the_code() {
+    // common-auth ends a failed password with `requisite pam_deny.so`, so pam_otp
+    // never asks and the code is not spent.
+    let s = Setup::new();
+    let code = totp(&s.secret);
+    let run = s.sudo("not-the-password", &code);
+    assert_refused(&run, "wrong password + right code");
+    assert!(!asked_for_the_code(&run), "{}", run.describe());
+    // The code was never checked, so it still works.
+    assert_ran(&s.sudo(&s.password, &code), "the unspent code afterwards");
+}

@@ -1,0 +1,310 @@
+//! What the module sends to syslog, captured on a private /dev/log.
+//!
+//! pamtester runs in its own mount namespace (`unshare --mount`) where a
+//! datagram socket of the test is bind-mounted over /dev/log; the host's
+//! /dev/log is never touched (if it does not exist, an empty placeholder file
+//! is created as the mount point and removed afterwards).
+
+use crate::support;
+
+use std::fs;
+use std::os::unix::net::UnixDatagram;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::Duration;
+use support::*;
+
+const AUTHPRIV: u32 = 10;
+const RHOST: &str = "203.0.113.77";
+
+/// (users of the placeholder, whether this process created it)
+static DEV_LOG: Mutex<(usize, bool)> = Mutex::new((0, false));
+
+/// Keeps a mount point at /dev/log while alive.
+struct DevLogMountPoint;
+
+impl DevLogMountPoint {
+    fn new() -> DevLogMountPoint {
+        let mut guard = DEV_LOG.lock().unwrap_or_else(|e| e.into_inner());
+        if guard.0 == 0 && fs::symlink_metadata("/dev/log").is_err() {
+            fs::write("/dev/log", b"").expect("create placeholder /dev/log");
+            guard.1 = true;
+        }
+        guard.0 += 1;
+        DevLogMountPoint
+    }
+}
+
+impl Drop for DevLogMountPoint {
+    fn drop(&mut self) {
+        let mut guard = DEV_LOG.lock().unwrap_or_else(|e| e.into_inner());
+        guard.0 -= 1;
+        if guard.0 == 0 && guard.1 {
+            // Only ever remove the empty regular file we made.
+            if fs::symlink_metadata("/dev/log").is_ok_and(|m| m.is_file() && m.len() == 0) {
+                let _ = fs::remove_file("/dev/log");
+            }
+            guard.1 = false;
+        }
+    }
+}
+
+/// One syslog datagram.
+#[derive(Debug, Clone)]
+struct Line {
+    pri: u32,
+    text: String,
+}
+
+impl Line {
+    fn parse(raw: &[u8]) -> Line {
+        let text = String::from_utf8_lossy(raw).into_owned();
+        let pri = text
+            .strip_prefix('<')
+            .and_then(|rest| rest.split_once('>'))
+            .and_then(|(n, _)| n.parse().ok())
+            .unwrap_or_else(|| panic!("syslog line without <PRI>: {text:?}"));
+        Line { pri, text }
+    }
+    fn facility(&self) -> u32 {
+        self.pri / 8
+    }
+    fn severity(&self) -> u32 {
+        self.pri % 8
+    }
+}
+
+/// Runs pamtester with /dev/log bound to a fresh listener; returns its outcome and what it logged.
+fn run_logged(
+    service: &Service,
+    user: &str,
+    answer: &str,
+    faketime: Option<&str>,
+) -> (Outcome, Vec<Line>) {
+    let _mount_point = DevLogMountPoint::new();
+    let sock_path: PathBuf = scratch_path("log");
+    let sock = UnixDatagram::bind(&sock_path).expect("bind the log socket");
+    sock.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    // Read while pamtester runs: a datagram socket queues only a few messages.
+    let received = Arc::new(Mutex::new(Vec::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let reader = {
+        let (received, stop) = (received.clone(), stop.clone());
+        thread::spawn(move || {
+            let mut buf = vec![0u8; 65536];
+            loop {
+                match sock.recv(&mut buf) {
+                    Ok(n) => received.lock().unwrap().push(Line::parse(&buf[..n])),
+                    Err(_) if stop.load(Ordering::SeqCst) => break,
+                    Err(_) => {}
+                }
+            }
+        })
+    };
+    let mut argv: Vec<String> = vec![
+        "unshare".into(),
+        "--mount".into(),
+        "sh".into(),
+        "-c".into(),
+        "mount --bind \"$0\" /dev/log && exec \"$@\"".into(),
+        sock_path.display().to_string(),
+    ];
+    argv.extend(pamtester_argv(service, user, faketime, Some(RHOST)));
+    let outcome = finish(spawn(&argv), answer);
+    stop.store(true, Ordering::SeqCst);
+    reader.join().unwrap();
+    let _ = fs::remove_file(&sock_path);
+    let lines = received.lock().unwrap().clone();
+    (outcome, lines)
+}
+
+/// The module's lines for this service (tagged `pam_otp(SERVICE:auth)`), all checked to be authpriv.
+#[track_caller]
+fn module_lines(service: &Service, lines: &[Line]) -> Vec<Line> {
+    let tag = format!("pam_otp({}:auth)", service.name);
+    let mine: Vec<Line> = lines
+        .iter()
+        .filter(|l| l.text.contains(&tag))
+        .cloned()
+        .collect();
+    for line in &mine {
+        assert_eq!(line.facility(), AUTHPRIV, "not facility authpriv: {line:?}");
+    }
+    mine
+}
+
+/// A module line naming the user and the remote host, with at most `max_severity`
+/// (0 = emerg … 7 = debug), whose text (lowercased) has one of `words`.
+#[track_caller]
+fn assert_logged(lines: &[Line], user: &str, max_severity: u32, words: &[&str], what: &str) {
+    let found = lines.iter().any(|l| {
+        let lower = l.text.to_lowercase();
+        l.text.contains(user)
+            && l.text.contains(RHOST)
+            && l.severity() <= max_severity
+            && (words.is_empty() || words.iter().any(|w| lower.contains(w)))
+    });
+    assert!(
+        found,
+        "{what}: no line naming user {user} and rhost {RHOST} with severity <= {max_severity} \
+         and one of {words:?}; got {lines:#?}"
+    );
+}
+
+/// Whether `code` occurs in `text` as a number of its own (not inside a longer number).
+fn contains_code(text: &str, code: &str) -> bool {
+    text.match_indices(code).any(|(i, _)| {
+        let before = text[..i].chars().next_back();
+        let after = text[i + code.len()..].chars().next();
+        !before.is_some_and(|c| c.is_ascii_digit()) && !after.is_some_and(|c| c.is_ascii_digit())
+    })
+}
+
+/// Nothing secret (codes, secret, recovery codes in any spelling) in any logged line.
+#[track_caller]
+fn assert_no_secrets(lines: &[Line], codes: &[&str], secrets: &[&str]) {
+    for line in lines {
+        for code in codes {
+            assert!(
+                !contains_code(&line.text, code),
+                "code {code} was logged: {line:?}"
+            );
+        }
+        let lower = line.text.to_lowercase();
+        for secret in secrets {
+            let s = secret.to_lowercase();
+            let squeezed: String = s.chars().filter(|c| *c != '-' && *c != ' ').collect();
+            assert!(
+                !lower.contains(&s) && !lower.contains(&squeezed),
+                "secret {secret} was logged: {line:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn success_is_logged_with_user_and_rhost() {
+    let fx = Fixture::totp();
+    let service = fx.service("");
+    let code = totp(&fx.secret);
+    let (out, lines) = run_logged(&service, &fx.user.name, &code, None);
+    out.assert_success("right code");
+    let mine = module_lines(&service, &lines);
+    assert_logged(&mine, &fx.user.name, 6, &[], "success");
+    assert_no_secrets(&lines, &[&code], &[&fx.secret]);
+}
+
+#[test]
+fn failure_is_logged_with_user_and_rhost() {
+    let fx = Fixture::totp();
+    let service = fx.service("");
+    let wrong = wrong_totp(&fx.secret);
+    let (out, lines) = run_logged(&service, &fx.user.name, &wrong, None);
+    out.assert_failure(AUTH_ERR, "wrong code");
+    let mine = module_lines(&service, &lines);
+    assert_logged(&mine, &fx.user.name, 5, &[], "failure (notice or worse)");
+    assert_no_secrets(&lines, &[&wrong], &[&fx.secret]);
+}
+
+#[test]
+fn success_and_failure_are_logged_differently() {
+    let fx = Fixture::totp();
+    let service = fx.service("");
+    let wrong = wrong_totp(&fx.secret);
+    let (out, bad) = run_logged(&service, &fx.user.name, &wrong, None);
+    out.assert_failure(AUTH_ERR, "wrong code");
+    let code = totp(&fx.secret);
+    let (out, good) = run_logged(&service, &fx.user.name, &code, None);
+    out.assert_success("right code");
+    // Strip the "<PRI>timestamp host tag[pid]:" header: the messages themselves must differ.
+    let body = |l: &Line| {
+        l.text
+            .split_once(&format!("pam_otp({}:auth)", service.name))
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_default()
+    };
+    let mut all = bad.clone();
+    all.extend(good.iter().cloned());
+    let bad: Vec<String> = module_lines(&service, &bad).iter().map(body).collect();
+    let good: Vec<String> = module_lines(&service, &good).iter().map(body).collect();
+    assert!(!bad.is_empty() && !good.is_empty(), "{bad:?} / {good:?}");
+    assert!(
+        good.iter().all(|g| !bad.contains(g)),
+        "a success is logged with the same words as a failure: {good:?} / {bad:?}"
+    );
+    assert_no_secrets(&all, &[&code, &wrong], &[&fx.secret]);
+}
+
+#[test]
+fn lockout_is_logged() {
+    let fx = Fixture::totp();
+    let service = fx.service("max_failures=2 lockout=60");
+    let wrong = wrong_totp(&fx.secret);
+    let mut all = Vec::new();
+    for i in 1..=2 {
+        let (out, lines) = run_logged(&service, &fx.user.name, &wrong, None);
+        out.assert_failure(AUTH_ERR, &format!("wrong code #{i}"));
+        all.extend(lines);
+    }
+    let code = totp(&fx.secret);
+    let (out, lines) = run_logged(&service, &fx.user.name, &code, None);
+    out.assert_failure(MAXTRIES, "right code while locked");
+    let locked = module_lines(&service, &lines);
+    assert_logged(&locked, &fx.user.name, 5, &["lock"], "attempt while locked");
+    all.extend(lines);
+    assert_no_secrets(&all, &[&code, &wrong], &[&fx.secret]);
+}
+
+#[test]
+fn recovery_code_use_is_logged_as_a_warning_without_the_code() {
+    let secret = new_secret();
+    let recovery = "m4tq-2kzv-9bxe";
+    let toml = format!(
+        "{}recovery_codes = [\"{}\"]\n",
+        totp_enrollment(&secret),
+        recovery_hash(recovery)
+    );
+    let fx = Fixture::with_enrollment(&secret, &toml);
+    let service = fx.service("");
+    let (out, lines) = run_logged(&service, &fx.user.name, recovery, None);
+    out.assert_success("recovery code");
+    let mine = module_lines(&service, &lines);
+    assert_logged(&mine, &fx.user.name, 4, &["recovery"], "recovery code use");
+    assert_no_secrets(&lines, &[], &[&secret, recovery]);
+}
+
+#[test]
+fn broken_enrollment_is_logged_with_the_file_name_but_not_the_secret() {
+    // A syntax error on the secret's own line: a parser error message would quote it.
+    let secret = new_secret();
+    let toml = format!("version = 1\nsecret = \"{secret}\nmystery = 1\n");
+    let fx = Fixture::with_enrollment(&secret, &toml);
+    let service = fx.service("");
+    let (out, lines) = run_logged(&service, &fx.user.name, "123456", None);
+    out.assert_failure(AUTHINFO_UNAVAIL, "broken ~/.otp.toml");
+    let mine = module_lines(&service, &lines);
+    let path = fx.user.otp_path().display().to_string();
+    assert!(
+        mine.iter().any(|l| l.text.contains(&path)),
+        "the broken file {path} is not named in the log: {mine:#?}"
+    );
+    assert_no_secrets(&lines, &[], &[&secret, &secret[..16]]);
+}
+
+#[test]
+fn unknown_argument_is_logged() {
+    let fx = Fixture::totp();
+    let service = fx.service("frobnicate=1");
+    let code = totp(&fx.secret);
+    let (out, lines) = run_logged(&service, &fx.user.name, &code, None);
+    out.assert_failure(SERVICE_ERR, "unknown argument");
+    let mine = module_lines(&service, &lines);
+    assert!(
+        mine.iter()
+            .any(|l| l.text.contains("frobnicate") && l.severity() <= 3),
+        "the unknown argument is not logged as an error: {mine:#?}"
+    );
+}
