@@ -11,22 +11,12 @@ use pam_otp::core::enrollment::Enrollment;
 use pam_otp::core::otp::{format_code, hotp, totp_step};
 use pam_otp::core::state::State;
 
+use crate::support::Rng;
+
 const DAY: u64 = 86_400;
 const YEAR: u64 = 365 * DAY;
 const START: u64 = 1_700_000_000;
 const SECRET: &str = "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ";
-
-/// xorshift64*: a fixed seed keeps the simulation repeatable.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-}
 
 /// What a simulated attacker achieved.
 #[derive(Debug)]
@@ -79,7 +69,7 @@ fn attack(
     user_logs_in_every: Option<u64>,
     seed: u64,
 ) -> Attack {
-    let mut rng = Rng(seed);
+    let mut rng = Rng::seeded(seed);
     let mut state = State::fresh(e);
     let mut now = START;
     let end = START + duration;

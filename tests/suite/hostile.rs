@@ -67,10 +67,13 @@ fn the_harness_sees_a_normal_login_and_its_log_line() {
     wrong.assert_logged(&["wrong code"], "junk answer");
 }
 
+// Services in the file-shape tests below carry `nullok`: a broken or insecure file must be
+// refused even then, never taken for "not enrolled".
+
 #[test]
 fn enrollment_symlink_to_etc_shadow_is_refused() {
     let f = Fixture::totp();
-    let service = f.service("");
+    let service = f.service("nullok");
     f.user.symlink_enrollment("/etc/shadow");
     let run = login(&f, &service, &right_code(&f.secret));
     run.assert_refused(
@@ -90,7 +93,7 @@ fn enrollment_symlink_to_etc_shadow_is_refused() {
 #[test]
 fn enrollment_fifo_is_refused_without_hanging() {
     let f = Fixture::totp();
-    let service = f.service("");
+    let service = f.service("nullok");
     let path = f.user.otp_path();
     fs::remove_file(&path).unwrap();
     nix::unistd::mkfifo(&path, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
@@ -190,7 +193,7 @@ fn hard_link_to_another_users_enrollment_is_refused_on_both_sides() {
 fn enrollment_owned_by_another_user_is_refused() {
     let f = Fixture::totp();
     let other = TestUser::new();
-    let service = f.service("");
+    let service = f.service("nullok");
     // Readable by others, so the module can open it as the user: the owner check must refuse it.
     let path = f.user.otp_path();
     chown(&path, Some(other.uid), Some(other.gid)).unwrap();
@@ -213,7 +216,7 @@ fn enrollment_owned_by_another_user_is_refused() {
 #[test]
 fn group_or_world_accessible_enrollment_is_refused() {
     let f = Fixture::totp();
-    let service = f.service("");
+    let service = f.service("nullok");
     for mode in [0o640, 0o604, 0o660, 0o606, 0o620] {
         let what = format!("mode {mode:04o}");
         set_mode(&f.user.otp_path(), mode);

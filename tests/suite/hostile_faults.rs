@@ -20,8 +20,6 @@ use support::{
     hotp, now, oathtool, totp_at, wait_for_step_margin, Fixture, Service, AUTHINFO_UNAVAIL,
 };
 
-const LIBFAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
-
 /// pamtester itself (no wrapper process, so SIGKILL hits the process doing the login),
 /// its clock moved by `offset` seconds through libfaketime when given.
 fn spawn_pamtester_direct(service: &Service, user: &str, offset: Option<i64>) -> Child {
@@ -32,12 +30,14 @@ fn spawn_pamtester_direct(service: &Service, user: &str, offset: Option<i64>) ->
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     if let Some(offset) = offset {
+        let libfaketime = support::multiarch_lib_dir().join("faketime/libfaketime.so.1");
         assert!(
-            Path::new(LIBFAKETIME).exists(),
-            "{LIBFAKETIME} missing: apt-get install faketime"
+            libfaketime.exists(),
+            "{} missing: apt-get install faketime",
+            libfaketime.display()
         );
         command
-            .env("LD_PRELOAD", LIBFAKETIME)
+            .env("LD_PRELOAD", &libfaketime)
             .env("FAKETIME", format!("{offset:+}"));
     }
     command.spawn().expect("start pamtester")

@@ -7,30 +7,11 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::support::{
-    finish, module_path, runnable_copy, scratch_path, spawn, unique, LocalUser, Outcome,
-    UserOptions,
-};
-
-/// Whether the tests run against the installed files: `PAM_OTP_MODULE` is a bare name.
-pub fn installed() -> bool {
-    std::env::var("PAM_OTP_MODULE").is_ok_and(|m| !m.is_empty() && !m.contains('/'))
-}
-
-/// How a service names the module: by the bare name when testing the installed files
-/// (after checking that it is installed), else by path.
-pub fn module_ref() -> String {
-    if installed() {
-        module_path(); // asserts that the name is found in a system module directory
-        std::env::var("PAM_OTP_MODULE").unwrap()
-    } else {
-        module_path().display().to_string()
-    }
-}
+use crate::support::{installed, runnable_copy, unique, LocalUser, UserOptions};
+pub use crate::support::{Service, StateDir};
 
 /// The otp-admin under test.
 pub fn otp_admin_path() -> PathBuf {
@@ -50,75 +31,6 @@ pub struct Admin;
 impl User {
     pub fn new() -> User {
         User::create(&unique("ta"), UserOptions::default())
-    }
-}
-
-/// A private state directory `/run/pam-otp-tests/ta-state…` (0700, root); removed on drop.
-pub struct StateDir {
-    pub path: PathBuf,
-}
-
-impl StateDir {
-    pub fn new() -> StateDir {
-        let path = scratch_path("ta-state");
-        fs::create_dir(&path).unwrap();
-        fs::set_permissions(&path, fs::Permissions::from_mode(0o700)).unwrap();
-        StateDir { path }
-    }
-
-    pub fn arg(&self) -> String {
-        self.path.display().to_string()
-    }
-
-    pub fn state_file(&self, user: &str) -> PathBuf {
-        self.path.join(format!("{user}.state"))
-    }
-}
-
-impl Drop for StateDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.path);
-    }
-}
-
-/// `/etc/pam.d/ta-svc…` with `auth required <module> state_dir=<dir> <args>`; removed on drop.
-pub struct Service {
-    pub name: String,
-    path: PathBuf,
-}
-
-impl Service {
-    pub fn new(state: &StateDir, args: &str) -> Service {
-        let name = unique("ta-svc");
-        let path = Path::new("/etc/pam.d").join(&name);
-        let text = format!(
-            "# written by the pam-otp otp-admin tests\nauth required {} state_dir={} {args}\n",
-            module_ref(),
-            state.arg()
-        );
-        fs::write(&path, text).unwrap();
-        Service { name, path }
-    }
-
-    /// Starts `pamtester <service> <user> authenticate` (stdin not yet written).
-    pub fn spawn_login(&self, user: &User) -> std::process::Child {
-        spawn(&[
-            "pamtester".into(),
-            self.name.clone(),
-            user.name.clone(),
-            "authenticate".into(),
-        ])
-    }
-
-    /// One login with `answer` typed at the prompt.
-    pub fn login(&self, user: &User, answer: &str) -> Outcome {
-        finish(self.spawn_login(user), answer)
-    }
-}
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        let _ = fs::remove_file(&self.path);
     }
 }
 

@@ -230,26 +230,4 @@ pub fn state_int(state: &Option<toml::Table>, key: &str) -> Option<i64> {
     })
 }
 
-/// xorshift64*, seeded from the OS and printed, so a failing run can be replayed.
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn from_os(what: &str) -> Rng {
-        let bytes = crate::support::random_bytes(8);
-        let seed = u64::from_le_bytes(bytes.try_into().unwrap()) | 1;
-        eprintln!("{what}: random seed {seed:#x}");
-        Rng(seed)
-    }
-
-    pub fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    /// Uniform in `0..n`.
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
+pub use crate::support::Rng;

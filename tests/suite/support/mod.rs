@@ -65,23 +65,48 @@ pub fn assert_root() {
     );
 }
 
-/// Where an installed module named without a directory (`PAM_OTP_MODULE=pam_otp.so`) is looked for.
-const PAM_MODULE_DIRS: &[&str] = &[
-    "/usr/lib/x86_64-linux-gnu/security",
-    "/lib/x86_64-linux-gnu/security",
-    "/usr/lib64/security",
-    "/usr/lib/security",
-    "/lib/security",
-];
+/// Debian's multiarch library directory of this machine (`/usr/lib/x86_64-linux-gnu` on
+/// x86_64, `/usr/lib/aarch64-linux-gnu` on arm64).
+pub fn multiarch_lib_dir() -> PathBuf {
+    PathBuf::from(format!("/usr/lib/{}-linux-gnu", std::env::consts::ARCH))
+}
+
+/// Where an installed module named without a directory (`PAM_OTP_MODULE=pam_otp.so`) is
+/// looked for: the multiarch directory, then the other usual places.
+fn pam_module_dirs() -> Vec<PathBuf> {
+    let mut dirs = vec![multiarch_lib_dir().join("security")];
+    dirs.extend(
+        ["/usr/lib64/security", "/usr/lib/security", "/lib/security"]
+            .iter()
+            .map(PathBuf::from),
+    );
+    dirs
+}
+
+/// Whether the tests run against the installed files: `PAM_OTP_MODULE` is a bare name.
+pub fn installed() -> bool {
+    std::env::var("PAM_OTP_MODULE").is_ok_and(|m| !m.is_empty() && !m.contains('/'))
+}
+
+/// How a service names the module: by the bare name when testing the installed files
+/// (after checking that it is installed), else by path.
+pub fn module_ref() -> String {
+    if installed() {
+        module_path(); // asserts that the name is found in a system module directory
+        std::env::var("PAM_OTP_MODULE").unwrap()
+    } else {
+        module_path().display().to_string()
+    }
+}
 
 /// The module under test: `$PAM_OTP_MODULE` (a path, or a bare name looked up in the
 /// system's PAM module directories), else `<target>/debug/libpam_otp.so` next to this
 /// test executable (`<target>/debug/deps/<test>`).
 pub fn module_path() -> PathBuf {
     let path = match std::env::var_os("PAM_OTP_MODULE") {
-        Some(p) if !p.to_string_lossy().contains('/') => PAM_MODULE_DIRS
+        Some(p) if !p.to_string_lossy().contains('/') => pam_module_dirs()
             .iter()
-            .map(|dir| Path::new(dir).join(&p))
+            .map(|dir| dir.join(&p))
             .find(|candidate| candidate.is_file())
             .unwrap_or_else(|| PathBuf::from(p)),
         Some(p) => PathBuf::from(p),
@@ -364,6 +389,11 @@ impl StateDir {
         StateDir { path, policy }
     }
 
+    /// The directory, as a module argument or an otp-admin `--state-dir` value.
+    pub fn arg(&self) -> String {
+        self.path.display().to_string()
+    }
+
     /// `<state_dir>/<user>.state`.
     pub fn state_file(&self, user: &str) -> PathBuf {
         self.path.join(format!("{user}.state"))
@@ -397,6 +427,26 @@ impl Service {
         Service { name, path }
     }
 
+    /// The module alone, as [`Service::otp`]; the name otp-admin's tests use.
+    pub fn new(state: &StateDir, args: &str) -> Service {
+        Service::otp(state, args)
+    }
+
+    /// Starts `pamtester <service> <user> authenticate` (stdin not yet written).
+    pub fn spawn_login<U>(&self, user: &LocalUser<U>) -> Child {
+        spawn(&[
+            "pamtester".into(),
+            self.name.clone(),
+            user.name.clone(),
+            "authenticate".into(),
+        ])
+    }
+
+    /// One login with `answer` typed at the prompt.
+    pub fn login<U>(&self, user: &LocalUser<U>, answer: &str) -> Outcome {
+        finish(self.spawn_login(user), answer)
+    }
+
     /// The module alone: `auth required <module> state_dir=<dir> <args>`.
     pub fn otp(state: &StateDir, args: &str) -> Service {
         Service::with_lines(&[otp_line(state, args)])
@@ -421,7 +471,7 @@ impl Drop for Service {
 pub fn otp_line(state: &StateDir, args: &str) -> String {
     format!(
         "auth required {} state_dir={} policy={} {args}",
-        module_path().display(),
+        module_ref(),
         state.path.display(),
         state.policy.display()
     )
@@ -718,5 +768,36 @@ impl Fixture {
 
     pub fn login_at(&self, service: &Service, answer: &str, faketime: &str) -> Outcome {
         run_pamtester(service, &self.user.name, answer, Some(faketime))
+    }
+}
+
+/// xorshift64*: seeded from the OS and printed, so a failing run can be replayed, or with
+/// a fixed seed for a repeatable simulation.
+pub struct Rng(u64);
+
+impl Rng {
+    /// A fixed, non-zero seed (xorshift stays at zero forever).
+    pub fn seeded(seed: u64) -> Rng {
+        assert_ne!(seed, 0, "xorshift needs a non-zero seed");
+        Rng(seed)
+    }
+
+    pub fn from_os(what: &str) -> Rng {
+        let bytes = crate::support::random_bytes(8);
+        let seed = u64::from_le_bytes(bytes.try_into().unwrap()) | 1;
+        eprintln!("{what}: random seed {seed:#x}");
+        Rng::seeded(seed)
+    }
+
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    /// Uniform in `0..n`.
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
     }
 }
