@@ -14,11 +14,12 @@ use serde::Serialize;
 
 use crate::core::enrollment::{Enrollment, Kind};
 use crate::core::state::State;
+use crate::sys::account::{Account, AccountError};
 use crate::sys::clock::unix_now;
 use crate::sys::log::Logger;
 use crate::sys::policy::{self, expand_secret_path, Policy, PolicyError};
 use crate::sys::store::{LockedState, StateStore, StoreError};
-use crate::sys::user_file::{read_enrollment, Account, AccountError, UserFileError};
+use crate::sys::user_file::{read_enrollment, UserFileError};
 
 /// Exit status of every refusal: bad usage, unknown user, no state, not root, broken state.
 pub const EXIT_REFUSED: u8 = 2;

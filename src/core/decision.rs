@@ -7,7 +7,7 @@ use crate::core::otp::totp_step;
 use crate::core::state::State;
 use crate::core::window::{matching_counter, Prefer};
 
-/// The administrator's verification and lockout policy (SPEC "Module arguments").
+/// The administrator's verification and lockout policy (module arguments, policy file).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Limits {
     /// TOTP: steps accepted either side of the current one.

@@ -10,14 +10,18 @@ use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 use crate::core::otp::{Algorithm, MAX_DIGITS, MIN_DIGITS};
 use crate::core::recovery::RecoveryHash;
 
-/// RFC 4226 §4 requires at least 128 bits and recommends 160; SPEC refuses under 80.
+/// RFC 4226 §4 requires at least 128 bits and recommends 160; 80 bits is the floor here
+/// because google-authenticator makes 80-bit secrets, and those must still import.
 pub const MIN_SECRET_BYTES: usize = 10;
 /// Far above any real key; keeps a hostile file from making us hash megabytes.
 pub const MAX_SECRET_BYTES: usize = 128;
+/// The shortest TOTP step accepted, in seconds: shorter steps leave no time to type.
 pub const MIN_PERIOD: u64 = 5;
+/// The longest TOTP step accepted, in seconds (an hour; longer codes live too long).
 pub const MAX_PERIOD: u64 = 3600;
 /// Enough for any real use; keeps the stored state within TOML's integers.
 pub const MAX_COUNTER: u64 = 1 << 60;
+/// The most recovery codes an enrollment may hold (keeps the file and the state small).
 pub const MAX_RECOVERY_CODES: usize = 100;
 
 /// A shared secret key; wiped from memory when dropped, never printed.
@@ -25,10 +29,12 @@ pub const MAX_RECOVERY_CODES: usize = 100;
 pub struct Secret(Vec<u8>);
 
 impl Secret {
+    /// Takes ownership of the key bytes (wiped when the secret is dropped).
     pub fn new(bytes: Vec<u8>) -> Secret {
         Secret(bytes)
     }
 
+    /// The key, for HMAC.
     pub fn as_bytes(&self) -> &[u8] {
         &self.0
     }
@@ -77,34 +83,59 @@ fn lenient_base32() -> Encoding {
 /// Time-based or counter-based codes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
-    Totp { period: u64 },
-    Hotp { counter: u64 },
+    /// RFC 6238: the code of the current `period`-second step.
+    Totp {
+        /// Seconds per step.
+        period: u64,
+    },
+    /// RFC 4226: the code of a counter that moves on with each use.
+    Hotp {
+        /// The first counter value the enrollment accepts.
+        counter: u64,
+    },
 }
 
 /// A parsed, validated enrollment.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Enrollment {
+    /// Time-based or counter-based.
     pub kind: Kind,
+    /// The HMAC hash.
     pub algorithm: Algorithm,
+    /// Digits per code, 6 to 8.
     pub digits: u32,
+    /// The shared key.
     pub secret: Secret,
+    /// The salted hashes of the one-time recovery codes.
     pub recovery_codes: Vec<RecoveryHash>,
 }
 
 /// What is wrong with an enrollment file; the caller adds the file's path.
 #[derive(Debug, PartialEq, Eq)]
 pub enum EnrollmentError {
+    /// Not TOML, an unknown key or a value of the wrong type.
     Syntax(String),
+    /// A `version` this build does not know.
     UnsupportedVersion(i64),
+    /// A `type` other than "totp" or "hotp".
     UnknownType(String),
+    /// An `algorithm` other than SHA1, SHA256 or SHA512.
     UnknownAlgorithm(String),
+    /// `digits` outside 6 to 8.
     DigitsOutOfRange(i64),
+    /// `period` outside the accepted seconds.
     PeriodOutOfRange(i64),
+    /// `counter` negative or beyond the largest accepted.
     CounterOutOfRange(i64),
+    /// `secret` is not RFC 4648 base32.
     SecretNotBase32,
+    /// `secret` has fewer bytes than the minimum (the count given).
     SecretTooShort(usize),
+    /// `secret` is absurdly long.
     SecretTooLong,
+    /// More recovery codes than allowed (the count given).
     TooManyRecoveryCodes(usize),
+    /// The recovery code at this index is not a stored hash.
     BadRecoveryCode(usize),
 }
 

@@ -6,11 +6,14 @@ use serde::{Deserialize, Serialize};
 /// The HMAC hash behind the codes (RFC 6238 §1.2 allows SHA-1, SHA-256, SHA-512).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub enum Algorithm {
+    /// HMAC-SHA-1, what most apps use and the default.
     #[default]
     #[serde(rename = "SHA1")]
     Sha1,
+    /// HMAC-SHA-256.
     #[serde(rename = "SHA256")]
     Sha256,
+    /// HMAC-SHA-512.
     #[serde(rename = "SHA512")]
     Sha512,
 }
@@ -36,8 +39,9 @@ impl Algorithm {
     }
 }
 
-/// The smallest and largest number of digits a code may have.
+/// The fewest digits a code may have (RFC 4226 §5.3).
 pub const MIN_DIGITS: u32 = 6;
+/// The most digits a code may have.
 pub const MAX_DIGITS: u32 = 8;
 
 fn hmac_digest(algorithm: Algorithm, key: &[u8], message: &[u8]) -> Vec<u8> {

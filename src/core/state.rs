@@ -63,7 +63,7 @@ impl State {
     }
 
     /// The stored state if it belongs to this enrollment, else a fresh one
-    /// (re-enrolling starts over, as SPEC requires).
+    /// (re-enrolling starts over).
     pub fn for_enrollment(stored: Option<State>, enrollment: &Enrollment) -> State {
         match stored {
             Some(state) if state.fingerprint == enrollment.fingerprint() => state,

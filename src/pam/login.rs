@@ -12,10 +12,11 @@ use crate::core::decision::{decide, Method, Verdict};
 use crate::core::enrollment::Enrollment;
 use crate::core::state::State;
 use crate::pam::conversation::Conversation;
+use crate::sys::account::{Account, AccountError};
 use crate::sys::log::Logger;
 use crate::sys::policy::{expand_secret_path, PassMode, Policy};
 use crate::sys::store::{StateStore, StoreError};
-use crate::sys::user_file::{read_enrollment, Account, AccountError, UserFileError};
+use crate::sys::user_file::{read_enrollment, UserFileError};
 
 /// What one login needs from the system.
 pub(crate) trait Host {

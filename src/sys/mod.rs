@@ -1,6 +1,7 @@
-//! System I/O, one kind per file: the user's file, the policy, the state store, private
-//! files, syslog.
+//! System I/O, one kind per file: accounts, the user's file, the policy, the state store,
+//! private files, syslog, the clock.
 
+pub mod account;
 pub(crate) mod clock;
 pub(crate) mod log;
 pub mod policy;

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::core::decision::Limits;
+use crate::sys::account::is_safe_user_name;
 
 pub const DEFAULT_POLICY_FILE: &str = "/etc/security/pam_otp.toml";
 pub const DEFAULT_SECRET: &str = "~/.otp.toml";
@@ -292,16 +293,6 @@ pub fn parse(args: &[&str], policy_text: Option<&str>) -> Result<Policy, PolicyE
         None => Settings::default(),
     };
     merge(from_file, from_args)
-}
-
-/// Whether a user name is safe to use as a file name and in paths: no `/`, no NUL,
-/// not `.` or `..` or hidden, not absurdly long.
-pub fn is_safe_user_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 200
-        && !name.starts_with('.')
-        && !name.contains(['/', '\0'])
-        && !name.chars().any(char::is_control)
 }
 
 /// Expands `~` (at the start), `%h` (home) and `%u` (user name) in the `secret=` template.

@@ -8,7 +8,7 @@ use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::core::state::State;
-use crate::sys::policy::is_safe_user_name;
+use crate::sys::account::is_safe_user_name;
 
 const MAX_STATE_BYTES: u64 = 64 * 1024;
 

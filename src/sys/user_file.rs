@@ -4,59 +4,16 @@ use std::fmt;
 use std::fs::File;
 use std::io::{self, Read};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use nix::unistd::{setfsgid, setfsuid, Gid, Uid};
 use zeroize::Zeroizing;
 
 use crate::core::enrollment::{Enrollment, EnrollmentError};
-use crate::sys::policy::is_safe_user_name;
+use crate::sys::account::Account;
 
 /// Far above any real enrollment (100 recovery hashes are under 12 KiB).
 pub const MAX_ENROLLMENT_BYTES: u64 = 64 * 1024;
-
-/// The account a login is for, as the system's user database gives it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Account {
-    pub name: String,
-    pub uid: u32,
-    pub gid: u32,
-    pub home: PathBuf,
-}
-
-/// Why the user database gave no account.
-#[derive(Debug)]
-pub enum AccountError {
-    /// A name that could escape a directory (`/`, `..`, NUL) or is otherwise unusable.
-    UnsafeName(String),
-    /// The user database itself failed (not "no such user").
-    Database(nix::Error),
-}
-
-impl fmt::Display for AccountError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            AccountError::UnsafeName(name) => write!(f, "{name:?} is not a usable user name"),
-            AccountError::Database(e) => write!(f, "cannot read the user database: {e}"),
-        }
-    }
-}
-
-impl Account {
-    /// Looks `name` up in the system's user database (NSS); `Ok(None)` if there is no such user.
-    pub fn lookup(name: &str) -> Result<Option<Account>, AccountError> {
-        if !is_safe_user_name(name) {
-            return Err(AccountError::UnsafeName(name.into()));
-        }
-        let user = nix::unistd::User::from_name(name).map_err(AccountError::Database)?;
-        Ok(user.map(|user| Account {
-            name: user.name,
-            uid: user.uid.as_raw(),
-            gid: user.gid.as_raw(),
-            home: user.dir,
-        }))
-    }
-}
 
 /// Why the enrollment could not be had; the module fails closed on every one but `NotEnrolled`.
 #[derive(Debug)]
@@ -166,6 +123,7 @@ fn check_metadata(meta: &std::fs::Metadata, account: &Account) -> Result<(), Use
 mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
+    use std::path::PathBuf;
 
     fn me() -> Account {
         Account {

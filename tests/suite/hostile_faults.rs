@@ -1,4 +1,4 @@
-//! Faults during state updates (issue 7): pamtester killed with SIGKILL at random moments,
+//! Faults during state updates: pamtester killed with SIGKILL at random moments,
 //! hundreds of times, and a state directory that is full or read-only. The state must
 //! always parse, no TOTP step may be accepted twice, the HOTP counter never moves back,
 //! and a state that cannot be saved means a refused login, with a clear log line.

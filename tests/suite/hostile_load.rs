@@ -1,4 +1,4 @@
-//! Load (issue 7): 200 concurrent logins against one user through real libpam. Every
+//! Load: 200 concurrent logins against one user through real libpam. Every
 //! pamtester first passes the module's lockout pre-check and waits at the prompt; then all
 //! answers are released at once, so all 200 decisions race for the user's state lock.
 //! Wrong codes: the failure count is exact and the lockout engages; right codes: exactly

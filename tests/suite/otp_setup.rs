@@ -1,4 +1,4 @@
-//! `otp-setup` from the outside (issue 3): run as a real user, its terminal QR code
+//! `otp-setup` from the outside: run as a real user, its terminal QR code
 //! painted as a terminal shows it and decoded by `zbarimg`, its PNG and SVG decoded,
 //! the enrollment it writes used for real logins through pam_otp.so and `pamtester`
 //! with codes from `oathtool`, its confirmation prompt driven on a pseudo-terminal,

@@ -1,4 +1,4 @@
-//! pam_otp behind a real OpenSSH sshd, logged into with the real ssh client (issue 4).
+//! pam_otp behind a real OpenSSH sshd, logged into with the real ssh client.
 //!
 //! Each test starts its own sshd on 127.0.0.1 with the shipped drop-in
 //! `config/sshd_config.d/pam-otp.conf` and a PAM service made from the shipped

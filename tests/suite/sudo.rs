@@ -1,4 +1,4 @@
-//! pam_otp as sudo's second factor, with the real sudo (issue 4).
+//! pam_otp as sudo's second factor, with the real sudo.
 //!
 //! Each test installs the shipped `config/pam.d/sudo-otp` as its own PAM service
 //! and points sudo at it for one test user only, with a sudoers file

@@ -1,4 +1,4 @@
-//! Helpers for the otp-admin tests (issue 5): users and PAM services named `ta…`, the
+//! Helpers for the otp-admin tests: users and PAM services named `ta…`, the
 //! otp-admin binary under test, state-directory snapshots.
 //!
 //! With `PAM_OTP_MODULE=pam_otp.so` (a bare name, as packaging/check-deb.sh sets it after

@@ -1,4 +1,4 @@
-//! Helpers for the real-client tests (issue 4): throw-away users with a shell and a
+//! Helpers for the real-client tests: throw-away users with a shell and a
 //! password, the shipped `config/` files installed as PAM services, a real OpenSSH
 //! `sshd` on 127.0.0.1 driven by the real `ssh` client, and sudoers rules for real
 //! `sudo`.
@@ -24,7 +24,7 @@ use crate::support::{
     LocalUser, StateDir, UserOptions,
 };
 
-/// The test prefix of this helper (issue 4): users, services, files.
+/// The prefix of the names this helper makes: users, services, files.
 pub const PREFIX: &str = "tx";
 /// Ports this helper's sshd may listen on (127.0.0.1 only).
 const PORTS: std::ops::Range<u16> = 22200..22300;
@@ -224,7 +224,7 @@ impl Sshd {
         for _ in 0..10 {
             let port = free_port();
             let config = dir.join("sshd_config");
-            let mut text = String::from("# written by the pam-otp sshd tests (issue 4)\n");
+            let mut text = String::from("# written by the pam-otp sshd tests\n");
             for line in settings_first {
                 text.push_str(line);
                 text.push('\n');
@@ -550,7 +550,7 @@ impl SudoRule {
         require_program("/usr/bin/sudo", "sudo");
         require_program("/usr/sbin/visudo", "sudo");
         let text = format!(
-            "# written by the pam-otp sudo tests (issue 4); removed when the test ends\n\
+            "# written by the pam-otp sudo tests; removed when the test ends\n\
              Defaults:{user} pam_service={service}\n\
              Defaults:{user} timestamp_timeout=0\n\
              Defaults:{user} passwd_tries=1\n\

@@ -1,4 +1,4 @@
-//! Helpers for the hostile-input, fault and load tests (issue 7): syslog capture through a
+//! Helpers for the hostile-input, fault and load tests: syslog capture through a
 //! private `/dev/log`, users with names `useradd` normally refuses, mounts that undo
 //! themselves, state file inspection and a small seeded random source.
 
