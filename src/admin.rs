@@ -113,7 +113,10 @@ pub fn main<I: IntoIterator<Item = OsString>>(args: I) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("otp-admin: {}", crate::log::sanitize(&e.to_string()));
+            eprintln!(
+                "otp-admin: {}",
+                crate::printable::escape(&e.to_string(), 2000)
+            );
             ExitCode::from(EXIT_REFUSED)
         }
     }

@@ -325,8 +325,9 @@ mod tests {
             nix::unistd::geteuid().is_root(),
             "run the test suite as root"
         );
-        let base =
-            std::env::temp_dir().join(format!("pam-otp-login-{}-{name}", std::process::id()));
+        // Under /run, not /tmp: the state directory must be root's all the way down.
+        let base = std::path::Path::new("/run")
+            .join(format!("pam-otp-login-{}-{name}", std::process::id()));
         let _ = std::fs::remove_dir_all(&base);
         let home = base.join("home");
         std::fs::create_dir_all(&home).unwrap();

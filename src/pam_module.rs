@@ -6,7 +6,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use pam::constants::{PamFlag, PamResultCode, PAM_SILENT};
 use pam::conv::Conv;
-use pam::items::{RHost, Service};
+use pam::items::{RHost, Service, Tty};
 use pam::module::{PamHandle, PamHooks};
 
 use crate::authtok;
@@ -51,6 +51,7 @@ fn unix_time() -> u64 {
 fn authenticate(pamh: &mut PamHandle, args: &[&CStr], flags: PamFlag) -> PamResultCode {
     let mut log = Logger::syslog(&item_text::<Service>(pamh));
     log.set_rhost(&item_text::<RHost>(pamh));
+    log.set_tty(&item_text::<Tty>(pamh));
 
     let args: Vec<String> = args
         .iter()

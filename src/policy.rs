@@ -1,14 +1,13 @@
 //! The administrator's policy: module arguments and the policy file, merged and validated.
 
 use std::fmt;
-use std::fs::File;
 use std::io::Read;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
 use crate::decision::Limits;
+use crate::safe_path::open_root_owned_file;
 
 pub const DEFAULT_POLICY_FILE: &str = "/etc/security/pam_otp.toml";
 pub const DEFAULT_SECRET: &str = "~/.otp.toml";
@@ -230,35 +229,20 @@ fn merge(file: Settings, args: Settings) -> Result<Policy, PolicyError> {
     })
 }
 
-/// Reads the policy file: root-owned and not writable by group or others, or refused.
+/// Reads the policy file: a regular root-owned file, writable by no one else, with every
+/// directory above it root-owned, writable by no one else and no symbolic link on the way.
 /// The default file may be absent; one named by `policy=` must exist.
 fn read_policy_file(path: &Path, required: bool) -> Result<Option<String>, PolicyError> {
     let fail = |why: String| PolicyError::PolicyFile {
         path: path.into(),
         why,
     };
-    let file = match File::options()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
-        .open(path)
-    {
+    let file = match open_root_owned_file(path) {
         Ok(file) => file,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => return Ok(None),
+        Err(e) if e.is_not_found() && !required => return Ok(None),
         Err(e) => return Err(fail(e.to_string())),
     };
     let meta = file.metadata().map_err(|e| fail(e.to_string()))?;
-    if !meta.is_file() {
-        return Err(fail("not a regular file".into()));
-    }
-    if meta.uid() != 0 {
-        return Err(fail(format!("owned by uid {}, not root", meta.uid())));
-    }
-    if meta.mode() & 0o022 != 0 {
-        return Err(fail(format!(
-            "writable by group or others (mode {:04o})",
-            meta.mode() & 0o7777
-        )));
-    }
     if meta.len() > MAX_POLICY_FILE_BYTES {
         return Err(fail("larger than 64 KiB".into()));
     }
