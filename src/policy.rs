@@ -106,6 +106,19 @@ fn number<T: std::str::FromStr>(key: &str, value: &str) -> Result<Option<T>, Pol
     })
 }
 
+/// A flag's explicit value on the module line (`nullok=false`), so that one service can
+/// turn off what the policy file turns on.
+fn flag(key: &str, value: &str) -> Result<Option<bool>, PolicyError> {
+    match value {
+        "1" | "true" | "yes" => Ok(Some(true)),
+        "0" | "false" | "no" => Ok(Some(false)),
+        _ => Err(PolicyError::BadValue {
+            key: key.into(),
+            why: format!("{value:?} is not one of true, false, yes, no, 1, 0"),
+        }),
+    }
+}
+
 fn parse_args(args: &[&str]) -> Result<Settings, PolicyError> {
     let mut s = Settings::default();
     for &arg in args {
@@ -119,6 +132,11 @@ fn parse_args(args: &[&str]) -> Result<Settings, PolicyError> {
             ("try_first_pass", None) => s.try_first_pass = Some(true),
             ("use_first_pass", None) => s.use_first_pass = Some(true),
             ("forward_pass", None) => s.forward_pass = Some(true),
+            ("nullok", Some(v)) => s.nullok = flag(key, v)?,
+            ("debug", Some(v)) => s.debug = flag(key, v)?,
+            ("try_first_pass", Some(v)) => s.try_first_pass = flag(key, v)?,
+            ("use_first_pass", Some(v)) => s.use_first_pass = flag(key, v)?,
+            ("forward_pass", Some(v)) => s.forward_pass = flag(key, v)?,
             ("secret", Some(v)) => s.secret = Some(v.into()),
             ("state_dir", Some(v)) => s.state_dir = Some(v.into()),
             ("prompt", Some(v)) => s.prompt = Some(v.into()),
@@ -400,10 +418,36 @@ mod tests {
     }
 
     #[test]
+    fn flags_on_the_line_turn_the_policy_files_off() {
+        let file = "nullok = true\ndebug = true\ntry_first_pass = true\n";
+        for off in ["false", "no", "0"] {
+            let args = [
+                format!("nullok={off}"),
+                format!("debug={off}"),
+                format!("try_first_pass={off}"),
+            ];
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let p = parse(&args, Some(file)).unwrap();
+            assert!(!p.nullok && !p.debug, "{off}");
+            assert_eq!(p.pass_mode, PassMode::Prompt, "{off}");
+        }
+        for on in ["true", "yes", "1"] {
+            let p = parse(&[&format!("nullok={on}")], None).unwrap();
+            assert!(p.nullok, "{on}");
+        }
+        // Switching the file's pass mode off makes room for another on the line.
+        let p = parse(&["try_first_pass=false", "forward_pass"], Some(file)).unwrap();
+        assert_eq!(p.pass_mode, PassMode::ForwardPass);
+    }
+
+    #[test]
     fn bad_arguments_are_refused() {
         let cases: &[&[&str]] = &[
             &["bogus"],
-            &["nullok=yes"],
+            &["nullok=maybe"],
+            &["nullok="],
+            &["debug=2"],
+            &["forward_pass=off"],
             &["window"],
             &["window=-1"],
             &["window=abc"],
