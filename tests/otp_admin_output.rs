@@ -3,6 +3,7 @@
 //! called out. The real binary, run as root. Users and services are named `ta…`.
 
 #[path = "common/admin.rs"]
+#[allow(dead_code)] // the helpers serve tests/otp_admin.rs too
 mod admin;
 mod common;
 
