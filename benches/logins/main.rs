@@ -55,11 +55,13 @@ struct Cli {
     /// pam_otp.so to measure [default: libpam_otp.so of the profile this program was built in].
     #[arg(long)]
     module: Option<PathBuf>,
-    /// Directory on the real disk under which pam_otp's state goes (fsync'd).
-    #[arg(long, default_value = "/var/tmp")]
+    /// Directory on the real disk under which pam_otp's state goes (fsync'd). pam_otp
+    /// wants root's directories from / down, so not a sticky one such as /var/tmp.
+    #[arg(long, default_value = "/var/lib")]
     disk_dir: PathBuf,
-    /// Directory on tmpfs for the "state on tmpfs" contender (fsync costs nothing there).
-    #[arg(long, default_value = "/dev/shm")]
+    /// Directory on tmpfs for the "state on tmpfs" contender (fsync costs nothing there);
+    /// /run is tmpfs on systemd systems (the report names the file system found).
+    #[arg(long, default_value = "/run")]
     tmpfs_dir: PathBuf,
 
     #[arg(long, hide = true)]

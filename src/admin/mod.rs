@@ -1,6 +1,7 @@
 //! `otp-admin`: root's view and repair of one user's login state (status, unlock, reset),
 //! through the module's own state store and lock, so it is safe while logins run.
 
+use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::fmt::{self, Write as _};
 use std::fs;
@@ -12,7 +13,10 @@ use std::time::{Duration, UNIX_EPOCH};
 use clap::{Parser, Subcommand};
 use serde::Serialize;
 
+pub mod state_dirs;
+
 use crate::core::enrollment::{Enrollment, Kind};
+use crate::core::printable::escape;
 use crate::core::state::State;
 use crate::sys::account::{Account, AccountError};
 use crate::sys::clock::unix_now;
@@ -20,6 +24,12 @@ use crate::sys::log::Logger;
 use crate::sys::policy::{self, expand_secret_path, Policy, PolicyError};
 use crate::sys::store::{LockedState, StateStore, StoreError};
 use crate::sys::user_file::{read_enrollment, UserFileError};
+
+/// Longest value `status` shows on one line (a parse error quotes a line of the file).
+const MAX_STATUS_VALUE_CHARS: usize = 2000;
+
+/// Where the PAM services are configured.
+const PAM_DIR: &str = "/etc/pam.d";
 
 /// Exit status of every refusal: bad usage, unknown user, no state, not root, broken state.
 pub const EXIT_REFUSED: u8 = 2;
@@ -115,7 +125,10 @@ pub fn main<I: IntoIterator<Item = OsString>>(args: I) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("otp-admin: {}", crate::sys::log::sanitize(&e.to_string()));
+            eprintln!(
+                "otp-admin: {}",
+                escape(&e.to_string(), MAX_STATUS_VALUE_CHARS)
+            );
             ExitCode::from(EXIT_REFUSED)
         }
     }
@@ -332,6 +345,9 @@ pub struct Status {
     pub locked_until_utc: Option<String>,
     pub recovery_codes_left: Option<usize>,
     pub recovery_codes_total: Option<usize>,
+    /// PAM services by the state directory they use, when they use more than one: each
+    /// directory keeps its own replay guard and guess budget. Empty when all agree.
+    pub split_state_dirs: BTreeMap<String, Vec<String>>,
 }
 
 fn status(target: &Target, now: u64) -> Result<Status, AdminError> {
@@ -353,7 +369,7 @@ fn status(target: &Target, now: u64) -> Result<Status, AdminError> {
             (path, stored)
         }
     };
-    Ok(describe(
+    let mut status = describe(
         account,
         &path,
         &state_path,
@@ -361,7 +377,16 @@ fn status(target: &Target, now: u64) -> Result<Status, AdminError> {
         stored,
         target.policy.limits.max_failures,
         now,
-    ))
+    );
+    let groups =
+        state_dirs::group_by_state_dir(&state_dirs::state_dirs_of_services(Path::new(PAM_DIR)));
+    if groups.len() > 1 {
+        status.split_state_dirs = groups
+            .into_iter()
+            .map(|(dir, services)| (dir.display().to_string(), services))
+            .collect();
+    }
+    Ok(status)
 }
 
 fn utc(unix: u64) -> String {
@@ -430,6 +455,7 @@ fn describe(
         locked_until_utc: locked.then(|| utc(state.locked_until)),
         recovery_codes_left: recovery_left,
         recovery_codes_total: recovery_total,
+        split_state_dirs: BTreeMap::new(),
     }
 }
 
@@ -503,6 +529,21 @@ impl Status {
             _ => "unknown (no readable enrollment)".into(),
         };
         lines.push(("recovery codes", recovery));
+        if !self.split_state_dirs.is_empty() {
+            let groups: Vec<String> = self
+                .split_state_dirs
+                .iter()
+                .map(|(dir, services)| format!("{dir} ({})", services.join(", ")))
+                .collect();
+            lines.push((
+                "WARNING",
+                format!(
+                    "PAM services use different state_dir values, so each keeps its own replay \
+                     guard and guess budget (a code works once on each): {}",
+                    groups.join("; ")
+                ),
+            ));
+        }
         let width = lines
             .iter()
             .map(|(label, _)| label.len())
@@ -511,6 +552,9 @@ impl Status {
             + 1;
         let mut out = String::new();
         for (label, value) in lines {
+            // Values carry what users control (their file's parse errors, file names):
+            // escaped, so nothing reaches root's terminal as a control sequence or a line.
+            let value = escape(&value, MAX_STATUS_VALUE_CHARS);
             let _ = writeln!(out, "{:<width$} {}", format!("{label}:"), value);
         }
         out

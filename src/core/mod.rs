@@ -5,6 +5,7 @@ pub mod decision;
 pub mod enrollment;
 pub mod otp;
 pub mod otpauth;
+pub mod printable;
 pub mod recovery;
 pub mod state;
 pub mod window;

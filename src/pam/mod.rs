@@ -9,7 +9,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use ::pam::constants::{PamFlag, PamResultCode, PAM_SILENT};
 use ::pam::conv::Conv;
-use ::pam::items::{RHost, Service};
+use ::pam::items::{RHost, Service, Tty};
 use ::pam::module::{PamHandle, PamHooks};
 
 use self::conversation::PamConversation;
@@ -45,6 +45,7 @@ where
 fn authenticate(pamh: &mut PamHandle, args: &[&CStr], flags: PamFlag) -> PamResultCode {
     let mut log = Logger::syslog(&item_text::<Service>(pamh));
     log.set_rhost(&item_text::<RHost>(pamh));
+    log.set_tty(&item_text::<Tty>(pamh));
 
     let args: Vec<String> = args
         .iter()

@@ -1,8 +1,16 @@
-//! Syslog (facility authpriv) in the `pam_otp(SERVICE:auth): ...` form; never a code or secret.
+//! Syslog (facility authpriv) in the `pam_otp(SERVICE:auth): MESSAGE; user="…" rhost="…"
+//! tty="…"` form; never a code or secret. Everything a caller controls is escaped
+//! (`printable`): the program name and service as bare words, the message on one line,
+//! user, remote host and terminal as quoted values.
 
 use std::cell::RefCell;
 
 use syslog::{Facility, Formatter3164};
+
+use crate::core::printable::{bare_word, escape, quoted};
+
+/// Longest message kept; it may name files and quote the reason they were refused.
+const MAX_MESSAGE_CHARS: usize = 1000;
 
 /// How serious a line is; maps onto syslog severities.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -25,21 +33,16 @@ pub struct Logger {
     service: String,
     user: String,
     rhost: String,
+    tty: String,
     debug: bool,
     sink: Sink,
 }
 
-/// Keeps user-controlled text (user names, hosts, file paths) on one printable line.
-pub fn sanitize(text: &str) -> String {
-    text.chars()
-        .take(256)
-        .map(|c| if c.is_control() { '?' } else { c })
-        .collect()
-}
-
+/// The calling program's name, which whoever runs it chooses (a link to sudo may be
+/// named anything, line breaks included): a bare word, so it cannot forge a line.
 fn program_name() -> String {
     std::fs::read_to_string("/proc/self/comm")
-        .map(|s| s.trim().to_string())
+        .map(|s| bare_word(s.strip_suffix('\n').unwrap_or(&s)))
         .unwrap_or_else(|_| "pam_otp".into())
 }
 
@@ -66,20 +69,25 @@ impl Logger {
 
     fn with_sink(service: &str, sink: Sink) -> Logger {
         Logger {
-            service: sanitize(service),
+            service: bare_word(service),
             user: String::new(),
             rhost: String::new(),
+            tty: String::new(),
             debug: false,
             sink,
         }
     }
 
     pub fn set_user(&mut self, user: &str) {
-        self.user = sanitize(user);
+        self.user = quoted(user);
     }
 
     pub fn set_rhost(&mut self, rhost: &str) {
-        self.rhost = sanitize(rhost);
+        self.rhost = quoted(rhost);
+    }
+
+    pub fn set_tty(&mut self, tty: &str) {
+        self.tty = quoted(tty);
     }
 
     pub fn set_debug(&mut self, debug: bool) {
@@ -99,12 +107,21 @@ impl Logger {
         if level == Level::Debug && !self.debug {
             return;
         }
+        let unset = || quoted("");
+        let field = |value: &String| {
+            if value.is_empty() {
+                unset()
+            } else {
+                value.clone()
+            }
+        };
         let line = format!(
-            "pam_otp({}:auth): {}; user={} rhost={}",
+            "pam_otp({}:auth): {}; user={} rhost={} tty={}",
             self.service,
-            sanitize(message),
-            self.user,
-            self.rhost
+            escape(message, MAX_MESSAGE_CHARS),
+            field(&self.user),
+            field(&self.rhost),
+            field(&self.tty)
         );
         match &self.sink {
             #[cfg(test)]
@@ -154,9 +171,32 @@ mod tests {
             lines[0],
             (
                 Level::Warning,
-                "pam_otp(sshd:auth): wrong code; user=alice?fake line rhost=10.0.0.1".into()
+                "pam_otp(sshd:auth): wrong code; user=\"alice\\nfake line\" rhost=\"10.0.0.1\" tty=\"\""
+                    .into()
             )
         );
+    }
+
+    #[test]
+    fn caller_controlled_fields_cannot_forge_fields_or_lines() {
+        let mut log = Logger::memory("su:auth): forged\nx");
+        log.set_user("bob\u{202e}");
+        log.set_rhost("10.9.9.9 user=root rhost=192.0.2.99\u{2028}");
+        log.set_tty("pts/1\" user=\"root");
+        log.error("file /home/x\"; user=\"root\n is bad");
+        let (_, line) = &log.lines()[0];
+        assert_eq!(
+            line,
+            "pam_otp(su\\x3aauth\\x29\\x3a\\x20forged\\x0ax:auth): file /home/x\\\"; \
+             user=\\\"root\\n is bad; user=\"bob\\u{202e}\" \
+             rhost=\"10.9.9.9 user=root rhost=192.0.2.99\\u{2028}\" tty=\"pts/1\\\" user=\\\"root\""
+        );
+        // Unescaped quotes only ever delimit the three values at the end.
+        let bare_quotes = line
+            .char_indices()
+            .filter(|&(i, c)| c == '"' && !line[..i].ends_with('\\'))
+            .count();
+        assert_eq!(bare_quotes, 6, "{line}");
     }
 
     #[test]

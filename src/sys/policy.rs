@@ -1,15 +1,14 @@
 //! The administrator's policy: module arguments and the policy file, merged and validated.
 
 use std::fmt;
-use std::fs::File;
 use std::io::Read;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
 use crate::core::decision::Limits;
 use crate::sys::account::is_safe_user_name;
+use crate::sys::safe_path::open_root_owned_file;
 
 pub const DEFAULT_POLICY_FILE: &str = "/etc/security/pam_otp.toml";
 pub const DEFAULT_SECRET: &str = "~/.otp.toml";
@@ -108,6 +107,19 @@ fn number<T: std::str::FromStr>(key: &str, value: &str) -> Result<Option<T>, Pol
     })
 }
 
+/// A flag's explicit value on the module line (`nullok=false`), so that one service can
+/// turn off what the policy file turns on.
+fn flag(key: &str, value: &str) -> Result<Option<bool>, PolicyError> {
+    match value {
+        "1" | "true" | "yes" => Ok(Some(true)),
+        "0" | "false" | "no" => Ok(Some(false)),
+        _ => Err(PolicyError::BadValue {
+            key: key.into(),
+            why: format!("{value:?} is not one of true, false, yes, no, 1, 0"),
+        }),
+    }
+}
+
 fn parse_args(args: &[&str]) -> Result<Settings, PolicyError> {
     let mut s = Settings::default();
     for &arg in args {
@@ -121,6 +133,11 @@ fn parse_args(args: &[&str]) -> Result<Settings, PolicyError> {
             ("try_first_pass", None) => s.try_first_pass = Some(true),
             ("use_first_pass", None) => s.use_first_pass = Some(true),
             ("forward_pass", None) => s.forward_pass = Some(true),
+            ("nullok", Some(v)) => s.nullok = flag(key, v)?,
+            ("debug", Some(v)) => s.debug = flag(key, v)?,
+            ("try_first_pass", Some(v)) => s.try_first_pass = flag(key, v)?,
+            ("use_first_pass", Some(v)) => s.use_first_pass = flag(key, v)?,
+            ("forward_pass", Some(v)) => s.forward_pass = flag(key, v)?,
             ("secret", Some(v)) => s.secret = Some(v.into()),
             ("state_dir", Some(v)) => s.state_dir = Some(v.into()),
             ("prompt", Some(v)) => s.prompt = Some(v.into()),
@@ -231,35 +248,20 @@ fn merge(file: Settings, args: Settings) -> Result<Policy, PolicyError> {
     })
 }
 
-/// Reads the policy file: root-owned and not writable by group or others, or refused.
+/// Reads the policy file: a regular root-owned file, writable by no one else, with every
+/// directory above it root-owned, writable by no one else and no symbolic link on the way.
 /// The default file may be absent; one named by `policy=` must exist.
 fn read_policy_file(path: &Path, required: bool) -> Result<Option<String>, PolicyError> {
     let fail = |why: String| PolicyError::PolicyFile {
         path: path.into(),
         why,
     };
-    let file = match File::options()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
-        .open(path)
-    {
+    let file = match open_root_owned_file(path) {
         Ok(file) => file,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => return Ok(None),
+        Err(e) if e.is_not_found() && !required => return Ok(None),
         Err(e) => return Err(fail(e.to_string())),
     };
     let meta = file.metadata().map_err(|e| fail(e.to_string()))?;
-    if !meta.is_file() {
-        return Err(fail("not a regular file".into()));
-    }
-    if meta.uid() != 0 {
-        return Err(fail(format!("owned by uid {}, not root", meta.uid())));
-    }
-    if meta.mode() & 0o022 != 0 {
-        return Err(fail(format!(
-            "writable by group or others (mode {:04o})",
-            meta.mode() & 0o7777
-        )));
-    }
     if meta.len() > MAX_POLICY_FILE_BYTES {
         return Err(fail("larger than 64 KiB".into()));
     }
@@ -407,10 +409,36 @@ mod tests {
     }
 
     #[test]
+    fn flags_on_the_line_turn_the_policy_files_off() {
+        let file = "nullok = true\ndebug = true\ntry_first_pass = true\n";
+        for off in ["false", "no", "0"] {
+            let args = [
+                format!("nullok={off}"),
+                format!("debug={off}"),
+                format!("try_first_pass={off}"),
+            ];
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let p = parse(&args, Some(file)).unwrap();
+            assert!(!p.nullok && !p.debug, "{off}");
+            assert_eq!(p.pass_mode, PassMode::Prompt, "{off}");
+        }
+        for on in ["true", "yes", "1"] {
+            let p = parse(&[&format!("nullok={on}")], None).unwrap();
+            assert!(p.nullok, "{on}");
+        }
+        // Switching the file's pass mode off makes room for another on the line.
+        let p = parse(&["try_first_pass=false", "forward_pass"], Some(file)).unwrap();
+        assert_eq!(p.pass_mode, PassMode::ForwardPass);
+    }
+
+    #[test]
     fn bad_arguments_are_refused() {
         let cases: &[&[&str]] = &[
             &["bogus"],
-            &["nullok=yes"],
+            &["nullok=maybe"],
+            &["nullok="],
+            &["debug=2"],
+            &["forward_pass=off"],
             &["window"],
             &["window=-1"],
             &["window=abc"],

@@ -5,7 +5,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 /// Whether an existing file may be replaced.
@@ -94,7 +94,11 @@ fn create_temporary(dir: &Path, name: &str) -> Result<(Temporary, File), WriteEr
             .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
             .open(&path)
         {
-            Ok(file) => return Ok((Temporary { path, keep: false }, file)),
+            Ok(file) => {
+                let temporary = Temporary { path, keep: false };
+                make_owner_only(&file).map_err(failed(&temporary.path, "make owner-only"))?;
+                return Ok((temporary, file));
+            }
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists && attempt < 15 => {
                 last_error = Some(e)
             }
@@ -104,6 +108,23 @@ fn create_temporary(dir: &Path, name: &str) -> Result<(Temporary, File), WriteEr
     Err(failed(dir, "create a file in")(last_error.unwrap_or_else(
         || io::Error::other("no free temporary name"),
     )))
+}
+
+/// Sets mode 0600 on the open file and reads it back: the mode given at creation is
+/// masked by the umask (`umask 0777` would leave 0000, a file no login can read), and only
+/// a file that is really the user's own and owner-only may be reported as written.
+fn make_owner_only(file: &File) -> io::Result<()> {
+    file.set_permissions(fs::Permissions::from_mode(0o600))?;
+    let meta = file.metadata()?;
+    let euid = nix::unistd::geteuid().as_raw();
+    if meta.mode() & 0o7777 != 0o600 || meta.uid() != euid {
+        return Err(io::Error::other(format!(
+            "it has mode {:04o} and owner uid {} instead of 0600 and uid {euid}",
+            meta.mode() & 0o7777,
+            meta.uid()
+        )));
+    }
+    Ok(())
 }
 
 /// Writes `contents` to `path` with mode 0600, atomically: either the whole new file
@@ -146,7 +167,6 @@ pub fn write_private_file(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::unix::fs::PermissionsExt;
 
     fn scratch_dir(name: &str) -> PathBuf {
         let dir =

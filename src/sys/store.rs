@@ -4,11 +4,14 @@
 use std::fmt;
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::core::state::State;
 use crate::sys::account::is_safe_user_name;
+use crate::sys::safe_path::{
+    check_root_owned_dir, check_root_owned_file_metadata, check_root_owned_parents, UnsafePath,
+};
 
 const MAX_STATE_BYTES: u64 = 64 * 1024;
 
@@ -81,34 +84,22 @@ fn io_error<'a>(path: &'a Path, action: &'static str) -> impl FnOnce(io::Error) 
 }
 
 impl StateStore {
-    /// Opens `dir`, creating it (0700) if it is missing; refuses a symlink, a
-    /// non-directory, one not owned by root, or one group or others can write to.
+    /// Opens `dir`, creating it (0700) if it is missing. Refuses it unless it and every
+    /// directory above it is root-owned, writable by no one else and not a symbolic link:
+    /// whoever could rename the state away could reset a lockout or replay a code.
     pub fn open(dir: &Path) -> Result<StateStore, StoreError> {
+        let insecure = |e: UnsafePath| StoreError::Insecure {
+            path: dir.into(),
+            why: e.to_string(),
+        };
+        // The directories above first: nothing is created in a place that is not safe.
+        check_root_owned_parents(dir).map_err(insecure)?;
         match fs::DirBuilder::new().mode(0o700).create(dir) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
             Err(e) => return Err(io_error(dir, "create the directory")(e)),
         }
-        let meta = fs::symlink_metadata(dir).map_err(io_error(dir, "inspect the directory"))?;
-        let insecure = |why: String| StoreError::Insecure {
-            path: dir.into(),
-            why,
-        };
-        if meta.file_type().is_symlink() {
-            return Err(insecure("is a symbolic link".into()));
-        }
-        if !meta.is_dir() {
-            return Err(insecure("not a directory".into()));
-        }
-        if meta.uid() != 0 {
-            return Err(insecure(format!("owned by uid {}, not root", meta.uid())));
-        }
-        if meta.mode() & 0o022 != 0 {
-            return Err(insecure(format!(
-                "writable by group or others (mode {:04o})",
-                meta.mode() & 0o7777
-            )));
-        }
+        check_root_owned_dir(dir).map_err(insecure)?;
         Ok(StateStore { dir: dir.into() })
     }
 
@@ -229,12 +220,10 @@ fn read_state(path: &Path) -> Result<Option<State>, StoreError> {
         Err(e) => return Err(io_error(path, "open")(e)),
     };
     let meta = file.metadata().map_err(io_error(path, "inspect"))?;
-    if !meta.is_file() || meta.uid() != 0 || meta.mode() & 0o022 != 0 {
-        return Err(StoreError::Insecure {
-            path: path.into(),
-            why: "not a regular root-owned file writable only by root".into(),
-        });
-    }
+    check_root_owned_file_metadata(path, &meta).map_err(|e| StoreError::Insecure {
+        path: path.into(),
+        why: e.to_string(),
+    })?;
     let mut text = String::new();
     file.take(MAX_STATE_BYTES + 1)
         .read_to_string(&mut text)
@@ -259,11 +248,12 @@ fn read_state(path: &Path) -> Result<Option<State>, StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
     use std::sync::{Arc, Barrier};
 
     fn scratch(name: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("pam-otp-store-{}-{name}", std::process::id()));
+        // Under /run, not /tmp: the store wants root's directories all the way down.
+        let dir = Path::new("/run").join(format!("pam-otp-store-{}-{name}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
         dir
     }

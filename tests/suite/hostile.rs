@@ -383,7 +383,8 @@ fn secret_templates_that_would_escape_are_refused() {
         let run = login(&f, &service, &right_code(&f.secret));
         run.assert_refused(
             AUTHINFO_UNAVAIL,
-            &["bad value for secret", "contains \"..\""],
+            // Quotes inside a message are escaped in the log: only values are quoted.
+            &["bad value for secret", "contains \\\"..\\\""],
             template,
         );
     }

@@ -104,6 +104,12 @@ impl Logged {
 
 /// pamtester in a private mount namespace whose `/dev/log` is a fresh capture socket.
 pub fn run_logged(service: &Service, user: &str, answer: &str, faketime: Option<&str>) -> Logged {
+    run_argv_logged(pamtester_argv(service, user, faketime, None), answer)
+}
+
+/// Any PAM client `argv` (e.g. pamtester run under another name) in a private mount
+/// namespace whose `/dev/log` is a fresh capture socket.
+pub fn run_argv_logged(client: Vec<String>, answer: &str) -> Logged {
     let capture = SyslogCapture::new();
     let dev = scratch_path("th-dev");
     let mut argv: Vec<String> = [
@@ -122,7 +128,7 @@ pub fn run_logged(service: &Service, user: &str, answer: &str, faketime: Option<
     .collect();
     argv.push(capture.path.display().to_string());
     argv.push(dev.display().to_string());
-    argv.extend(pamtester_argv(service, user, faketime, None));
+    argv.extend(client);
     let started = Instant::now();
     let outcome = finish(spawn(&argv), answer);
     let elapsed = started.elapsed();
