@@ -350,7 +350,7 @@ pub fn state_dir_findings(
             Severity::Info,
             "state-dir-missing",
             format!("state directory {shown} does not exist yet: the first login creates it (root, 0700)"),
-            String::new(),
+            format!("nothing to do; or make it now: install -d -m 0700 -o root -g root {shown}"),
         ));
     } else if let Some(why) = unsafe_because(facts) {
         out.push(Finding::new(
