@@ -89,7 +89,7 @@ fi
 getent passwd "$NAME" >/dev/null && fail "user $NAME exists and could not be removed"
 
 trap cleanup EXIT
-trap 'echo; echo "demo: stopping and removing everything"; exit 130' INT
+trap 'echo; echo "demo: stopping and removing everything"; exit 0' INT
 trap 'exit 143' TERM
 
 mkdir -p -m 0755 /run/pam-otp-demo "$RUN"
