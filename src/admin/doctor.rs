@@ -320,7 +320,12 @@ fn login_users() -> Vec<String> {
             let fields: Vec<&str> = line.split(':').collect();
             let (name, shell) = (fields.first()?, fields.get(6)?);
             let shell_name = shell.rsplit('/').next().unwrap_or(shell);
-            let logs_in = !shell.is_empty() && !matches!(shell_name, "nologin" | "false");
+            // sync, halt and shutdown are Debian's system accounts that run one command.
+            let logs_in = !shell.is_empty()
+                && !matches!(
+                    shell_name,
+                    "nologin" | "false" | "sync" | "halt" | "shutdown"
+                );
             logs_in.then(|| name.to_string())
         })
         .collect()
