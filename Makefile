@@ -3,15 +3,25 @@ PREFIX ?= /usr
 DESTDIR ?=
 CARGO ?= cargo
 
-.PHONY: all build test lint clean install uninstall deb check-deb
+.PHONY: all build test lint clean install uninstall deb check-deb deps demo
 
 all: build
 
+# The Debian packages each target needs are listed once, in packaging/deps.sh: as root it
+# installs what is missing; otherwise it prints the apt-get command and stops the target
+# before anything is compiled. `make deps` installs everything CI needs.
+DEPS := bash packaging/deps.sh
+
+deps:
+	$(DEPS) ci
+
 build:
+	@$(DEPS) build
 	$(CARGO) build --release
 
 # The integration tests load the built pam_otp.so through real libpam, so build it first.
 test:
+	@$(DEPS) test
 	$(CARGO) build --all-targets
 	$(CARGO) test --all-targets -- --test-threads=4
 
@@ -21,6 +31,14 @@ lint:
 
 clean:
 	$(CARGO) clean
+
+# A second sshd on 127.0.0.1:$(DEMO_PORT) asking a throw-away user for password + code;
+# Ctrl-C removes everything it made. Never touches the system's sshd or PAM files.
+DEMO_PORT ?= 2222
+demo:
+	@$(DEPS) demo
+	$(CARGO) build --release
+	bash packaging/demo.sh --port $(DEMO_PORT)
 
 # ---- Installing, with or without a package manager (issue 5) ----
 # `make install` puts the same files in the same places as the Debian package;

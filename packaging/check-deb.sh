@@ -104,7 +104,7 @@ diff <(echo "$from_deb") <(echo "$from_make") || fail "make install and the pack
 step "make install (for real), then uninstall"
 make install
 [ "$(stat -c '%a %U' "$STATE")" = "700 root" ] || fail "$STATE is not 700 root after make install"
-run_installed_tests "make install" "--test suite otp_admin::"
+run_installed_tests "make install" "--test suite otp_admin:: doctor::"
 SERVICE=/etc/pam.d/ta-check-deb
 echo "auth required pam_otp.so" >"$SERVICE"
 if make uninstall >/dev/null 2>&1; then

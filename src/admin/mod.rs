@@ -10,10 +10,12 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, UNIX_EPOCH};
 
+mod doctor;
+
 use clap::{Parser, Subcommand};
 use serde::Serialize;
 
-pub mod state_dirs;
+mod state_dirs;
 
 use crate::core::enrollment::{Enrollment, Kind};
 use crate::core::printable::escape;
@@ -70,6 +72,10 @@ enum Command {
     Unlock { user: String },
     /// Drop a user's state: the HOTP counter, replay guard and spent recovery codes start over
     Reset { user: String },
+    /// Check the PAM services, sshd, the policy file, the state directory and the
+    /// enrollments for what would skip the code or lock users out (exit 0 clean,
+    /// 1 warnings, 2 errors)
+    Doctor(doctor::DoctorArgs),
 }
 
 /// Why otp-admin refused; every one exits with status 2 and changes nothing.
@@ -119,6 +125,10 @@ pub fn main<I: IntoIterator<Item = OsString>>(args: I) -> ExitCode {
         // --help and --version print and exit 0; usage errors exit 2, as clap decides.
         Err(e) => e.exit(),
     };
+    // doctor has exit statuses of its own (clean, warnings, errors).
+    if let Command::Doctor(args) = &cli.command {
+        return doctor::main(args);
+    }
     match run(&cli, unix_now()) {
         Ok(text) => {
             print!("{text}");
@@ -196,6 +206,7 @@ fn run(cli: &Cli, now: u64) -> Result<String, AdminError> {
         }
         Command::Unlock { user } => unlock(&target(cli, user)?, now),
         Command::Reset { user } => reset(&target(cli, user)?),
+        Command::Doctor(_) => unreachable!("main runs doctor itself"),
     }
 }
 

@@ -1,70 +1,15 @@
 //! Which state directory each PAM service's pam_otp lines use. One `state_dir` keeps one
 //! replay guard and one guess budget per person; services on different ones split both
-//! (a code works once on each, and each allows its own guesses). The parsing of
-//! `/etc/pam.d` text is pure; [`state_dirs_of_services`] reads the files.
+//! (a code works once on each, and each allows its own guesses). The stacks are read as
+//! `otp-admin doctor` reads them.
 
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use crate::admin::doctor::load_pam_file;
+use crate::admin::doctor::pam_stack::auth_stack;
 use crate::sys::policy;
-
-/// The arguments of every `auth` line naming pam_otp.so in one `/etc/pam.d` file's text,
-/// with Linux-PAM's syntax: `#` comments, `\` continuation, `-auth`, `[...]` controls and
-/// `[...]` arguments with spaces (`\]` inside is a `]`).
-pub fn pam_otp_arguments(text: &str) -> Vec<Vec<String>> {
-    let joined = text.replace("\\\n", " ");
-    let mut found = Vec::new();
-    for line in joined.lines() {
-        let line = line.split('#').next().unwrap_or("");
-        let words = split_words(line);
-        let [kind, _control, module, args @ ..] = words.as_slice() else {
-            continue;
-        };
-        // libpam_otp.so: the module as cargo builds it, named by path before installing.
-        let is_otp = Path::new(module)
-            .file_name()
-            .is_some_and(|n| n == "pam_otp.so" || n == "libpam_otp.so");
-        if kind.trim_start_matches('-').eq_ignore_ascii_case("auth") && is_otp {
-            found.push(args.to_vec());
-        }
-    }
-    found
-}
-
-/// Splits at white space, keeping `[...]` together (without the brackets when a whole
-/// word is bracketed, as libpam hands such an argument to the module).
-fn split_words(line: &str) -> Vec<String> {
-    let mut words = Vec::new();
-    let mut chars = line.chars().peekable();
-    while let Some(&c) = chars.peek() {
-        if c.is_whitespace() {
-            chars.next();
-            continue;
-        }
-        let mut word = String::new();
-        if c == '[' {
-            chars.next();
-            while let Some(c) = chars.next() {
-                match c {
-                    '\\' if chars.peek() == Some(&']') => word.push(chars.next().unwrap()),
-                    ']' => break,
-                    c => word.push(c),
-                }
-            }
-        } else {
-            while let Some(&c) = chars.peek() {
-                if c.is_whitespace() {
-                    break;
-                }
-                word.push(c);
-                chars.next();
-            }
-        }
-        words.push(word);
-    }
-    words
-}
 
 /// Services grouped by the state directory they use; more than one key means the replay
 /// guard and the guess budget are split.
@@ -79,20 +24,19 @@ pub fn group_by_state_dir(services: &[(String, PathBuf)]) -> BTreeMap<PathBuf, V
     groups
 }
 
-/// `(service, state_dir)` for every pam_otp line in the files of `pam_dir`, as the module
-/// would resolve it (arguments, then the policy file they name). Lines the module would
-/// refuse are left out: they are a configuration error of their own.
+/// `(service, state_dir)` for every pam_otp line in the auth stack of each service in
+/// `pam_dir` (includes and substacks followed, as libpam reads them), as the module would
+/// resolve it (arguments, then the policy file they name). Lines the module would refuse
+/// are left out: they are a configuration error of their own.
 pub fn state_dirs_of_services(pam_dir: &Path) -> Vec<(String, PathBuf)> {
     let Ok(entries) = fs::read_dir(pam_dir) else {
         return Vec::new();
     };
+    let load = |name: &str| load_pam_file(pam_dir, name);
     let mut found = Vec::new();
     for entry in entries.flatten() {
         let service = entry.file_name().to_string_lossy().into_owned();
-        let Ok(text) = fs::read_to_string(entry.path()) else {
-            continue;
-        };
-        for args in pam_otp_arguments(&text) {
+        for args in pam_otp_arguments(&service, &load) {
             let args: Vec<&str> = args.iter().map(String::as_str).collect();
             if let Ok(policy) = policy::load(&args) {
                 found.push((service.clone(), policy.state_dir));
@@ -101,6 +45,23 @@ pub fn state_dirs_of_services(pam_dir: &Path) -> Vec<(String, PathBuf)> {
     }
     found.sort();
     found
+}
+
+/// The arguments of every pam_otp line in `service`'s auth stack.
+fn pam_otp_arguments(
+    service: &str,
+    load: &dyn Fn(&str) -> Option<(String, String)>,
+) -> Vec<Vec<String>> {
+    auth_stack(service, load)
+        .map(|stack| {
+            stack
+                .rules
+                .into_iter()
+                .filter(|rule| rule.is_pam_otp())
+                .map(|rule| rule.args)
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -116,14 +77,21 @@ mod tests {
             -auth [success=1 default=ignore] /usr/lib/security/pam_otp.so \\\n  nullok\n\
             account required pam_otp.so state_dir=/not-auth\n\
             @include common-auth\n";
+        let common = "auth required pam_otp.so state_dir=/var/lib/c\n";
+        let load = |name: &str| match name {
+            "svc" => Some(("svc".to_string(), text.to_string())),
+            "common-auth" => Some(("common-auth".to_string(), common.to_string())),
+            _ => None,
+        };
         assert_eq!(
-            pam_otp_arguments(text),
+            pam_otp_arguments("svc", &load),
             vec![
                 vec![
                     "state_dir=/var/lib/a".to_string(),
                     "prompt=Code please: ".into()
                 ],
                 vec!["nullok".to_string()],
+                vec!["state_dir=/var/lib/c".to_string()],
             ]
         );
     }

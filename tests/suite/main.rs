@@ -6,6 +6,8 @@ mod support;
 
 mod brute_force;
 mod config_files;
+mod demo;
+mod doctor;
 mod hostile;
 mod hostile_faults;
 mod hostile_load;

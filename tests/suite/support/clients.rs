@@ -453,6 +453,20 @@ impl SshClient {
         code_tries: u32,
         command: &str,
     ) -> SshRun {
+        let mut run = self.run_at(sshd.port, user, answers, code_tries, command);
+        run.sshd_log = sshd.log_text();
+        run
+    }
+
+    /// `run` against any sshd on 127.0.0.1:`port` (its log is not collected).
+    pub fn run_at(
+        &self,
+        port: u16,
+        user: &str,
+        answers: &Answers,
+        code_tries: u32,
+        command: &str,
+    ) -> SshRun {
         let n = self.runs.fetch_add(1, Ordering::SeqCst);
         let askpass = self.dir.join(format!("askpass-{n}"));
         let prompt_log = self.dir.join(format!("askpass-{n}.log"));
@@ -476,7 +490,7 @@ impl SshClient {
         fs::write(&askpass, script).unwrap();
         fs::set_permissions(&askpass, fs::Permissions::from_mode(0o700)).unwrap();
 
-        let port = sshd.port.to_string();
+        let port = port.to_string();
         let tries = format!("NumberOfPasswordPrompts={code_tries}");
         let out = Command::new("timeout")
             .arg(CLIENT_TIMEOUT_SECS)
@@ -523,7 +537,7 @@ impl SshClient {
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
             stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
             prompts,
-            sshd_log: sshd.log_text(),
+            sshd_log: String::new(),
         }
     }
 }

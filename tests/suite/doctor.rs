@@ -1,0 +1,521 @@
+//! `otp-admin doctor` against fixtures: a temporary PAM directory made from the shipped
+//! `config/pam.d` files (and this machine's Debian `common-*` files), a temporary sshd
+//! configuration that includes the shipped drop-in (read by the real `sshd -T`), the
+//! shipped policy file, real users and enrollment files. Every finding is produced by
+//! its fault and absent from the shipped setup. Run as root.
+
+use crate::support;
+use crate::support::admin;
+use crate::support::clients;
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::process::Command;
+
+use admin::{otp_admin, StateDir, User};
+use clients::{policy_text, read_shipped, shipped};
+use support::module_ref;
+use support::{assert_root, new_secret, scratch_path, totp_enrollment};
+
+/// The shipped sshd and sudo setups, installed into a private directory.
+struct Fixture {
+    dir: PathBuf,
+    pam_dir: PathBuf,
+    sshd_config: PathBuf,
+    policy: PathBuf,
+    state: StateDir,
+    /// What the sshd configuration says before the shipped drop-in (first value wins).
+    sshd_first: Vec<String>,
+    include_drop_in: bool,
+}
+
+impl Fixture {
+    fn shipped() -> Fixture {
+        assert_root();
+        let dir = scratch_path("td-doctor");
+        let pam_dir = dir.join("pam.d");
+        fs::create_dir_all(&pam_dir).unwrap();
+        // The shipped files include Debian's common-* files: use this machine's.
+        for common in fs::read_dir("/etc/pam.d").unwrap().flatten() {
+            let name = common.file_name().to_string_lossy().into_owned();
+            if name.starts_with("common-") {
+                fs::copy(common.path(), pam_dir.join(&name)).unwrap();
+            }
+        }
+        let state = StateDir::new();
+        let policy = dir.join("pam_otp.toml");
+        let state_dir = format!("\"{}\"", state.path.display());
+        fs::write(&policy, policy_text(&[("state_dir", &state_dir)])).unwrap();
+        fs::set_permissions(&policy, fs::Permissions::from_mode(0o644)).unwrap();
+        let host_key = dir.join("ssh_host_ed25519_key");
+        let out = Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+            .arg(&host_key)
+            .output()
+            .expect("run ssh-keygen");
+        assert!(out.status.success(), "ssh-keygen: {out:?}");
+        let fixture = Fixture {
+            sshd_config: dir.join("sshd_config"),
+            dir,
+            pam_dir,
+            policy,
+            state,
+            sshd_first: Vec::new(),
+            include_drop_in: true,
+        };
+        fixture.install_pam("sshd", "sshd-otp", "");
+        fixture.install_pam("sudo", "sudo-otp", "");
+        fixture.write_sshd_config();
+        fixture
+    }
+
+    /// `config/pam.d/<shipped>` as `<pam_dir>/<service>`, naming the module under test
+    /// and the fixture's policy file, plus `extra` arguments.
+    fn install_pam(&self, service: &str, shipped_file: &str, extra: &str) {
+        let text = read_shipped(&format!("pam.d/{shipped_file}")).replace(
+            "pam_otp.so",
+            &format!("{} policy={}{extra}", module_ref(), self.policy.display()),
+        );
+        fs::write(self.pam_dir.join(service), text).unwrap();
+    }
+
+    /// Changes a PAM file of the fixture.
+    fn edit_pam(&self, service: &str, edit: impl Fn(String) -> String) {
+        let path = self.pam_dir.join(service);
+        let text = fs::read_to_string(&path).unwrap();
+        let changed = edit(text.clone());
+        assert_ne!(changed, text, "the edit of {service} changed nothing");
+        fs::write(&path, changed).unwrap();
+    }
+
+    fn write_sshd_config(&self) {
+        let mut text = format!(
+            "HostKey {}\n",
+            self.dir.join("ssh_host_ed25519_key").display()
+        );
+        for line in &self.sshd_first {
+            text.push_str(line);
+            text.push('\n');
+        }
+        if self.include_drop_in {
+            text.push_str(&format!(
+                "Include {}\n",
+                shipped("sshd_config.d/pam-otp.conf").display()
+            ));
+        }
+        fs::write(&self.sshd_config, text).unwrap();
+    }
+
+    fn sshd_first(&mut self, line: &str) {
+        self.sshd_first.push(line.into());
+        self.write_sshd_config();
+    }
+
+    /// `otp-admin doctor --json` on the fixture; the exit status and the findings.
+    fn doctor(&self, args: &[&str]) -> Doctor {
+        let pam_dir = self.pam_dir.display().to_string();
+        let sshd_config = self.sshd_config.display().to_string();
+        let mut all = vec![
+            "doctor",
+            "--json",
+            "--pam-dir",
+            &pam_dir,
+            "--sshd-config",
+            &sshd_config,
+        ];
+        all.extend_from_slice(args);
+        let run = otp_admin(&all);
+        let json: serde_json::Value = serde_json::from_str(&run.stdout)
+            .unwrap_or_else(|e| panic!("doctor --json is not JSON ({e}): {run:#?}"));
+        Doctor {
+            status: run.status,
+            json,
+        }
+    }
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+struct Doctor {
+    status: Option<i32>,
+    json: serde_json::Value,
+}
+
+impl Doctor {
+    fn findings(&self) -> Vec<&serde_json::Value> {
+        self.json["findings"].as_array().unwrap().iter().collect()
+    }
+
+    fn ids(&self) -> Vec<String> {
+        self.findings()
+            .iter()
+            .map(|f| f["id"].as_str().unwrap().to_string())
+            .collect()
+    }
+
+    fn with_id(&self, id: &str) -> Option<&serde_json::Value> {
+        self.findings().into_iter().find(|f| f["id"] == id)
+    }
+
+    #[track_caller]
+    fn assert_found(&self, id: &str, severity: &str, what: &str) -> &serde_json::Value {
+        let finding = self
+            .with_id(id)
+            .unwrap_or_else(|| panic!("{what}: no finding {id}:\n{:#}", self.json));
+        assert_eq!(finding["severity"], severity, "{what}: {finding:#}");
+        assert!(
+            !finding["fix"].as_str().unwrap().is_empty(),
+            "{what}: a finding without a fix: {finding:#}"
+        );
+        let expected = if self.json["errors"].as_u64().unwrap() > 0 {
+            2
+        } else if self.json["warnings"].as_u64().unwrap() > 0 {
+            1
+        } else {
+            0
+        };
+        assert_eq!(self.status, Some(expected), "{what}: exit status");
+        finding
+    }
+}
+
+/// A user enrolled the way otp-setup leaves it.
+fn enrolled_user() -> User {
+    let user = User::new();
+    user.enroll(&totp_enrollment(&new_secret()));
+    user
+}
+
+#[test]
+fn the_shipped_sshd_and_sudo_setups_have_no_findings() {
+    let fixture = Fixture::shipped();
+    let user = enrolled_user();
+    let run = fixture.doctor(&["--user", &user.name]);
+    assert_eq!(run.status, Some(0), "{:#}", run.json);
+    assert!(run.ids().is_empty(), "{:#}", run.json);
+    assert_eq!(run.json["services"], serde_json::json!(["sshd", "sudo"]));
+
+    // The text form says so too.
+    let pam_dir = fixture.pam_dir.display().to_string();
+    let config = fixture.sshd_config.display().to_string();
+    let text = otp_admin(&[
+        "doctor",
+        "sshd",
+        "sudo",
+        "--pam-dir",
+        &pam_dir,
+        "--sshd-config",
+        &config,
+        "--user",
+        &user.name,
+    ]);
+    text.assert_ok("doctor on the shipped setup");
+    assert!(
+        text.stdout
+            .contains("checked sshd, sudo: 0 error(s), 0 warning(s)"),
+        "{text:#?}"
+    );
+}
+
+#[test]
+fn the_password_and_code_sshd_setup_has_no_findings() {
+    let mut fixture = Fixture::shipped();
+    fixture.install_pam("sshd", "sshd-password-otp", "");
+    fixture.sshd_first("AuthenticationMethods keyboard-interactive");
+    let user = enrolled_user();
+    let run = fixture.doctor(&["sshd", "--user", &user.name]);
+    assert_eq!(run.status, Some(0), "{:#}", run.json);
+}
+
+/// One fault in the PAM files and the finding it must produce.
+#[test]
+fn every_pam_fault_is_found() {
+    let user = enrolled_user();
+    type Edit = fn(String) -> String;
+    let cases: &[(&str, Edit, &str, &str)] = &[
+        (
+            "no pam_otp line",
+            |t| {
+                t.lines()
+                    .filter(|l| !l.contains("pam_otp.so"))
+                    .map(|l| format!("{l}\n"))
+                    .collect()
+            },
+            "otp-missing",
+            "error",
+        ),
+        (
+            "pam_otp sufficient",
+            |t| {
+                t.replace("auth       required   /", "auth sufficient /")
+                    .replace("auth       required   pam_otp", "auth sufficient pam_otp")
+            },
+            "otp-not-required",
+            "error",
+        ),
+        (
+            "pam_otp optional",
+            |t| {
+                t.replace("auth       required   /", "auth optional /")
+                    .replace("auth       required   pam_otp", "auth optional pam_otp")
+            },
+            "otp-not-required",
+            "error",
+        ),
+        (
+            "a sufficient module before pam_otp",
+            |t| t.replace("@include common-auth", "auth sufficient pam_unix.so"),
+            "otp-skipped",
+            "error",
+        ),
+        (
+            "a jump over pam_otp",
+            |t| {
+                t.replace(
+                    "@include common-auth",
+                    "auth [success=2 default=ignore] pam_unix.so\nauth requisite pam_deny.so",
+                )
+            },
+            "otp-skipped",
+            "error",
+        ),
+        (
+            "a required password module before pam_otp",
+            |t| t.replace("@include common-auth", "auth required pam_unix.so"),
+            "password-required-before-otp",
+            "warning",
+        ),
+        (
+            "an include of a missing file",
+            |t| t.replace("@include common-auth", "@include common-auth-nothere"),
+            "pam-syntax",
+            "error",
+        ),
+        (
+            "a module path that does not exist",
+            |t| {
+                let line = t
+                    .lines()
+                    .find(|l| l.contains("policy="))
+                    .unwrap()
+                    .to_string();
+                let module = line.split_whitespace().nth(2).unwrap().to_string();
+                t.replace(&module, "/nonexistent/pam_otp.so")
+            },
+            "module-missing",
+            "error",
+        ),
+        (
+            "an argument the module refuses",
+            |t| t.replace(" policy=", " window=wide policy="),
+            "otp-settings-refused",
+            "error",
+        ),
+        (
+            "a policy file that does not exist",
+            |t| t.replace(" policy=/", " policy=/nonexistent/"),
+            "policy-file-missing",
+            "error",
+        ),
+    ];
+    for (what, edit, id, severity) in cases {
+        let fixture = Fixture::shipped();
+        fixture.edit_pam("sudo", edit);
+        let run = fixture.doctor(&["--user", &user.name]);
+        let finding = run.assert_found(id, severity, what);
+        assert_eq!(finding["service"], "sudo", "{what}: {finding:#}");
+        // The fault is in sudo's file only: sshd stays clean.
+        assert!(
+            run.findings().iter().all(|f| f["service"] != "sshd"),
+            "{what}: sshd has findings too:\n{:#}",
+            run.json
+        );
+    }
+}
+
+#[test]
+fn substacks_are_followed() {
+    let user = enrolled_user();
+    let fixture = Fixture::shipped();
+    fs::write(
+        fixture.pam_dir.join("td-inner"),
+        "auth sufficient pam_unix.so\n",
+    )
+    .unwrap();
+    // In a substack, "sufficient" ends only the substack: pam_otp still runs.
+    fixture.edit_pam("sudo", |t| {
+        t.replace("@include common-auth", "auth substack td-inner")
+    });
+    let run = fixture.doctor(&["sudo", "--user", &user.name]);
+    assert!(run.ids().is_empty(), "{:#}", run.json);
+    // Included instead, it ends the whole stack first.
+    fixture.edit_pam("sudo", |t| {
+        t.replace("auth substack td-inner", "auth include td-inner")
+    });
+    let run = fixture.doctor(&["sudo", "--user", &user.name]);
+    run.assert_found("otp-skipped", "error", "include of a sufficient module");
+}
+
+#[test]
+fn every_sshd_fault_is_found() {
+    let user = enrolled_user();
+    let cases: &[(&str, &str, &str)] = &[
+        ("UsePAM no", "sshd-usepam", "error"),
+        (
+            // (sshd refuses keyboard-interactive in AuthenticationMethods while it is off)
+            "KbdInteractiveAuthentication no\nAuthenticationMethods publickey",
+            "sshd-kbdinteractive",
+            "error",
+        ),
+        ("AuthenticationMethods any", "sshd-no-authmethods", "error"),
+        (
+            "AuthenticationMethods publickey publickey,keyboard-interactive",
+            "sshd-authmethods-bypass",
+            "error",
+        ),
+        (
+            "PasswordAuthentication yes\nAuthenticationMethods publickey,password password,keyboard-interactive",
+            "sshd-authmethods-bypass",
+            "error",
+        ),
+        (
+            "PasswordAuthentication yes",
+            "sshd-password-authentication",
+            "warning",
+        ),
+        ("NoSuchKeyword yes", "sshd-config-unreadable", "error"),
+    ];
+    for (line, id, severity) in cases {
+        let mut fixture = Fixture::shipped();
+        fixture.sshd_first(line);
+        let run = fixture.doctor(&["--user", &user.name]);
+        let finding = run.assert_found(id, severity, line);
+        assert_eq!(finding["service"], "sshd", "{line}: {finding:#}");
+    }
+    // No drop-in and no other line: OpenSSH's built-in defaults.
+    let mut fixture = Fixture::shipped();
+    fixture.include_drop_in = false;
+    fixture.write_sshd_config();
+    let run = fixture.doctor(&["sshd", "--user", &user.name]);
+    for id in ["sshd-usepam", "sshd-no-authmethods"] {
+        run.assert_found(id, "error", "sshd without the drop-in");
+    }
+}
+
+#[test]
+fn enrollments_against_nullok_are_found() {
+    let enrolled = enrolled_user();
+    let missing = User::new();
+    let broken = User::new();
+    broken.write_file(".otp.toml", totp_enrollment(&new_secret()), 0o644);
+    let users = [
+        "--user",
+        &enrolled.name,
+        "--user",
+        &missing.name,
+        "--user",
+        &broken.name,
+    ];
+
+    let fixture = Fixture::shipped();
+    let run = fixture.doctor(&[&["sudo"][..], &users[..]].concat());
+    let locked = run.assert_found("unenrolled-locked-out", "warning", "no nullok");
+    assert_eq!(locked["users"], serde_json::json!([missing.name]));
+    let refused = run.assert_found("enrollment-refused", "error", "mode 0644");
+    assert_eq!(refused["users"], serde_json::json!([broken.name]));
+    assert!(run.with_id("nullok-unenrolled").is_none());
+
+    fixture.install_pam("sudo", "sudo-otp", " nullok");
+    let run = fixture.doctor(&[&["sudo"][..], &users[..]].concat());
+    let through = run.assert_found("nullok-unenrolled", "warning", "nullok");
+    assert_eq!(through["users"], serde_json::json!([missing.name]));
+    // A broken file fails even with nullok.
+    run.assert_found("enrollment-refused", "error", "nullok, mode 0644");
+    assert!(run.with_id("unenrolled-locked-out").is_none());
+}
+
+#[test]
+fn unsafe_files_and_split_state_are_found() {
+    let user = enrolled_user();
+    let fixture = Fixture::shipped();
+    fs::set_permissions(&fixture.policy, fs::Permissions::from_mode(0o666)).unwrap();
+    let run = fixture.doctor(&["sudo", "--user", &user.name]);
+    run.assert_found("policy-file-unsafe", "error", "policy file 0666");
+    fs::set_permissions(&fixture.policy, fs::Permissions::from_mode(0o644)).unwrap();
+
+    fs::set_permissions(&fixture.state.path, fs::Permissions::from_mode(0o777)).unwrap();
+    let run = fixture.doctor(&["sudo", "--user", &user.name]);
+    run.assert_found("state-dir-unsafe", "error", "state directory 0777");
+    fs::set_permissions(&fixture.state.path, fs::Permissions::from_mode(0o700)).unwrap();
+
+    // sudo keeps its state elsewhere than sshd.
+    let other = StateDir::new();
+    fixture.install_pam("sudo", "sudo-otp", &format!(" state_dir={}", other.arg()));
+    let run = fixture.doctor(&["--user", &user.name]);
+    let split = run.assert_found("state-dir-split", "warning", "two state directories");
+    let message = split["message"].as_str().unwrap();
+    assert!(
+        message.contains(&format!("{} (sudo)", other.arg())) && message.contains("(sshd)"),
+        "{message}"
+    );
+
+    // A state directory under a directory anyone can write to.
+    let open_parent = scratch_path("td-open");
+    fs::create_dir(&open_parent).unwrap();
+    fs::set_permissions(&open_parent, fs::Permissions::from_mode(0o1777)).unwrap();
+    let nested = open_parent.join("state");
+    fixture.install_pam(
+        "sudo",
+        "sudo-otp",
+        &format!(" state_dir={}", nested.display()),
+    );
+    let run = fixture.doctor(&["sudo", "--user", &user.name]);
+    run.assert_found("state-dir-missing", "info", "state directory not made yet");
+    fs::create_dir(&nested).unwrap();
+    fs::set_permissions(&nested, fs::Permissions::from_mode(0o700)).unwrap();
+    let run = fixture.doctor(&["sudo", "--user", &user.name]);
+    run.assert_found("state-dir-parents", "warning", "world-writable parent");
+    let _ = fs::remove_dir_all(&open_parent);
+}
+
+#[test]
+fn a_named_service_without_a_file_is_an_error() {
+    let fixture = Fixture::shipped();
+    let run = fixture.doctor(&["td-no-such-service"]);
+    run.assert_found("service-missing", "error", "named service without a file");
+}
+
+#[test]
+fn the_text_report_names_severity_place_and_fix() {
+    let user = enrolled_user();
+    let fixture = Fixture::shipped();
+    fixture.edit_pam("sudo", |t| {
+        t.replace("@include common-auth", "auth required pam_unix.so")
+    });
+    let pam_dir = fixture.pam_dir.display().to_string();
+    let run = otp_admin(&[
+        "doctor",
+        "sudo",
+        "--pam-dir",
+        &pam_dir,
+        "--user",
+        &user.name,
+    ]);
+    assert_eq!(run.status, Some(1), "warnings only: exit 1\n{run:#?}");
+    assert!(
+        run.stdout
+            .contains("WARNING sudo: pam_unix.so is \"required\""),
+        "{run:#?}"
+    );
+    assert!(
+        run.stdout
+            .contains("fix:   make it \"auth requisite pam_unix.so\""),
+        "{run:#?}"
+    );
+    assert!(run.stdout.contains(&format!("{pam_dir}/sudo:")), "{run:#?}");
+}
