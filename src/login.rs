@@ -206,10 +206,24 @@ fn report_locked(
     log.warning(&format!(
         "locked out for {wait} more seconds; no code checked"
     ));
+    // sshd shows this before "Permission denied (keyboard-interactive)"; no code is
+    // asked for while locked, so it is the only thing that says why.
     let _ = conversation.error(&format!(
-        "Too many failed attempts; try again in {wait} seconds."
+        "Locked out after too many failed attempts; try again in {}, or ask an administrator to unlock you.",
+        wait_in_words(wait)
     ));
     Outcome::Locked
+}
+
+/// A lockout's remaining time as a person reads it: seconds, minutes or hours, rounded up.
+fn wait_in_words(seconds: u64) -> String {
+    let (amount, unit) = match seconds {
+        0..120 => (seconds, "second"),
+        120..7200 => (seconds.div_ceil(60), "minute"),
+        _ => (seconds.div_ceil(3600), "hour"),
+    };
+    let plural = if amount == 1 { "" } else { "s" };
+    format!("{amount} {unit}{plural}")
 }
 
 fn report(
@@ -276,6 +290,24 @@ fn report(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lockout_waits_read_in_the_largest_sensible_unit() {
+        let cases = [
+            (1, "1 second"),
+            (59, "59 seconds"),
+            (119, "119 seconds"),
+            (120, "2 minutes"),
+            (121, "3 minutes"),
+            (3600, "60 minutes"),
+            (7199, "120 minutes"),
+            (7200, "2 hours"),
+            (86400, "24 hours"),
+        ];
+        for (seconds, words) in cases {
+            assert_eq!(wait_in_words(seconds), words, "{seconds} s");
+        }
+    }
     use crate::conversation::ConversationError;
     use crate::log::Level;
     use std::collections::VecDeque;

@@ -106,7 +106,11 @@ fn authenticate(pamh: &mut PamHandle, args: &[&CStr], flags: PamFlag) -> PamResu
     match result.outcome {
         Outcome::Success => PamResultCode::PAM_SUCCESS,
         Outcome::WrongCode => PamResultCode::PAM_AUTH_ERR,
-        Outcome::Locked => PamResultCode::PAM_MAXTRIES,
+        // Not PAM_MAXTRIES: on that sshd turns keyboard-interactive off for the connection
+        // and offers no method at all, and the OpenSSH client then asks for a password that
+        // cannot work. PAM_PERM_DENIED keeps sshd showing the lockout message and ending
+        // with "Permission denied (keyboard-interactive)".
+        Outcome::Locked => PamResultCode::PAM_PERM_DENIED,
         Outcome::NotEnrolledPassThrough => PamResultCode::PAM_IGNORE,
         Outcome::Unavailable => PamResultCode::PAM_AUTHINFO_UNAVAIL,
         Outcome::ConversationFailed => PamResultCode::PAM_CONV_ERR,

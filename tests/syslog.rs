@@ -251,7 +251,7 @@ fn lockout_is_logged() {
     }
     let code = totp(&fx.secret);
     let (out, lines) = run_logged(&service, &fx.user.name, &code, None);
-    out.assert_failure(MAXTRIES, "right code while locked");
+    out.assert_failure(LOCKED, "right code while locked");
     let locked = module_lines(&service, &lines);
     assert_logged(&locked, &fx.user.name, 5, &["lock"], "attempt while locked");
     all.extend(lines);

@@ -198,6 +198,21 @@ impl Sshd {
     /// Starts sshd. `settings_first` go before everything else (sshd takes the first
     /// value of a keyword, so they override the shipped drop-in that is included last).
     pub fn start(service: &InstalledService, settings_first: &[&str]) -> Sshd {
+        Sshd::start_including(
+            service,
+            settings_first,
+            &shipped("sshd_config.d/pam-otp.conf"),
+        )
+    }
+
+    /// Like `start`, but the configuration includes `drop_ins` (a file or a glob such as
+    /// `DIR/*.conf`, as Debian's `Include /etc/ssh/sshd_config.d/*.conf`) instead of the
+    /// shipped drop-in.
+    pub fn start_including(
+        service: &InstalledService,
+        settings_first: &[&str],
+        drop_ins: &Path,
+    ) -> Sshd {
         assert_root();
         require_program(SSHD, "openssh-server");
         // Privilege separation needs this directory (the packaged service makes it).
@@ -240,11 +255,11 @@ impl Sshd {
                  UseDNS no\n\
                  PrintMotd no\n\
                  LogLevel VERBOSE\n\
-                 # the shipped drop-in, unchanged:\n\
+                 # the drop-in(s), unchanged:\n\
                  Include {}\n",
                 host_key.display(),
                 dir.join("sshd.pid").display(),
-                shipped("sshd_config.d/pam-otp.conf").display(),
+                drop_ins.display(),
             ));
             fs::write(&config, text).unwrap();
 
@@ -292,12 +307,34 @@ impl Sshd {
         panic!("sshd did not start:\n{last_error}");
     }
 
-    fn wait_until_listening(&mut self) -> Result<(), String> {
-        let deadline = Instant::now() + Duration::from_secs(20);
+    /// Reloads the configuration as `systemctl reload ssh` does (SIGHUP: sshd re-executes
+    /// itself and reads its files again); returns once it listens again.
+    pub fn reload(&mut self) {
+        let before = self.times_listening();
+        let status = Command::new("kill")
+            .args(["-HUP", &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -HUP sshd failed");
+        if let Err(e) = self.wait_until_listening_more_than(before) {
+            panic!("sshd did not come back after SIGHUP:\n{e}");
+        }
+    }
+
+    fn times_listening(&self) -> usize {
         let ready = format!("Server listening on 127.0.0.1 port {}", self.port);
+        self.log_text().matches(&ready).count()
+    }
+
+    fn wait_until_listening(&mut self) -> Result<(), String> {
+        self.wait_until_listening_more_than(0)
+    }
+
+    fn wait_until_listening_more_than(&mut self, times: usize) -> Result<(), String> {
+        let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             let log = self.log_text();
-            if log.contains(&ready) {
+            if self.times_listening() > times {
                 return Ok(());
             }
             if let Ok(Some(status)) = self.child.try_wait() {
@@ -499,8 +536,10 @@ impl SshClient {
                 &tries,
                 "-o",
                 "ConnectTimeout=10",
+                // The client's default: what the server says during keyboard-interactive
+                // (the module's messages) is shown at this level, as a user sees it.
                 "-o",
-                "LogLevel=ERROR",
+                "LogLevel=INFO",
                 "-l",
                 user,
                 "127.0.0.1",
