@@ -21,8 +21,8 @@ use std::thread::sleep;
 use std::time::{Duration, Instant};
 
 use crate::common::{
-    assert_root, hex, module_path, random_bytes, scratch_path, unique, user_db_with_input,
-    LocalUser, StateDir, UserOptions,
+    assert_root, hex, module_path, new_secret, passwd_entry, random_bytes, scratch_path,
+    totp_enrollment, unique, user_db_with_input, LocalUser, StateDir, UserOptions,
 };
 
 /// The test prefix of this helper (issue 4): users, services, files.
@@ -585,17 +585,36 @@ pub struct SudoRule {
 
 impl SudoRule {
     pub fn install(user: &str, service: &InstalledService) -> SudoRule {
+        SudoRule::install_text(
+            user,
+            &format!("pam_service={}", service.name),
+            "/usr/bin/id",
+        )
+    }
+
+    /// For `sudo -i /usr/bin/id -un` (see `run_sudo_login`): the login service (Debian's
+    /// `pam_login_service`, normally `sudo-i`) is `login_service`; plain sudo keeps
+    /// Debian's `/etc/pam.d/sudo`. sudo checks root's login shell running the command.
+    pub fn install_login_shell(user: &str, login_service: &InstalledService) -> SudoRule {
+        let root_shell = passwd_entry("root").shell;
+        SudoRule::install_text(
+            user,
+            &format!("pam_login_service={}, pam_service=sudo", login_service.name),
+            &format!("{} -c /usr/bin/id -un", root_shell.display()),
+        )
+    }
+
+    fn install_text(user: &str, pam_defaults: &str, command: &str) -> SudoRule {
         assert_root();
         require_program("/usr/bin/sudo", "sudo");
         require_program("/usr/sbin/visudo", "sudo");
         let text = format!(
             "# written by the pam-otp sudo tests (issue 4); removed when the test ends\n\
-             Defaults:{user} pam_service={service}\n\
+             Defaults:{user} {pam_defaults}\n\
              Defaults:{user} timestamp_timeout=0\n\
              Defaults:{user} passwd_tries=1\n\
              Defaults:{user} !mail_badpass\n\
-             {user} ALL=(root) /usr/bin/id\n",
-            service = service.name,
+             {user} ALL=(root) {command}\n",
         );
         // Check it before sudo can see it: a broken sudoers file breaks sudo for everyone.
         let draft = scratch_path("txsudoers");
@@ -629,6 +648,38 @@ impl Drop for SudoRule {
     }
 }
 
+/// A test user with a password and a TOTP enrollment, a shipped sudo PAM file installed
+/// as a service, and a sudoers rule (made by `rule`) pointing the user at it. Fields drop
+/// in order: the rule goes first, then the service, then the user.
+pub struct SudoSetup {
+    _rule: SudoRule,
+    _service: InstalledService,
+    pub user: ShellUser,
+    pub password: String,
+    pub secret: String,
+}
+
+impl SudoSetup {
+    pub fn new(
+        shipped_pam: &str,
+        prefix: &str,
+        rule: fn(&str, &InstalledService) -> SudoRule,
+    ) -> SudoSetup {
+        let user = ShellUser::new();
+        let password = user.set_password();
+        let secret = new_secret();
+        user.enroll(&totp_enrollment(&secret));
+        let service = InstalledService::install(shipped_pam, prefix, &[]);
+        SudoSetup {
+            _rule: rule(&user.name, &service),
+            _service: service,
+            user,
+            password,
+            secret,
+        }
+    }
+}
+
 /// One run of sudo.
 #[derive(Debug)]
 pub struct SudoRun {
@@ -653,19 +704,20 @@ pub const SUDO_PASSWORD_PROMPT: &str = "[sudo] password for ";
 /// reads every question's answer from there, one line each). No `-p`: a prompt given
 /// with -p replaces every PAM prompt, the code's too (passprompt_override).
 pub fn run_sudo(user: &str, lines: &[&str]) -> SudoRun {
+    run_sudo_with(user, &["-S", "-k", "/usr/bin/id", "-un"], lines)
+}
+
+/// As `user`: `sudo -S -k -i /usr/bin/id -un` (root's login shell runs the command; sudo
+/// authenticates through its login service), with `lines` on standard input.
+pub fn run_sudo_login(user: &str, lines: &[&str]) -> SudoRun {
+    run_sudo_with(user, &["-S", "-k", "-i", "/usr/bin/id", "-un"], lines)
+}
+
+fn run_sudo_with(user: &str, sudo_args: &[&str], lines: &[&str]) -> SudoRun {
     let mut child = Command::new("timeout")
         .arg(CLIENT_TIMEOUT_SECS)
-        .args([
-            "runuser",
-            "-u",
-            user,
-            "--",
-            "sudo",
-            "-S",
-            "-k",
-            "/usr/bin/id",
-            "-un",
-        ])
+        .args(["runuser", "-u", user, "--", "sudo"])
+        .args(sudo_args)
         .current_dir("/")
         // The tests look for sudo's English prompts.
         .env("LC_ALL", "C")

@@ -160,6 +160,7 @@ pub struct PasswdEntry {
     pub uid: u32,
     pub gid: u32,
     pub home: PathBuf,
+    pub shell: PathBuf,
 }
 
 /// `getent passwd <name>`, parsed; fails if there is no such user.
@@ -172,6 +173,7 @@ pub fn passwd_entry(name: &str) -> PasswdEntry {
         uid: fields[2].parse().unwrap(),
         gid: fields[3].parse().unwrap(),
         home: PathBuf::from(fields[5]),
+        shell: PathBuf::from(fields[6]),
     }
 }
 
