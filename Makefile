@@ -86,13 +86,14 @@ install: build
 	done
 
 # Refuses while a PAM service still names the module: removing it would fail every login
-# through that service. FORCE=1 removes anyway; PURGE=1 also removes state and policy.
+# through that service. The package's own prerm decides, so both refuse alike (and the
+# pam-auth-update profile leaves common-auth first). FORCE=1 (or PAM_OTP_FORCE_REMOVE=1)
+# removes anyway; PURGE=1 also removes state and policy. A DESTDIR staging tree has no
+# live PAM configuration to protect.
 uninstall:
-	@users=$$(grep -lsE '^[^#]*([[:space:]/]|^)pam_otp\.so' $(DESTDIR)/etc/pam.d/* || true); \
-	if [ -n "$$users" ] && [ -z "$(FORCE)" ]; then \
-		echo "refusing: these PAM services still use pam_otp.so: $$users" >&2; \
-		echo "remove those lines first (or make uninstall FORCE=1)" >&2; \
-		exit 1; \
+	@if [ -z "$(DESTDIR)" ]; then \
+		PAM_OTP_FORCE_REMOVE=$(if $(FORCE),1,$(PAM_OTP_FORCE_REMOVE)) \
+		PAM_OTP_REMOVE_COMMAND="make uninstall" sh packaging/debian/prerm remove; \
 	fi
 	rm -f $(DESTDIR)$(PAMDIR)/pam_otp.so $(DESTDIR)$(BINDIR)/otp-setup $(DESTDIR)$(SBINDIR)/otp-admin
 	rm -f $(DESTDIR)$(DATADIR)/pam-configs/pam-otp

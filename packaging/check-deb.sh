@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Issue 5: the Debian package and `make install`, checked on this machine, as root:
 #   build the .deb, lintian (no error or warning), dpkg -i, the real-PAM test suite against
-#   the INSTALLED module (named plainly as pam_otp.so) and otp-admin, dpkg -r
-#   (module and binaries gone, pam-auth-update profile out of common-auth), dpkg -P
-#   (state gone); then make install (same files, same places), the same tests, make
-#   uninstall. Every check fails loudly; nothing is skipped.
+#   the INSTALLED module (named plainly as pam_otp.so) and otp-admin; dpkg -r refused while
+#   a PAM file names the module, and README's roll-back with a real sshd and sudo
+#   (tests/package_rollback.rs); dpkg -r (module and binaries gone, pam-auth-update
+#   profile out of common-auth), PAM_OTP_FORCE_REMOVE=1, dpkg -P (state gone); then make
+#   install (same files, same places), the same tests, make uninstall (refused alike).
+#   Every check fails loudly; nothing is skipped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -71,9 +73,33 @@ fi
 /usr/sbin/otp-admin --version
 run_installed_tests "dpkg -i" --tests
 
-step "dpkg -r with the pam-auth-update profile turned on: it must leave common-auth"
+step "dpkg -r refused while a PAM file names the module; README's roll-back with real sshd and sudo"
+# The test removes the package once the roll-back is done.
+PAM_OTP_MODULE=pam_otp.so cargo test --test package_rollback -- --ignored --exact \
+    package_removal_is_refused_until_the_documented_roll_back
+[ ! -e "$MODULE" ] || fail "the roll-back test left the package installed"
+dpkg -i "$DEB"
+
+step "dpkg -r with the pam-auth-update profile on and a hand-written PAM file: refused"
 DEBIAN_FRONTEND=noninteractive pam-auth-update --enable pam-otp
 grep -q pam_otp /etc/pam.d/common-auth || fail "pam-auth-update --enable pam-otp did not add the module"
+SERVICE=/etc/pam.d/ta-check-deb
+echo "auth required pam_otp.so" >"$SERVICE"
+if refusal=$(dpkg -r pam-otp 2>&1); then
+    rm -f "$SERVICE"
+    fail "dpkg -r removed the module while $SERVICE still uses it"
+fi
+echo "$refusal"
+grep -qx "  $SERVICE" <<<"$refusal" || fail "the refusal does not name $SERVICE"
+if grep -q common-auth <<<"$refusal"; then
+    fail "the refusal counts the pam-auth-update profile's lines, which removal takes out itself"
+fi
+grep -q "PAM_OTP_FORCE_REMOVE=1 dpkg -r pam-otp" <<<"$refusal" || fail "the refusal does not say how to override"
+[ -f "$MODULE" ] || fail "a refused dpkg -r removed the module"
+grep -q pam_otp /etc/pam.d/common-auth || fail "a refused dpkg -r changed common-auth"
+
+step "dpkg -r with only the pam-auth-update profile on: it must leave common-auth"
+rm -f "$SERVICE"
 touch "$STATE/ta-check.state"
 dpkg -r pam-otp
 if grep -q pam_otp /etc/pam.d/common-auth; then
@@ -84,6 +110,15 @@ for f in "$MODULE" /usr/bin/otp-setup /usr/sbin/otp-admin "$PROFILE"; do
 done
 [ -f "$STATE/ta-check.state" ] || fail "dpkg -r removed the state; only purge may"
 [ -f "$POLICY" ] || fail "dpkg -r removed the conffile $POLICY; only purge may"
+
+step "PAM_OTP_FORCE_REMOVE=1 dpkg -r: removes anyway, with a warning naming the file"
+dpkg -i "$DEB"
+echo "auth required pam_otp.so" >"$SERVICE"
+forced=$(PAM_OTP_FORCE_REMOVE=1 dpkg -r pam-otp 2>&1) || { rm -f "$SERVICE"; fail "PAM_OTP_FORCE_REMOVE=1 dpkg -r failed: $forced"; }
+rm -f "$SERVICE"
+echo "$forced"
+grep -q "WARNING: .*$SERVICE still uses pam_otp.so" <<<"$forced" || fail "the forced removal does not warn about $SERVICE"
+[ ! -e "$MODULE" ] || fail "PAM_OTP_FORCE_REMOVE=1 dpkg -r left the module"
 
 step "dpkg -P"
 dpkg -P pam-otp
@@ -107,14 +142,18 @@ make install
 run_installed_tests "make install" "--test suite otp_admin:: doctor::"
 SERVICE=/etc/pam.d/ta-check-deb
 echo "auth required pam_otp.so" >"$SERVICE"
-if make uninstall >/dev/null 2>&1; then
+if refusal=$(make uninstall 2>&1); then
     rm -f "$SERVICE"
     fail "make uninstall removed the module while $SERVICE still uses it"
 fi
+echo "$refusal"
+grep -qx "  $SERVICE" <<<"$refusal" || fail "make uninstall's refusal does not name $SERVICE"
+grep -q "PAM_OTP_FORCE_REMOVE=1 make uninstall" <<<"$refusal" || fail "make uninstall's refusal does not say how to override"
 [ -f "$MODULE" ] || fail "a refused make uninstall removed the module"
-rm -f "$SERVICE"
 touch "$STATE/ta-check.state"
-make uninstall
+forced=$(make uninstall FORCE=1 2>&1) || { rm -f "$SERVICE"; fail "make uninstall FORCE=1 failed: $forced"; }
+rm -f "$SERVICE"
+grep -q "WARNING: .*$SERVICE still uses pam_otp.so" <<<"$forced" || fail "make uninstall FORCE=1 does not warn about $SERVICE"
 for f in "${INSTALLED_FILES[@]}" "$POLICY"; do
     [ ! -e "$f" ] || fail "$f is still there after make uninstall"
 done

@@ -579,7 +579,7 @@ fn benchmark(cli: &Cli) -> Result<(), String> {
             mode: Some(Mode::Wrong),
             first_counter: 0,
             wrong_answer: wrong_hotp.clone(),
-            expected_rc: Some(pam_client::PAM_MAXTRIES),
+            expected_rc: Some(pam_client::PAM_PERM_DENIED),
             prime_wrong: LOCK_AFTER,
         },
     ];

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 pub const PAM_SUCCESS: c_int = 0;
 pub const PAM_AUTH_ERR: c_int = 7;
-pub const PAM_MAXTRIES: c_int = 11;
+pub const PAM_PERM_DENIED: c_int = 6;
 const PAM_BUF_ERR: c_int = 5;
 const PAM_CONV_ERR: c_int = 19;
 const PAM_PROMPT_ECHO_OFF: c_int = 1;

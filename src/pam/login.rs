@@ -256,10 +256,26 @@ fn report_locked(
     log.warning(&format!(
         "locked out for {wait} more seconds; no code checked"
     ));
+    // sshd shows this before "Permission denied (keyboard-interactive)"; no code is
+    // asked for while locked, so it is the only thing that says why.
     let _ = conversation.error(&format!(
-        "Too many failed attempts; try again in {wait} seconds."
+        "Locked out after too many failed attempts; try again in {}, or ask an administrator to unlock you.",
+        wait_in_words(wait)
     ));
-    PamResultCode::PAM_MAXTRIES
+    // Not PAM_MAXTRIES: on that sshd offers the client no method at all, and the OpenSSH
+    // client falls back to asking for a password that can never work.
+    PamResultCode::PAM_PERM_DENIED
+}
+
+/// A lockout's remaining time as a person reads it: seconds, minutes or hours, rounded up.
+fn wait_in_words(seconds: u64) -> String {
+    let (amount, unit) = match seconds {
+        0..120 => (seconds, "second"),
+        120..7200 => (seconds.div_ceil(60), "minute"),
+        _ => (seconds.div_ceil(3600), "hour"),
+    };
+    let plural = if amount == 1 { "" } else { "s" };
+    format!("{amount} {unit}{plural}")
 }
 
 fn report(
@@ -513,6 +529,24 @@ mod tests {
     }
 
     #[test]
+    fn lockout_waits_read_in_the_largest_sensible_unit() {
+        let cases = [
+            (1, "1 second"),
+            (59, "59 seconds"),
+            (119, "119 seconds"),
+            (120, "2 minutes"),
+            (121, "3 minutes"),
+            (3600, "60 minutes"),
+            (7199, "120 minutes"),
+            (7200, "2 hours"),
+            (86400, "24 hours"),
+        ];
+        for (seconds, words) in cases {
+            assert_eq!(wait_in_words(seconds), words, "{seconds} s");
+        }
+    }
+
+    #[test]
     fn right_code_then_replay() {
         let host = ScriptedHost::new(Some(&totp8()));
         let p = policy(&[]);
@@ -572,7 +606,7 @@ mod tests {
         let saves = *host.saves.borrow();
         let mut script = answering(&[]);
         let code = attempt(&host, &p, &mut script, T1.0 + 10).0;
-        assert_eq!(code, PamResultCode::PAM_MAXTRIES);
+        assert_eq!(code, PamResultCode::PAM_PERM_DENIED);
         assert!(script.prompts.is_empty(), "asked while locked");
         assert!(script.errors[0].contains("90 seconds"));
         assert_eq!(

@@ -177,7 +177,7 @@ pub struct Context {
     pub home: PathBuf,
     pub host_name: String,
     /// From LC_ALL, LC_CTYPE, LANG (the first that is set and not empty).
-    pub locale_is_utf8: bool,
+    pub locale_charset: LocaleCharset,
 }
 
 impl Context {
@@ -193,7 +193,7 @@ impl Context {
             user_name: user.name,
             home: user.dir,
             host_name: host_name(),
-            locale_is_utf8: locale_is_utf8(|name| std::env::var_os(name)),
+            locale_charset: locale_charset(|name| std::env::var_os(name)),
         })
     }
 }
@@ -207,18 +207,36 @@ fn host_name() -> String {
         .unwrap_or_else(|| "localhost".to_string())
 }
 
-/// Whether the character set of the locale is UTF-8, as setlocale(LC_CTYPE, "") would
-/// decide it: LC_ALL wins over LC_CTYPE, which wins over LANG; unset means "C".
-pub fn locale_is_utf8(var: impl Fn(&str) -> Option<std::ffi::OsString>) -> bool {
-    ["LC_ALL", "LC_CTYPE", "LANG"]
+/// What the locale says about the terminal's character set.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LocaleCharset {
+    Utf8,
+    /// Unset, `C` or `POSIX`: says nothing about the terminal. That is the locale after
+    /// `su - user` on a default Debian (an empty /etc/default/locale), or in a minimal
+    /// container, while the terminal at the other end almost always takes UTF-8.
+    Unspecified,
+    /// A named character set that is not UTF-8 (`de_DE.ISO-8859-1`, `ja_JP.eucJP`).
+    Other,
+}
+
+/// The character set of the locale as setlocale(LC_CTYPE, "") would see it: LC_ALL wins
+/// over LC_CTYPE, which wins over LANG.
+pub fn locale_charset(var: impl Fn(&str) -> Option<std::ffi::OsString>) -> LocaleCharset {
+    let Some(value) = ["LC_ALL", "LC_CTYPE", "LANG"]
         .iter()
         .filter_map(|name| var(name))
         .find(|value| !value.is_empty())
-        .map(|value| {
-            let value = value.to_string_lossy().to_ascii_uppercase();
-            value.contains("UTF-8") || value.contains("UTF8")
-        })
-        .unwrap_or(false)
+    else {
+        return LocaleCharset::Unspecified;
+    };
+    let value = value.to_string_lossy().to_ascii_uppercase();
+    if value.contains("UTF-8") || value.contains("UTF8") {
+        LocaleCharset::Utf8
+    } else if value == "C" || value == "POSIX" {
+        LocaleCharset::Unspecified
+    } else {
+        LocaleCharset::Other
+    }
 }
 
 /// Why `otp-setup` stopped; each is one line for the user.
@@ -317,6 +335,8 @@ struct Plan {
     terminal_drawing: Option<TerminalDrawing>,
     /// The ASCII drawing was chosen because the locale is not UTF-8 (not by `--qr`).
     ascii_for_locale: bool,
+    /// Half blocks were chosen although the locale does not say the terminal takes UTF-8.
+    utf8_assumed: bool,
 }
 
 /// The whole flow; see the module comment.
@@ -497,8 +517,10 @@ fn plan(args: &Args, context: &Context) -> Result<Plan, SetupError> {
         (Some(QrArg::None), _) | (None, true) => None,
         (Some(QrArg::Utf8), _) => Some(TerminalDrawing::HalfBlocks),
         (Some(QrArg::Ansi), _) => Some(TerminalDrawing::AsciiAnsi),
-        (None, false) if context.locale_is_utf8 => Some(TerminalDrawing::HalfBlocks),
-        (None, false) => Some(TerminalDrawing::AsciiAnsi),
+        (None, false) if context.locale_charset == LocaleCharset::Other => {
+            Some(TerminalDrawing::AsciiAnsi)
+        }
+        (None, false) => Some(TerminalDrawing::HalfBlocks),
     };
     Ok(Plan {
         target,
@@ -510,6 +532,9 @@ fn plan(args: &Args, context: &Context) -> Result<Plan, SetupError> {
         label,
         terminal_drawing: wanted_drawing,
         ascii_for_locale: args.qr.is_none() && wanted_drawing == Some(TerminalDrawing::AsciiAnsi),
+        utf8_assumed: args.qr.is_none()
+            && context.locale_charset == LocaleCharset::Unspecified
+            && wanted_drawing == Some(TerminalDrawing::HalfBlocks),
     })
 }
 
@@ -636,7 +661,13 @@ fn show(
                 err,
                 "note: the locale is not UTF-8, so the QR code is drawn in ASCII ({columns} columns); for a compact one run LANG=C.UTF-8 otp-setup, or use --qr-png FILE"
             )?;
-        } else if columns > MAX_COLUMNS {
+        } else if plan.utf8_assumed {
+            writeln!(
+                err,
+                "note: the locale does not name a character set, so the QR code is drawn with UTF-8 half blocks, which almost every terminal shows; if it looks garbled, use --qr-png FILE (or --qr ansi, twice as wide)"
+            )?;
+        }
+        if columns > MAX_COLUMNS && !plan.ascii_for_locale {
             writeln!(
                 err,
                 "note: the QR code is {columns} columns wide; widen the terminal, shorten --issuer/--label, or use --qr-png FILE"
@@ -773,32 +804,40 @@ mod tests {
 
     #[test]
     fn locale_follows_lc_all_then_lc_ctype_then_lang() {
-        let env = |pairs: &'static [(&'static str, &'static str)]| {
+        let env = |pairs: &[(&str, &str)]| {
+            let pairs: Vec<(String, String)> = pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
             move |name: &str| {
                 pairs
                     .iter()
-                    .find(|(k, _)| *k == name)
+                    .find(|(k, _)| k == name)
                     .map(|(_, v)| std::ffi::OsString::from(v))
             }
         };
-        assert!(locale_is_utf8(env(&[("LANG", "en_US.UTF-8")])));
-        assert!(locale_is_utf8(env(&[("LANG", "C.utf8")])));
-        assert!(!locale_is_utf8(env(&[("LANG", "C")])));
-        assert!(!locale_is_utf8(env(&[])));
-        assert!(!locale_is_utf8(env(&[
-            ("LC_ALL", "C"),
-            ("LANG", "en_US.UTF-8")
-        ])));
-        assert!(locale_is_utf8(env(&[
-            ("LC_ALL", ""),
-            ("LC_CTYPE", "de_DE.UTF-8"),
-            ("LANG", "C")
-        ])));
-        assert!(!locale_is_utf8(env(&[
-            ("LC_CTYPE", "POSIX"),
-            ("LANG", "en_US.UTF-8")
-        ])));
-        assert!(!locale_is_utf8(env(&[("LANG", "de_DE.ISO-8859-1")])));
+        use LocaleCharset::{Other, Unspecified, Utf8};
+        let cases: [(&[(&str, &str)], LocaleCharset); 10] = [
+            (&[("LANG", "en_US.UTF-8")], Utf8),
+            (&[("LANG", "C.utf8")], Utf8),
+            (&[("LANG", "C")], Unspecified),
+            (&[("LANG", "POSIX")], Unspecified),
+            (&[], Unspecified),
+            (&[("LANG", "")], Unspecified),
+            (&[("LC_ALL", "C"), ("LANG", "en_US.UTF-8")], Unspecified),
+            (
+                &[("LC_ALL", ""), ("LC_CTYPE", "de_DE.UTF-8"), ("LANG", "C")],
+                Utf8,
+            ),
+            (
+                &[("LC_CTYPE", "POSIX"), ("LANG", "en_US.UTF-8")],
+                Unspecified,
+            ),
+            (&[("LANG", "de_DE.ISO-8859-1")], Other),
+        ];
+        for (vars, expected) in cases {
+            assert_eq!(locale_charset(env(vars)), expected, "{vars:?}");
+        }
     }
 
     #[test]

@@ -4,8 +4,10 @@
 //! user, remote host and terminal as quoted values.
 
 use std::cell::RefCell;
+use std::fmt::Display;
+use std::io::Write;
 
-use syslog::{Facility, Formatter3164};
+use syslog::{Facility, LogFormat, Severity};
 
 use crate::core::printable::{bare_word, escape, quoted};
 
@@ -22,7 +24,7 @@ pub enum Level {
 }
 
 enum Sink {
-    Syslog(RefCell<Option<syslog::Logger<syslog::LoggerBackend, Formatter3164>>>),
+    Syslog(RefCell<Option<syslog::Logger<syslog::LoggerBackend, Rfc3164>>>),
     /// Collects lines in memory (unit tests of the login flow).
     #[cfg(test)]
     Memory(RefCell<Vec<(Level, String)>>),
@@ -49,9 +51,8 @@ fn program_name() -> String {
 impl Logger {
     /// A logger to the system's syslog socket; if there is none, lines are dropped.
     pub fn syslog(service: &str) -> Logger {
-        let formatter = Formatter3164 {
+        let formatter = Rfc3164 {
             facility: Facility::LOG_AUTHPRIV,
-            hostname: None,
             process: program_name(),
             pid: std::process::id(),
         };
@@ -79,15 +80,15 @@ impl Logger {
     }
 
     pub fn set_user(&mut self, user: &str) {
-        self.user = quoted(user);
+        self.user = user.to_string();
     }
 
     pub fn set_rhost(&mut self, rhost: &str) {
-        self.rhost = quoted(rhost);
+        self.rhost = rhost.to_string();
     }
 
     pub fn set_tty(&mut self, tty: &str) {
-        self.tty = quoted(tty);
+        self.tty = tty.to_string();
     }
 
     pub fn set_debug(&mut self, debug: bool) {
@@ -107,22 +108,19 @@ impl Logger {
         if level == Level::Debug && !self.debug {
             return;
         }
-        let unset = || quoted("");
-        let field = |value: &String| {
-            if value.is_empty() {
-                unset()
-            } else {
-                value.clone()
-            }
-        };
-        let line = format!(
-            "pam_otp({}:auth): {}; user={} rhost={} tty={}",
+        let mut line = format!(
+            "pam_otp({}:auth): {}; user={}",
             self.service,
             escape(message, MAX_MESSAGE_CHARS),
-            field(&self.user),
-            field(&self.rhost),
-            field(&self.tty)
+            quoted(&self.user),
         );
+        // A local service (sudo, su) has no remote host, a remote one often no tty: a field
+        // nobody set is left out rather than written empty.
+        for (name, value) in [("rhost", &self.rhost), ("tty", &self.tty)] {
+            if !value.is_empty() {
+                line.push_str(&format!(" {name}={}", quoted(value)));
+            }
+        }
         match &self.sink {
             #[cfg(test)]
             Sink::Memory(lines) => lines.borrow_mut().push((level, line)),
@@ -154,6 +152,56 @@ impl Logger {
     }
 }
 
+/// The RFC 3164 header as glibc's syslog(3) writes it, `<PRI>Mmm dd hh:mm:ss TAG[PID]: `,
+/// in local time. (The syslog crate's own formatter writes UTC and pads the day with a
+/// zero, `Dec 01`, where RFC 3164 wants a space, `Dec  1`.)
+#[derive(Clone)]
+struct Rfc3164 {
+    facility: Facility,
+    process: String,
+    pid: u32,
+}
+
+impl<T: Display> LogFormat<T> for Rfc3164 {
+    fn format<W: Write>(&self, w: &mut W, severity: Severity, message: T) -> syslog::Result<()> {
+        write!(
+            w,
+            "<{}>{} {}[{}]: {}",
+            self.facility as u8 | severity as u8,
+            local_timestamp(),
+            self.process,
+            self.pid,
+            message
+        )
+        .map_err(syslog::Error::Write)
+    }
+}
+
+/// Now in local time as RFC 3164 writes it; the Unix epoch if the time cannot be had.
+fn local_timestamp() -> String {
+    // SAFETY: time(NULL) only returns the time; localtime_r writes into the zeroed `tm`
+    // we own and reads the time zone (which glibc sets up once, as syslog(3) itself does).
+    let tm = unsafe {
+        let now = libc::time(std::ptr::null_mut());
+        let mut tm: libc::tm = std::mem::zeroed();
+        if libc::localtime_r(&now, &mut tm).is_null() {
+            return rfc3164_timestamp(0, 1, 0, 0, 0);
+        }
+        tm
+    };
+    rfc3164_timestamp(tm.tm_mon, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec)
+}
+
+/// `Mmm dd hh:mm:ss` with English month names and the day padded with a space (RFC 3164,
+/// section 4.1.2); `month` counts from 0, as in `struct tm`.
+fn rfc3164_timestamp(month: i32, day: i32, hour: i32, minute: i32, second: i32) -> String {
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let month = MONTHS[month.clamp(0, 11) as usize];
+    format!("{month} {day:>2} {hour:02}:{minute:02}:{second:02}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -171,7 +219,7 @@ mod tests {
             lines[0],
             (
                 Level::Warning,
-                "pam_otp(sshd:auth): wrong code; user=\"alice\\nfake line\" rhost=\"10.0.0.1\" tty=\"\""
+                "pam_otp(sshd:auth): wrong code; user=\"alice\\nfake line\" rhost=\"10.0.0.1\""
                     .into()
             )
         );
@@ -197,6 +245,24 @@ mod tests {
             .filter(|&(i, c)| c == '"' && !line[..i].ends_with('\\'))
             .count();
         assert_eq!(bare_quotes, 6, "{line}");
+    }
+
+    #[test]
+    fn local_services_have_no_rhost() {
+        let mut log = Logger::memory("sudo");
+        log.set_user("alice");
+        log.set_rhost("");
+        log.info("accepted");
+        assert_eq!(
+            log.lines()[0].1,
+            "pam_otp(sudo:auth): accepted; user=\"alice\""
+        );
+    }
+
+    #[test]
+    fn timestamps_pad_the_day_with_a_space() {
+        assert_eq!(rfc3164_timestamp(11, 1, 9, 5, 7), "Dec  1 09:05:07");
+        assert_eq!(rfc3164_timestamp(0, 31, 23, 59, 59), "Jan 31 23:59:59");
     }
 
     #[test]

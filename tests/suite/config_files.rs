@@ -122,6 +122,7 @@ fn shipped_pam_files_name_the_installed_module() {
         "pam.d/sshd-otp",
         "pam.d/sshd-password-otp",
         "pam.d/sudo-otp",
+        "pam.d/sudo-i-otp",
     ] {
         let text = shipped(file);
         let otp_lines: Vec<&str> = text

@@ -18,7 +18,7 @@ use std::time::Duration;
 use hostile::{read_state, state_int};
 use support::{
     hotp, now, run_pamtester, totp, totp_at, wait_for_step_margin, wrong_totp, Fixture, Service,
-    StateDir, TestUser, AUTH_ERR, MAXTRIES,
+    StateDir, TestUser, AUTH_ERR, LOCKED,
 };
 
 const STAMPEDE: usize = 200;
@@ -64,7 +64,7 @@ fn stampede(service: &Service, user: &str, answer: &str) -> Counts {
             counts.succeeded += 1;
         } else if stderr.contains(&format!("pamtester: {AUTH_ERR}")) {
             counts.wrong += 1;
-        } else if stderr.contains(&format!("pamtester: {MAXTRIES}")) {
+        } else if stderr.contains(&format!("pamtester: {LOCKED}")) {
             counts.locked += 1;
         } else {
             counts

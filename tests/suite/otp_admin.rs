@@ -9,7 +9,7 @@ use std::thread;
 use admin::{otp_admin, otp_admin_as, snapshot, Service, StateDir, User};
 use support::{
     hotp, new_secret, now, recovery_hash, totp, totp_enrollment, wait_for_step_margin, wrong_totp,
-    AUTH_ERR, MAXTRIES,
+    AUTH_ERR, LOCKED,
 };
 
 /// A user enrolled for TOTP, and the secret.
@@ -58,7 +58,7 @@ fn ta_status_of_a_locked_user_shows_the_lock() {
     wait_for_step_margin(3);
     service
         .login(&user, &totp(&secret))
-        .assert_failure(MAXTRIES, "right code while locked");
+        .assert_failure(LOCKED, "right code while locked");
 
     let run = otp_admin(&["--state-dir", &state.arg(), "status", &user.name]);
     run.assert_ok("status");
@@ -110,7 +110,7 @@ fn ta_unlock_lets_the_right_code_in_again() {
     let code = totp(&secret);
     service
         .login(&user, &code)
-        .assert_failure(MAXTRIES, "right code while locked");
+        .assert_failure(LOCKED, "right code while locked");
 
     let run = otp_admin(&["--state-dir", &state.arg(), "unlock", &user.name]);
     run.assert_ok("unlock");

@@ -224,18 +224,53 @@ fn png_and_svg_files_decode_to_the_printed_uri() {
 }
 
 #[test]
-fn c_locale_gets_an_ascii_drawing_that_still_scans() {
+fn locale_without_a_character_set_gets_half_blocks_that_fit_and_scan() {
+    // LANG unset (after `su - user` on a default Debian) or C: the locale says nothing
+    // about the terminal, which almost always takes UTF-8.
+    for lang in ["", "C"] {
+        let user = ts_user();
+        let workspace = Workspace::new();
+        let out = run_as(
+            &user,
+            lang,
+            workspace.binary().to_str().unwrap(),
+            &["--no-confirm"],
+        );
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "LANG={lang:?}: {stderr}");
+        let printed = parse_printed(&text(&out.stdout));
+        assert!(
+            printed.drawing.len() > 10 && printed.drawing.iter().all(|l| !l.contains("##")),
+            "LANG={lang:?}: not the half-block drawing: {:#?}",
+            printed.drawing
+        );
+        for line in &printed.drawing {
+            assert!(
+                visible_columns(line) <= 80,
+                "LANG={lang:?}: wider than 80 columns: {line:?}"
+            );
+        }
+        assert_drawing_scans(&printed, &workspace);
+        assert!(
+            stderr.contains("--qr-png FILE"),
+            "LANG={lang:?}: says what to do if the drawing comes out garbled: {stderr}"
+        );
+    }
+}
+
+#[test]
+fn non_utf8_locale_gets_an_ascii_drawing_that_still_scans() {
     let user = ts_user();
     let workspace = Workspace::new();
     let out = run_as(
         &user,
-        "C",
+        "de_DE.ISO-8859-1",
         workspace.binary().to_str().unwrap(),
         &["--no-confirm"],
     );
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let stdout = text(&out.stdout);
-    assert!(stdout.is_ascii(), "LANG=C output must be ASCII");
+    assert!(stdout.is_ascii(), "a Latin-1 locale's output must be ASCII");
     let stderr = text(&out.stderr);
     assert!(
         stderr.contains("not UTF-8") && stderr.contains("LANG=C.UTF-8"),

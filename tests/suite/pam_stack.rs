@@ -169,7 +169,7 @@ fn lockout_after_max_failures_and_recovery_after_it_expires() {
     }
     // Locked: even the right code is refused, and no code is asked for.
     let out = fx.login(&service, &totp(&fx.secret));
-    out.assert_failure(MAXTRIES, "right code while locked");
+    out.assert_failure(LOCKED, "right code while locked");
     assert!(
         !out.prompted(DEFAULT_PROMPT),
         "a locked user was still asked for a code: {out:?}"
@@ -177,7 +177,7 @@ fn lockout_after_max_failures_and_recovery_after_it_expires() {
     // Still locked 30 s later.
     let code = totp_at(&fx.secret, now() + 30, &[]);
     fx.login_at(&service, &code, "+30s")
-        .assert_failure(MAXTRIES, "right code 30 s into a 60 s lockout");
+        .assert_failure(LOCKED, "right code 30 s into a 60 s lockout");
     // Works again once the lockout has expired.
     let code = totp_at(&fx.secret, now() + 90, &[]);
     fx.login_at(&service, &code, "+90s")

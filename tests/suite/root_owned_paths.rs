@@ -14,7 +14,7 @@ use std::process::Command;
 use hostile::{run_logged, service_with_args};
 use support::{
     scratch_path, totp, unique, wait_for_step_margin, wrong_totp, Fixture, TestUser,
-    AUTHINFO_UNAVAIL, AUTH_ERR, MAXTRIES, SERVICE_ERR,
+    AUTHINFO_UNAVAIL, AUTH_ERR, LOCKED, SERVICE_ERR,
 };
 
 fn set_mode(path: &Path, mode: u32) {
@@ -186,7 +186,7 @@ fn a_root_owned_path_works_and_counts_failures() {
         .assert_failure(AUTH_ERR, "wrong code");
     run_logged(&service, &f.user.name, &right_code(&f.secret), None)
         .outcome
-        .assert_failure(MAXTRIES, "right code while locked");
+        .assert_failure(LOCKED, "right code while locked");
 }
 
 #[test]

@@ -210,6 +210,24 @@ fn sshd_lockout_then_right_code_is_refused() {
         "a locked user was asked for a code\n{}",
         right.describe()
     );
+    // What the user sees: that they are locked out and for how long, and no question
+    // that cannot succeed (PAM_MAXTRIES made sshd offer no method at all, and the
+    // OpenSSH client then asked for a password twice).
+    assert!(
+        right
+            .stderr
+            .contains("Locked out after too many failed attempts; try again in ")
+            && right
+                .stderr
+                .contains("Permission denied (keyboard-interactive)"),
+        "the locked user is not told so\n{}",
+        right.describe()
+    );
+    assert!(
+        right.prompts.is_empty(),
+        "a locked user was asked something\n{}",
+        right.describe()
+    );
 }
 
 #[test]

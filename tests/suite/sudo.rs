@@ -10,33 +10,14 @@
 use crate::support;
 use crate::support::clients;
 
-use clients::{run_sudo, InstalledService, ShellUser, SudoRule, SudoRun, SUDO_PASSWORD_PROMPT};
-use support::{new_secret, totp, totp_enrollment, wrong_totp};
+use clients::{run_sudo, SudoRule, SudoRun, SudoSetup, SUDO_PASSWORD_PROMPT};
+use support::{totp, wrong_totp};
 
-/// Fields drop in order: the sudoers rule goes first, then the service, then the user.
-struct Setup {
-    _rule: SudoRule,
-    _service: InstalledService,
-    user: ShellUser,
-    password: String,
-    secret: String,
-}
+type Setup = SudoSetup;
 
-impl Setup {
-    fn new() -> Setup {
-        let user = ShellUser::new();
-        let password = user.set_password();
-        let secret = new_secret();
-        user.enroll(&totp_enrollment(&secret));
-        let service = InstalledService::install("sudo-otp", "tx-sudo-otp-", &[]);
-        let rule = SudoRule::install(&user.name, &service);
-        Setup {
-            _rule: rule,
-            _service: service,
-            user,
-            password,
-            secret,
-        }
+impl SudoSetup {
+    fn plain() -> Setup {
+        SudoSetup::new("sudo-otp", "tx-sudo-otp-", SudoRule::install)
     }
 
     fn sudo(&self, password: &str, code: &str) -> SudoRun {
@@ -73,14 +54,14 @@ fn assert_refused(run: &SudoRun, what: &str) {
 
 #[test]
 fn sudo_password_and_right_code_runs_the_command() {
-    let s = Setup::new();
+    let s = Setup::plain();
     let run = s.sudo(&s.password, &totp(&s.secret));
     assert_ran(&run, "password + right code");
 }
 
 #[test]
 fn sudo_password_and_wrong_code_is_refused() {
-    let s = Setup::new();
+    let s = Setup::plain();
     let run = s.sudo(&s.password, &wrong_totp(&s.secret));
     assert_refused(&run, "password + wrong code");
     assert!(asked_for_the_code(&run), "{}", run.describe());
@@ -88,7 +69,7 @@ fn sudo_password_and_wrong_code_is_refused() {
 
 #[test]
 fn sudo_same_code_twice_is_refused() {
-    let s = Setup::new();
+    let s = Setup::plain();
     let code = totp(&s.secret);
     assert_ran(&s.sudo(&s.password, &code), "first use of the code");
     // timestamp_timeout=0 and -k: sudo asks again rather than remembering the success.
@@ -101,7 +82,7 @@ fn sudo_same_code_twice_is_refused() {
 fn sudo_wrong_password_is_refused_before_the_code() {
     // common-auth ends a failed password with `requisite pam_deny.so`, so pam_otp
     // never asks and the code is not spent.
-    let s = Setup::new();
+    let s = Setup::plain();
     let code = totp(&s.secret);
     let run = s.sudo("not-the-password", &code);
     assert_refused(&run, "wrong password + right code");

@@ -76,12 +76,24 @@ impl Line {
     }
 }
 
-/// Runs pamtester with /dev/log bound to a fresh listener; returns its outcome and what it logged.
+/// Runs pamtester from RHOST with /dev/log bound to a fresh listener; returns its outcome
+/// and what it logged.
 fn run_logged(
     service: &Service,
     user: &str,
     answer: &str,
     faketime: Option<&str>,
+) -> (Outcome, Vec<Line>) {
+    run_logged_from(service, user, answer, faketime, Some(RHOST))
+}
+
+/// `run_logged` with the remote host item set to `rhost` (None: a local service).
+fn run_logged_from(
+    service: &Service,
+    user: &str,
+    answer: &str,
+    faketime: Option<&str>,
+    rhost: Option<&str>,
 ) -> (Outcome, Vec<Line>) {
     let _mount_point = DevLogMountPoint::new();
     let sock_path: PathBuf = scratch_path("log");
@@ -112,7 +124,7 @@ fn run_logged(
         "mount --bind \"$0\" /dev/log && exec \"$@\"".into(),
         sock_path.display().to_string(),
     ];
-    argv.extend(pamtester_argv(service, user, faketime, Some(RHOST)));
+    argv.extend(pamtester_argv(service, user, faketime, rhost));
     let outcome = finish(spawn(&argv), answer);
     stop.store(true, Ordering::SeqCst);
     reader.join().unwrap();
@@ -251,7 +263,7 @@ fn lockout_is_logged() {
     }
     let code = totp(&fx.secret);
     let (out, lines) = run_logged(&service, &fx.user.name, &code, None);
-    out.assert_failure(MAXTRIES, "right code while locked");
+    out.assert_failure(LOCKED, "right code while locked");
     let locked = module_lines(&service, &lines);
     assert_logged(&locked, &fx.user.name, 5, &["lock"], "attempt while locked");
     all.extend(lines);
@@ -307,4 +319,60 @@ fn unknown_argument_is_logged() {
             .any(|l| l.text.contains("frobnicate") && l.severity() <= 3),
         "the unknown argument is not logged as an error: {mine:#?}"
     );
+}
+
+#[test]
+fn header_is_rfc3164_with_the_day_padded_by_a_space() {
+    // Noon on the 1st: the 1st in every time zone within 11 hours of UTC.
+    let fx = Fixture::totp();
+    let service = fx.service("");
+    let (_, lines) = run_logged(
+        &service,
+        &fx.user.name,
+        "000000",
+        Some("@2026-12-01 12:00:00"),
+    );
+    let mine = module_lines(&service, &lines);
+    assert!(!mine.is_empty(), "nothing logged: {lines:#?}");
+    for line in &mine {
+        let after_pri = line
+            .text
+            .split_once('>')
+            .map(|(_, rest)| rest)
+            .unwrap_or("");
+        let header: Vec<char> = after_pri.chars().take(16).collect();
+        let header: String = header.into_iter().collect();
+        let time_ok = header.len() == 16
+            && header[7..15].chars().enumerate().all(|(i, c)| {
+                if i == 2 || i == 5 {
+                    c == ':'
+                } else {
+                    c.is_ascii_digit()
+                }
+            });
+        assert!(
+            header.starts_with("Dec  1 ") && time_ok && header.ends_with(' '),
+            "not an RFC 3164 timestamp (`Dec  1 hh:mm:ss `): {:?}",
+            line.text
+        );
+    }
+}
+
+#[test]
+fn a_local_service_logs_no_empty_rhost() {
+    let fx = Fixture::totp();
+    let service = fx.service("");
+    let code = totp(&fx.secret);
+    let (out, lines) = run_logged_from(&service, &fx.user.name, &code, None, None);
+    out.assert_success("right code, no remote host");
+    let mine = module_lines(&service, &lines);
+    assert!(!mine.is_empty(), "nothing logged: {lines:#?}");
+    for line in &mine {
+        assert!(
+            line.text.contains(&format!("user=\"{}\"", fx.user.name))
+                && !line.text.contains("rhost"),
+            "a local login names a remote host: {:?}",
+            line.text
+        );
+    }
 }

@@ -20,8 +20,8 @@ use std::thread::sleep;
 use std::time::{Duration, Instant};
 
 use crate::support::{
-    assert_root, hex, module_path, random_bytes, scratch_path, unique, user_db_with_input,
-    LocalUser, StateDir, UserOptions,
+    assert_root, hex, module_path, new_secret, passwd_entry, random_bytes, scratch_path,
+    totp_enrollment, unique, user_db_with_input, LocalUser, StateDir, UserOptions,
 };
 
 /// The prefix of the names this helper makes: users, services, files.
@@ -198,6 +198,21 @@ impl Sshd {
     /// Starts sshd. `settings_first` go before everything else (sshd takes the first
     /// value of a keyword, so they override the shipped drop-in that is included last).
     pub fn start(service: &InstalledService, settings_first: &[&str]) -> Sshd {
+        Sshd::start_including(
+            service,
+            settings_first,
+            &shipped("sshd_config.d/pam-otp.conf"),
+        )
+    }
+
+    /// Like `start`, but the configuration includes `drop_ins` (a file or a glob such as
+    /// `DIR/*.conf`, as Debian's `Include /etc/ssh/sshd_config.d/*.conf`) instead of the
+    /// shipped drop-in.
+    pub fn start_including(
+        service: &InstalledService,
+        settings_first: &[&str],
+        drop_ins: &Path,
+    ) -> Sshd {
         assert_root();
         require_program(SSHD, "openssh-server");
         // Privilege separation needs this directory (the packaged service makes it).
@@ -240,11 +255,11 @@ impl Sshd {
                  UseDNS no\n\
                  PrintMotd no\n\
                  LogLevel VERBOSE\n\
-                 # the shipped drop-in, unchanged:\n\
+                 # the drop-in(s), unchanged:\n\
                  Include {}\n",
                 host_key.display(),
                 dir.join("sshd.pid").display(),
-                shipped("sshd_config.d/pam-otp.conf").display(),
+                drop_ins.display(),
             ));
             fs::write(&config, text).unwrap();
 
@@ -292,12 +307,34 @@ impl Sshd {
         panic!("sshd did not start:\n{last_error}");
     }
 
-    fn wait_until_listening(&mut self) -> Result<(), String> {
-        let deadline = Instant::now() + Duration::from_secs(20);
+    /// Reloads the configuration as `systemctl reload ssh` does (SIGHUP: sshd re-executes
+    /// itself and reads its files again); returns once it listens again.
+    pub fn reload(&mut self) {
+        let before = self.times_listening();
+        let status = Command::new("kill")
+            .args(["-HUP", &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -HUP sshd failed");
+        if let Err(e) = self.wait_until_listening_more_than(before) {
+            panic!("sshd did not come back after SIGHUP:\n{e}");
+        }
+    }
+
+    fn times_listening(&self) -> usize {
         let ready = format!("Server listening on 127.0.0.1 port {}", self.port);
+        self.log_text().matches(&ready).count()
+    }
+
+    fn wait_until_listening(&mut self) -> Result<(), String> {
+        self.wait_until_listening_more_than(0)
+    }
+
+    fn wait_until_listening_more_than(&mut self, times: usize) -> Result<(), String> {
+        let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             let log = self.log_text();
-            if log.contains(&ready) {
+            if self.times_listening() > times {
                 return Ok(());
             }
             if let Ok(Some(status)) = self.child.try_wait() {
@@ -513,8 +550,10 @@ impl SshClient {
                 &tries,
                 "-o",
                 "ConnectTimeout=10",
+                // The client's default: what the server says during keyboard-interactive
+                // (the module's messages) is shown at this level, as a user sees it.
                 "-o",
-                "LogLevel=ERROR",
+                "LogLevel=INFO",
                 "-l",
                 user,
                 "127.0.0.1",
@@ -560,17 +599,36 @@ pub struct SudoRule {
 
 impl SudoRule {
     pub fn install(user: &str, service: &InstalledService) -> SudoRule {
+        SudoRule::install_text(
+            user,
+            &format!("pam_service={}", service.name),
+            "/usr/bin/id",
+        )
+    }
+
+    /// For `sudo -i /usr/bin/id -un` (see `run_sudo_login`): the login service (Debian's
+    /// `pam_login_service`, normally `sudo-i`) is `login_service`; plain sudo keeps
+    /// Debian's `/etc/pam.d/sudo`. sudo checks root's login shell running the command.
+    pub fn install_login_shell(user: &str, login_service: &InstalledService) -> SudoRule {
+        let root_shell = passwd_entry("root").shell;
+        SudoRule::install_text(
+            user,
+            &format!("pam_login_service={}, pam_service=sudo", login_service.name),
+            &format!("{} -c /usr/bin/id -un", root_shell.display()),
+        )
+    }
+
+    fn install_text(user: &str, pam_defaults: &str, command: &str) -> SudoRule {
         assert_root();
         require_program("/usr/bin/sudo", "sudo");
         require_program("/usr/sbin/visudo", "sudo");
         let text = format!(
             "# written by the pam-otp sudo tests; removed when the test ends\n\
-             Defaults:{user} pam_service={service}\n\
+             Defaults:{user} {pam_defaults}\n\
              Defaults:{user} timestamp_timeout=0\n\
              Defaults:{user} passwd_tries=1\n\
              Defaults:{user} !mail_badpass\n\
-             {user} ALL=(root) /usr/bin/id\n",
-            service = service.name,
+             {user} ALL=(root) {command}\n",
         );
         // Check it before sudo can see it: a broken sudoers file breaks sudo for everyone.
         let draft = scratch_path("txsudoers");
@@ -604,6 +662,38 @@ impl Drop for SudoRule {
     }
 }
 
+/// A test user with a password and a TOTP enrollment, a shipped sudo PAM file installed
+/// as a service, and a sudoers rule (made by `rule`) pointing the user at it. Fields drop
+/// in order: the rule goes first, then the service, then the user.
+pub struct SudoSetup {
+    _rule: SudoRule,
+    _service: InstalledService,
+    pub user: ShellUser,
+    pub password: String,
+    pub secret: String,
+}
+
+impl SudoSetup {
+    pub fn new(
+        shipped_pam: &str,
+        prefix: &str,
+        rule: fn(&str, &InstalledService) -> SudoRule,
+    ) -> SudoSetup {
+        let user = ShellUser::new();
+        let password = user.set_password();
+        let secret = new_secret();
+        user.enroll(&totp_enrollment(&secret));
+        let service = InstalledService::install(shipped_pam, prefix, &[]);
+        SudoSetup {
+            _rule: rule(&user.name, &service),
+            _service: service,
+            user,
+            password,
+            secret,
+        }
+    }
+}
+
 /// One run of sudo.
 #[derive(Debug)]
 pub struct SudoRun {
@@ -628,19 +718,20 @@ pub const SUDO_PASSWORD_PROMPT: &str = "[sudo] password for ";
 /// reads every question's answer from there, one line each). No `-p`: a prompt given
 /// with -p replaces every PAM prompt, the code's too (passprompt_override).
 pub fn run_sudo(user: &str, lines: &[&str]) -> SudoRun {
+    run_sudo_with(user, &["-S", "-k", "/usr/bin/id", "-un"], lines)
+}
+
+/// As `user`: `sudo -S -k -i /usr/bin/id -un` (root's login shell runs the command; sudo
+/// authenticates through its login service), with `lines` on standard input.
+pub fn run_sudo_login(user: &str, lines: &[&str]) -> SudoRun {
+    run_sudo_with(user, &["-S", "-k", "-i", "/usr/bin/id", "-un"], lines)
+}
+
+fn run_sudo_with(user: &str, sudo_args: &[&str], lines: &[&str]) -> SudoRun {
     let mut child = Command::new("timeout")
         .arg(CLIENT_TIMEOUT_SECS)
-        .args([
-            "runuser",
-            "-u",
-            user,
-            "--",
-            "sudo",
-            "-S",
-            "-k",
-            "/usr/bin/id",
-            "-un",
-        ])
+        .args(["runuser", "-u", user, "--", "sudo"])
+        .args(sudo_args)
         .current_dir("/")
         // The tests look for sudo's English prompts.
         .env("LC_ALL", "C")

@@ -111,14 +111,19 @@ fn built_binary() -> PathBuf {
     path
 }
 
-/// The environment otp-setup gets: nothing but a path, the user's home and a locale.
+/// The environment otp-setup gets: nothing but a path, the user's home and a locale
+/// (`LANG=lang`; an empty `lang` leaves LANG unset, as after `su - user` on a default
+/// Debian, whose /etc/default/locale is empty). No LC_* variable is ever set.
 pub fn user_env<'a>(user: &'a TestUser, lang: &'a str) -> Vec<(&'static str, String)> {
-    vec![
+    let mut env = vec![
         ("PATH", "/usr/bin:/bin".to_string()),
         ("HOME", user.home.display().to_string()),
         ("USER", user.name.clone()),
-        ("LANG", lang.to_string()),
-    ]
+    ];
+    if !lang.is_empty() {
+        env.push(("LANG", lang.to_string()));
+    }
+    env
 }
 
 /// `timeout 60 setpriv --reuid … --regid … --init-groups -- PROGRAM ARGS`.

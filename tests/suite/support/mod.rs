@@ -24,12 +24,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// pam_strerror texts as pamtester prints them (`pamtester: TEXT` on stderr).
 pub const AUTH_ERR: &str = "Authentication failure";
-pub const MAXTRIES: &str = "Have exhausted maximum number of retries for service";
 pub const AUTHINFO_UNAVAIL: &str = "Authentication service cannot retrieve authentication info";
 pub const USER_UNKNOWN: &str = "User not known to the underlying authentication module";
 pub const SERVICE_ERR: &str = "Error in service module";
 /// What libpam returns when every module of the stack said PAM_IGNORE.
 pub const PERM_DENIED: &str = "Permission denied";
+/// A locked user's login (PAM_PERM_DENIED; PAM_MAXTRIES would make sshd offer no method).
+pub const LOCKED: &str = PERM_DENIED;
 
 /// The module's default prompt (echo off); pamtester writes prompts to stderr.
 pub const DEFAULT_PROMPT: &str = "Verification code: ";
@@ -188,6 +189,7 @@ pub struct PasswdEntry {
     pub uid: u32,
     pub gid: u32,
     pub home: PathBuf,
+    pub shell: PathBuf,
 }
 
 /// `getent passwd <name>`, parsed; fails if there is no such user.
@@ -200,6 +202,7 @@ pub fn passwd_entry(name: &str) -> PasswdEntry {
         uid: fields[2].parse().unwrap(),
         gid: fields[3].parse().unwrap(),
         home: PathBuf::from(fields[5]),
+        shell: PathBuf::from(fields[6]),
     }
 }
 
