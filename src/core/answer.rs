@@ -11,7 +11,7 @@ pub fn as_code(answer: &str, digits: u32) -> Option<u32> {
     trimmed.parse().ok()
 }
 
-/// `forward_pass`: one answer holds the password followed by the code.
+/// `split_pass` (and `forward_pass`): one answer holds the password followed by the code.
 /// Returns (password, code); the code is the last `digits` characters after
 /// trailing white space is dropped. `None` when the answer is too short or does
 /// not end in digits, so that no part of a password is ever taken as a code.

@@ -72,10 +72,20 @@ impl Host for SystemHost<'_> {
     }
 }
 
-/// How a login ended: the return code and, with `forward_pass`, the password to hand on.
+/// The code a `split_pass` line kept for the `use_split_code` line after the password
+/// module, with the user it was typed for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct SplitCode {
+    pub user: String,
+    pub code: Zeroizing<String>,
+}
+
+/// How a login ended: the return code and, with `forward_pass` or `split_pass`, the
+/// password to hand on; with `split_pass`, the code to keep (`None`: keep nothing).
 pub(crate) struct Ending {
     pub code: PamResultCode,
     pub forward_password: Option<Zeroizing<String>>,
+    pub split_code: Option<SplitCode>,
 }
 
 impl From<PamResultCode> for Ending {
@@ -83,6 +93,7 @@ impl From<PamResultCode> for Ending {
         Ending {
             code,
             forward_password: None,
+            split_code: None,
         }
     }
 }
@@ -93,6 +104,8 @@ pub(crate) struct Request<'a> {
     pub policy: &'a Policy,
     /// PAM_AUTHTOK as an earlier module left it (for try_first_pass / use_first_pass).
     pub authtok: Option<Zeroizing<String>>,
+    /// What a `split_pass` line kept (for use_split_code), taken so it is used once.
+    pub split_code: Option<SplitCode>,
 }
 
 /// Runs one login. `now` gives the Unix time; it is read once before prompting (the
@@ -104,6 +117,9 @@ pub(crate) fn login(
     now: &dyn Fn() -> u64,
     log: &Logger,
 ) -> Ending {
+    if request.policy.pass_mode == PassMode::SplitPass {
+        return split_pass(request, host, conversation, log);
+    }
     let policy = request.policy;
     let account = match host.account(request.user) {
         Ok(Some(account)) => account,
@@ -155,6 +171,65 @@ pub(crate) fn login(
     Ending {
         code,
         forward_password,
+        split_code: None,
+    }
+}
+
+/// `split_pass`: asks for password followed by code, hands the password on and keeps
+/// the code for `use_split_code`; checks nothing and changes no state, so a stranger
+/// without the password can neither spend a code nor count a failure. Every user,
+/// enrolled or not, known or not, is asked the same question and gets the same
+/// PAM_IGNORE: for anyone not enrolled the whole answer is the password, so nothing
+/// here tells an outsider who is enrolled.
+fn split_pass(
+    request: &Request,
+    host: &dyn Host,
+    conversation: &mut dyn Conversation,
+    log: &Logger,
+) -> Ending {
+    let digits = enrolled_digits(request, host, log);
+    let full = match conversation.prompt(request.policy.prompt_text()) {
+        Ok(full) => full,
+        Err(e) => {
+            log.error(&e.to_string());
+            return PamResultCode::PAM_CONV_ERR.into();
+        }
+    };
+    let (password, code) = match digits {
+        None => (full, None),
+        Some(digits) => match split_password_and_code(&full, digits) {
+            Some((password, code)) => (password, Some(code)),
+            None => {
+                // Kept as an empty code: after a right password it fails like a wrong code.
+                log.debug("split_pass: answer does not end in a code");
+                (full, Some(Zeroizing::new(String::new())))
+            }
+        },
+    };
+    Ending {
+        code: PamResultCode::PAM_IGNORE,
+        forward_password: Some(password),
+        split_code: code.map(|code| SplitCode {
+            user: request.user.to_string(),
+            code,
+        }),
+    }
+}
+
+/// The number of digits of the user's codes, if the user is known and enrolled. Any
+/// other case is decided by the `use_split_code` line, after the password.
+fn enrolled_digits(request: &Request, host: &dyn Host, log: &Logger) -> Option<u32> {
+    let account = host.account(request.user).ok()??;
+    let path = expand_secret_path(&request.policy.secret, &account.name, &account.home).ok()?;
+    match host.enrollment(&path, &account) {
+        Ok(enrollment) => Some(enrollment.digits),
+        Err(e) => {
+            log.debug(&format!(
+                "split_pass: {}: {e}; the whole answer is the password",
+                path.display()
+            ));
+            None
+        }
     }
 }
 
@@ -233,7 +308,25 @@ fn obtain_answer(
             Some(token) if as_code(token, enrollment.digits).is_some() => Ok((token.clone(), None)),
             _ => Ok((ask()?, None)),
         },
+        PassMode::UseSplitCode => match &request.split_code {
+            Some(kept) if kept.user == request.user => Ok((kept.code.clone(), None)),
+            Some(_) => {
+                log.error("use_split_code: the kept code was typed for another user; refused");
+                Err(PamResultCode::PAM_AUTH_ERR)
+            }
+            None => {
+                log.error(
+                    "use_split_code: no code kept by an earlier \"pam_otp.so split_pass\" line; refused",
+                );
+                Err(PamResultCode::PAM_AUTH_ERR)
+            }
+        },
+        PassMode::SplitPass => unreachable_split(log),
         PassMode::ForwardPass => {
+            log.warning(
+                "forward_pass is deprecated: it checks the code before the password, so \
+                 strangers can lock users out; use split_pass and use_split_code",
+            );
             let full = ask()?;
             match split_password_and_code(&full, enrollment.digits) {
                 Some((password, code)) => Ok((code, Some(password))),
@@ -244,6 +337,12 @@ fn obtain_answer(
             }
         }
     }
+}
+
+/// `split_pass` never reaches the answer of a checking login; fail closed if it does.
+fn unreachable_split(log: &Logger) -> Result<Answered, PamResultCode> {
+    log.error("split_pass reached the code check; refused");
+    Err(PamResultCode::PAM_SERVICE_ERR)
 }
 
 fn report_locked(
@@ -509,13 +608,64 @@ mod tests {
         time: u64,
         authtok: Option<&str>,
     ) -> (Ending, Logger) {
-        let log = Logger::memory("test");
         let request = Request {
             user: "tester",
             policy,
             authtok: authtok.map(|t| Zeroizing::new(t.to_string())),
+            split_code: None,
         };
-        (login(&request, host, script, &|| time, &log), log)
+        run(&request, host, script, time)
+    }
+
+    fn run(
+        request: &Request,
+        host: &ScriptedHost,
+        script: &mut Script,
+        time: u64,
+    ) -> (Ending, Logger) {
+        let log = Logger::memory("test");
+        (login(request, host, script, &|| time, &log), log)
+    }
+
+    /// A `use_split_code` login of "tester" at `time`, given what the `split_pass` line
+    /// kept: (the user it was typed for, the code).
+    fn use_kept(
+        host: &ScriptedHost,
+        kept: Option<(&str, &str)>,
+        time: u64,
+    ) -> (PamResultCode, Logger) {
+        let p = policy(&["use_split_code"]);
+        let request = Request {
+            user: "tester",
+            policy: &p,
+            authtok: None,
+            split_code: kept.map(|(user, code)| SplitCode {
+                user: user.into(),
+                code: Zeroizing::new(code.into()),
+            }),
+        };
+        let mut script = answering(&[]);
+        let (ending, log) = run(&request, host, &mut script, time);
+        assert!(script.prompts.is_empty(), "use_split_code asked");
+        assert!(ending.forward_password.is_none() && ending.split_code.is_none());
+        (ending.code, log)
+    }
+
+    /// A `split_pass` login of `user` answering `answer`: what it handed on and kept.
+    fn split(host: &ScriptedHost, user: &str, args: &[&str], answer: &'static str) -> Ending {
+        let p = policy(&[&["split_pass"], args].concat());
+        let request = Request {
+            user,
+            policy: &p,
+            authtok: None,
+            split_code: None,
+        };
+        let mut script = answering(&[answer]);
+        let (ending, log) = run(&request, host, &mut script, T1.0);
+        assert_eq!(script.prompts, vec!["Password and verification code: "]);
+        assert!(script.errors.is_empty() && script.infos.is_empty());
+        assert!(!log.lines().iter().any(|(_, l)| l.contains(answer)));
+        ending
     }
 
     fn attempt(
@@ -572,6 +722,7 @@ mod tests {
             user: "nobody-here",
             policy: &p,
             authtok: None,
+            split_code: None,
         };
         let ending = login(&request, &host, &mut answering(&[]), &|| T1.0, &log);
         assert_eq!(ending.code, PamResultCode::PAM_USER_UNKNOWN);
@@ -651,6 +802,128 @@ mod tests {
         assert_eq!(ending.code, PamResultCode::PAM_SUCCESS);
         assert_eq!(ending.forward_password.unwrap().as_str(), "correct horse");
         assert_eq!(script.prompts, vec!["Password and verification code: "]);
+    }
+
+    #[test]
+    fn forward_pass_still_works_and_says_it_is_deprecated() {
+        let host = ScriptedHost::new(Some(&totp8()));
+        let mut script = answering(&["pw07081804"]);
+        let (ending, log) =
+            attempt_with(&host, &policy(&["forward_pass"]), &mut script, T1.0, None);
+        assert_eq!(ending.code, PamResultCode::PAM_SUCCESS);
+        assert!(log
+            .lines()
+            .iter()
+            .any(|(level, l)| *level == Level::Warning && l.contains("split_pass")));
+    }
+
+    #[test]
+    fn split_pass_checks_nothing_and_keeps_the_code() {
+        let host = ScriptedHost::new(Some(&totp8()));
+        let ending = split(&host, "tester", &[], "correct horse07081804\n");
+        assert_eq!(ending.code, PamResultCode::PAM_IGNORE);
+        assert_eq!(ending.forward_password.unwrap().as_str(), "correct horse");
+        let kept = ending.split_code.unwrap();
+        assert_eq!((kept.user.as_str(), kept.code.as_str()), ("tester", T1.1));
+        // Nothing was checked, so nothing was written: no code spent, no failure counted.
+        assert_eq!(*host.stored.borrow(), Stored::Nothing);
+
+        // An answer without a code: all of it is the password, and an empty code is
+        // kept, which fails like a wrong code once the password has passed.
+        let ending = split(&host, "tester", &[], "correct horse");
+        assert_eq!(ending.forward_password.unwrap().as_str(), "correct horse");
+        assert_eq!(ending.split_code.unwrap().code.as_str(), "");
+    }
+
+    #[test]
+    fn split_pass_asks_a_locked_user_the_same_and_changes_nothing() {
+        let host = ScriptedHost::new(Some(&totp8()));
+        let p = policy(&["max_failures=1", "lockout=100"]);
+        attempt(&host, &p, &mut answering(&["00000000"]), T1.0);
+        let locked = host.stored.borrow().clone();
+        let ending = split(&host, "tester", &["max_failures=1"], "pw07081804");
+        assert_eq!(ending.code, PamResultCode::PAM_IGNORE);
+        assert!(ending.split_code.is_some());
+        assert_eq!(*host.stored.borrow(), locked);
+    }
+
+    #[test]
+    fn split_pass_tells_no_one_who_is_enrolled() {
+        // Not enrolled (with or without nullok), broken file, unknown user: the same
+        // question, the same PAM_IGNORE, the whole answer handed on as the password,
+        // nothing kept (use_split_code decides them after the password).
+        let unenrolled = ScriptedHost::new(None);
+        let broken = ScriptedHost::new(Some("secret = \"JBSWY3DPEHPK3PXP\"\nwindow = 9\n"));
+        for (host, user, args) in [
+            (&unenrolled, "tester", &[][..]),
+            (&unenrolled, "tester", &["nullok"][..]),
+            (&broken, "tester", &["nullok"][..]),
+            (&unenrolled, "nobody-here", &[][..]),
+        ] {
+            let ending = split(host, user, args, "hunter2-07081804");
+            assert_eq!(ending.code, PamResultCode::PAM_IGNORE, "{user} {args:?}");
+            assert_eq!(
+                ending.forward_password.unwrap().as_str(),
+                "hunter2-07081804"
+            );
+            assert!(ending.split_code.is_none());
+            assert_eq!(*host.stored.borrow(), Stored::Nothing);
+        }
+    }
+
+    #[test]
+    fn use_split_code_checks_the_kept_code_once() {
+        let host = ScriptedHost::new(Some(&totp8()));
+        let (code, _) = use_kept(&host, Some(("tester", T1.1)), T1.0);
+        assert_eq!(code, PamResultCode::PAM_SUCCESS);
+        let (code, _) = use_kept(&host, Some(("tester", T1.1)), T1.0);
+        assert_eq!(code, PamResultCode::PAM_AUTH_ERR, "replayed");
+        // An answer that held no code counts like a wrong code: the password was right.
+        let saves = *host.saves.borrow();
+        let (code, log) = use_kept(&host, Some(("tester", "")), T1.0);
+        assert_eq!(code, PamResultCode::PAM_AUTH_ERR);
+        assert!(log.lines()[0].1.contains("wrong code"), "{:?}", log.lines());
+        assert_eq!(
+            *host.saves.borrow(),
+            saves + 1,
+            "the failure was not counted"
+        );
+    }
+
+    #[test]
+    fn use_split_code_without_a_kept_code_fails_closed_and_counts_nothing() {
+        let host = ScriptedHost::new(Some(&totp8()));
+        for (kept, logged) in [
+            (None, "no code kept by an earlier"),
+            (Some(("someone-else", T1.1)), "typed for another user"),
+        ] {
+            let (code, log) = use_kept(&host, kept, T1.0);
+            assert_eq!(code, PamResultCode::PAM_AUTH_ERR, "{kept:?}");
+            assert!(log.lines()[0].1.contains(logged), "{:?}", log.lines());
+            assert_eq!(*host.stored.borrow(), Stored::Nothing);
+        }
+    }
+
+    #[test]
+    fn use_split_code_decides_the_unenrolled_and_the_locked() {
+        let unenrolled = ScriptedHost::new(None);
+        let (code, _) = use_kept(&unenrolled, None, T1.0);
+        assert_eq!(code, PamResultCode::PAM_AUTHINFO_UNAVAIL);
+        let p = policy(&["use_split_code", "nullok"]);
+        let request = Request {
+            user: "tester",
+            policy: &p,
+            authtok: None,
+            split_code: None,
+        };
+        let (ending, _) = run(&request, &unenrolled, &mut answering(&[]), T1.0);
+        assert_eq!(ending.code, PamResultCode::PAM_IGNORE);
+
+        let host = ScriptedHost::new(Some(&totp8()));
+        let p = policy(&["max_failures=1", "lockout=100"]);
+        attempt(&host, &p, &mut answering(&["00000000"]), T1.0);
+        let (code, _) = use_kept(&host, Some(("tester", T2.1)), T1.0 + 1);
+        assert_eq!(code, PamResultCode::PAM_PERM_DENIED);
     }
 
     #[test]

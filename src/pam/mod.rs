@@ -3,6 +3,7 @@
 pub(crate) mod authtok;
 pub(crate) mod conversation;
 pub(crate) mod login;
+pub(crate) mod split_code;
 
 use std::ffi::CStr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -16,7 +17,7 @@ use self::conversation::PamConversation;
 use self::login::{login, Request, SystemHost};
 use crate::sys::clock::unix_now;
 use crate::sys::log::Logger;
-use crate::sys::policy;
+use crate::sys::policy::{self, PassMode};
 
 pub struct PamOtp;
 
@@ -72,10 +73,23 @@ fn authenticate(pamh: &mut PamHandle, args: &[&CStr], flags: PamFlag) -> PamResu
     };
     log.set_user(&user);
 
+    let kept = match policy.pass_mode {
+        PassMode::UseSplitCode => match split_code::take(pamh) {
+            Ok(kept) => kept,
+            Err(code) => {
+                log.error(&format!(
+                    "use_split_code: cannot read the kept code: {code:?}"
+                ));
+                return code;
+            }
+        },
+        _ => None,
+    };
     let request = Request {
         user: &user,
         policy: &policy,
         authtok: authtok::get(pamh),
+        split_code: kept,
     };
     let host = SystemHost {
         state_dir: &policy.state_dir,
@@ -88,9 +102,16 @@ fn authenticate(pamh: &mut PamHandle, args: &[&CStr], flags: PamFlag) -> PamResu
         let mut conversation = PamConversation::new(conv, flags & PAM_SILENT != 0);
         login(&request, &host, &mut conversation, &unix_now, &log)
     };
+    if policy.pass_mode == PassMode::SplitPass {
+        // Always written, so a code kept by an earlier attempt on this handle is gone.
+        if let Err(code) = split_code::keep(pamh, ending.split_code) {
+            log.error(&format!("split_pass: cannot keep the code: {code:?}"));
+            return code;
+        }
+    }
     if let Some(password) = &ending.forward_password {
         if let Err(code) = authtok::set(pamh, password) {
-            log.error("forward_pass: cannot set PAM_AUTHTOK");
+            log.error("cannot set PAM_AUTHTOK to hand the password on");
             return code;
         }
     }

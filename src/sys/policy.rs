@@ -27,8 +27,15 @@ pub enum PassMode {
     TryFirstPass,
     /// Use PAM_AUTHTOK from an earlier module; never ask.
     UseFirstPass,
-    /// Ask once for password followed by code; pass the password on as PAM_AUTHTOK.
+    /// Ask once for password followed by code, pass the password on as PAM_AUTHTOK,
+    /// and check the code at once, before any module has checked the password.
+    /// Deprecated: strangers can spend codes and collect failures; see `SplitPass`.
     ForwardPass,
+    /// Ask once for password followed by code, pass the password on as PAM_AUTHTOK and
+    /// keep the code, unchecked, for a later `UseSplitCode` line; change no state.
+    SplitPass,
+    /// Check the code a `SplitPass` line kept (run after the password module); never ask.
+    UseSplitCode,
 }
 
 /// Everything the module was told to do.
@@ -48,7 +55,7 @@ impl Policy {
     pub fn prompt_text(&self) -> &str {
         match (&self.prompt, self.pass_mode) {
             (Some(p), _) => p,
-            (None, PassMode::ForwardPass) => DEFAULT_FORWARD_PROMPT,
+            (None, PassMode::ForwardPass | PassMode::SplitPass) => DEFAULT_FORWARD_PROMPT,
             (None, _) => DEFAULT_PROMPT,
         }
     }
@@ -70,7 +77,7 @@ impl fmt::Display for PolicyError {
             PolicyError::BadValue { key, why } => write!(f, "bad value for {key}: {why}"),
             PolicyError::ConflictingPassModes => write!(
                 f,
-                "only one of try_first_pass, use_first_pass and forward_pass may be given"
+                "only one of try_first_pass, use_first_pass, forward_pass, split_pass and use_split_code may be given"
             ),
             PolicyError::PolicyFile { path, why } => {
                 write!(f, "policy file {}: {why}", path.display())
@@ -98,6 +105,12 @@ struct Settings {
     debug: Option<bool>,
     #[serde(skip)]
     policy: Option<String>,
+    // Module arguments only: in the policy file they would apply to every pam_otp line,
+    // and a stack whose every line only splits never checks a code.
+    #[serde(skip)]
+    split_pass: Option<bool>,
+    #[serde(skip)]
+    use_split_code: Option<bool>,
 }
 
 fn number<T: std::str::FromStr>(key: &str, value: &str) -> Result<Option<T>, PolicyError> {
@@ -138,6 +151,10 @@ fn parse_args(args: &[&str]) -> Result<Settings, PolicyError> {
             ("try_first_pass", Some(v)) => s.try_first_pass = flag(key, v)?,
             ("use_first_pass", Some(v)) => s.use_first_pass = flag(key, v)?,
             ("forward_pass", Some(v)) => s.forward_pass = flag(key, v)?,
+            ("split_pass", None) => s.split_pass = Some(true),
+            ("use_split_code", None) => s.use_split_code = Some(true),
+            ("split_pass", Some(v)) => s.split_pass = flag(key, v)?,
+            ("use_split_code", Some(v)) => s.use_split_code = flag(key, v)?,
             ("secret", Some(v)) => s.secret = Some(v.into()),
             ("state_dir", Some(v)) => s.state_dir = Some(v.into()),
             ("prompt", Some(v)) => s.prompt = Some(v.into()),
@@ -211,6 +228,8 @@ fn merge(file: Settings, args: Settings) -> Result<Policy, PolicyError> {
         (chosen(pick!(try_first_pass)), PassMode::TryFirstPass),
         (chosen(pick!(use_first_pass)), PassMode::UseFirstPass),
         (chosen(pick!(forward_pass)), PassMode::ForwardPass),
+        (chosen(pick!(split_pass)), PassMode::SplitPass),
+        (chosen(pick!(use_split_code)), PassMode::UseSplitCode),
     ];
     let mut selected = modes.iter().filter(|(on, _)| *on).map(|(_, mode)| *mode);
     let pass_mode = selected.next().unwrap_or_default();
@@ -397,6 +416,28 @@ mod tests {
             parse(&["forward_pass"], None).unwrap().prompt_text(),
             DEFAULT_FORWARD_PROMPT
         );
+        let split = parse(&["split_pass"], None).unwrap();
+        assert_eq!(split.pass_mode, PassMode::SplitPass);
+        assert_eq!(split.prompt_text(), DEFAULT_FORWARD_PROMPT);
+        let verify = parse(&["use_split_code"], None).unwrap();
+        assert_eq!(verify.pass_mode, PassMode::UseSplitCode);
+    }
+
+    #[test]
+    fn split_modes_are_module_arguments_only() {
+        // One policy-file key would turn every pam_otp line of every service into a
+        // splitter that never checks a code.
+        for text in ["split_pass = true", "use_split_code = true"] {
+            assert!(
+                matches!(parse(&[], Some(text)), Err(PolicyError::PolicyFile { .. })),
+                "{text:?}"
+            );
+        }
+        // And they exclude the other modes, in either source.
+        assert_eq!(
+            parse(&["split_pass"], Some("forward_pass = true")),
+            Err(PolicyError::ConflictingPassModes)
+        );
     }
 
     #[test]
@@ -450,6 +491,7 @@ mod tests {
             &["secret=relative.toml"],
             &["prompt="],
             &["try_first_pass", "forward_pass"],
+            &["split_pass", "use_split_code"],
             &["max_failures=99999999999"],
         ];
         for args in cases {

@@ -144,6 +144,33 @@ fn shipped_pam_files_name_the_installed_module() {
 }
 
 #[test]
+fn shipped_one_prompt_file_checks_the_code_after_the_password() {
+    let text = shipped("pam.d/sshd-password-code-one-prompt");
+    assert!(
+        !text.lines().any(|l| l.trim() == "@include common-auth"),
+        "common-auth would ask for the password a second time"
+    );
+    let auth: Vec<Vec<&str>> = text
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .filter(|words| words.first() == Some(&"auth"))
+        .collect();
+    assert_eq!(
+        auth,
+        [
+            ["auth", "requisite", "pam_otp.so", "split_pass"],
+            ["auth", "requisite", "pam_unix.so", "use_first_pass"],
+            ["auth", "required", "pam_otp.so", "use_split_code"],
+        ],
+        "the auth stack should split, check the password, then check the code"
+    );
+    // The other modules' arguments are ones the module understands.
+    for args in [["split_pass"], ["use_split_code"]] {
+        policy::parse(&args, None).unwrap();
+    }
+}
+
+#[test]
 fn shipped_sshd_drop_in_asks_for_key_then_code() {
     let text = shipped("sshd_config.d/pam-otp.conf");
     let settings: Vec<Vec<&str>> = text
