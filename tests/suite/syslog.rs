@@ -1,55 +1,16 @@
 //! What the module sends to syslog, captured on a private /dev/log.
 //!
-//! pamtester runs in its own mount namespace (`unshare --mount`) where a
-//! datagram socket of the test is bind-mounted over /dev/log; the host's
-//! /dev/log is never touched (if it does not exist, an empty placeholder file
-//! is created as the mount point and removed afterwards).
+//! pamtester runs in its own mount namespace with a private `/dev` whose `log` is a
+//! datagram socket of the test (`support::hostile::run_argv_logged`); the host's
+//! /dev/log is never touched.
 
 use crate::support;
+use crate::support::hostile;
 
-use std::fs;
-use std::os::unix::net::UnixDatagram;
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::thread;
-use std::time::Duration;
 use support::*;
 
 const AUTHPRIV: u32 = 10;
 const RHOST: &str = "203.0.113.77";
-
-/// (users of the placeholder, whether this process created it)
-static DEV_LOG: Mutex<(usize, bool)> = Mutex::new((0, false));
-
-/// Keeps a mount point at /dev/log while alive.
-struct DevLogMountPoint;
-
-impl DevLogMountPoint {
-    fn new() -> DevLogMountPoint {
-        let mut guard = DEV_LOG.lock().unwrap_or_else(|e| e.into_inner());
-        if guard.0 == 0 && fs::symlink_metadata("/dev/log").is_err() {
-            fs::write("/dev/log", b"").expect("create placeholder /dev/log");
-            guard.1 = true;
-        }
-        guard.0 += 1;
-        DevLogMountPoint
-    }
-}
-
-impl Drop for DevLogMountPoint {
-    fn drop(&mut self) {
-        let mut guard = DEV_LOG.lock().unwrap_or_else(|e| e.into_inner());
-        guard.0 -= 1;
-        if guard.0 == 0 && guard.1 {
-            // Only ever remove the empty regular file we made.
-            if fs::symlink_metadata("/dev/log").is_ok_and(|m| m.is_file() && m.len() == 0) {
-                let _ = fs::remove_file("/dev/log");
-            }
-            guard.1 = false;
-        }
-    }
-}
 
 /// One syslog datagram.
 #[derive(Debug, Clone)]
@@ -95,42 +56,13 @@ fn run_logged_from(
     faketime: Option<&str>,
     rhost: Option<&str>,
 ) -> (Outcome, Vec<Line>) {
-    let _mount_point = DevLogMountPoint::new();
-    let sock_path: PathBuf = scratch_path("log");
-    let sock = UnixDatagram::bind(&sock_path).expect("bind the log socket");
-    sock.set_read_timeout(Some(Duration::from_millis(100)))
-        .unwrap();
-    // Read while pamtester runs: a datagram socket queues only a few messages.
-    let received = Arc::new(Mutex::new(Vec::new()));
-    let stop = Arc::new(AtomicBool::new(false));
-    let reader = {
-        let (received, stop) = (received.clone(), stop.clone());
-        thread::spawn(move || {
-            let mut buf = vec![0u8; 65536];
-            loop {
-                match sock.recv(&mut buf) {
-                    Ok(n) => received.lock().unwrap().push(Line::parse(&buf[..n])),
-                    Err(_) if stop.load(Ordering::SeqCst) => break,
-                    Err(_) => {}
-                }
-            }
-        })
-    };
-    let mut argv: Vec<String> = vec![
-        "unshare".into(),
-        "--mount".into(),
-        "sh".into(),
-        "-c".into(),
-        "mount --bind \"$0\" /dev/log && exec \"$@\"".into(),
-        sock_path.display().to_string(),
-    ];
-    argv.extend(pamtester_argv(service, user, faketime, rhost));
-    let outcome = finish(spawn(&argv), answer);
-    stop.store(true, Ordering::SeqCst);
-    reader.join().unwrap();
-    let _ = fs::remove_file(&sock_path);
-    let lines = received.lock().unwrap().clone();
-    (outcome, lines)
+    let logged = hostile::run_argv_logged(pamtester_argv(service, user, faketime, rhost), answer);
+    let lines = logged
+        .log
+        .iter()
+        .map(|l| Line::parse(l.as_bytes()))
+        .collect();
+    (logged.outcome, lines)
 }
 
 /// The module's lines for this service (tagged `pam_otp(SERVICE:auth)`), all checked to be authpriv.
