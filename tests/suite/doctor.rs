@@ -232,6 +232,30 @@ fn the_password_and_code_sshd_setup_has_no_findings() {
     assert_eq!(run.status, Some(0), "{:#}", run.json);
 }
 
+#[test]
+fn the_one_prompt_sshd_setup_is_clean_and_its_missing_check_is_found() {
+    let mut fixture = Fixture::shipped();
+    fixture.install_pam("sshd", "sshd-password-code-one-prompt", "");
+    fixture.sshd_first("AuthenticationMethods keyboard-interactive");
+    let user = enrolled_user();
+    let run = fixture.doctor(&["sshd", "--user", &user.name]);
+    assert_eq!(run.status, Some(0), "{:#}", run.json);
+    // Without the line that checks the kept code, the password alone logs in.
+    fixture.edit_pam("sshd", |t| {
+        t.lines()
+            .filter(|l| !l.contains("use_split_code"))
+            .map(|l| format!("{l}\n"))
+            .collect()
+    });
+    let run = fixture.doctor(&["sshd", "--user", &user.name]);
+    run.assert_found(
+        "split-code-unchecked",
+        "error",
+        "split_pass without use_split_code",
+    );
+    assert_eq!(run.status, Some(2), "{:#}", run.json);
+}
+
 /// One fault in the PAM files and the finding it must produce.
 #[test]
 fn every_pam_fault_is_found() {

@@ -78,8 +78,34 @@ pub fn stack_findings(service: &str, stack: &AuthStack) -> Vec<Finding> {
             }
             out.extend(before_otp(service, rule, i, k, otp));
         }
+        let checks_split_code = |rule: &Rule| rule.is_pam_otp() && has_flag(rule, "use_split_code");
+        if has_flag(otp, "split_pass") && !stack.rules[k + 1..].iter().any(checks_split_code) {
+            out.push(
+                Finding::new(
+                    Severity::Error,
+                    "split-code-unchecked",
+                    "pam_otp.so split_pass keeps the code, but no later pam_otp.so \
+                     use_split_code checks it: the password alone logs in"
+                        .into(),
+                    "add \"auth required pam_otp.so use_split_code\" after the password \
+                     module (see /usr/share/doc/pam-otp/examples/pam.d/\
+                     sshd-password-code-one-prompt)"
+                        .into(),
+                )
+                .service(service)
+                .at(otp.origin.clone()),
+            );
+        }
     }
     out
+}
+
+/// Whether a module line turns `name` on (`name`, or `name=` with a true value).
+fn has_flag(rule: &Rule, name: &str) -> bool {
+    rule.args.iter().any(|arg| match arg.split_once('=') {
+        None => arg == name,
+        Some((key, value)) => key == name && matches!(value, "true" | "yes" | "1"),
+    })
 }
 
 /// What one rule before pam_otp (at `i`; pam_otp at `k`) can do to it.
@@ -467,6 +493,11 @@ mod tests {
         assert!(check("@include common-auth\nauth required pam_otp.so\n").is_empty());
         assert!(check("auth required pam_otp.so\nauth required pam_permit.so\n").is_empty());
         assert!(check("auth requisite pam_unix.so\nauth requisite pam_otp.so\n").is_empty());
+        assert!(check(
+            "auth requisite pam_otp.so split_pass\nauth requisite pam_unix.so use_first_pass\n\
+             auth required pam_otp.so use_split_code\n"
+        )
+        .is_empty());
     }
 
     #[test]
@@ -489,6 +520,16 @@ mod tests {
         assert_eq!(
             check("@include nowhere\nauth required pam_otp.so\n"),
             ["pam-syntax"]
+        );
+        assert_eq!(
+            check(
+                "auth requisite pam_otp.so split_pass\nauth requisite pam_unix.so use_first_pass\n"
+            ),
+            ["split-code-unchecked"]
+        );
+        assert_eq!(
+            check("auth requisite pam_otp.so split_pass\nauth requisite pam_unix.so use_first_pass\nauth required pam_otp.so use_split_code=no\n"),
+            ["split-code-unchecked"]
         );
     }
 
