@@ -40,7 +40,7 @@ demo:
 	$(CARGO) build --release
 	bash packaging/demo.sh --port $(DEMO_PORT)
 
-# ---- Installing, with or without a package manager (issue 5) ----
+# ---- Installing, with or without a package manager ----
 # `make install` puts the same files in the same places as the Debian package;
 # `make uninstall` removes them again (the state in $(STATEDIR) stays unless PURGE=1).
 TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
@@ -123,7 +123,7 @@ deb: build
 check-deb:
 	bash packaging/check-deb.sh
 
-# issue 7: every fuzz target for FUZZ_SECONDS each (stable toolchain; see fuzz/README.md).
+# Every fuzz target for FUZZ_SECONDS each (stable toolchain; see fuzz/README.md).
 FUZZ_SECONDS ?= 60
 .PHONY: fuzz
 fuzz:
