@@ -1,5 +1,8 @@
 //! `otp-admin`: root's view and repair of one user's login state (status, unlock, reset),
-//! through the module's own state store and lock, so it is safe while logins run.
+//! through the module's own state store and lock, so it is safe while logins run; and
+//! enrollments into the administrator's secret store (`enroll`).
+
+mod enroll;
 
 use std::ffi::OsString;
 use std::fmt::{self, Write as _};
@@ -18,7 +21,7 @@ use crate::sys::clock::unix_now;
 use crate::sys::log::Logger;
 use crate::sys::policy::{self, expand_secret_path, Policy, PolicyError};
 use crate::sys::store::{LockedState, StateStore, StoreError};
-use crate::sys::user_file::{read_enrollment, Account, AccountError, UserFileError};
+use crate::sys::user_file::{read_enrollment_as, Account, AccountError, ReadAs, UserFileError};
 
 /// Exit status of every refusal: bad usage, unknown user, no state, not root, broken state.
 pub const EXIT_REFUSED: u8 = 2;
@@ -30,7 +33,8 @@ pub const EXIT_REFUSED: u8 = 2;
     about = "Inspect and repair pam-otp login state (run as root)",
     after_help = "Settings come from the policy file (/etc/security/pam_otp.toml) unless \
                   overridden; they must match the module arguments of the PAM service in use.\n\
-                  Exit status: 0 done, 2 refused (nothing was changed)."
+                  Exit status: 0 done, 2 refused (nothing was changed); enroll: 1 not \
+                  confirmed (nothing was written)."
 )]
 pub struct Cli {
     /// State directory (default: the policy file's state_dir, else /var/lib/pam-otp)
@@ -59,6 +63,17 @@ enum Command {
     Unlock { user: String },
     /// Drop a user's state: the HOTP counter, replay guard and spent recovery codes start over
     Reset { user: String },
+    /// Enroll a user into the administrator's secret store (a root-owned file the user's
+    /// own processes cannot read): QR code on this screen, a code from the user's app,
+    /// recovery codes shown once
+    #[command(mut_arg("file", |arg| arg.help(
+        "File to write [default: /var/lib/pam-otp/secrets/USER.toml]; every directory \
+         from / down must be root's and writable by no one else")))]
+    Enroll {
+        user: String,
+        #[command(flatten)]
+        choices: crate::setup::Choices,
+    },
 }
 
 /// Why otp-admin refused; every one exits with status 2 and changes nothing.
@@ -108,6 +123,9 @@ pub fn main<I: IntoIterator<Item = OsString>>(args: I) -> ExitCode {
         // --help and --version print and exit 0; usage errors exit 2, as clap decides.
         Err(e) => e.exit(),
     };
+    if let Command::Enroll { user, choices } = &cli.command {
+        return enroll::main(&cli, user, choices);
+    }
     match run(&cli, unix_now()) {
         Ok(text) => {
             print!("{text}");
@@ -182,6 +200,8 @@ fn run(cli: &Cli, now: u64) -> Result<String, AdminError> {
         }
         Command::Unlock { user } => unlock(&target(cli, user)?, now),
         Command::Reset { user } => reset(&target(cli, user)?),
+        // Interactive: handled by `main` before `run`.
+        Command::Enroll { .. } => unreachable!("otp-admin enroll runs from main"),
     }
 }
 
@@ -281,7 +301,8 @@ fn reset(target: &Target) -> Result<String, AdminError> {
         "WARNING: {user}'s login state starts over: the HOTP counter goes back to the one in \
          the enrollment file, TOTP codes already used may be accepted once more, spent \
          recovery codes work again, and failures and lockouts are forgotten. If old codes \
-         may be known to someone else, have {user} enroll again (otp-setup --force)."
+         may be known to someone else, enroll {user} again (otp-setup --force as {user}, or \
+         otp-admin enroll {user} --force for the administrator's store)."
     );
     Ok(out)
 }
@@ -304,6 +325,9 @@ pub struct Status {
     pub enrollment: EnrollmentStatus,
     /// Why the enrollment file is refused (`enrollment` = `broken`).
     pub enrollment_error: Option<String>,
+    /// Whose rights a login reads the file with: "root" (the administrator's store: the
+    /// user's own processes cannot read it) or "user" (the user's own file).
+    pub enrollment_read_as: Option<&'static str>,
     /// "totp" or "hotp".
     #[serde(rename = "type")]
     pub kind: Option<&'static str>,
@@ -337,7 +361,10 @@ fn status(target: &Target, now: u64) -> Result<Status, AdminError> {
     let account = &target.account;
     let path = expand_secret_path(&target.policy.secret, &account.name, &account.home)
         .map_err(AdminError::Policy)?;
-    let enrollment = read_enrollment(&path, account);
+    let (enrollment, read_as) = match read_enrollment_as(&path, account) {
+        Ok((enrollment, read_as)) => (Ok(enrollment), Some(read_as)),
+        Err(e) => (Err(e), None),
+    };
     let (state_path, stored) = match existing_store(&target.policy.state_dir)? {
         None => (
             target
@@ -352,7 +379,7 @@ fn status(target: &Target, now: u64) -> Result<Status, AdminError> {
             (path, stored)
         }
     };
-    Ok(describe(
+    let mut status = describe(
         account,
         &path,
         &state_path,
@@ -360,7 +387,12 @@ fn status(target: &Target, now: u64) -> Result<Status, AdminError> {
         stored,
         target.policy.limits.max_failures,
         now,
-    ))
+    );
+    status.enrollment_read_as = read_as.map(|read_as| match read_as {
+        ReadAs::Root => "root",
+        ReadAs::User => "user",
+    });
+    Ok(status)
 }
 
 fn utc(unix: u64) -> String {
@@ -410,6 +442,7 @@ fn describe(
         enrollment_file: enrollment_path.display().to_string(),
         enrollment: status,
         enrollment_error: error,
+        enrollment_read_as: None,
         kind,
         algorithm: enrolled.map(|e| e.algorithm.name()),
         digits: enrolled.map(|e| e.digits),
@@ -447,7 +480,12 @@ impl Status {
                 if let Some(period) = self.period {
                     let _ = write!(what, ", {period} s period");
                 }
-                format!("{what} ({})", self.enrollment_file)
+                let layout = match self.enrollment_read_as {
+                    Some("root") => ": the administrator's store, read as root".to_string(),
+                    Some(_) => format!(": {}'s own file, read as {}", self.user, self.user),
+                    None => String::new(),
+                };
+                format!("{what} ({}{layout})", self.enrollment_file)
             }
             (EnrollmentStatus::Broken, _) => format!(
                 "BROKEN, logins refused: {}: {}",
@@ -632,6 +670,25 @@ mod tests {
     }
 
     #[test]
+    fn status_says_whose_rights_the_file_is_read_with() {
+        let mut status = describe_with(&Ok(enrollment("totp", 0)), None);
+        status.enrollment_read_as = Some("root");
+        let text = status.to_text();
+        assert!(
+            text.contains("(/home/alice/.otp.toml: the administrator's store, read as root)"),
+            "{text}"
+        );
+        status.enrollment_read_as = Some("user");
+        let text = status.to_text();
+        assert!(
+            text.contains(": alice's own file, read as alice)"),
+            "{text}"
+        );
+        let json = serde_json::to_string(&status).unwrap();
+        assert!(json.contains("\"enrollment_read_as\":\"user\""), "{json}");
+    }
+
+    #[test]
     fn missing_and_broken_enrollments_are_named() {
         let status = describe_with(&Err(UserFileError::NotEnrolled), None);
         assert_eq!(status.enrollment, EnrollmentStatus::NotEnrolled);
@@ -661,5 +718,34 @@ mod tests {
         assert!(Cli::try_parse_from(["otp-admin", "unlock"]).is_err());
         assert!(Cli::try_parse_from(["otp-admin", "frobnicate", "bob"]).is_err());
         assert!(Cli::try_parse_from(["otp-admin", "--secret", "/x/%u", "reset", "bob"]).is_ok());
+        let cli = Cli::try_parse_from([
+            "otp-admin",
+            "enroll",
+            "bob",
+            "--type",
+            "hotp",
+            "--digits",
+            "8",
+            "--file",
+            "/x/b.toml",
+            "--qr",
+            "none",
+            "--no-confirm",
+            "--force",
+        ])
+        .unwrap();
+        assert!(
+            matches!(&cli.command, Command::Enroll { user, choices } if user == "bob" && choices.digits == Some(8) && choices.force)
+        );
+        assert!(Cli::try_parse_from(["otp-admin", "enroll", "bob", "--digits", "9"]).is_err());
+        assert!(Cli::try_parse_from([
+            "otp-admin",
+            "enroll",
+            "bob",
+            "--import-google-authenticator"
+        ])
+        .is_err());
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
     }
 }
