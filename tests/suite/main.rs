@@ -12,6 +12,7 @@ mod hostile_load;
 mod otp_admin;
 mod otp_setup;
 mod pam_stack;
+mod secret_store;
 mod sshd;
 mod sudo;
 mod syslog;

@@ -3,12 +3,14 @@
 //! Each test installs the shipped `config/pam.d/sudo-otp` as its own PAM service
 //! and points sudo at it for one test user only, with a sudoers file
 //! `Defaults:USER pam_service=...` (checked with visudo, removed afterwards);
-//! `/etc/pam.d/sudo` is never touched. sudo runs as the test user, reading the
+//! `/etc/pam.d/sudo` is never touched. The user's secret is in the administrator's
+//! store, as the shipped file reads it. sudo runs as the test user, reading the
 //! password and then the code from standard input (`sudo -S`). Codes come from
 //! oathtool. Must run as root.
 
 use crate::support;
 use crate::support::clients;
+use crate::support::secret_store::StoreSecret;
 
 use clients::{run_sudo, InstalledService, ShellUser, SudoRule, SudoRun, SUDO_PASSWORD_PROMPT};
 use support::{new_secret, totp, totp_enrollment, wrong_totp};
@@ -17,6 +19,7 @@ use support::{new_secret, totp, totp_enrollment, wrong_totp};
 struct Setup {
     _rule: SudoRule,
     _service: InstalledService,
+    _secret: StoreSecret,
     user: ShellUser,
     password: String,
     secret: String,
@@ -27,12 +30,13 @@ impl Setup {
         let user = ShellUser::new();
         let password = user.set_password();
         let secret = new_secret();
-        user.enroll(&totp_enrollment(&secret));
+        let store = StoreSecret::write(&user.name, &totp_enrollment(&secret));
         let service = InstalledService::install("sudo-otp", "tx-sudo-otp-", &[]);
         let rule = SudoRule::install(&user.name, &service);
         Setup {
             _rule: rule,
             _service: service,
+            _secret: store,
             user,
             password,
             secret,
@@ -44,12 +48,12 @@ impl Setup {
     }
 }
 
-fn asked_for_the_code(run: &SudoRun) -> bool {
+pub(crate) fn asked_for_the_code(run: &SudoRun) -> bool {
     run.stderr.contains("Verification code: ")
 }
 
 #[track_caller]
-fn assert_ran(run: &SudoRun, what: &str) {
+pub(crate) fn assert_ran(run: &SudoRun, what: &str) {
     assert!(
         run.status == Some(0) && run.stdout.trim() == "root",
         "{what}: expected /usr/bin/id to run as root\n{}",
@@ -63,7 +67,7 @@ fn assert_ran(run: &SudoRun, what: &str) {
 }
 
 #[track_caller]
-fn assert_refused(run: &SudoRun, what: &str) {
+pub(crate) fn assert_refused(run: &SudoRun, what: &str) {
     assert!(
         run.status == Some(1) && !run.stdout.contains("root"),
         "{what}: expected sudo to refuse\n{}",
