@@ -7,7 +7,7 @@ use std::io::{Read, Write};
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
@@ -20,27 +20,56 @@ pub const STORE_DIR: &str = "/var/lib/pam-otp/secrets";
 /// The module argument that reads the store, as `config/pam.d/sudo-otp` has it.
 pub const STORE_SECRET: &str = "secret=/var/lib/pam-otp/secrets/%u.toml";
 
-/// Makes `/var/lib/pam-otp` and `secrets/` in it (root, 0700) if missing, as the package's
-/// postinst does; other tests may be doing the same at the same time.
-pub fn ensure_store_dir() {
-    DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(STORE_DIR)
-        .unwrap_or_else(|e| panic!("cannot make {STORE_DIR}: {e}"));
+const STATE_DIR: &str = "/var/lib/pam-otp";
+
+/// The store directory while tests use it. Made (root, 0700, as the package's postinst
+/// makes it) if missing; if this process made `/var/lib/pam-otp`, the last test to let go
+/// removes what is left of it, empty directories only, so that a later package check
+/// finds the machine as it was.
+struct StoreDir {
+    made_here: bool,
+}
+
+impl StoreDir {
+    fn get() -> Arc<StoreDir> {
+        static CURRENT: Mutex<Weak<StoreDir>> = Mutex::new(Weak::new());
+        let mut current = CURRENT.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(dir) = current.upgrade() {
+            return dir;
+        }
+        let made_here = !Path::new(STATE_DIR).exists();
+        DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(STORE_DIR)
+            .unwrap_or_else(|e| panic!("cannot make {STORE_DIR}: {e}"));
+        let dir = Arc::new(StoreDir { made_here });
+        *current = Arc::downgrade(&dir);
+        dir
+    }
+}
+
+impl Drop for StoreDir {
+    fn drop(&mut self) {
+        if self.made_here {
+            let _ = fs::remove_dir(STORE_DIR);
+            let _ = fs::remove_dir(STATE_DIR);
+        }
+    }
 }
 
 /// The store file of `user`, whoever wrote it; removed on drop.
 pub struct StoreSecret {
     pub path: PathBuf,
+    _dir: Arc<StoreDir>,
 }
 
 impl StoreSecret {
-    /// `/var/lib/pam-otp/secrets/USER.toml` (nothing is written).
+    /// `/var/lib/pam-otp/secrets/USER.toml` (nothing is written; the store exists).
     pub fn of(user: &str) -> StoreSecret {
-        ensure_store_dir();
         StoreSecret {
             path: Path::new(STORE_DIR).join(format!("{user}.toml")),
+            _dir: StoreDir::get(),
         }
     }
 
