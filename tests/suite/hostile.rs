@@ -566,7 +566,7 @@ fn as_user(user: &str, script: &str) -> bool {
 
 #[test]
 fn an_immutable_secret_in_a_root_directory_cannot_be_rewritten_by_the_user() {
-    // SECURITY.md's recipe for sudo: secret=/var/lib/<dir>/%u.toml, the directory root's
+    // An earlier recipe for sudo: secret=/var/lib/<dir>/%u.toml, the directory root's
     // (0755), the file the user's (so the module, reading as the user, can open it), mode
     // 0400, made immutable by root with chattr +i.
     let f = Fixture::totp();
