@@ -8,12 +8,9 @@
 //! - `pam`: the module itself: libpam's hooks, the conversation, one login's flow.
 //! - [`setup`] and [`admin`]: the `otp-setup` and `otp-admin` tools; `src/bin/` only
 //!   calls their `main`.
-//!
-//! [`safe_path`] is the one rule for paths trusted as root (root-owned from `/` down).
 
 pub mod admin;
 pub mod core;
 pub(crate) mod pam;
-pub mod safe_path;
 pub mod setup;
 pub mod sys;

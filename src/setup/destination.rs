@@ -9,9 +9,9 @@ use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 use super::{bad, check_writable, in_home, Context, SetupError};
-use crate::safe_path::check_root_owned_dir;
 use crate::sys::policy::{expand_secret_path, STORE_SECRET};
 use crate::sys::private_file::{parent_dir, write_private_file, Existing};
+use crate::sys::safe_path::check_root_owned_dir;
 use crate::sys::user_file::{read_enrollment_as, Account};
 
 /// Who types at the terminal during an enrollment.
@@ -108,7 +108,7 @@ fn check_store_target(path: &Path, existing: Existing) -> Result<(), SetupError>
     }
 }
 
-fn not_a_store(path: &Path, error: &crate::safe_path::UnsafePath) -> SetupError {
+fn not_a_store(path: &Path, error: &crate::sys::safe_path::UnsafePath) -> SetupError {
     bad(format!(
         "cannot keep a secret in {}: {error}; the module reads a root-owned secret only where \
          every directory from / down is root's and writable by no one else",

@@ -12,8 +12,8 @@ use nix::unistd::{setfsgid, setfsuid, Gid, Uid};
 use zeroize::Zeroizing;
 
 use crate::core::enrollment::{Enrollment, EnrollmentError};
-use crate::safe_path::{check_root_owned_parents, UnsafePath};
 use crate::sys::policy::is_safe_user_name;
+use crate::sys::safe_path::{open_root_owned_file, Problem, UnsafePath};
 
 /// Far above any real enrollment (100 recovery hashes are under 12 KiB).
 pub const MAX_ENROLLMENT_BYTES: u64 = 64 * 1024;
@@ -132,7 +132,7 @@ pub fn read_enrollment_as(
     Ok((enrollment, read_as))
 }
 
-// Why reading as root is safe here, and in this order:
+// Why reading as root is safe here, and in this order (`open_root_owned_file`):
 // 1. The directories from `/` down to the file's are checked first (lstat of each: owned
 //    by root, writable by no one else, none a symbolic link). In such a chain no one but
 //    root can rename, replace or add an entry, so what was checked stays true until the
@@ -148,47 +148,57 @@ fn read_secret_file(
     path: &Path,
     account: &Account,
 ) -> Result<(Zeroizing<Vec<u8>>, ReadAs), UserFileError> {
-    match check_root_owned_parents(path) {
-        Ok(()) => {
-            if let Some(text) = read_from_store(path, account)? {
-                return Ok((text, ReadAs::Root));
-            }
+    // Root's own file is the user's own: the existing rules read it.
+    if account.uid != 0 {
+        if let Some(text) = read_from_store(path)? {
+            return Ok((text, ReadAs::Root));
         }
-        // A directory on the way is missing, and every one above it is root's: nothing
-        // below can exist, and no one but root could make it.
-        Err(unsafe_path) if unsafe_path.is_not_found() => return Err(UserFileError::NotEnrolled),
-        Err(unsafe_path) => refuse_root_owned_outside_store(path, account, &unsafe_path)?,
     }
     read_as_user(path, account).map(|text| (text, ReadAs::User))
 }
 
-/// Reads the file as root if it is root's (and `account` is not root); `None` if it is
-/// someone else's, for the user's rules to judge. Call only once the directories are checked.
-fn read_from_store(
-    path: &Path,
-    account: &Account,
-) -> Result<Option<Zeroizing<Vec<u8>>>, UserFileError> {
-    let file = open_no_follow(path)?;
+/// Reads the file as root if it is root's in a root-only directory chain; `None` if it is
+/// for the user's rules to judge (someone else's file, or a directory on the way that is
+/// not root's alone and no root-owned file behind it).
+fn read_from_store(path: &Path) -> Result<Option<Zeroizing<Vec<u8>>>, UserFileError> {
+    let file = match open_root_owned_file(path) {
+        Ok(file) => file,
+        Err(refusal) => return not_from_the_store(path, &refusal).map(|()| None),
+    };
     let meta = file.metadata().map_err(UserFileError::Unreadable)?;
-    if meta.uid() != 0 || account.uid == 0 {
-        return Ok(None);
-    }
     check_store_metadata(&meta)?;
     read_capped(file, &meta).map(Some)
+}
+
+/// Why the file is not read as root: an error if that settles the login, `Ok` if the
+/// user's rules are to judge it.
+fn not_from_the_store(path: &Path, refusal: &UnsafePath) -> Result<(), UserFileError> {
+    // A missing file, or a missing directory below root-only ones: nothing can be there,
+    // and no one but root could put it there.
+    if refusal.is_not_found() {
+        return Err(UserFileError::NotEnrolled);
+    }
+    if refusal.component != refusal.target {
+        return refuse_root_owned_outside_store(path, refusal);
+    }
+    match refusal.problem {
+        Problem::SymbolicLink => Err(UserFileError::Insecure("is a symbolic link".into())),
+        Problem::NotRegularFile | Problem::WritableByOthers { .. } => {
+            Err(UserFileError::Insecure(refusal.to_string()))
+        }
+        // Someone else's file (the user's, say), or one root cannot inspect.
+        _ => Ok(()),
+    }
 }
 
 /// A root-owned file outside a root-only directory chain is never read: anyone who can
 /// write to a directory on the way could have put it there, or could swap it at any time.
 /// (Other kinds of file, devices included, are judged by the user's rules.)
-fn refuse_root_owned_outside_store(
-    path: &Path,
-    account: &Account,
-    unsafe_path: &UnsafePath,
-) -> Result<(), UserFileError> {
+fn refuse_root_owned_outside_store(path: &Path, refusal: &UnsafePath) -> Result<(), UserFileError> {
     match std::fs::symlink_metadata(path) {
-        Ok(meta) if meta.is_file() && meta.uid() == 0 && account.uid != 0 => Err(
-            UserFileError::Insecure(format!("owned by root, but {unsafe_path}")),
-        ),
+        Ok(meta) if meta.is_file() && meta.uid() == 0 => Err(UserFileError::Insecure(format!(
+            "owned by root, but {refusal}"
+        ))),
         _ => Ok(()),
     }
 }
@@ -197,7 +207,7 @@ fn open_no_follow(path: &Path) -> Result<File, UserFileError> {
     File::options()
         .read(true)
         // No symlink as the last component; a FIFO or device must not block the login.
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
         .open(path)
         .map_err(|e| match e.raw_os_error() {
             Some(libc::ENOENT) => UserFileError::NotEnrolled,
@@ -414,6 +424,11 @@ mod tests {
             write(&path, GOOD, mode);
             insecure_because(read_enrollment_as(&path, &someone()), "mode 0600 or 0400");
         }
+        write(&path, GOOD, 0o666);
+        insecure_because(
+            read_enrollment_as(&path, &someone()),
+            "writable by group or others",
+        );
         write(&path, GOOD, 0o600);
         let hard = dir.join("other.toml");
         std::fs::hard_link(&path, &hard).unwrap();
