@@ -73,7 +73,7 @@ install: build
 		echo "$(INSTALL) -D -m 0644 config/pam_otp.toml $(DESTDIR)$(POLICY)"; \
 		$(INSTALL) -D -m 0644 config/pam_otp.toml $(DESTDIR)$(POLICY); \
 	fi
-	$(INSTALL) -d -m 0700 $(DESTDIR)$(STATEDIR)
+	$(INSTALL) -d -m 0700 $(DESTDIR)$(STATEDIR) $(DESTDIR)$(STATEDIR)/secrets
 	for f in $$(cd config && find . -type f | sed 's|^\./||' | sort); do \
 		$(INSTALL) -D -m 0644 config/$$f $(DESTDIR)$(DOCDIR)/examples/$$f || exit 1; \
 	done

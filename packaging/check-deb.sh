@@ -24,6 +24,7 @@ done
 MULTIARCH=$(dpkg-architecture -qDEB_HOST_MULTIARCH)
 MODULE=/usr/lib/$MULTIARCH/security/pam_otp.so
 STATE=/var/lib/pam-otp
+SECRETS=$STATE/secrets
 POLICY=/etc/security/pam_otp.toml
 PROFILE=/usr/share/pam-configs/pam-otp
 TARGET_DIR=${CARGO_TARGET_DIR:-target}
@@ -65,8 +66,10 @@ lintian --fail-on error,warning --pedantic -I "$DEB" || fail "lintian found erro
 step "dpkg -i"
 dpkg -i "$DEB"
 for f in "${INSTALLED_FILES[@]}" "$POLICY"; do [ -f "$f" ] || fail "$f not installed"; done
-[ "$(stat -c '%a %U %G' "$STATE")" = "700 root root" ] ||
-    fail "$STATE is $(stat -c '%a %U %G' "$STATE"), not 700 root root"
+for dir in "$STATE" "$SECRETS"; do
+    [ "$(stat -c '%a %U %G %F' "$dir")" = "700 root root directory" ] ||
+        fail "$dir is $(stat -c '%a %U %G %F' "$dir"), not a 700 root root directory"
+done
 if grep -q pam_otp /etc/pam.d/common-auth; then
     fail "installing the package turned pam_otp on in common-auth (the profile must be off by default)"
 fi
@@ -134,11 +137,15 @@ from_deb=$(dpkg-deb -c "$DEB" | awk '$1 !~ /^d/ {sub(/^\./, "", $6); print $6}' 
     grep -Ev '^/usr/share/(lintian/|doc/pam-otp/(copyright|changelog))' | sort)
 from_make=$(cd "$STAGE" && find . -type f | sed 's/^\.//' | sort)
 diff <(echo "$from_deb") <(echo "$from_make") || fail "make install and the package install different files"
-[ "$(stat -c %a "$STAGE$STATE")" = 700 ] || fail "make install made $STATE with mode $(stat -c %a "$STAGE$STATE")"
+for dir in "$STATE" "$SECRETS"; do
+    [ "$(stat -c %a "$STAGE$dir")" = 700 ] || fail "make install made $dir with mode $(stat -c %a "$STAGE$dir")"
+done
 
 step "make install (for real), then uninstall"
 make install
-[ "$(stat -c '%a %U' "$STATE")" = "700 root" ] || fail "$STATE is not 700 root after make install"
+for dir in "$STATE" "$SECRETS"; do
+    [ "$(stat -c '%a %U' "$dir")" = "700 root" ] || fail "$dir is not 700 root after make install"
+done
 run_installed_tests "make install" "--test suite otp_admin:: doctor::"
 SERVICE=/etc/pam.d/ta-check-deb
 echo "auth required pam_otp.so" >"$SERVICE"

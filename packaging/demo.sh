@@ -151,13 +151,6 @@ for _ in $(seq 100); do
 done
 grep -q "Server listening" "$RUN/sshd.log" || fail "sshd is not listening: $(cat "$RUN/sshd.log")"
 
-if [ -n "$INFO" ]; then
-    printf 'user=%s\npassword=%s\nsecret=%s\nport=%s\nservice=%s\nrun=%s\n' \
-        "$NAME" "$PASSWORD" "$SECRET" "$PORT" "$SERVICE" "$RUN" >"$INFO.tmp"
-    chmod 0600 "$INFO.tmp"
-    mv "$INFO.tmp" "$INFO"
-fi
-
 cat <<EOF
 
 ==================================================================================
@@ -174,6 +167,14 @@ cat <<EOF
  state are all removed.
 ==================================================================================
 EOF
+
+# Last, so that whoever waits for this file finds the instructions already printed.
+if [ -n "$INFO" ]; then
+    printf 'user=%s\npassword=%s\nsecret=%s\nport=%s\nservice=%s\nrun=%s\n' \
+        "$NAME" "$PASSWORD" "$SECRET" "$PORT" "$SERVICE" "$RUN" >"$INFO.tmp"
+    chmod 0600 "$INFO.tmp"
+    mv "$INFO.tmp" "$INFO"
+fi
 
 # Until Ctrl-C (the traps above clean up), or until sshd stops by itself.
 wait "$SSHD_PID" || true

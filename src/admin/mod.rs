@@ -1,5 +1,8 @@
 //! `otp-admin`: root's view and repair of one user's login state (status, unlock, reset),
-//! through the module's own state store and lock, so it is safe while logins run.
+//! through the module's own state store and lock, so it is safe while logins run; and
+//! enrollments into the administrator's secret store (`enroll`).
+
+mod enroll;
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
@@ -25,7 +28,7 @@ use crate::sys::clock::unix_now;
 use crate::sys::log::Logger;
 use crate::sys::policy::{self, expand_secret_path, Policy, PolicyError};
 use crate::sys::store::{LockedState, StateStore, StoreError};
-use crate::sys::user_file::{read_enrollment, UserFileError};
+use crate::sys::user_file::{read_enrollment_as, ReadAs, UserFileError};
 
 /// Longest value `status` shows on one line (a parse error quotes a line of the file).
 const MAX_STATUS_VALUE_CHARS: usize = 2000;
@@ -43,7 +46,8 @@ pub const EXIT_REFUSED: u8 = 2;
     about = "Inspect and repair pam-otp login state (run as root)",
     after_help = "Settings come from the policy file (/etc/security/pam_otp.toml) unless \
                   overridden; they must match the module arguments of the PAM service in use.\n\
-                  Exit status: 0 done, 2 refused (nothing was changed)."
+                  Exit status: 0 done, 2 refused (nothing was changed); enroll: 1 not \
+                  confirmed (nothing was written)."
 )]
 pub struct Cli {
     /// State directory (default: the policy file's state_dir, else /var/lib/pam-otp)
@@ -76,6 +80,17 @@ enum Command {
     /// enrollments for what would skip the code or lock users out (exit 0 clean,
     /// 1 warnings, 2 errors)
     Doctor(doctor::DoctorArgs),
+    /// Enroll a user into the administrator's secret store (a root-owned file the user's
+    /// own processes cannot read): QR code on this screen, a code from the user's app,
+    /// recovery codes shown once
+    #[command(mut_arg("file", |arg| arg.help(
+        "File to write [default: /var/lib/pam-otp/secrets/USER.toml]; every directory \
+         from / down must be root's and writable by no one else")))]
+    Enroll {
+        user: String,
+        #[command(flatten)]
+        choices: crate::setup::Choices,
+    },
 }
 
 /// Why otp-admin refused; every one exits with status 2 and changes nothing.
@@ -128,6 +143,9 @@ pub fn main<I: IntoIterator<Item = OsString>>(args: I) -> ExitCode {
     // doctor has exit statuses of its own (clean, warnings, errors).
     if let Command::Doctor(args) = &cli.command {
         return doctor::main(args);
+    }
+    if let Command::Enroll { user, choices } = &cli.command {
+        return enroll::main(&cli, user, choices);
     }
     match run(&cli, unix_now()) {
         Ok(text) => {
@@ -207,6 +225,8 @@ fn run(cli: &Cli, now: u64) -> Result<String, AdminError> {
         Command::Unlock { user } => unlock(&target(cli, user)?, now),
         Command::Reset { user } => reset(&target(cli, user)?),
         Command::Doctor(_) => unreachable!("main runs doctor itself"),
+        // Interactive: handled by `main` before `run`.
+        Command::Enroll { .. } => unreachable!("otp-admin enroll runs from main"),
     }
 }
 
@@ -306,7 +326,8 @@ fn reset(target: &Target) -> Result<String, AdminError> {
         "WARNING: {user}'s login state starts over: the HOTP counter goes back to the one in \
          the enrollment file, TOTP codes already used may be accepted once more, spent \
          recovery codes work again, and failures and lockouts are forgotten. If old codes \
-         may be known to someone else, have {user} enroll again (otp-setup --force)."
+         may be known to someone else, enroll {user} again (otp-setup --force as {user}, or \
+         otp-admin enroll {user} --force for the administrator's store)."
     );
     Ok(out)
 }
@@ -329,6 +350,9 @@ pub struct Status {
     pub enrollment: EnrollmentStatus,
     /// Why the enrollment file is refused (`enrollment` = `broken`).
     pub enrollment_error: Option<String>,
+    /// Whose rights a login reads the file with: "root" (the administrator's store: the
+    /// user's own processes cannot read it) or "user" (the user's own file).
+    pub enrollment_read_as: Option<&'static str>,
     /// "totp" or "hotp".
     #[serde(rename = "type")]
     pub kind: Option<&'static str>,
@@ -365,7 +389,10 @@ fn status(target: &Target, now: u64) -> Result<Status, AdminError> {
     let account = &target.account;
     let path = expand_secret_path(&target.policy.secret, &account.name, &account.home)
         .map_err(AdminError::Policy)?;
-    let enrollment = read_enrollment(&path, account);
+    let (enrollment, read_as) = match read_enrollment_as(&path, account) {
+        Ok((enrollment, read_as)) => (Ok(enrollment), Some(read_as)),
+        Err(e) => (Err(e), None),
+    };
     let (state_path, stored) = match existing_store(&target.policy.state_dir)? {
         None => (
             target
@@ -397,6 +424,10 @@ fn status(target: &Target, now: u64) -> Result<Status, AdminError> {
             .map(|(dir, services)| (dir.display().to_string(), services))
             .collect();
     }
+    status.enrollment_read_as = read_as.map(|read_as| match read_as {
+        ReadAs::Root => "root",
+        ReadAs::User => "user",
+    });
     Ok(status)
 }
 
@@ -447,6 +478,7 @@ fn describe(
         enrollment_file: enrollment_path.display().to_string(),
         enrollment: status,
         enrollment_error: error,
+        enrollment_read_as: None,
         kind,
         algorithm: enrolled.map(|e| e.algorithm.name()),
         digits: enrolled.map(|e| e.digits),
@@ -485,7 +517,12 @@ impl Status {
                 if let Some(period) = self.period {
                     let _ = write!(what, ", {period} s period");
                 }
-                format!("{what} ({})", self.enrollment_file)
+                let layout = match self.enrollment_read_as {
+                    Some("root") => ": the administrator's store, read as root".to_string(),
+                    Some(_) => format!(": {}'s own file, read as {}", self.user, self.user),
+                    None => String::new(),
+                };
+                format!("{what} ({}{layout})", self.enrollment_file)
             }
             (EnrollmentStatus::Broken, _) => format!(
                 "BROKEN, logins refused: {}: {}",
@@ -688,6 +725,25 @@ mod tests {
     }
 
     #[test]
+    fn status_says_whose_rights_the_file_is_read_with() {
+        let mut status = describe_with(&Ok(enrollment("totp", 0)), None);
+        status.enrollment_read_as = Some("root");
+        let text = status.to_text();
+        assert!(
+            text.contains("(/home/alice/.otp.toml: the administrator's store, read as root)"),
+            "{text}"
+        );
+        status.enrollment_read_as = Some("user");
+        let text = status.to_text();
+        assert!(
+            text.contains(": alice's own file, read as alice)"),
+            "{text}"
+        );
+        let json = serde_json::to_string(&status).unwrap();
+        assert!(json.contains("\"enrollment_read_as\":\"user\""), "{json}");
+    }
+
+    #[test]
     fn missing_and_broken_enrollments_are_named() {
         let status = describe_with(&Err(UserFileError::NotEnrolled), None);
         assert_eq!(status.enrollment, EnrollmentStatus::NotEnrolled);
@@ -717,5 +773,34 @@ mod tests {
         assert!(Cli::try_parse_from(["otp-admin", "unlock"]).is_err());
         assert!(Cli::try_parse_from(["otp-admin", "frobnicate", "bob"]).is_err());
         assert!(Cli::try_parse_from(["otp-admin", "--secret", "/x/%u", "reset", "bob"]).is_ok());
+        let cli = Cli::try_parse_from([
+            "otp-admin",
+            "enroll",
+            "bob",
+            "--type",
+            "hotp",
+            "--digits",
+            "8",
+            "--file",
+            "/x/b.toml",
+            "--qr",
+            "none",
+            "--no-confirm",
+            "--force",
+        ])
+        .unwrap();
+        assert!(
+            matches!(&cli.command, Command::Enroll { user, choices } if user == "bob" && choices.digits == Some(8) && choices.force)
+        );
+        assert!(Cli::try_parse_from(["otp-admin", "enroll", "bob", "--digits", "9"]).is_err());
+        assert!(Cli::try_parse_from([
+            "otp-admin",
+            "enroll",
+            "bob",
+            "--import-google-authenticator"
+        ])
+        .is_err());
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
     }
 }

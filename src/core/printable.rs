@@ -10,8 +10,15 @@ pub const MAX_FIELD_CHARS: usize = 256;
 /// moves the cursor or could end a quoted value escaped as Rust's `escape_debug` does.
 pub fn escape(text: &str, max_chars: usize) -> String {
     let mut chars = text.chars();
-    let kept: String = chars.by_ref().take(max_chars).collect();
-    let mut out = kept.escape_debug().to_string();
+    let mut out = String::new();
+    for c in chars.by_ref().take(max_chars) {
+        // An apostrophe closes nothing here (values are in double quotes) and is common
+        // in messages ("alice's"), so it stays as it is.
+        match c {
+            '\'' => out.push(c),
+            c => out.extend(c.escape_debug()),
+        }
+    }
     if chars.next().is_some() {
         out.push('…');
     }

@@ -1,4 +1,6 @@
 //! `otp-setup`: the flow of one enrollment, from the command line to `~/.otp.toml`.
+//! `otp-admin enroll` runs the same flow for root, into the administrator's store
+//! ([`Operator`] says who types and where the file goes).
 //!
 //! Everything that can be refused is checked before anything is shown or written:
 //! the arguments, an existing enrollment (without `--force`), a directory the user
@@ -9,6 +11,7 @@
 //! Exit codes: 0 enrolled; 1 not confirmed (wrong codes, no answer) or the terminal
 //! went away; 2 bad input (each with one line on stderr), nothing written.
 
+mod destination;
 pub(crate) mod google_import;
 pub(crate) mod qr;
 
@@ -21,6 +24,7 @@ use clap::{Parser, ValueEnum};
 use nix::unistd::{access, AccessFlags, Uid, User};
 use zeroize::Zeroizing;
 
+pub use self::destination::Operator;
 use self::google_import::GoogleAuthenticatorFile;
 use self::qr::{TerminalDrawing, MAX_COLUMNS};
 use crate::core::answer::as_code;
@@ -31,6 +35,7 @@ use crate::core::otp::{totp_step, Algorithm};
 use crate::core::otpauth::key_uri;
 use crate::core::recovery::RecoveryHash;
 use crate::core::window::{matching_counter, Prefer};
+use crate::sys::account::Account;
 use crate::sys::clock::unix_now;
 use crate::sys::private_file::{parent_dir, write_private_file, Existing};
 
@@ -103,6 +108,19 @@ pub enum QrArg {
                   Nothing is written unless the status is 0."
 )]
 pub struct Args {
+    #[command(flatten)]
+    pub choices: Choices,
+    /// Import ~/.google_authenticator (or FILE): secret, TOTP or HOTP,
+    /// step size; its scratch codes become recovery codes. FILE is kept.
+    #[arg(long = "import-google-authenticator", value_name = "FILE", num_args = 0..=1,
+          verbatim_doc_comment,
+          conflicts_with_all = ["kind", "algorithm", "digits", "period", "recovery_codes"])]
+    pub import_google_authenticator: Option<Option<PathBuf>>,
+}
+
+/// The choices of an enrollment, the same in `otp-setup` and `otp-admin enroll`.
+#[derive(clap::Args, Debug)]
+pub struct Choices {
     /// Time-based or counter-based codes [default: totp]
     #[arg(
         long = "type",
@@ -163,21 +181,18 @@ pub struct Args {
     /// Replace an existing enrollment file (and image files)
     #[arg(long)]
     pub force: bool,
-    /// Import ~/.google_authenticator (or FILE): secret, TOTP or HOTP,
-    /// step size; its scratch codes become recovery codes. FILE is kept.
-    #[arg(long = "import-google-authenticator", value_name = "FILE", num_args = 0..=1,
-          verbatim_doc_comment,
-          conflicts_with_all = ["kind", "algorithm", "digits", "period", "recovery_codes"])]
-    pub import_google_authenticator: Option<Option<PathBuf>>,
 }
 
 /// What the flow needs from outside the arguments.
 pub struct Context {
+    /// The account being enrolled.
     pub user_name: String,
     pub home: PathBuf,
     pub host_name: String,
     /// From LC_ALL, LC_CTYPE, LANG (the first that is set and not empty).
     pub locale_charset: LocaleCharset,
+    /// Who types at this terminal, and so where the file goes and how it is written.
+    pub operator: Operator,
 }
 
 impl Context {
@@ -194,7 +209,19 @@ impl Context {
             home: user.dir,
             host_name: host_name(),
             locale_charset: locale_charset(|name| std::env::var_os(name)),
+            operator: Operator::User,
         })
+    }
+
+    /// Root enrolling `account` (`otp-admin enroll`); the locale from the environment.
+    pub fn administrator_for(account: Account) -> Context {
+        Context {
+            user_name: account.name.clone(),
+            home: account.home.clone(),
+            host_name: host_name(),
+            locale_charset: locale_charset(|name| std::env::var_os(name)),
+            operator: Operator::Administrator(account),
+        }
     }
 }
 
@@ -339,7 +366,7 @@ struct Plan {
     utf8_assumed: bool,
 }
 
-/// The whole flow; see the module comment.
+/// The whole flow of `otp-setup`; see the module comment.
 pub fn run(
     args: &Args,
     context: &Context,
@@ -347,7 +374,26 @@ pub fn run(
     out: &mut dyn Write,
     err: &mut dyn Write,
 ) -> Result<(), SetupError> {
-    let plan = plan(args, context)?;
+    let import_from = args.import_google_authenticator.as_ref().map(|source| {
+        source
+            .clone()
+            .unwrap_or_else(|| in_home(context, ".google_authenticator"))
+    });
+    enroll(&args.choices, import_from, context, input, out, err).map(|_| ())
+}
+
+/// One enrollment, for whichever tool: see the module comment. `import_from` is a
+/// google-authenticator file to take the secret from instead of making one. Returns the
+/// file written.
+pub fn enroll(
+    args: &Choices,
+    import_from: Option<PathBuf>,
+    context: &Context,
+    input: &mut dyn BufRead,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> Result<PathBuf, SetupError> {
+    let plan = plan(args, import_from, context)?;
     let uri = key_uri(&plan.enrollment, &plan.issuer, &plan.label);
     let code = qr::encode(uri.as_bytes()).map_err(|e| {
         bad(format!(
@@ -375,11 +421,11 @@ pub fn run(
         images_written.push(path.clone());
     }
 
-    let shown = show(&plan, &uri, &code, out, err).and_then(|()| out.flush());
+    let shown = show(&plan, context, &uri, &code, out, err).and_then(|()| out.flush());
     let confirmed = match shown {
         Err(e) => Err(lost_terminal(e)),
         Ok(()) if args.no_confirm => Ok(plan.enrollment.clone()),
-        Ok(()) => confirm(&plan.enrollment, input, err),
+        Ok(()) => confirm(&plan.enrollment, &context.operator.whose(), input, err),
     };
     let enrollment = match confirmed {
         Ok(enrollment) => enrollment,
@@ -390,19 +436,19 @@ pub fn run(
         }
     };
 
-    write_private_file(&plan.target, enrollment.to_toml().as_bytes(), plan.existing).map_err(
-        |e| {
-            remove_all(&images_written);
-            bad(e.to_string())
-        },
-    )?;
-    report(&plan, &images_written, out).map_err(|e| {
+    context
+        .operator
+        .write(&plan.target, enrollment.to_toml().as_bytes(), plan.existing)
+        .inspect_err(|_| remove_all(&images_written))?;
+    report(&plan, context, &images_written, out).map_err(|e| {
         // The file is written; the codes could not be shown. Say so rather than pretend.
         SetupError::NotConfirmed(format!(
-            "wrote {} but could not show the recovery codes ({e}); run otp-setup --force again",
-            plan.target.display()
+            "wrote {} but could not show the recovery codes ({e}); run {} --force again",
+            plan.target.display(),
+            context.operator.command(&context.user_name)
         ))
-    })
+    })?;
+    Ok(plan.target)
 }
 
 fn remove_all(paths: &[PathBuf]) {
@@ -431,7 +477,11 @@ fn in_home(context: &Context, name: &str) -> PathBuf {
     context.home.join(name)
 }
 
-fn plan(args: &Args, context: &Context) -> Result<Plan, SetupError> {
+fn plan(
+    args: &Choices,
+    import_from: Option<PathBuf>,
+    context: &Context,
+) -> Result<Plan, SetupError> {
     if args.period.is_some() && args.kind == Some(CodeType::Hotp) {
         return Err(bad(
             "--period is for time-based codes; it cannot be used with --type hotp",
@@ -448,27 +498,22 @@ fn plan(args: &Args, context: &Context) -> Result<Plan, SetupError> {
     check_name("--issuer", &issuer)?;
     check_name("--label", &label)?;
 
-    let target = args
-        .file
-        .clone()
-        .unwrap_or_else(|| in_home(context, ".otp.toml"));
+    let target = match &args.file {
+        Some(file) => file.clone(),
+        None => context.operator.default_file(context)?,
+    };
     let existing = if args.force {
         Existing::Replace
     } else {
         Existing::Keep
     };
-    let outputs = std::iter::once(&target)
-        .chain(args.qr_png.iter())
-        .chain(args.qr_svg.iter());
-    for path in outputs {
+    context.operator.check_target(&target, existing)?;
+    for path in args.qr_png.iter().chain(args.qr_svg.iter()) {
         check_writable(path, existing)?;
     }
 
-    let (enrollment, new_recovery_codes, imported) = match &args.import_google_authenticator {
+    let (enrollment, new_recovery_codes, imported) = match import_from {
         Some(source) => {
-            let source = source
-                .clone()
-                .unwrap_or_else(|| in_home(context, ".google_authenticator"));
             let file = read_google_authenticator(&source)?;
             let recovery_codes = file
                 .scratch_codes
@@ -630,6 +675,7 @@ fn describe(enrollment: &Enrollment) -> String {
 
 fn show(
     plan: &Plan,
+    context: &Context,
     uri: &str,
     code: &qrcode::QrCode,
     out: &mut dyn Write,
@@ -659,7 +705,8 @@ fn show(
         if plan.ascii_for_locale {
             writeln!(
                 err,
-                "note: the locale is not UTF-8, so the QR code is drawn in ASCII ({columns} columns); for a compact one run LANG=C.UTF-8 otp-setup, or use --qr-png FILE"
+                "note: the locale is not UTF-8, so the QR code is drawn in ASCII ({columns} columns); for a compact one run LANG=C.UTF-8 {}, or use --qr-png FILE",
+                context.operator.command(&context.user_name)
             )?;
         } else if plan.utf8_assumed {
             writeln!(
@@ -673,7 +720,11 @@ fn show(
                 "note: the QR code is {columns} columns wide; widen the terminal, shorten --issuer/--label, or use --qr-png FILE"
             )?;
         }
-        writeln!(out, "Scan this QR code with your authenticator app:")?;
+        writeln!(
+            out,
+            "Scan this QR code with {} authenticator app:",
+            context.operator.whose()
+        )?;
         writeln!(out)?;
         out.write_all(Zeroizing::new(drawing.draw(code)).as_bytes())?;
         writeln!(out)?;
@@ -695,11 +746,12 @@ fn show(
 /// just typed, so that code cannot be used again and the app's next one is expected.
 fn confirm(
     enrollment: &Enrollment,
+    whose: &str,
     input: &mut dyn BufRead,
     err: &mut dyn Write,
 ) -> Result<Enrollment, SetupError> {
     for attempt in 1..=CONFIRM_TRIES {
-        write!(err, "Enter the code your app shows now: ").map_err(lost_terminal)?;
+        write!(err, "Enter the code {whose} app shows now: ").map_err(lost_terminal)?;
         err.flush().map_err(lost_terminal)?;
         let mut line = Zeroizing::new(String::new());
         let read = input.read_line(&mut line).map_err(|e| {
@@ -754,7 +806,12 @@ fn check_code(enrollment: &Enrollment, answer: &str, unix_time: u64) -> Option<E
     }
 }
 
-fn report(plan: &Plan, images: &[PathBuf], out: &mut dyn Write) -> io::Result<()> {
+fn report(
+    plan: &Plan,
+    context: &Context,
+    images: &[PathBuf],
+    out: &mut dyn Write,
+) -> io::Result<()> {
     writeln!(out, "Wrote {}.", plan.target.display())?;
     for image in images {
         writeln!(
@@ -775,7 +832,8 @@ fn report(plan: &Plan, images: &[PathBuf], out: &mut dyn Write) -> io::Result<()
         writeln!(out)?;
         writeln!(
             out,
-            "Recovery codes: each works once in place of a code. Keep them somewhere safe;"
+            "Recovery codes: each works once in place of a code. {}",
+            context.operator.keep_codes_safe(&context.user_name)
         )?;
         writeln!(
             out,

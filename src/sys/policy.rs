@@ -13,6 +13,9 @@ use crate::sys::safe_path::open_root_owned_file;
 pub const DEFAULT_POLICY_FILE: &str = "/etc/security/pam_otp.toml";
 pub const DEFAULT_SECRET: &str = "~/.otp.toml";
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/pam-otp";
+/// The administrator's secret store (`otp-admin enroll`): root-owned files the module
+/// reads as root, inside the default state directory.
+pub const STORE_SECRET: &str = "/var/lib/pam-otp/secrets/%u.toml";
 pub const DEFAULT_PROMPT: &str = "Verification code: ";
 pub const DEFAULT_FORWARD_PROMPT: &str = "Password and verification code: ";
 const MAX_POLICY_FILE_BYTES: u64 = 64 * 1024;

@@ -295,6 +295,36 @@ mod tests {
     }
 
     #[test]
+    fn the_secret_store_inside_the_state_directory_is_left_alone() {
+        // The administrator's secret store defaults to <state_dir>/secrets/.
+        require_root();
+        let dir = scratch("secrets-subdir");
+        let store = StateStore::open(&dir).unwrap();
+        let secrets = dir.join("secrets");
+        fs::DirBuilder::new().mode(0o700).create(&secrets).unwrap();
+        fs::write(secrets.join("alice.toml"), "secret = \"x\"\n").unwrap();
+        // Even a user called "secrets" has state files of their own beside it.
+        for user in ["alice", "secrets"] {
+            let locked = store.lock(user).unwrap();
+            let state = State {
+                version: 1,
+                fingerprint: "f".into(),
+                ..State::default()
+            };
+            locked.save(&state).unwrap();
+            assert_eq!(store.peek(user).unwrap(), Some(state));
+            assert!(locked.remove().unwrap());
+        }
+        assert!(StateStore::open(&dir).is_ok());
+        assert!(fs::metadata(&secrets).unwrap().is_dir());
+        assert_eq!(
+            fs::read_to_string(secrets.join("alice.toml")).unwrap(),
+            "secret = \"x\"\n"
+        );
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn unsafe_user_names_are_refused_and_make_no_file() {
         require_root();
         let dir = scratch("names");

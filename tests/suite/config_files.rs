@@ -118,11 +118,13 @@ fn shipped_policy_file_parses_and_gives_the_defaults_when_uncommented() {
 
 #[test]
 fn shipped_pam_files_name_the_installed_module() {
-    for file in [
-        "pam.d/sshd-otp",
-        "pam.d/sshd-password-otp",
-        "pam.d/sudo-otp",
-        "pam.d/sudo-i-otp",
+    // sudo reads the administrator's store: a secret the user's own processes cannot read.
+    let store = "secret=/var/lib/pam-otp/secrets/%u.toml";
+    for (file, arguments) in [
+        ("pam.d/sshd-otp", &[][..]),
+        ("pam.d/sshd-password-otp", &[][..]),
+        ("pam.d/sudo-otp", &[store][..]),
+        ("pam.d/sudo-i-otp", &[store][..]),
     ] {
         let text = shipped(file);
         let otp_lines: Vec<&str> = text
@@ -135,10 +137,13 @@ fn shipped_pam_files_name_the_installed_module() {
             "{file}: expected one pam_otp line: {otp_lines:?}"
         );
         let words: Vec<&str> = otp_lines[0].split_whitespace().collect();
+        let mut expected = vec!["auth", "required", "pam_otp.so"];
+        expected.extend_from_slice(arguments);
         assert_eq!(
             words,
-            ["auth", "required", "pam_otp.so"],
-            "{file}: the pam_otp line should be `auth required pam_otp.so`"
+            expected,
+            "{file}: the pam_otp line should be `{}`",
+            expected.join(" ")
         );
     }
 }

@@ -97,7 +97,9 @@ fn assert_is_debians_plus_pam_otp(shipped: &str, debian: &str, replaces_common_a
     }
     let ours: Vec<String> = settings(&read(&format!("config/pam.d/{shipped}")))
         .into_iter()
-        .filter(|l| l != "auth required pam_otp.so" && l != "auth required pam_permit.so")
+        .filter(|l| {
+            !l.starts_with("auth required pam_otp.so") && l != "auth required pam_permit.so"
+        })
         .collect();
     assert_eq!(
         ours, expected,

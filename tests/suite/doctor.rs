@@ -16,6 +16,7 @@ use std::process::Command;
 use admin::{otp_admin, StateDir, User};
 use clients::{policy_text, read_shipped, shipped};
 use support::module_ref;
+use support::secret_store::StoreSecret;
 use support::{assert_root, new_secret, scratch_path, totp_enrollment};
 
 /// The shipped sshd and sudo setups, installed into a private directory.
@@ -185,10 +186,29 @@ impl Doctor {
 }
 
 /// A user enrolled the way otp-setup leaves it.
-fn enrolled_user() -> User {
+/// A user enrolled where each shipped file reads: `~/.otp.toml` (sshd) and the
+/// administrator's store (sudo).
+struct Enrolled {
+    user: User,
+    _stored: StoreSecret,
+}
+
+impl std::ops::Deref for Enrolled {
+    type Target = User;
+    fn deref(&self) -> &User {
+        &self.user
+    }
+}
+
+fn enrolled_user() -> Enrolled {
     let user = User::new();
-    user.enroll(&totp_enrollment(&new_secret()));
-    user
+    let enrollment = totp_enrollment(&new_secret());
+    user.enroll(&enrollment);
+    let stored = StoreSecret::write(&user.name, &enrollment);
+    Enrolled {
+        user,
+        _stored: stored,
+    }
 }
 
 #[test]
@@ -447,15 +467,15 @@ fn enrollments_against_nullok_are_found() {
     ];
 
     let fixture = Fixture::shipped();
-    let run = fixture.doctor(&[&["sudo"][..], &users[..]].concat());
+    let run = fixture.doctor(&[&["sshd"][..], &users[..]].concat());
     let locked = run.assert_found("unenrolled-locked-out", "warning", "no nullok");
     assert_eq!(locked["users"], serde_json::json!([missing.name]));
     let refused = run.assert_found("enrollment-refused", "error", "mode 0644");
     assert_eq!(refused["users"], serde_json::json!([broken.name]));
     assert!(run.with_id("nullok-unenrolled").is_none());
 
-    fixture.install_pam("sudo", "sudo-otp", " nullok");
-    let run = fixture.doctor(&[&["sudo"][..], &users[..]].concat());
+    fixture.install_pam("sshd", "sshd-otp", " nullok");
+    let run = fixture.doctor(&[&["sshd"][..], &users[..]].concat());
     let through = run.assert_found("nullok-unenrolled", "warning", "nullok");
     assert_eq!(through["users"], serde_json::json!([missing.name]));
     // A broken file fails even with nullok.

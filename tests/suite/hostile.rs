@@ -275,13 +275,14 @@ fn enrollment_in_a_home_the_user_cannot_read_is_refused_not_read_as_root() {
 fn files_only_root_can_read_are_not_read_as_root() {
     let f = Fixture::totp();
     let service = f.service("");
-    // A valid enrollment owned by root (an allowed owner), mode 0600: root could read it.
+    // A valid enrollment owned by root, mode 0600, in the user's home: root could read it,
+    // but the home is the user's, so it is not the administrator's store.
     let path = f.user.otp_path();
     chown(&path, Some(0), Some(0)).unwrap();
     let run = login(&f, &service, &right_code(&f.secret));
     run.assert_refused(
         AUTHINFO_UNAVAIL,
-        &[".otp.toml", "Permission denied"],
+        &[".otp.toml", "owned by root, but directory", "not root"],
         "root-owned 0600 file",
     );
     chown(&path, Some(f.user.uid), Some(f.user.gid)).unwrap();
@@ -554,7 +555,7 @@ fn as_user(user: &str, script: &str) -> bool {
 
 #[test]
 fn an_immutable_secret_in_a_root_directory_cannot_be_rewritten_by_the_user() {
-    // SECURITY.md's recipe for sudo: secret=/var/lib/<dir>/%u.toml, the directory root's
+    // An earlier recipe for sudo: secret=/var/lib/<dir>/%u.toml, the directory root's
     // (0755), the file the user's (so the module, reading as the user, can open it), mode
     // 0400, made immutable by root with chattr +i.
     let f = Fixture::totp();

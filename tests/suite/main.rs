@@ -21,6 +21,7 @@ mod otp_setup_umask;
 mod package_rollback;
 mod pam_stack;
 mod root_owned_paths;
+mod secret_store;
 mod split_pass;
 mod sshd;
 mod sudo;

@@ -17,6 +17,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use crate::support::secret_store::StoreSecret;
 use clients::{run_sudo, Answers, InstalledService, ShellUser, SshClient, Sshd, SudoRule, SudoRun};
 use support::{new_secret, now, scratch_path, totp_at, totp_enrollment, unique};
 
@@ -140,7 +141,9 @@ fn package_removal_is_refused_until_the_documented_roll_back() {
     let user = ShellUser::new();
     let password = user.set_password();
     let secret = new_secret();
+    // sshd reads ~/.otp.toml; sudo-otp reads the administrator's store.
     user.enroll(&totp_enrollment(&secret));
+    let _stored = StoreSecret::write(&user.name, &totp_enrollment(&secret));
     let client = SshClient::new();
     user.authorize_key(&client.public_key());
 

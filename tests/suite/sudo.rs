@@ -3,7 +3,8 @@
 //! Each test installs the shipped `config/pam.d/sudo-otp` as its own PAM service
 //! and points sudo at it for one test user only, with a sudoers file
 //! `Defaults:USER pam_service=...` (checked with visudo, removed afterwards);
-//! `/etc/pam.d/sudo` is never touched. sudo runs as the test user, reading the
+//! `/etc/pam.d/sudo` is never touched. The user's secret is in the administrator's
+//! store, as the shipped file reads it. sudo runs as the test user, reading the
 //! password and then the code from standard input (`sudo -S`). Codes come from
 //! oathtool. Must run as root.
 
@@ -25,12 +26,12 @@ impl SudoSetup {
     }
 }
 
-fn asked_for_the_code(run: &SudoRun) -> bool {
+pub(crate) fn asked_for_the_code(run: &SudoRun) -> bool {
     run.stderr.contains("Verification code: ")
 }
 
 #[track_caller]
-fn assert_ran(run: &SudoRun, what: &str) {
+pub(crate) fn assert_ran(run: &SudoRun, what: &str) {
     assert!(
         run.status == Some(0) && run.stdout.trim() == "root",
         "{what}: expected /usr/bin/id to run as root\n{}",
@@ -44,7 +45,7 @@ fn assert_ran(run: &SudoRun, what: &str) {
 }
 
 #[track_caller]
-fn assert_refused(run: &SudoRun, what: &str) {
+pub(crate) fn assert_refused(run: &SudoRun, what: &str) {
     assert!(
         run.status == Some(1) && !run.stdout.contains("root"),
         "{what}: expected sudo to refuse\n{}",

@@ -19,6 +19,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
+use crate::support::secret_store::StoreSecret;
 use crate::support::{
     assert_root, hex, module_path, new_secret, passwd_entry, random_bytes, scratch_path,
     totp_enrollment, unique, user_db_with_input, LocalUser, StateDir, UserOptions,
@@ -662,12 +663,14 @@ impl Drop for SudoRule {
     }
 }
 
-/// A test user with a password and a TOTP enrollment, a shipped sudo PAM file installed
-/// as a service, and a sudoers rule (made by `rule`) pointing the user at it. Fields drop
-/// in order: the rule goes first, then the service, then the user.
+/// A test user with a password and a TOTP enrollment in the administrator's store (where
+/// the shipped sudo files read it), a shipped sudo PAM file installed as a service, and a
+/// sudoers rule (made by `rule`) pointing the user at it. Fields drop in order: the rule
+/// goes first, then the service, the secret, then the user.
 pub struct SudoSetup {
     _rule: SudoRule,
     _service: InstalledService,
+    _secret: StoreSecret,
     pub user: ShellUser,
     pub password: String,
     pub secret: String,
@@ -682,11 +685,12 @@ impl SudoSetup {
         let user = ShellUser::new();
         let password = user.set_password();
         let secret = new_secret();
-        user.enroll(&totp_enrollment(&secret));
+        let stored = StoreSecret::write(&user.name, &totp_enrollment(&secret));
         let service = InstalledService::install(shipped_pam, prefix, &[]);
         SudoSetup {
             _rule: rule(&user.name, &service),
             _service: service,
+            _secret: stored,
             user,
             password,
             secret,
