@@ -321,7 +321,7 @@ pub fn main() -> ExitCode {
     };
     let result = Context::from_system().and_then(|context| {
         let stdin = io::stdin();
-        run(
+        run_otp_setup(
             &args,
             &context,
             &mut stdin.lock(),
@@ -367,7 +367,7 @@ struct Plan {
 }
 
 /// The whole flow of `otp-setup`; see the module comment.
-pub fn run(
+pub fn run_otp_setup(
     args: &Args,
     context: &Context,
     input: &mut dyn BufRead,
@@ -440,7 +440,7 @@ pub fn enroll(
         .operator
         .write(&plan.target, enrollment.to_toml().as_bytes(), plan.existing)
         .inspect_err(|_| remove_all(&images_written))?;
-    report(&plan, context, &images_written, out).map_err(|e| {
+    report_written(&plan, context, &images_written, out).map_err(|e| {
         // The file is written; the codes could not be shown. Say so rather than pretend.
         SetupError::NotConfirmed(format!(
             "wrote {} but could not show the recovery codes ({e}); run {} --force again",
@@ -661,7 +661,7 @@ fn grouped(secret: &str) -> Zeroizing<String> {
     out
 }
 
-fn describe(enrollment: &Enrollment) -> String {
+fn describe_kind(enrollment: &Enrollment) -> String {
     let moving = match enrollment.kind {
         Kind::Totp { period } => format!("time-based (TOTP), a new code every {period} seconds"),
         Kind::Hotp { counter } => format!("counter-based (HOTP), counter starting at {counter}"),
@@ -686,7 +686,7 @@ fn show(
             out,
             "Importing {}: {}; {} scratch codes become recovery codes.",
             source.display(),
-            describe(&plan.enrollment),
+            describe_kind(&plan.enrollment),
             file.scratch_codes.len()
         )?;
         if !file.dropped_options.is_empty() {
@@ -734,7 +734,7 @@ fn show(
     writeln!(out, "  Issuer:  {}", plan.issuer)?;
     writeln!(out, "  Account: {}", plan.label)?;
     writeln!(out, "  Secret:  {}", grouped(&secret).as_str())?;
-    writeln!(out, "  Type:    {}", describe(&plan.enrollment))?;
+    writeln!(out, "  Type:    {}", describe_kind(&plan.enrollment))?;
     writeln!(out)?;
     writeln!(out, "Key URI: {uri}")?;
     writeln!(out)?;
@@ -806,7 +806,7 @@ fn check_code(enrollment: &Enrollment, answer: &str, unix_time: u64) -> Option<E
     }
 }
 
-fn report(
+fn report_written(
     plan: &Plan,
     context: &Context,
     images: &[PathBuf],
