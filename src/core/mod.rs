@@ -6,5 +6,6 @@ pub mod enrollment;
 pub mod otp;
 pub mod otpauth;
 pub mod recovery;
+pub mod source;
 pub mod state;
 pub mod window;

@@ -2,20 +2,24 @@
 //! return code. The system is reached only through [`Host`], so the flow is unit-tested
 //! with a scripted host and conversation, without root or a file system.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use ::pam::constants::PamResultCode;
 use zeroize::Zeroizing;
 
 use crate::core::answer::{as_code, split_password_and_code};
-use crate::core::decision::{decide, Method, Verdict};
+use crate::core::decision::{decide, Method, Replay, Verdict};
 use crate::core::enrollment::Enrollment;
-use crate::core::state::State;
+use crate::core::source::Source;
+use crate::core::state::{EnrollmentRef, Lock, LockScope, State};
 use crate::pam::conversation::Conversation;
 use crate::sys::log::Logger;
 use crate::sys::policy::{expand_secret_path, PassMode, Policy};
 use crate::sys::store::{StateStore, StoreError};
 use crate::sys::user_file::{read_enrollment, Account, AccountError, UserFileError};
+
+/// What the user is told when a code was used before.
+pub(crate) const REPLAY_MESSAGE: &str = "This code was already used; wait for the next one.";
 
 /// What one login needs from the system.
 pub(crate) trait Host {
@@ -23,13 +27,14 @@ pub(crate) trait Host {
     fn account(&self, name: &str) -> Result<Option<Account>, AccountError>;
     /// The enrollment at `path`, read with the rights `sys::user_file` gives it.
     fn enrollment(&self, path: &Path, account: &Account) -> Result<Enrollment, UserFileError>;
-    /// The user's state as last saved, read without the lock (the pre-prompt check).
-    fn peek_state(&self, user: &str) -> Result<Option<State>, StoreError>;
-    /// Under the user's lock: loads the state, gives it to `change`, and saves what
+    /// The state of the person with this UID as last saved, read without the lock (the
+    /// pre-prompt check).
+    fn peek_state(&self, uid: u32) -> Result<Option<State>, StoreError>;
+    /// Under the person's lock: loads the state, gives it to `change`, and saves what
     /// `change` returns if it differs; an error means nothing was saved.
     fn update_state(
         &self,
-        user: &str,
+        uid: u32,
         change: &mut dyn FnMut(Option<State>) -> State,
     ) -> Result<(), StoreError>;
 }
@@ -48,18 +53,18 @@ impl Host for SystemHost<'_> {
         read_enrollment(path, account)
     }
 
-    fn peek_state(&self, user: &str) -> Result<Option<State>, StoreError> {
+    fn peek_state(&self, uid: u32) -> Result<Option<State>, StoreError> {
         let store = StateStore::open(self.state_dir)?;
         store.check_writable()?;
-        store.peek(user)
+        store.peek(uid)
     }
 
     fn update_state(
         &self,
-        user: &str,
+        uid: u32,
         change: &mut dyn FnMut(Option<State>) -> State,
     ) -> Result<(), StoreError> {
-        let locked = StateStore::open(self.state_dir)?.lock(user)?;
+        let locked = StateStore::open(self.state_dir)?.lock(uid)?;
         let stored = locked.load()?;
         let unchanged = stored.clone();
         let next = change(stored);
@@ -92,10 +97,20 @@ pub(crate) struct Request<'a> {
     pub policy: &'a Policy,
     /// PAM_AUTHTOK as an earlier module left it (for try_first_pass / use_first_pass).
     pub authtok: Option<Zeroizing<String>>,
+    /// Where the login comes from (PAM_RHOST), as lockout counts it.
+    pub source: Source,
+}
+
+/// One login's fixed parts: whose state, which enrollment, from where.
+struct Context<'a> {
+    uid: u32,
+    enrolled: EnrollmentRef<'a>,
+    source: &'a Source,
+    policy: &'a Policy,
 }
 
 /// Runs one login. `now` gives the Unix time; it is read once before prompting (the
-/// lockout check) and once after the answer (the decision).
+/// lockout check) and once after each answer (the decision).
 pub(crate) fn login(
     request: &Request,
     host: &dyn Host,
@@ -115,45 +130,88 @@ pub(crate) fn login(
             return PamResultCode::PAM_AUTHINFO_UNAVAIL.into();
         }
     };
-    let enrollment = match load_enrollment(host, &account, policy, log) {
-        Ok(enrollment) => enrollment,
+    let (enrollment, path) = match load_enrollment(host, &account, policy, log) {
+        Ok(loaded) => loaded,
         Err(code) => return code.into(),
     };
-
-    // Refuse a locked user before asking anything: no code is checked while locked. The
-    // lock is not taken here; the decision below re-reads the state under it.
-    let before = now();
-    let state = match host.peek_state(&account.name) {
-        Ok(stored) => State::for_enrollment(stored, &enrollment),
-        Err(e) => return unavailable(log, &e).into(),
+    let context = Context {
+        uid: account.uid,
+        enrolled: EnrollmentRef::new(&enrollment, &path.to_string_lossy()),
+        source: &request.source,
+        policy,
     };
-    if state.is_locked(before) {
-        return report_locked(state.locked_until, before, conversation, log).into();
+
+    // Refuse a locked user or source before asking anything: no code is checked while
+    // locked. The lock is not taken here; each decision re-reads the state under it.
+    let before = now();
+    match host.peek_state(context.uid) {
+        Ok(stored) => {
+            if let Some(lock) = stored.and_then(|s| s.lock_for(context.source, before)) {
+                return report_locked(lock, before, conversation, log).into();
+            }
+        }
+        Err(e) => return unavailable(log, &e).into(),
+    }
+
+    if policy.pass_mode == PassMode::TryFirstPass {
+        if let Some(token) = first_pass_code(request, &enrollment) {
+            // Every code checked counts, this one too: an attacker who can choose the
+            // token gets no guess for free. The owner whose password merely looks like a
+            // code loses one failure, which the right code asked for next clears.
+            match settle(&context, host, &token, now, log) {
+                Ok((Verdict::Rejected { locked: None, .. } | Verdict::Replayed(_), _)) => {
+                    log.info("try_first_pass: the earlier password is not a valid code (counted as one failure); asking for the code");
+                }
+                Ok((verdict, time)) => {
+                    return report(verdict, time, policy, conversation, log).into();
+                }
+                Err(code) => return code.into(),
+            }
+        }
     }
 
     let (answer, forward_password) = match obtain_answer(request, &enrollment, conversation, log) {
         Ok(answered) => answered,
         Err(code) => return code.into(),
     };
-
-    let mut decided = None;
-    let saved = host.update_state(&account.name, &mut |stored| {
-        let state = State::for_enrollment(stored, &enrollment);
-        let time = now();
-        let decision = decide(&enrollment, &state, &policy.limits, &answer, time);
-        decided = Some((decision.verdict, decision.state.lockouts, time));
-        decision.state
-    });
-    let code = match (saved, decided) {
-        (Ok(()), Some((verdict, lockouts, time))) => {
-            report(verdict, lockouts, time, policy, conversation, log)
-        }
-        (Ok(()), None) => unreachable_host(log),
-        (Err(e), _) => unavailable(log, &e),
+    let code = match settle(&context, host, &answer, now, log) {
+        Ok((verdict, time)) => report(verdict, time, policy, conversation, log),
+        Err(code) => code,
     };
     Ending {
         code,
         forward_password,
+    }
+}
+
+/// Decides `answer` under the person's lock and saves the outcome; the verdict and the
+/// time it was decided at, or the return code if nothing could be decided or saved.
+fn settle(
+    context: &Context,
+    host: &dyn Host,
+    answer: &str,
+    now: &dyn Fn() -> u64,
+    log: &Logger,
+) -> Result<(Verdict, u64), PamResultCode> {
+    let mut decided = None;
+    let saved = host.update_state(context.uid, &mut |stored| {
+        let state = stored.unwrap_or_default();
+        let time = now();
+        let decision = decide(
+            &context.enrolled,
+            context.source,
+            &state,
+            &context.policy.limits,
+            answer,
+            time,
+        );
+        decided = Some((decision.verdict, time));
+        decision.state
+    });
+    match (saved, decided) {
+        (Ok(()), Some(decided)) => Ok(decided),
+        (Ok(()), None) => Err(unreachable_host(log)),
+        (Err(e), _) => Err(unavailable(log, &e)),
     }
 }
 
@@ -173,13 +231,13 @@ fn load_enrollment(
     account: &Account,
     policy: &Policy,
     log: &Logger,
-) -> Result<Enrollment, PamResultCode> {
+) -> Result<(Enrollment, PathBuf), PamResultCode> {
     let path = expand_secret_path(&policy.secret, &account.name, &account.home).map_err(|e| {
         log.error(&e.to_string());
         PamResultCode::PAM_AUTHINFO_UNAVAIL
     })?;
     match host.enrollment(&path, account) {
-        Ok(enrollment) => Ok(enrollment),
+        Ok(enrollment) => Ok((enrollment, path)),
         Err(UserFileError::NotEnrolled) if policy.nullok => {
             log.debug(&format!(
                 "{} does not exist; nullok lets the user pass",
@@ -202,6 +260,16 @@ fn load_enrollment(
     }
 }
 
+/// try_first_pass: the earlier module's token, if it has the shape of a code (a
+/// password that does not is no guess at all, and is not tried).
+fn first_pass_code(request: &Request, enrollment: &Enrollment) -> Option<Zeroizing<String>> {
+    request
+        .authtok
+        .as_ref()
+        .filter(|token| as_code(token, enrollment.digits).is_some())
+        .cloned()
+}
+
 /// The answer to check and, with `forward_pass`, the password to hand on.
 type Answered = (Zeroizing<String>, Option<Zeroizing<String>>);
 
@@ -219,18 +287,14 @@ fn obtain_answer(
         })
     };
     match policy.pass_mode {
-        PassMode::Prompt => Ok((ask()?, None)),
+        // try_first_pass: the token, if it was a code, has been tried already.
+        PassMode::Prompt | PassMode::TryFirstPass => Ok((ask()?, None)),
         PassMode::UseFirstPass => match &request.authtok {
             Some(token) => Ok((token.clone(), None)),
             None => {
                 log.error("use_first_pass: no PAM_AUTHTOK from an earlier module");
                 Err(PamResultCode::PAM_AUTH_ERR)
             }
-        },
-        PassMode::TryFirstPass => match &request.authtok {
-            // Only a code-shaped token is tried: an earlier module's password is not a guess.
-            Some(token) if as_code(token, enrollment.digits).is_some() => Ok((token.clone(), None)),
-            _ => Ok((ask()?, None)),
         },
         PassMode::ForwardPass => {
             let full = ask()?;
@@ -245,15 +309,24 @@ fn obtain_answer(
     }
 }
 
+fn scope_text(scope: LockScope) -> &'static str {
+    match scope {
+        LockScope::User => "user locked out from every source",
+        LockScope::Source => "this source is locked out",
+        LockScope::OtherSources => "sources not remembered individually are locked out",
+    }
+}
+
 fn report_locked(
-    until: u64,
+    lock: Lock,
     time: u64,
     conversation: &mut dyn Conversation,
     log: &Logger,
 ) -> PamResultCode {
-    let wait = until.saturating_sub(time);
+    let wait = lock.until.saturating_sub(time);
     log.warning(&format!(
-        "locked out for {wait} more seconds; no code checked"
+        "{} for {wait} more seconds; no code checked",
+        scope_text(lock.scope)
     ));
     let _ = conversation.error(&format!(
         "Too many failed attempts; try again in {wait} seconds."
@@ -263,7 +336,6 @@ fn report_locked(
 
 fn report(
     verdict: Verdict,
-    lockouts: u32,
     time: u64,
     policy: &Policy,
     conversation: &mut dyn Conversation,
@@ -291,33 +363,59 @@ fn report(
             ));
             PamResultCode::PAM_SUCCESS
         }
-        Verdict::Rejected {
-            failures,
-            locked_until: None,
-        } => {
-            let limit = match policy.limits.max_failures {
-                0 => "no lockout".to_string(),
-                max => format!("lockout after {max}"),
+        Verdict::Replayed(replay) => {
+            let (what, told) = match replay {
+                Replay::Code => ("a code already used", REPLAY_MESSAGE),
+                Replay::RecoveryCode => (
+                    "a recovery code already spent",
+                    "This recovery code was already used.",
+                ),
             };
             log.warning(&format!(
-                "wrong code ({failures} consecutive failures, {limit})"
+                "replay: {what} was given again (refused, not counted as a failure)"
             ));
+            let _ = conversation.error(told);
             PamResultCode::PAM_AUTH_ERR
         }
         Verdict::Rejected {
             failures,
-            locked_until: Some(until),
+            user_failures,
+            locked: None,
         } => {
-            let wait = until.saturating_sub(time);
+            let limits = &policy.limits;
+            let limit = match (limits.max_failures, limits.max_failures_user) {
+                (0, _) => "no lockout".to_string(),
+                (max, 0) => format!("lockout after {max}"),
+                (max, user) => {
+                    format!("lockout after {max}; {user_failures} of {user} for the user")
+                }
+            };
             log.warning(&format!(
-                "wrong code; {failures} consecutive failures: locked out for {wait} seconds (lockout {lockouts})"
+                "wrong code ({failures} consecutive failures from this source, {limit})"
+            ));
+            PamResultCode::PAM_AUTH_ERR
+        }
+        Verdict::Rejected {
+            locked: Some(lock), ..
+        } => {
+            let wait = lock.until.saturating_sub(time);
+            log.warning(&format!(
+                "wrong code: {} for {wait} seconds",
+                scope_text(lock.scope)
             ));
             let _ = conversation.error(&format!(
                 "Too many failed attempts; locked for {wait} seconds."
             ));
             PamResultCode::PAM_AUTH_ERR
         }
-        Verdict::Locked { until } => report_locked(until, time, conversation, log),
+        Verdict::Locked(lock) => report_locked(lock, time, conversation, log),
+        Verdict::NoRoom => {
+            log.error(
+                "the right code, but the state already holds 8 enrollments used within a \
+                 week and cannot remember a ninth; refused (see otp-admin status)",
+            );
+            PamResultCode::PAM_AUTHINFO_UNAVAIL
+        }
     }
 }
 
@@ -448,17 +546,17 @@ mod tests {
             Enrollment::parse(text).map_err(UserFileError::Invalid)
         }
 
-        fn peek_state(&self, user: &str) -> Result<Option<State>, StoreError> {
-            assert_eq!(user, self.account.name);
+        fn peek_state(&self, uid: u32) -> Result<Option<State>, StoreError> {
+            assert_eq!(uid, self.account.uid);
             self.read()
         }
 
         fn update_state(
             &self,
-            user: &str,
+            uid: u32,
             change: &mut dyn FnMut(Option<State>) -> State,
         ) -> Result<(), StoreError> {
-            assert_eq!(user, self.account.name);
+            assert_eq!(uid, self.account.uid);
             let stored = self.read()?;
             let next = change(stored.clone());
             if stored.as_ref() != Some(&next) {
@@ -497,6 +595,7 @@ mod tests {
             user: "tester",
             policy,
             authtok: authtok.map(|t| Zeroizing::new(t.to_string())),
+            source: Source::from_rhost(""),
         };
         (login(&request, host, script, &|| time, &log), log)
     }
@@ -537,6 +636,7 @@ mod tests {
             user: "nobody-here",
             policy: &p,
             authtok: None,
+            source: Source::from_rhost(""),
         };
         let ending = login(&request, &host, &mut answering(&[]), &|| T1.0, &log);
         assert_eq!(ending.code, PamResultCode::PAM_USER_UNKNOWN);

@@ -14,6 +14,7 @@ use ::pam::module::{PamHandle, PamHooks};
 
 use self::conversation::PamConversation;
 use self::login::{login, Request, SystemHost};
+use crate::core::source::Source;
 use crate::sys::clock::unix_now;
 use crate::sys::log::Logger;
 use crate::sys::policy;
@@ -44,7 +45,8 @@ where
 
 fn authenticate(pamh: &mut PamHandle, args: &[&CStr], flags: PamFlag) -> PamResultCode {
     let mut log = Logger::syslog(&item_text::<Service>(pamh));
-    log.set_rhost(&item_text::<RHost>(pamh));
+    let rhost = item_text::<RHost>(pamh);
+    log.set_rhost(&rhost);
 
     let args: Vec<String> = args
         .iter()
@@ -75,6 +77,7 @@ fn authenticate(pamh: &mut PamHandle, args: &[&CStr], flags: PamFlag) -> PamResu
         user: &user,
         policy: &policy,
         authtok: authtok::get(pamh),
+        source: Source::from_rhost(&rhost),
     };
     let host = SystemHost {
         state_dir: &policy.state_dir,
