@@ -71,7 +71,7 @@ impl StateDir {
     }
 
     pub fn state_file(&self, user: &str) -> PathBuf {
-        self.path.join(format!("{user}.state"))
+        crate::support::state_file_in(&self.path, user)
     }
 }
 
