@@ -453,6 +453,22 @@ impl SshClient {
         code_tries: u32,
         command: &str,
     ) -> SshRun {
+        self.run_with(&[], sshd, user, answers, code_tries, command)
+    }
+
+    /// `run` with more ssh arguments first (ssh keeps the first value of an option):
+    /// e.g. `-b 127.0.0.2` to connect from that address (any 127/8 address is local),
+    /// which sshd then gives PAM as PAM_RHOST, or `-o LogLevel=INFO` to see what a user
+    /// sees by default (the server's messages; the tests otherwise run with ERROR).
+    pub fn run_with(
+        &self,
+        extra_args: &[&str],
+        sshd: &Sshd,
+        user: &str,
+        answers: &Answers,
+        code_tries: u32,
+        command: &str,
+    ) -> SshRun {
         let n = self.runs.fetch_add(1, Ordering::SeqCst);
         let askpass = self.dir.join(format!("askpass-{n}"));
         let prompt_log = self.dir.join(format!("askpass-{n}.log"));
@@ -480,7 +496,9 @@ impl SshClient {
         let tries = format!("NumberOfPasswordPrompts={code_tries}");
         let out = Command::new("timeout")
             .arg(CLIENT_TIMEOUT_SECS)
-            .args(["ssh", "-F", "/dev/null", "-T", "-p", &port, "-i"])
+            .args(["ssh", "-F", "/dev/null", "-T", "-p", &port])
+            .args(extra_args)
+            .arg("-i")
             .arg(&self.key)
             .args([
                 "-o",
@@ -546,6 +564,11 @@ pub struct SudoRule {
 
 impl SudoRule {
     pub fn install(user: &str, service: &InstalledService) -> SudoRule {
+        SudoRule::install_with(user, service, &[])
+    }
+
+    /// `install` with more `Defaults:USER` settings (e.g. `!pam_silent`).
+    pub fn install_with(user: &str, service: &InstalledService, defaults: &[&str]) -> SudoRule {
         assert_root();
         require_program("/usr/bin/sudo", "sudo");
         require_program("/usr/sbin/visudo", "sudo");
@@ -557,7 +580,10 @@ impl SudoRule {
              Defaults:{user} !mail_badpass\n\
              {user} ALL=(root) /usr/bin/id\n",
             service = service.name,
-        );
+        ) + &defaults
+            .iter()
+            .map(|d| format!("Defaults:{user} {d}\n"))
+            .collect::<String>();
         // Check it before sudo can see it: a broken sudoers file breaks sudo for everyone.
         let draft = scratch_path("txsudoers");
         fs::write(&draft, &text).unwrap();
