@@ -372,6 +372,66 @@ impl State {
         true
     }
 
+    /// Reads a state file of version 1 (one per user name, one enrollment), as the module
+    /// before this one wrote it: its replay guard, counter and spent recovery codes become
+    /// the record of the enrollment it names (file unknown: ""), its failures and lockout
+    /// the user-wide tally (where they applied). Nothing is dropped, so an upgrade
+    /// re-opens no spent code and lifts no lockout.
+    pub fn from_legacy_bytes(bytes: &[u8]) -> Result<State, StateParseError> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Legacy {
+            version: u32,
+            fingerprint: String,
+            last_totp_step: Option<u64>,
+            next_hotp_counter: Option<u64>,
+            #[serde(default)]
+            failures: u32,
+            #[serde(default)]
+            lockouts: u32,
+            #[serde(default)]
+            locked_until: u64,
+            #[serde(default)]
+            spent_recovery_codes: Vec<u32>,
+            #[serde(default)]
+            last_success: u64,
+        }
+        if bytes.len() > MAX_STATE_BYTES {
+            return Err(StateParseError("larger than 64 KiB".into()));
+        }
+        let text =
+            std::str::from_utf8(bytes).map_err(|_| StateParseError("not UTF-8 text".into()))?;
+        let old: Legacy = toml::from_str(text).map_err(|e| StateParseError(e.message().into()))?;
+        if old.version != 1 {
+            return Err(StateParseError(format!(
+                "version {} is not the older format 1",
+                old.version
+            )));
+        }
+        let mut state = State {
+            last_success: old.last_success,
+            user: Tally {
+                failures: old.failures,
+                lockouts: old.lockouts,
+                locked_until: old.locked_until,
+                last_failure: 0,
+            },
+            ..State::default()
+        };
+        state.enrollments.insert(
+            old.fingerprint,
+            EnrollmentRecord {
+                file: String::new(),
+                last_used: old.last_success,
+                last_totp_step: old.last_totp_step,
+                next_hotp_counter: old.next_hotp_counter,
+                spent_recovery_codes: old.spent_recovery_codes,
+            },
+        );
+        state.check_bounds()?;
+        Ok(state)
+    }
+
     /// Reads the text form, refusing anything out of bounds.
     pub fn from_bytes(bytes: &[u8]) -> Result<State, StateParseError> {
         if bytes.len() > MAX_STATE_BYTES {
@@ -637,6 +697,26 @@ mod tests {
         }
         let bytes = state.to_bytes().unwrap();
         assert!(bytes.len() <= MAX_STATE_BYTES, "{}", bytes.len());
+    }
+
+    #[test]
+    fn a_version_1_file_keeps_everything_it_guarded() {
+        let old = "version = 1\nfingerprint = \"abc\"\nlast_totp_step = 7\nfailures = 2\n\
+                   lockouts = 1\nlocked_until = 99\nspent_recovery_codes = [1]\nlast_success = 5\n";
+        let state = State::from_legacy_bytes(old.as_bytes()).unwrap();
+        assert_eq!(
+            (
+                state.user.failures,
+                state.user.lockouts,
+                state.user.locked_until
+            ),
+            (2, 1, 99)
+        );
+        let record = &state.enrollments["abc"];
+        assert_eq!(record.last_totp_step, Some(7));
+        assert_eq!(record.spent_recovery_codes, [1]);
+        assert!(State::from_legacy_bytes(b"version = 2").is_err());
+        assert!(State::from_legacy_bytes(b"version = 1\nfingerprint = \"x\"\nbogus = 1").is_err());
     }
 
     #[test]

@@ -27,14 +27,14 @@ pub(crate) trait Host {
     fn account(&self, name: &str) -> Result<Option<Account>, AccountError>;
     /// The enrollment at `path`, read with the rights `sys::user_file` gives it.
     fn enrollment(&self, path: &Path, account: &Account) -> Result<Enrollment, UserFileError>;
-    /// The state of the person with this UID as last saved, read without the lock (the
-    /// pre-prompt check).
-    fn peek_state(&self, uid: u32) -> Result<Option<State>, StoreError>;
+    /// The state of the person (the account's UID) as last saved, read without the lock
+    /// (the pre-prompt check).
+    fn peek_state(&self, account: &Account) -> Result<Option<State>, StoreError>;
     /// Under the person's lock: loads the state, gives it to `change`, and saves what
     /// `change` returns if it differs; an error means nothing was saved.
     fn update_state(
         &self,
-        uid: u32,
+        account: &Account,
         change: &mut dyn FnMut(Option<State>) -> State,
     ) -> Result<(), StoreError>;
 }
@@ -53,19 +53,27 @@ impl Host for SystemHost<'_> {
         read_enrollment(path, account)
     }
 
-    fn peek_state(&self, uid: u32) -> Result<Option<State>, StoreError> {
+    fn peek_state(&self, account: &Account) -> Result<Option<State>, StoreError> {
         let store = StateStore::open(self.state_dir)?;
         store.check_writable()?;
-        store.peek(uid)
+        match store.peek(account.uid)? {
+            Some(state) => Ok(Some(state)),
+            None => store.peek_legacy(&account.name),
+        }
     }
 
     fn update_state(
         &self,
-        uid: u32,
+        account: &Account,
         change: &mut dyn FnMut(Option<State>) -> State,
     ) -> Result<(), StoreError> {
-        let locked = StateStore::open(self.state_dir)?.lock(uid)?;
-        let stored = locked.load()?;
+        let store = StateStore::open(self.state_dir)?;
+        let locked = store.lock(account.uid)?;
+        let stored = match locked.load()? {
+            Some(state) => Some(state),
+            // Upgraded from the per-name format: carry its guards over on first save.
+            None => store.peek_legacy(&account.name)?,
+        };
         let unchanged = stored.clone();
         let next = change(stored);
         if unchanged.as_ref() != Some(&next) {
@@ -103,7 +111,7 @@ pub(crate) struct Request<'a> {
 
 /// One login's fixed parts: whose state, which enrollment, from where.
 struct Context<'a> {
-    uid: u32,
+    account: &'a Account,
     enrolled: EnrollmentRef<'a>,
     source: &'a Source,
     policy: &'a Policy,
@@ -135,7 +143,7 @@ pub(crate) fn login(
         Err(code) => return code.into(),
     };
     let context = Context {
-        uid: account.uid,
+        account: &account,
         enrolled: EnrollmentRef::new(&enrollment, &path.to_string_lossy()),
         source: &request.source,
         policy,
@@ -144,7 +152,7 @@ pub(crate) fn login(
     // Refuse a locked user or source before asking anything: no code is checked while
     // locked. The lock is not taken here; each decision re-reads the state under it.
     let before = now();
-    match host.peek_state(context.uid) {
+    match host.peek_state(context.account) {
         Ok(stored) => {
             if let Some(lock) = stored.and_then(|s| s.lock_for(context.source, before)) {
                 return report_locked(lock, before, conversation, log).into();
@@ -194,7 +202,7 @@ fn settle(
     log: &Logger,
 ) -> Result<(Verdict, u64), PamResultCode> {
     let mut decided = None;
-    let saved = host.update_state(context.uid, &mut |stored| {
+    let saved = host.update_state(context.account, &mut |stored| {
         let state = stored.unwrap_or_default();
         let time = now();
         let decision = decide(
@@ -546,17 +554,17 @@ mod tests {
             Enrollment::parse(text).map_err(UserFileError::Invalid)
         }
 
-        fn peek_state(&self, uid: u32) -> Result<Option<State>, StoreError> {
-            assert_eq!(uid, self.account.uid);
+        fn peek_state(&self, account: &Account) -> Result<Option<State>, StoreError> {
+            assert_eq!(account.uid, self.account.uid);
             self.read()
         }
 
         fn update_state(
             &self,
-            uid: u32,
+            account: &Account,
             change: &mut dyn FnMut(Option<State>) -> State,
         ) -> Result<(), StoreError> {
-            assert_eq!(uid, self.account.uid);
+            assert_eq!(account.uid, self.account.uid);
             let stored = self.read()?;
             let next = change(stored.clone());
             if stored.as_ref() != Some(&next) {
@@ -787,5 +795,76 @@ mod tests {
         host.save_fails = false;
         let code = attempt(&host, &policy(&[]), &mut answering(&[T1.1]), T1.0).0;
         assert_eq!(code, PamResultCode::PAM_SUCCESS);
+    }
+
+    #[test]
+    fn a_replay_is_named_to_the_user_and_not_counted() {
+        let host = ScriptedHost::new(Some(&totp8()));
+        let p = policy(&["max_failures=1"]);
+        let code = attempt(&host, &p, &mut answering(&[T1.1]), T1.0).0;
+        assert_eq!(code, PamResultCode::PAM_SUCCESS);
+        for _ in 0..3 {
+            let mut script = answering(&[T1.1]);
+            let (code, log) = attempt(&host, &p, &mut script, T1.0);
+            assert_eq!(code, PamResultCode::PAM_AUTH_ERR);
+            assert_eq!(script.errors, [REPLAY_MESSAGE]);
+            assert!(log.lines()[0].1.contains("replay"), "{:?}", log.lines());
+        }
+        let Stored::State(state) = &*host.stored.borrow() else {
+            panic!("no state")
+        };
+        assert_eq!(state.user.failures, 0);
+        assert!(state.sources.is_empty());
+    }
+
+    #[test]
+    fn try_first_pass_counts_a_code_shaped_miss_once_then_asks() {
+        let host = ScriptedHost::new(Some(&totp8()));
+        let p = policy(&["try_first_pass"]);
+        // The earlier password looks like an 8-digit code but is not this one.
+        let mut script = answering(&[T1.1]);
+        let (ending, log) = attempt_with(&host, &p, &mut script, T1.0, Some("48291300"));
+        assert_eq!(ending.code, PamResultCode::PAM_SUCCESS);
+        assert_eq!(script.prompts.len(), 1, "the code was not asked for");
+        assert!(
+            log.lines()[0].1.contains("try_first_pass"),
+            "{:?}",
+            log.lines()
+        );
+        let Stored::State(state) = host.stored.borrow().clone() else {
+            panic!("no state")
+        };
+        assert_eq!(state.user.failures, 0, "the success clears the miss");
+        // A miss and then a wrong code: both were checked, both count.
+        let mut script = answering(&["00000000"]);
+        let (ending, _) = attempt_with(&host, &p, &mut script, T2.0, Some("48291300"));
+        assert_eq!(ending.code, PamResultCode::PAM_AUTH_ERR);
+        let Stored::State(state) = host.stored.borrow().clone() else {
+            panic!("no state")
+        };
+        assert_eq!(state.user.failures, 2);
+    }
+
+    #[test]
+    fn a_locked_source_is_refused_before_the_prompt_and_others_are_asked() {
+        let host = ScriptedHost::new(Some(&totp8()));
+        let p = policy(&["max_failures=1"]);
+        let log = Logger::memory("test");
+        let from = |rhost: &str| Request {
+            user: "tester",
+            policy: &p,
+            authtok: None,
+            source: Source::from_rhost(rhost),
+        };
+        let mut script = answering(&["00000000"]);
+        let ending = login(&from("192.0.2.9"), &host, &mut script, &|| T1.0, &log);
+        assert_eq!(ending.code, PamResultCode::PAM_AUTH_ERR);
+        let mut script = answering(&[]);
+        let ending = login(&from("192.0.2.9"), &host, &mut script, &|| T1.0, &log);
+        assert_eq!(ending.code, PamResultCode::PAM_MAXTRIES);
+        assert!(script.prompts.is_empty());
+        let mut script = answering(&[T1.1]);
+        let ending = login(&from("198.51.100.1"), &host, &mut script, &|| T1.0, &log);
+        assert_eq!(ending.code, PamResultCode::PAM_SUCCESS);
     }
 }

@@ -130,6 +130,25 @@ impl StateStore {
         read_state(&self.state_path(uid))
     }
 
+    /// The state an older module kept under the user's name (`NAME.state`, format 1), if
+    /// there is one: read once, when the UID's file does not exist yet, so that an upgrade
+    /// keeps the replay guard, spent recovery codes and lockout. Never written again.
+    pub fn peek_legacy(&self, user: &str) -> Result<Option<State>, StoreError> {
+        if !crate::sys::policy::is_safe_user_name(user) {
+            return Ok(None);
+        }
+        let path = self.dir.join(format!("{user}.state"));
+        let Some(bytes) = read_state_bytes(&path)? else {
+            return Ok(None);
+        };
+        State::from_legacy_bytes(&bytes)
+            .map(Some)
+            .map_err(|e| StoreError::Corrupt {
+                path,
+                why: e.to_string(),
+            })
+    }
+
     /// Takes the person's exclusive lock, waiting for any other login of the same UID.
     pub fn lock(&self, uid: u32) -> Result<LockedState, StoreError> {
         let state_path = self.state_path(uid);
@@ -209,6 +228,19 @@ pub fn state_file_name(uid: u32) -> String {
 
 /// Reads a state file; `None` if there is none yet. Only root may have written it.
 fn read_state(path: &Path) -> Result<Option<State>, StoreError> {
+    let Some(bytes) = read_state_bytes(path)? else {
+        return Ok(None);
+    };
+    State::from_bytes(&bytes)
+        .map(Some)
+        .map_err(|e| StoreError::Corrupt {
+            path: path.into(),
+            why: e.to_string(),
+        })
+}
+
+/// A state file's bytes; `None` if there is none. Only root may have written it.
+fn read_state_bytes(path: &Path) -> Result<Option<Vec<u8>>, StoreError> {
     let file = File::options()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
@@ -232,12 +264,7 @@ fn read_state(path: &Path) -> Result<Option<State>, StoreError> {
             path: path.into(),
             why: format!("unreadable: {e}"),
         })?;
-    State::from_bytes(&bytes)
-        .map(Some)
-        .map_err(|e| StoreError::Corrupt {
-            path: path.into(),
-            why: e.to_string(),
-        })
+    Ok(Some(bytes))
 }
 
 #[cfg(test)]

@@ -408,8 +408,10 @@ fn sshd_the_user_wide_ceiling_locks_every_address() {
     let wrong = wrong_totp(&s.secret);
     for host in 2..=9 {
         let from = format!("127.0.0.{host}");
-        s.login(&from, &wrong)
-            .assert_refused(&s.marker, &format!("wrong code from {from}"));
+        let run = s.login(&from, &wrong);
+        run.assert_refused(&s.marker, &format!("wrong code from {from}"));
+        // Each address is asked (one failure each is far below max_failures=5).
+        assert_eq!(run.code_prompts(), 1, "{}", run.describe());
     }
     wait_for_step_margin(10);
     let owner = s.login("127.0.0.1", &totp(&s.secret));
@@ -486,5 +488,90 @@ fn sudo_a_replayed_code_is_refused_silently_as_sudo_asks() {
             .contains("Verification code: sudo: 1 incorrect password attempt"),
         "{}",
         again.describe()
+    );
+}
+
+// ---- otp-admin: locked sources, unlock --source; the upgrade from per-name state ----
+
+#[test]
+fn otp_admin_lists_locked_sources_and_unlocks_one() {
+    use crate::support::admin::otp_admin;
+    let f = Fixture::totp();
+    let service = f.service("");
+    let wrong = wrong_totp(&f.secret);
+    for rhost in ["127.0.0.2", "2001:db8:5:6::1"] {
+        for _ in 0..5 {
+            login_from(&service, &f.user.name, Some(rhost), &wrong)
+                .assert_failure(AUTH_ERR, &format!("wrong code from {rhost}"));
+        }
+    }
+    let dir = f.state.path.display().to_string();
+    let status = otp_admin(&["--state-dir", &dir, "status", &f.user.name]);
+    status.assert_ok("status");
+    println!("otp-admin status {}:\n{}", f.user.name, status.stdout);
+    for needle in [
+        "locked source:",
+        "127.0.0.2 until ",
+        "2001:db8:5:6::/64 until ",
+        "2 remembered (of 32): 2 locked",
+        "10 of 20",
+    ] {
+        assert!(
+            status.stdout.contains(needle),
+            "{needle:?}\n{}",
+            status.stdout
+        );
+    }
+    let unlock = otp_admin(&[
+        "--state-dir",
+        &dir,
+        "unlock",
+        &f.user.name,
+        "--source",
+        "127.0.0.2",
+    ]);
+    unlock.assert_ok("unlock --source");
+    println!("{}", unlock.stdout);
+    assert!(unlock.stdout.contains("unlocked"), "{unlock:?}");
+    wait_for_step_margin(5);
+    login_from(
+        &service,
+        &f.user.name,
+        Some("2001:db8:5:6::2"),
+        &totp(&f.secret),
+    )
+    .assert_failure(MAXTRIES, "the other source stays locked");
+    login_from(&service, &f.user.name, Some("127.0.0.2"), &totp(&f.secret))
+        .assert_success("the unlocked source");
+    // unlock without --source clears every source.
+    otp_admin(&["--state-dir", &dir, "unlock", &f.user.name]).assert_ok("unlock");
+    let json = otp_admin(&["--state-dir", &dir, "status", &f.user.name, "--json"]).json();
+    assert_eq!(json["locked"], false, "{json}");
+    assert_eq!(json["sources"].as_array().map(Vec::len), Some(0), "{json}");
+}
+
+#[test]
+fn an_upgrade_keeps_the_lockout_of_the_per_name_state() {
+    let f = Fixture::totp();
+    let service = f.service("");
+    // What the module before per-UID state wrote: <name>.state, format 1, locked.
+    let until = support::now() + 600;
+    let legacy = f.state.path.join(format!("{}.state", f.user.name));
+    fs::write(
+        &legacy,
+        format!(
+            "version = 1\nfingerprint = \"00112233445566778899aabbccddeeff\"\n\
+             failures = 0\nlockouts = 1\nlocked_until = {until}\n"
+        ),
+    )
+    .unwrap();
+    wait_for_step_margin(5);
+    f.login(&service, &totp(&f.secret))
+        .assert_failure(MAXTRIES, "right code while the old state says locked");
+    f.login(&service, &wrong_totp(&f.secret))
+        .assert_failure(MAXTRIES, "still locked");
+    assert!(
+        !f.state.state_file(&f.user.name).exists(),
+        "a refusal wrote the state"
     );
 }
