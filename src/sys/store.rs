@@ -130,14 +130,19 @@ impl StateStore {
         read_state(&self.state_path(uid))
     }
 
+    /// Where an older module kept the user's state (`NAME.state`); `None` for a name that
+    /// cannot name a file.
+    pub fn legacy_path(&self, user: &str) -> Option<PathBuf> {
+        crate::sys::policy::is_safe_user_name(user).then(|| self.dir.join(format!("{user}.state")))
+    }
+
     /// The state an older module kept under the user's name (`NAME.state`, format 1), if
     /// there is one: read once, when the UID's file does not exist yet, so that an upgrade
     /// keeps the replay guard, spent recovery codes and lockout. Never written again.
     pub fn peek_legacy(&self, user: &str) -> Result<Option<State>, StoreError> {
-        if !crate::sys::policy::is_safe_user_name(user) {
+        let Some(path) = self.legacy_path(user) else {
             return Ok(None);
-        }
-        let path = self.dir.join(format!("{user}.state"));
+        };
         let Some(bytes) = read_state_bytes(&path)? else {
             return Ok(None);
         };

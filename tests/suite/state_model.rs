@@ -574,4 +574,20 @@ fn an_upgrade_keeps_the_lockout_of_the_per_name_state() {
         !f.state.state_file(&f.user.name).exists(),
         "a refusal wrote the state"
     );
+    // otp-admin sees and lifts the old lock; the lifted state is saved in the new file.
+    use crate::support::admin::otp_admin;
+    let dir = f.state.path.display().to_string();
+    let json = otp_admin(&["--state-dir", &dir, "status", &f.user.name, "--json"]).json();
+    assert_eq!(json["user_locked"], true, "{json}");
+    otp_admin(&["--state-dir", &dir, "unlock", &f.user.name]).assert_ok("unlock");
+    assert!(f.state.state_file(&f.user.name).exists());
+    f.login(&service, &totp(&f.secret))
+        .assert_success("right code after the unlock");
+    // reset removes both files, so the old one cannot come back.
+    let reset = otp_admin(&["--state-dir", &dir, "reset", &f.user.name]);
+    reset.assert_ok("reset");
+    assert!(
+        !legacy.exists() && !f.state.state_file(&f.user.name).exists(),
+        "{reset:?}"
+    );
 }
