@@ -10,7 +10,8 @@ use std::hint::black_box;
 use criterion::{BenchmarkId, Criterion, Throughput};
 use pam_otp::core::decision::{decide, Limits, Verdict};
 use pam_otp::core::enrollment::Enrollment;
-use pam_otp::core::state::State;
+use pam_otp::core::source::Source;
+use pam_otp::core::state::{EnrollmentRef, State};
 
 const SECRET: &str = "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ";
 const NOW: u64 = 1_700_000_000;
@@ -61,15 +62,24 @@ fn cases() -> Vec<Case> {
     cases
 }
 
+/// Where the enrollment would be read from (only recorded, never opened).
+const FILE: &str = "/home/bench/.otp.toml";
+
+/// A login without a remote host.
+fn local() -> Source {
+    Source::from_rhost("")
+}
+
 /// A six-digit code `decide` rejects for every case: wrong for every candidate.
 fn wrong_code(cases: &[Case]) -> String {
     (0..1_000_000u32)
         .map(|n| format!("{n:06}"))
         .find(|code| {
             cases.iter().all(|c| {
-                let state = State::fresh(&c.enrollment);
+                let state = State::default();
+                let enrolled = EnrollmentRef::new(&c.enrollment, FILE);
                 matches!(
-                    decide(&c.enrollment, &state, &c.limits, code, NOW).verdict,
+                    decide(&enrolled, &local(), &state, &c.limits, code, NOW).verdict,
                     Verdict::Rejected { .. }
                 )
             })
@@ -81,12 +91,15 @@ fn bench(c: &mut Criterion, cases: &[Case], wrong: &str) {
     for group_name in ["totp_wrong_code_window", "hotp_wrong_code_lookahead"] {
         let mut group = c.benchmark_group(group_name);
         for case in cases.iter().filter(|c| c.group == group_name) {
-            let state = State::fresh(&case.enrollment);
+            let state = State::default();
+            let enrolled = EnrollmentRef::new(&case.enrollment, FILE);
+            let source = local();
             group.throughput(Throughput::Elements(case.candidates));
             group.bench_with_input(BenchmarkId::from_parameter(case.size), case, |b, case| {
                 b.iter(|| {
                     decide(
-                        black_box(&case.enrollment),
+                        black_box(&enrolled),
+                        black_box(&source),
                         black_box(&state),
                         black_box(&case.limits),
                         black_box(wrong),
@@ -110,8 +123,9 @@ fn main() {
         // `cargo test` passes libtest's arguments, which Criterion would refuse: check
         // instead that every case really takes the worst-case path.
         for case in &cases {
-            let state = State::fresh(&case.enrollment);
-            let d = decide(&case.enrollment, &state, &case.limits, &wrong, NOW);
+            let state = State::default();
+            let enrolled = EnrollmentRef::new(&case.enrollment, FILE);
+            let d = decide(&enrolled, &local(), &state, &case.limits, &wrong, NOW);
             assert!(
                 matches!(d.verdict, Verdict::Rejected { .. }),
                 "{} {}: {:?}",

@@ -13,7 +13,8 @@ use pam_otp::core::decision::{decide, Limits, Method, Verdict};
 use pam_otp::core::enrollment::{Enrollment, Kind};
 use pam_otp::core::otp::{format_code, hotp, totp_step};
 use pam_otp::core::recovery::{normalise, RecoveryHash};
-use pam_otp::core::state::State;
+use pam_otp::core::source::Source;
+use pam_otp::core::state::{EnrollmentRecord, EnrollmentRef, State, Tally};
 
 /// RFC 6238 Appendix B time; the seeds carry the right codes for it.
 const BASE_TIME: u64 = 1_111_111_109;
@@ -42,30 +43,48 @@ fn enrollments() -> &'static Vec<Enrollment> {
     })
 }
 
-fn state_for(enrollment: &Enrollment, pick: u8, now: u64) -> State {
-    let fresh = State::fresh(enrollment);
+const FILE: &str = "/home/fuzz/.otp.toml";
+
+fn state_for(enrolled: &EnrollmentRef, pick: u8, now: u64) -> State {
+    let mut state = State::default();
     match pick % 4 {
-        0 => fresh,
+        0 => {}
         // The previous step was accepted: only the current and next remain.
-        1 => State {
-            last_totp_step: Some(totp_step(now, 30).saturating_sub(1)),
-            next_hotp_counter: fresh.next_hotp_counter.map(|c| c + 2),
-            spent_recovery_codes: vec![0],
-            ..fresh
-        },
+        1 => {
+            let fresh = enrolled.fresh_record();
+            let record = EnrollmentRecord {
+                last_totp_step: Some(totp_step(now, 30).saturating_sub(1)),
+                next_hotp_counter: fresh.next_hotp_counter.map(|c| c + 2),
+                spent_recovery_codes: vec![0],
+                ..fresh
+            };
+            assert!(state.accept(enrolled, record, now.saturating_sub(60)));
+        }
         // One failure short of a lockout.
-        2 => State {
-            failures: 4,
-            lockouts: 3,
-            ..fresh
-        },
+        2 => {
+            state.user.failures = 4;
+            state.sources.insert(
+                "local".into(),
+                Tally {
+                    failures: 4,
+                    lockouts: 3,
+                    ..Tally::default()
+                },
+            );
+        }
         // Locked for another minute.
-        _ => State {
-            locked_until: now + 60,
-            lockouts: 1,
-            ..fresh
-        },
+        _ => {
+            state.sources.insert(
+                "local".into(),
+                Tally {
+                    locked_until: now + 60,
+                    lockouts: 1,
+                    ..Tally::default()
+                },
+            );
+        }
     }
+    state
 }
 
 fn check_code_parsing(answer: &str, digits: u32) {
@@ -102,13 +121,16 @@ fn check_code_parsing(answer: &str, digits: u32) {
 }
 
 /// Whatever decide says must be consistent with the codes that are really acceptable.
-fn check_decision(enrollment: &Enrollment, state: &State, answer: &str, now: u64) {
+fn check_decision(enrolled: &EnrollmentRef, state: &State, answer: &str, now: u64) {
+    let enrollment = enrolled.enrollment;
     let limits = Limits::default();
-    let decision = decide(enrollment, state, &limits, answer, now);
+    let local = Source::from_rhost("");
+    let decision = decide(enrolled, &local, state, &limits, answer, now);
     let next = &decision.state;
-    assert!(next.last_totp_step >= state.last_totp_step);
-    assert!(next.next_hotp_counter >= state.next_hotp_counter);
-    assert!(next.spent_recovery_codes.len() >= state.spent_recovery_codes.len());
+    let (before, after) = (state.record(enrolled), next.record(enrolled));
+    assert!(after.last_totp_step >= before.last_totp_step);
+    assert!(after.next_hotp_counter >= before.next_hotp_counter);
+    assert!(after.spent_recovery_codes.len() >= before.spent_recovery_codes.len());
     let code_of = |counter: u64| {
         format_code(
             hotp(
@@ -120,50 +142,57 @@ fn check_decision(enrollment: &Enrollment, state: &State, answer: &str, now: u64
             enrollment.digits,
         )
     };
+    let locked = state.lock_for(&local, now);
     match decision.verdict {
-        Verdict::Locked { until } => {
-            assert!(state.is_locked(now));
-            assert_eq!(until, state.locked_until);
+        Verdict::Locked(lock) => {
+            assert_eq!(Some(lock), locked);
             assert_eq!(next, state);
         }
         Verdict::Accepted(method) => {
-            assert!(!state.is_locked(now));
-            assert_eq!((next.failures, next.lockouts, next.locked_until), (0, 0, 0));
+            assert!(locked.is_none());
+            assert_eq!(next.user, Tally::default());
+            assert!(!next.sources.contains_key("local"));
             match (method, enrollment.kind) {
                 (Method::Totp { step }, Kind::Totp { period }) => {
                     let current = totp_step(now, period);
                     assert!(step + limits.window >= current && step <= current + limits.window);
-                    assert!(state.last_totp_step.is_none_or(|last| step > last));
+                    assert!(before.last_totp_step.is_none_or(|last| step > last));
                     assert_eq!(code_of(step), answer.trim());
-                    assert_eq!(next.last_totp_step, Some(step));
+                    assert_eq!(after.last_totp_step, Some(step));
                 }
                 (Method::Hotp { counter }, Kind::Hotp { counter: first }) => {
-                    let expected = state.next_hotp_counter.unwrap_or(first);
+                    let expected = before.next_hotp_counter.unwrap_or(first);
                     assert!(counter >= expected && counter <= expected + limits.hotp_lookahead);
                     assert_eq!(code_of(counter), answer.trim());
-                    assert_eq!(next.next_hotp_counter, Some(counter + 1));
+                    assert_eq!(after.next_hotp_counter, Some(counter + 1));
                 }
                 (Method::Recovery { index, .. }, _) => {
-                    assert!(!state.spent_recovery_codes.contains(&index));
+                    assert!(!before.spent_recovery_codes.contains(&index));
                     assert_eq!(
                         normalise(RECOVERY[index as usize]).as_str(),
                         normalise(answer.trim()).as_str()
                     );
-                    assert!(next.spent_recovery_codes.contains(&index));
+                    assert!(after.spent_recovery_codes.contains(&index));
                 }
                 (method, kind) => panic!("{method:?} accepted for {kind:?}"),
             }
         }
+        Verdict::Replayed(_) | Verdict::NoRoom => {
+            assert!(locked.is_none());
+            assert_eq!(next, state);
+        }
         Verdict::Rejected {
-            failures,
-            locked_until,
+            user_failures,
+            locked: lock,
+            ..
         } => {
-            assert!(!state.is_locked(now));
-            assert_eq!(failures, state.failures + 1);
-            assert_eq!(next.last_totp_step, state.last_totp_step);
-            assert_eq!(next.next_hotp_counter, state.next_hotp_counter);
-            assert_eq!(next.spent_recovery_codes, state.spent_recovery_codes);
-            assert_eq!(locked_until.is_some(), failures >= limits.max_failures);
+            assert!(locked.is_none());
+            assert_eq!(after, before);
+            if lock.is_none() {
+                assert_eq!(user_failures, state.user.failures + 1);
+            }
+            let source_failures = state.sources.get("local").map_or(0, |t| t.failures);
+            assert_eq!(lock.is_some(), source_failures + 1 >= limits.max_failures);
         }
     }
 }
@@ -179,12 +208,13 @@ fuzz_target!(|data: &[u8]| {
     let Ok(answer) = std::str::from_utf8(&data[10..]) else {
         return;
     };
-    let state = state_for(enrollment, data[1], now);
+    let enrolled = EnrollmentRef::new(enrollment, FILE);
+    let state = state_for(&enrolled, data[1], now);
     check_code_parsing(answer, enrollment.digits);
-    check_decision(enrollment, &state, answer, now);
+    check_decision(&enrolled, &state, answer, now);
     // forward_pass: the module decides on the split-off code, or on "" when there is none.
     let code = split_password_and_code(answer, enrollment.digits)
         .map(|(_, code)| code)
         .unwrap_or_default();
-    check_decision(enrollment, &state, &code, now);
+    check_decision(&enrolled, &state, &code, now);
 });

@@ -7,7 +7,8 @@ use std::sync::OnceLock;
 use libfuzzer_sys::fuzz_target;
 use pam_otp::core::decision::{decide, Limits, Verdict};
 use pam_otp::core::enrollment::Enrollment;
-use pam_otp::core::state::State;
+use pam_otp::core::source::Source;
+use pam_otp::core::state::{EnrollmentRef, State, MAX_SOURCES};
 
 const NOW: u64 = 1_700_000_000;
 
@@ -23,43 +24,50 @@ fn enrollments() -> &'static [Enrollment; 2] {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(text) = std::str::from_utf8(data) else {
-        return;
-    };
-    let Ok(state) = State::parse(text) else {
+    let Ok(state) = State::from_bytes(data) else {
         return;
     };
     // What the module writes must read back unchanged.
     let written = state
-        .to_toml()
+        .to_bytes()
         .expect("a state that parsed must be writable");
-    assert_eq!(State::parse(&written), Ok(state.clone()), "{written:?}");
+    assert_eq!(State::from_bytes(&written), Ok(state.clone()));
 
+    let sources = [
+        Source::from_rhost(""),
+        Source::from_rhost("192.0.2.1"),
+        Source::from_rhost("2001:db8::1"),
+    ];
     for enrollment in enrollments() {
-        // A stored state that claims this enrollment, as if the fingerprint matched.
-        let stored = State {
-            fingerprint: enrollment.fingerprint(),
-            ..state.clone()
-        };
-        let current = State::for_enrollment(Some(stored.clone()), enrollment);
-        assert_eq!(current, stored);
-        for answer in ["000000", "", "aaaa-bbbb", "12345678"] {
-            let decision = decide(enrollment, &current, &Limits::default(), answer, NOW);
-            if let Verdict::Locked { .. } = decision.verdict {
-                assert_eq!(decision.state, current);
+        let enrolled = EnrollmentRef::new(enrollment, "/home/fuzz/.otp.toml");
+        // Whatever record the state holds for this enrollment, as if the fingerprint matched.
+        let mut current = state.clone();
+        if let Some(record) = current.enrollments.values().next().cloned() {
+            current.enrollments.clear();
+            current
+                .enrollments
+                .insert(enrolled.fingerprint.clone(), record);
+        }
+        for source in &sources {
+            for answer in ["000000", "", "aaaa-bbbb", "12345678"] {
+                let decision = decide(&enrolled, source, &current, &Limits::default(), answer, NOW);
+                match decision.verdict {
+                    Verdict::Locked(_) | Verdict::Replayed(_) | Verdict::NoRoom => {
+                        assert_eq!(decision.state, current)
+                    }
+                    _ => {}
+                }
+                let (before, after) = (current.record(&enrolled), decision.state.record(&enrolled));
+                assert!(after.last_totp_step >= before.last_totp_step);
+                assert!(after.next_hotp_counter >= before.next_hotp_counter);
+                assert!(decision.state.sources.len() <= MAX_SOURCES);
+                // Whatever came in, the new state must read back exactly, or be refused
+                // as unwritable (the module then fails closed); never written half.
+                let Ok(next) = decision.state.to_bytes() else {
+                    continue;
+                };
+                assert_eq!(State::from_bytes(&next), Ok(decision.state.clone()));
             }
-            assert!(decision.state.last_totp_step >= current.last_totp_step);
-            assert!(decision.state.next_hotp_counter >= current.next_hotp_counter);
-            // Whatever came in, the new state must read back exactly, or be refused
-            // as unwritable (the module then fails closed); never written half.
-            let Ok(next_text) = decision.state.to_toml() else {
-                continue;
-            };
-            assert_eq!(
-                State::parse(&next_text),
-                Ok(decision.state.clone()),
-                "{next_text:?}"
-            );
         }
     }
 });

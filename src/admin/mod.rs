@@ -22,7 +22,8 @@ mod state_dirs;
 
 use crate::core::enrollment::{Enrollment, Kind};
 use crate::core::printable::escape;
-use crate::core::state::State;
+use crate::core::source::Source;
+use crate::core::state::{EnrollmentRef, State, Tally, Unlock, MAX_ENROLLMENTS, MAX_SOURCES};
 use crate::sys::account::{Account, AccountError};
 use crate::sys::clock::unix_now;
 use crate::sys::log::Logger;
@@ -72,8 +73,15 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Clear a user's failures and lockout
-    Unlock { user: String },
+    /// Clear a user's failures and lockouts: everywhere, or (with --source) what a success
+    /// from that address would clear: its own tally and the user-wide one
+    Unlock {
+        user: String,
+        /// The address or host name as PAM_RHOST gives it ("local" for none); an IPv6
+        /// address stands for its /64
+        #[arg(long, value_name = "ADDR")]
+        source: Option<String>,
+    },
     /// Drop a user's state: the HOTP counter, replay guard and spent recovery codes start over
     Reset { user: String },
     /// Check the PAM services, sshd, the policy file, the state directory and the
@@ -222,7 +230,10 @@ fn run(cli: &Cli, now: u64) -> Result<String, AdminError> {
                 Ok(status.to_text())
             }
         }
-        Command::Unlock { user } => unlock(&target(cli, user)?, now),
+        Command::Unlock { user, source } => {
+            let source = source.as_deref().map(Source::from_rhost);
+            unlock(&target(cli, user)?, source.as_ref(), now)
+        }
         Command::Reset { user } => reset(&target(cli, user)?),
         Command::Doctor(_) => unreachable!("main runs doctor itself"),
         // Interactive: handled by `main` before `run`.
@@ -236,14 +247,19 @@ fn locked_state(target: &Target) -> Result<Option<(LockedState, Option<State>)>,
     let Some(store) = existing_store(&target.policy.state_dir)? else {
         return Ok(None);
     };
-    let path = store.state_path(&target.account.name)?;
-    match fs::symlink_metadata(&path) {
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        // Anything else is for the store to judge (and report) under the lock.
-        _ => {}
+    let account = &target.account;
+    let missing = |path: &Path| matches!(fs::symlink_metadata(path), Err(e) if e.kind() == io::ErrorKind::NotFound);
+    let legacy = store.legacy_path(&account.name);
+    // Anything but "not found" is for the store to judge (and report) under the lock.
+    if missing(&store.state_path(account.uid)) && legacy.as_deref().is_none_or(missing) {
+        return Ok(None);
     }
-    let locked = store.lock(&target.account.name)?;
-    let state = locked.load()?;
+    let locked = store.lock(account.uid)?;
+    let state = match locked.load()? {
+        Some(state) => Some(state),
+        // Not upgraded yet: the per-name state, as the module's next login will read it.
+        None => store.peek_legacy(&account.name)?,
+    };
     Ok(Some((locked, state)))
 }
 
@@ -260,58 +276,121 @@ fn audit(target: &Target, message: &str) {
     log.warning(message);
 }
 
-fn unlock(target: &Target, now: u64) -> Result<String, AdminError> {
+/// One line on a tally: failures, lockouts and the lock in force, if any.
+fn tally_text(tally: &Tally, now: u64) -> String {
+    let mut text = format!(
+        "{} failure(s), {} lockout(s)",
+        tally.failures, tally.lockouts
+    );
+    if tally.is_locked(now) {
+        let _ = write!(text, ", locked until {}", utc(tally.locked_until));
+    }
+    text
+}
+
+/// What the state says about the scopes `what` clears.
+fn unlock_scope_text(state: &State, what: Unlock, now: u64) -> String {
+    let mut parts = vec![format!("user-wide {}", tally_text(&state.user, now))];
+    let mut source_part = |key: &str, tally: &Tally| {
+        parts.push(format!(
+            "source {}: {}",
+            escape(key, MAX_STATUS_VALUE_CHARS),
+            tally_text(tally, now)
+        ))
+    };
+    match what {
+        Unlock::Source(source) => {
+            if let Some(tally) = state.sources.get(source.as_str()) {
+                source_part(source.as_str(), tally);
+            }
+        }
+        Unlock::Everything => {
+            for (key, tally) in &state.sources {
+                source_part(key, tally);
+            }
+            if state.overflow != Tally::default() {
+                source_part("(other sources)", &state.overflow);
+            }
+        }
+    }
+    parts.join("; ")
+}
+
+fn unlock(target: &Target, source: Option<&Source>, now: u64) -> Result<String, AdminError> {
     let user = &target.account.name;
     let Some((locked, Some(mut state))) = locked_state(target)? else {
         return Err(no_state(target));
     };
-    let was_locked = state.is_locked(now);
-    let was = format!(
-        "{} failure(s), {} lockout(s){}",
-        state.failures,
-        state.lockouts,
-        if was_locked {
-            format!(", locked until {}", utc(state.locked_until))
-        } else {
-            String::new()
-        }
-    );
-    if state.failures == 0 && state.lockouts == 0 && state.locked_until == 0 {
+    let what = match source {
+        Some(source) => Unlock::Source(source),
+        None => Unlock::Everything,
+    };
+    let was_locked = match source {
+        Some(source) => state.lock_for(source, now).is_some(),
+        None => state.user.is_locked(now) || state.locked_sources(now).next().is_some(),
+    };
+    let was = unlock_scope_text(&state, what, now);
+    let scope = match source {
+        Some(source) => format!(" from {}", escape(source.as_str(), MAX_STATUS_VALUE_CHARS)),
+        None => String::new(),
+    };
+    // The same function a successful login uses: one rule for what "unlocked" means.
+    if !state.unlock(what) {
         return Ok(format!(
-            "{user}: not locked and no failures; nothing changed\n"
+            "{user}{scope}: not locked and no failures; nothing changed\n"
         ));
     }
-    state.failures = 0;
-    state.lockouts = 0;
-    state.locked_until = 0;
     locked.save(&state)?;
     drop(locked);
-    audit(target, &format!("unlocked by otp-admin (was: {was})"));
+    audit(
+        target,
+        &format!("unlocked{scope} by otp-admin (was: {was})"),
+    );
     let verb = if was_locked {
         "unlocked"
     } else {
         "not locked; failures cleared"
     };
-    Ok(format!("{user}: {verb} (was: {was})\n"))
+    Ok(format!("{user}{scope}: {verb} (was: {was})\n"))
 }
 
 fn reset(target: &Target) -> Result<String, AdminError> {
     let user = &target.account.name;
     let store = existing_store(&target.policy.state_dir)?.ok_or_else(|| no_state(target))?;
-    let path = store.state_path(user)?;
-    if matches!(fs::symlink_metadata(&path), Err(e) if e.kind() == io::ErrorKind::NotFound) {
+    let path = store.state_path(target.account.uid);
+    let legacy = store
+        .legacy_path(user)
+        .filter(|p| fs::symlink_metadata(p).is_ok());
+    if matches!(fs::symlink_metadata(&path), Err(e) if e.kind() == io::ErrorKind::NotFound)
+        && legacy.is_none()
+    {
         return Err(no_state(target));
     }
-    let locked = store.lock(user)?;
+    let locked = store.lock(target.account.uid)?;
     // A broken state file is exactly what reset is for (the module's error says so):
     // it is removed too, and the report names what was wrong with it.
-    let broken = match locked.load() {
+    let broken = match locked.load().and_then(|s| match s {
+        Some(state) => Ok(Some(state)),
+        None => store.peek_legacy(user),
+    }) {
         Ok(Some(_)) => None,
         Ok(None) => return Err(no_state(target)),
         Err(e @ (StoreError::Corrupt { .. } | StoreError::Insecure { .. })) => Some(e),
         Err(e) => return Err(e.into()),
     };
-    if !locked.remove()? {
+    let mut removed = Vec::new();
+    if locked.remove()? {
+        removed.push(path.display().to_string());
+    }
+    // The per-name file of an older version would be read again: it goes too.
+    if let Some(old) = &legacy {
+        fs::remove_file(old).map_err(|error| AdminError::StateDir {
+            dir: old.clone(),
+            error,
+        })?;
+        removed.push(old.display().to_string());
+    }
+    if removed.is_empty() {
         return Err(no_state(target));
     }
     drop(locked);
@@ -320,7 +399,7 @@ fn reset(target: &Target) -> Result<String, AdminError> {
     if let Some(e) = broken {
         let _ = writeln!(out, "{user}: removed a broken state file ({e})");
     }
-    let _ = writeln!(out, "{user}: state removed ({})", path.display());
+    let _ = writeln!(out, "{user}: state removed ({})", removed.join(", "));
     let _ = writeln!(
         out,
         "WARNING: {user}'s login state starts over: the HOTP counter goes back to the one in \
@@ -342,10 +421,25 @@ pub enum EnrollmentStatus {
     Broken,
 }
 
+/// One remembered source in `status`.
+#[derive(Debug, Serialize, PartialEq, Eq)]
+pub struct SourceStatus {
+    /// The source key: an IPv4 address, an IPv6 /64, a host name, or "local".
+    pub source: String,
+    /// Failures since the source's last success or lockout.
+    pub failures: u32,
+    /// Lockouts since the last success from it.
+    pub lockouts: u32,
+    pub locked: bool,
+    pub locked_until: Option<u64>,
+    pub locked_until_utc: Option<String>,
+}
+
 /// What `status` reports; `--json` prints exactly these fields. Never the secret.
 #[derive(Debug, Serialize, PartialEq, Eq)]
 pub struct Status {
     pub user: String,
+    pub uid: u32,
     pub enrollment_file: String,
     pub enrollment: EnrollmentStatus,
     /// Why the enrollment file is refused (`enrollment` = `broken`).
@@ -360,24 +454,39 @@ pub struct Status {
     pub digits: Option<u32>,
     /// TOTP seconds per step.
     pub period: Option<u64>,
+    /// The person's state file (one per UID, shared by every account with that UID).
     pub state_file: String,
     /// Whether a state file exists (no login recorded yet if not).
     pub has_state: bool,
-    /// False if the state belongs to an earlier enrollment: the next login starts fresh,
-    /// and the figures below are then those of the fresh state.
-    pub state_matches_enrollment: Option<bool>,
-    /// Unix time of the last accepted code.
+    /// Whether the state holds a record of this enrollment (false: its next login starts
+    /// its replay guard, counter and recovery codes afresh; failures and locks stay).
+    pub enrollment_used: Option<bool>,
+    /// Enrollment records kept for this person (at most 8).
+    pub enrollments_kept: usize,
+    /// Unix time of the last accepted code, whichever enrollment.
     pub last_login: Option<u64>,
     pub last_login_utc: Option<String>,
     pub last_totp_step: Option<u64>,
     pub next_hotp_counter: Option<u64>,
+    /// Failures from all sources since the last success or user-wide lockout.
     pub failures: u32,
-    /// Failures that start a lockout (0: lockout is off).
+    /// Failures from one source that lock it (0: lockout is off).
     pub max_failures: u32,
+    /// Failures from all sources that lock the user everywhere (0: no ceiling).
+    pub max_failures_user: u32,
+    /// User-wide lockouts since the last success.
     pub lockouts: u32,
+    /// Locked from everywhere (the user-wide ceiling).
+    pub user_locked: bool,
+    /// Locked somewhere: everywhere, or from at least one source.
     pub locked: bool,
+    /// The latest end of a lock in force.
     pub locked_until: Option<u64>,
     pub locked_until_utc: Option<String>,
+    /// Every remembered source (at most 32), locked ones first.
+    pub sources: Vec<SourceStatus>,
+    /// Failures counted for sources that found every table entry locked.
+    pub other_sources: Option<SourceStatus>,
     pub recovery_codes_left: Option<usize>,
     pub recovery_codes_total: Option<usize>,
     /// PAM services by the state directory they use, when they use more than one: each
@@ -393,19 +502,13 @@ fn status(target: &Target, now: u64) -> Result<Status, AdminError> {
         Ok((enrollment, read_as)) => (Ok(enrollment), Some(read_as)),
         Err(e) => (Err(e), None),
     };
-    let (state_path, stored) = match existing_store(&target.policy.state_dir)? {
-        None => (
-            target
-                .policy
-                .state_dir
-                .join(format!("{}.state", account.name)),
-            None,
-        ),
-        Some(store) => {
-            let path = store.state_path(&account.name)?;
-            let stored = locked_state(target)?.and_then(|(_lock, state)| state);
-            (path, stored)
-        }
+    let state_path = target
+        .policy
+        .state_dir
+        .join(crate::sys::store::state_file_name(account.uid));
+    let stored = match existing_store(&target.policy.state_dir)? {
+        None => None,
+        Some(_) => locked_state(target)?.and_then(|(_lock, state)| state),
     };
     let mut status = describe(
         account,
@@ -413,7 +516,7 @@ fn status(target: &Target, now: u64) -> Result<Status, AdminError> {
         &state_path,
         &enrollment,
         stored,
-        target.policy.limits.max_failures,
+        &target.policy.limits,
         now,
     );
     let groups =
@@ -435,6 +538,18 @@ fn utc(unix: u64) -> String {
     humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(unix)).to_string()
 }
 
+fn source_status(source: &str, tally: &Tally, now: u64) -> SourceStatus {
+    let locked = tally.is_locked(now);
+    SourceStatus {
+        source: source.to_string(),
+        failures: tally.failures,
+        lockouts: tally.lockouts,
+        locked,
+        locked_until: locked.then_some(tally.locked_until),
+        locked_until_utc: locked.then(|| utc(tally.locked_until)),
+    }
+}
+
 /// The pure part of `status`: what the module would make of this enrollment and state.
 fn describe(
     account: &Account,
@@ -442,7 +557,7 @@ fn describe(
     state_path: &Path,
     enrollment: &Result<Enrollment, UserFileError>,
     stored: Option<State>,
-    max_failures: u32,
+    limits: &crate::core::decision::Limits,
     now: u64,
 ) -> Status {
     let has_state = stored.is_some();
@@ -451,30 +566,48 @@ fn describe(
         Err(UserFileError::NotEnrolled) => (EnrollmentStatus::NotEnrolled, None, None),
         Err(e) => (EnrollmentStatus::Broken, Some(e.to_string()), None),
     };
-    // What the next login will use: a state of an earlier enrollment counts as fresh.
-    let (state, matches) = match (enrolled, stored) {
-        (Some(e), stored) => {
-            let matches = stored.as_ref().map(|s| s.fingerprint == e.fingerprint());
-            (Some(State::for_enrollment(stored, e)), matches)
-        }
-        (None, stored) => (stored, None),
-    };
-    let state = state.unwrap_or_default();
-    let locked = state.is_locked(now);
+    let state = stored.unwrap_or_default();
+    let reference = enrolled.map(|e| EnrollmentRef::new(e, &enrollment_path.to_string_lossy()));
+    let record = reference.as_ref().map(|r| state.record(r));
+    let enrollment_used = reference
+        .as_ref()
+        .map(|r| state.enrollments.contains_key(&r.fingerprint));
+    let mut sources: Vec<SourceStatus> = state
+        .sources
+        .iter()
+        .map(|(key, tally)| source_status(key, tally, now))
+        .collect();
+    sources.sort_by_key(|s| {
+        (
+            !s.locked,
+            std::cmp::Reverse(s.locked_until),
+            s.source.clone(),
+        )
+    });
+    let other_sources = (state.overflow != Tally::default())
+        .then(|| source_status("(other sources)", &state.overflow, now));
+    let user_locked = state.user.is_locked(now);
+    let locked_until = sources
+        .iter()
+        .chain(other_sources.iter())
+        .filter_map(|s| s.locked_until)
+        .chain(user_locked.then_some(state.user.locked_until))
+        .max();
     let (kind, period) = match enrolled.map(|e| e.kind) {
         Some(Kind::Totp { period }) => (Some("totp"), Some(period)),
         Some(Kind::Hotp { .. }) => (Some("hotp"), None),
         None => (None, None),
     };
     let recovery_total = enrolled.map(|e| e.recovery_codes.len());
-    let recovery_left = recovery_total.map(|total| {
+    let recovery_left = recovery_total.zip(record.as_ref()).map(|(total, record)| {
         (0..total)
-            .filter(|i| !state.spent_recovery_codes.contains(&(*i as u32)))
+            .filter(|i| !record.spent_recovery_codes.contains(&(*i as u32)))
             .count()
     });
     let last_login = (state.last_success > 0).then_some(state.last_success);
     Status {
         user: account.name.clone(),
+        uid: account.uid,
         enrollment_file: enrollment_path.display().to_string(),
         enrollment: status,
         enrollment_error: error,
@@ -485,17 +618,22 @@ fn describe(
         period,
         state_file: state_path.display().to_string(),
         has_state,
-        state_matches_enrollment: matches,
+        enrollment_used,
+        enrollments_kept: state.enrollments.len(),
         last_login,
         last_login_utc: last_login.map(utc),
-        last_totp_step: state.last_totp_step,
-        next_hotp_counter: state.next_hotp_counter,
-        failures: state.failures,
-        max_failures,
-        lockouts: state.lockouts,
-        locked,
-        locked_until: locked.then_some(state.locked_until),
-        locked_until_utc: locked.then(|| utc(state.locked_until)),
+        last_totp_step: record.as_ref().and_then(|r| r.last_totp_step),
+        next_hotp_counter: record.as_ref().and_then(|r| r.next_hotp_counter),
+        failures: state.user.failures,
+        max_failures: limits.max_failures,
+        max_failures_user: limits.max_failures_user,
+        lockouts: state.user.lockouts,
+        user_locked,
+        locked: locked_until.is_some(),
+        locked_until,
+        locked_until_utc: locked_until.map(utc),
+        sources,
+        other_sources,
         recovery_codes_left: recovery_left,
         recovery_codes_total: recovery_total,
         split_state_dirs: BTreeMap::new(),
@@ -503,9 +641,15 @@ fn describe(
 }
 
 impl Status {
-    /// The human-readable form: one `label: value` line per fact.
+    /// The human-readable form: one `label: value` line per fact. Everything that came from
+    /// a file or the network is escaped (no control character reaches the terminal).
     pub fn to_text(&self) -> String {
-        let mut lines: Vec<(&str, String)> = vec![("user", self.user.clone())];
+        // Values are escaped once, where the lines are written below.
+        let sanitize = |text: &str| text.to_string();
+        let mut lines: Vec<(&str, String)> = vec![(
+            "user",
+            format!("{} (uid {})", sanitize(&self.user), self.uid),
+        )];
         let enrollment = match (&self.enrollment, self.kind) {
             (EnrollmentStatus::Enrolled, Some(kind)) => {
                 let mut what = format!(
@@ -526,21 +670,29 @@ impl Status {
             }
             (EnrollmentStatus::Broken, _) => format!(
                 "BROKEN, logins refused: {}: {}",
-                self.enrollment_file,
-                self.enrollment_error.as_deref().unwrap_or("?")
+                sanitize(&self.enrollment_file),
+                sanitize(self.enrollment_error.as_deref().unwrap_or("?"))
             ),
-            _ => format!("not enrolled ({} does not exist)", self.enrollment_file),
+            _ => format!(
+                "not enrolled ({} does not exist)",
+                sanitize(&self.enrollment_file)
+            ),
         };
         lines.push(("enrollment", enrollment));
-        let state = match (self.has_state, self.state_matches_enrollment) {
+        let state = match (self.has_state, self.enrollment_used) {
             (false, _) => format!("none yet ({}): no login recorded", self.state_file),
             (true, Some(false)) => format!(
-                "{} (from an earlier enrollment: the next login starts fresh)",
+                "{} (this enrollment not used yet: its first login starts its replay guard \
+                 afresh; failures and locks stay)",
                 self.state_file
             ),
             (true, _) => self.state_file.clone(),
         };
         lines.push(("state", state));
+        lines.push((
+            "enrollments kept",
+            format!("{} (of {MAX_ENROLLMENTS})", self.enrollments_kept),
+        ));
         let mut last = match (&self.last_login_utc, self.last_login) {
             (Some(time), Some(unix)) => format!("{time} ({unix})"),
             _ => "never".into(),
@@ -552,26 +704,69 @@ impl Status {
         if let Some(counter) = self.next_hotp_counter {
             lines.push(("next HOTP counter", counter.to_string()));
         }
-        let failures = if self.max_failures == 0 {
-            format!(
+        let failures = match (self.max_failures, self.max_failures_user) {
+            (0, _) => format!(
                 "{} (policy: lockout is OFF, max_failures = 0)",
                 self.failures
-            )
-        } else {
-            format!(
-                "{} (policy: lockout after {})",
-                self.failures, self.max_failures
-            )
+            ),
+            (per_source, 0) => format!(
+                "{} (policy: a source locks after {per_source}; no user-wide ceiling)",
+                self.failures
+            ),
+            (per_source, user) => format!(
+                "{} of {user} (policy: a source locks after {per_source}, the user everywhere after {user})",
+                self.failures
+            ),
         };
         lines.push(("failures", failures));
-        let locked = match (&self.locked_until_utc, self.locked_until) {
-            (Some(time), Some(unix)) => format!(
-                "YES, until {time} ({unix}); {} lockout(s) since the last success",
+        let locked = if self.user_locked {
+            format!(
+                "YES, from every source, until {}; {} user-wide lockout(s) since the last success",
+                self.locked_until_utc.as_deref().unwrap_or("?"),
                 self.lockouts
-            ),
-            _ => format!("no ({} lockout(s) since the last success)", self.lockouts),
+            )
+        } else {
+            match (&self.locked_until_utc, self.locked_until) {
+                (Some(time), Some(unix)) => {
+                    format!("YES, until {time} ({unix}), from the sources below only")
+                }
+                _ => format!(
+                    "no ({} user-wide lockout(s) since the last success)",
+                    self.lockouts
+                ),
+            }
         };
         lines.push(("locked", locked));
+        let locked_sources: Vec<&SourceStatus> = self
+            .sources
+            .iter()
+            .chain(self.other_sources.iter())
+            .filter(|s| s.locked)
+            .collect();
+        for source in &locked_sources {
+            lines.push((
+                "locked source",
+                format!(
+                    "{} until {} ({} lockout(s))",
+                    sanitize(&source.source),
+                    source.locked_until_utc.as_deref().unwrap_or("?"),
+                    source.lockouts
+                ),
+            ));
+        }
+        let failing = self
+            .sources
+            .iter()
+            .filter(|s| !s.locked && s.failures > 0)
+            .count();
+        lines.push((
+            "sources",
+            format!(
+                "{} remembered (of {MAX_SOURCES}): {} locked, {failing} with failures",
+                self.sources.len(),
+                locked_sources.len()
+            ),
+        ));
         let recovery = match (self.recovery_codes_left, self.recovery_codes_total) {
             (Some(left), Some(total)) => format!("{left} of {total} left"),
             _ => "unknown (no readable enrollment)".into(),
@@ -634,43 +829,77 @@ mod tests {
         e
     }
 
+    const FILE: &str = "/home/alice/.otp.toml";
+
     fn describe_with(e: &Result<Enrollment, UserFileError>, stored: Option<State>) -> Status {
         describe(
             &account(),
-            Path::new("/home/alice/.otp.toml"),
-            Path::new("/var/lib/pam-otp/alice.state"),
+            Path::new(FILE),
+            Path::new("/var/lib/pam-otp/uid-1000.state"),
             e,
             stored,
-            5,
+            &crate::core::decision::Limits::default(),
             1_000_000,
         )
     }
 
-    #[test]
-    fn a_locked_user_shows_the_lock_and_never_the_secret() {
-        let e = enrollment("totp", 5);
-        let state = State {
-            failures: 5,
+    fn locked_tally(until: u64) -> Tally {
+        Tally {
+            failures: 0,
             lockouts: 1,
-            locked_until: 1_000_060,
+            locked_until: until,
+            last_failure: until - 60,
+        }
+    }
+
+    #[test]
+    fn a_locked_source_is_listed_and_the_secret_never_shown() {
+        let e = enrollment("totp", 5);
+        let mut state = State::default();
+        let enrolled = EnrollmentRef::new(&e, FILE);
+        let record = crate::core::state::EnrollmentRecord {
             last_totp_step: Some(33_000),
-            last_success: 990_000,
             spent_recovery_codes: vec![1, 3],
-            ..State::fresh(&e)
+            ..enrolled.fresh_record()
         };
-        let status = describe_with(&Ok(e), Some(state));
-        assert!(status.locked);
-        assert_eq!(status.locked_until, Some(1_000_060));
-        assert_eq!(
-            status.locked_until_utc.as_deref(),
-            Some("1970-01-12T13:47:40Z")
+        assert!(state.accept(&enrolled, record, 990_000));
+        state.user.failures = 7;
+        state
+            .sources
+            .insert("127.0.0.2".into(), locked_tally(1_000_060));
+        state.sources.insert(
+            "2001:db8::/64".into(),
+            Tally {
+                failures: 2,
+                last_failure: 999_000,
+                ..Tally::default()
+            },
         );
+        state
+            .sources
+            .insert("\u{1b}[2Jevil".into(), locked_tally(1_000_030));
+        let status = describe_with(&Ok(e), Some(state));
+        assert!(status.locked && !status.user_locked);
+        assert_eq!(status.locked_until, Some(1_000_060));
+        assert_eq!(status.sources[0].source, "127.0.0.2");
+        assert!(status.sources[0].locked);
         assert_eq!(status.recovery_codes_left, Some(3));
-        assert_eq!(status.kind, Some("totp"));
-        assert_eq!(status.state_matches_enrollment, Some(true));
+        assert_eq!(status.enrollment_used, Some(true));
         let text = status.to_text();
-        assert!(text.contains("locked:"), "{text}");
-        assert!(text.contains("YES, until 1970-01-12T13:47:40Z"), "{text}");
+        assert!(
+            text.contains("127.0.0.2 until 1970-01-12T13:47:40Z (1 lockout(s))"),
+            "{text}"
+        );
+        assert!(text.contains("from the sources below only"), "{text}");
+        assert!(text.contains("7 of 20"), "{text}");
+        assert!(
+            text.contains("3 remembered (of 32): 2 locked, 1 with failures"),
+            "{text}"
+        );
+        assert!(
+            !text.contains('\u{1b}'),
+            "raw escape reached the terminal: {text}"
+        );
         assert!(text.contains("3 of 5 left"), "{text}");
         assert!(text.contains("TOTP step 33000"), "{text}");
         let json = serde_json::to_string(&status).unwrap();
@@ -681,35 +910,53 @@ mod tests {
     }
 
     #[test]
-    fn an_expired_lock_is_not_a_lock() {
+    fn a_user_wide_lock_says_every_source() {
         let e = enrollment("totp", 0);
         let state = State {
-            failures: 0,
-            lockouts: 1,
-            locked_until: 999_999,
-            ..State::fresh(&e)
+            user: locked_tally(1_000_500),
+            ..State::default()
         };
         let status = describe_with(&Ok(e), Some(state));
-        assert!(!status.locked);
-        assert_eq!(status.locked_until, None);
-        assert!(status.to_text().contains("locked:         no"));
+        assert!(status.user_locked);
+        assert!(status
+            .to_text()
+            .contains("YES, from every source, until 1970-01-12T13:55:00Z"));
     }
 
     #[test]
-    fn state_of_an_earlier_enrollment_counts_as_fresh() {
-        let old = enrollment("hotp", 0);
-        let state = State {
-            failures: 5,
-            locked_until: 2_000_000,
-            next_hotp_counter: Some(40),
-            ..State::fresh(&old)
-        };
-        let status = describe_with(&Ok(enrollment("totp", 2)), Some(state));
-        assert_eq!(status.state_matches_enrollment, Some(false));
+    fn an_expired_lock_is_not_a_lock() {
+        let e = enrollment("totp", 0);
+        let mut state = State::default();
+        state.sources.insert("local".into(), locked_tally(999_999));
+        let status = describe_with(&Ok(e), Some(state));
         assert!(!status.locked);
-        assert_eq!(status.failures, 0);
+        assert_eq!(status.locked_until, None);
+        let text = status.to_text();
+        let locked_line = text.lines().find(|l| l.starts_with("locked:")).unwrap();
+        assert!(
+            locked_line.ends_with("no (0 user-wide lockout(s) since the last success)"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn another_enrollment_keeps_the_failures_and_locks() {
+        let old = enrollment("hotp", 0);
+        let mut state = State::default();
+        let enrolled = EnrollmentRef::new(&old, "/etc/otp/alice.toml");
+        let record = crate::core::state::EnrollmentRecord {
+            next_hotp_counter: Some(40),
+            ..enrolled.fresh_record()
+        };
+        assert!(state.accept(&enrolled, record, 900_000));
+        state.user = locked_tally(2_000_000);
+        state.user.failures = 3;
+        let status = describe_with(&Ok(enrollment("totp", 2)), Some(state));
+        assert_eq!(status.enrollment_used, Some(false));
+        assert!(status.locked);
+        assert_eq!(status.failures, 3);
         assert_eq!(status.next_hotp_counter, None);
-        assert!(status.to_text().contains("next login starts fresh"));
+        assert!(status.to_text().contains("this enrollment not used yet"));
     }
 
     #[test]
@@ -771,6 +1018,10 @@ mod tests {
         assert_eq!(cli.state_dir.as_deref(), Some("/tmp/s"));
         assert!(matches!(cli.command, Command::Status { ref user, json: true } if user == "bob"));
         assert!(Cli::try_parse_from(["otp-admin", "unlock"]).is_err());
+        let cli = Cli::try_parse_from(["otp-admin", "unlock", "bob", "--source", "::1"]).unwrap();
+        assert!(
+            matches!(cli.command, Command::Unlock { ref source, .. } if source.as_deref() == Some("::1"))
+        );
         assert!(Cli::try_parse_from(["otp-admin", "frobnicate", "bob"]).is_err());
         assert!(Cli::try_parse_from(["otp-admin", "--secret", "/x/%u", "reset", "bob"]).is_ok());
         let cli = Cli::try_parse_from([

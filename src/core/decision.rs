@@ -1,10 +1,11 @@
-//! The pure decision of one login: given enrollment, state, limits, answer and time,
-//! what happens and what the new state is. No I/O, no clock: everything is passed in.
+//! The pure decision of one login: given enrollment, source, state, limits, answer and
+//! time, what happens and what the new state is. No I/O, no clock: everything is passed in.
 
 use crate::core::answer::as_code;
-use crate::core::enrollment::{Enrollment, Kind};
+use crate::core::enrollment::Kind;
 use crate::core::otp::totp_step;
-use crate::core::state::State;
+use crate::core::source::Source;
+use crate::core::state::{EnrollmentRecord, EnrollmentRef, Lock, State, Unlock};
 use crate::core::window::{matching_counter, Prefer};
 
 /// The administrator's verification and lockout policy (module arguments, policy file).
@@ -14,8 +15,10 @@ pub struct Limits {
     pub window: u64,
     /// HOTP: counter values accepted beyond the next expected one.
     pub hotp_lookahead: u64,
-    /// Consecutive failures that trigger a lockout; 0 turns lockout off.
+    /// Consecutive failures from one source that lock it; 0 turns every lockout off.
     pub max_failures: u32,
+    /// Failures from all sources together that lock the person everywhere; 0: no ceiling.
+    pub max_failures_user: u32,
     /// Seconds of the first lockout; each further one doubles.
     pub lockout: u64,
     /// Upper bound of a lockout, in seconds.
@@ -28,6 +31,7 @@ impl Default for Limits {
             window: 1,
             hotp_lookahead: 10,
             max_failures: 5,
+            max_failures_user: 20,
             lockout: 60,
             max_lockout: 86400,
         }
@@ -37,80 +41,114 @@ impl Default for Limits {
 /// How an accepted answer was recognised.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Method {
-    Totp { step: u64 },
-    Hotp { counter: u64 },
-    Recovery { index: u32, remaining: usize },
+    /// A TOTP code of this time step.
+    Totp {
+        /// The accepted step.
+        step: u64,
+    },
+    /// An HOTP code of this counter.
+    Hotp {
+        /// The accepted counter.
+        counter: u64,
+    },
+    /// A recovery code, now spent.
+    Recovery {
+        /// Its index in the enrollment's list.
+        index: u32,
+        /// Unspent recovery codes left.
+        remaining: usize,
+    },
 }
 
+/// What an answer used before matched.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Replay {
+    /// A TOTP step or HOTP counter already used (or skipped by a newer one).
+    Code,
+    /// A recovery code already spent.
+    RecoveryCode,
+}
+
+/// The outcome of one answer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Verdict {
+    /// The answer was right; the state retires it.
     Accepted(Method),
-    /// A wrong answer; `locked_until` is set when this failure started a lockout.
+    /// A wrong answer, counted.
     Rejected {
+        /// Failures of the answer's source since its last success or lockout.
         failures: u32,
-        locked_until: Option<u64>,
+        /// Failures of the person from all sources.
+        user_failures: u32,
+        /// Set when this failure started a lockout.
+        locked: Option<Lock>,
     },
+    /// The answer is a code that was valid once and is used up. Refused, not counted:
+    /// it tests no unknown code (see SECURITY.md).
+    Replayed(Replay),
     /// Locked out: the answer was not looked at.
-    Locked {
-        until: u64,
-    },
+    Locked(Lock),
+    /// Right, but the state has no room to remember it (see `State::accept`); refused.
+    NoRoom,
 }
 
+/// The verdict and the state to save.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Decision {
+    /// What happened.
     pub verdict: Verdict,
+    /// The state after it.
     pub state: State,
 }
 
-/// Decides one answer. `state` must belong to `enrollment` (see `State::for_enrollment`).
+/// Decides one answer from `source` for `enrolled`.
 pub fn decide(
-    enrollment: &Enrollment,
+    enrolled: &EnrollmentRef,
+    source: &Source,
     state: &State,
     limits: &Limits,
     answer: &str,
     now: u64,
 ) -> Decision {
-    if state.is_locked(now) {
+    if let Some(lock) = state.lock_for(source, now) {
         return Decision {
-            verdict: Verdict::Locked {
-                until: state.locked_until,
-            },
+            verdict: Verdict::Locked(lock),
             state: state.clone(),
         };
     }
+    let record = state.record(enrolled);
     let mut next = state.clone();
-    let method = match_code(enrollment, state, limits, answer, now)
-        .or_else(|| match_recovery_code(enrollment, state, answer));
+    let method = match_code(enrolled, &record, limits, answer, now)
+        .or_else(|| match_recovery_code(enrolled, &record, answer));
     let verdict = match method {
         Some(method) => {
+            let mut retired = record;
             match method {
-                Method::Totp { step } => next.last_totp_step = Some(step),
+                Method::Totp { step } => retired.last_totp_step = Some(step),
                 Method::Hotp { counter } => {
-                    next.next_hotp_counter = Some(counter.saturating_add(1))
+                    retired.next_hotp_counter = Some(counter.saturating_add(1))
                 }
-                Method::Recovery { index, .. } => next.spent_recovery_codes.push(index),
+                Method::Recovery { index, .. } => retired.spent_recovery_codes.push(index),
             }
-            next.failures = 0;
-            next.lockouts = 0;
-            next.locked_until = 0;
-            next.last_success = now;
-            Verdict::Accepted(method)
-        }
-        None => {
-            next.failures = next.failures.saturating_add(1);
-            let failures = next.failures;
-            let mut locked_until = None;
-            if limits.max_failures > 0 && next.failures >= limits.max_failures {
-                next.lockouts = next.lockouts.saturating_add(1);
-                next.failures = 0;
-                next.locked_until = now.saturating_add(lockout_length(limits, next.lockouts));
-                locked_until = Some(next.locked_until);
-            }
-            Verdict::Rejected {
-                failures,
-                locked_until,
+            if next.accept(enrolled, retired, now) {
+                next.unlock(Unlock::Source(source));
+                Verdict::Accepted(method)
+            } else {
+                next = state.clone();
+                Verdict::NoRoom
             }
         }
+        None => match replayed(enrolled, &record, limits, answer, now) {
+            Some(replay) => Verdict::Replayed(replay),
+            None => {
+                let (failures, user_failures, locked) = next.record_failure(source, limits, now);
+                Verdict::Rejected {
+                    failures,
+                    user_failures,
+                    locked,
+                }
+            }
+        },
     };
     Decision {
         verdict,
@@ -127,50 +165,105 @@ pub fn lockout_length(limits: &Limits, nth: u32) -> u64 {
         .min(limits.max_lockout)
 }
 
-/// Checks the answer against every acceptable step or counter (see `core::window`).
-fn match_code(
-    enrollment: &Enrollment,
-    state: &State,
+/// An inclusive range of TOTP steps or HOTP counters.
+type Span = (u64, u64);
+
+/// The TOTP steps or HOTP counters the answer may match now: `(still good, used up)`.
+fn candidates(
+    enrolled: &EnrollmentRef,
+    record: &EnrollmentRecord,
     limits: &Limits,
-    answer: &str,
     now: u64,
-) -> Option<Method> {
-    let given = as_code(answer, enrollment.digits)?;
-    match enrollment.kind {
+) -> (Option<Span>, Option<Span>) {
+    match enrolled.enrollment.kind {
         Kind::Totp { period } => {
             let current = totp_step(now, period);
-            let oldest_allowed = match state.last_totp_step {
-                Some(last) => last.saturating_add(1),
-                None => 0,
-            };
-            let first = current.saturating_sub(limits.window).max(oldest_allowed);
+            let first = current.saturating_sub(limits.window);
             let last = current.saturating_add(limits.window);
-            if first > last {
-                return None;
+            match record.last_totp_step {
+                None => (Some((first, last)), None),
+                Some(used) if used < first => (Some((first, last)), None),
+                Some(used) if used >= last => (None, Some((first, last))),
+                Some(used) => (Some((used + 1, last)), Some((first, used))),
             }
-            matching_counter(enrollment, given, first..=last, Prefer::Newest)
-                .map(|step| Method::Totp { step })
         }
         Kind::Hotp { counter } => {
-            let next = state.next_hotp_counter.unwrap_or(counter);
-            let last = next.saturating_add(limits.hotp_lookahead);
-            matching_counter(enrollment, given, next..=last, Prefer::Oldest)
-                .map(|counter| Method::Hotp { counter })
+            let next = record.next_hotp_counter.unwrap_or(counter);
+            let good = (next, next.saturating_add(limits.hotp_lookahead));
+            // The codes the app showed last: as many as one look-ahead reaches.
+            let used = (next > counter).then(|| {
+                let oldest = next
+                    .saturating_sub(limits.hotp_lookahead.saturating_add(1))
+                    .max(counter);
+                (oldest, next - 1)
+            });
+            (Some(good), used)
         }
     }
 }
 
-fn match_recovery_code(enrollment: &Enrollment, state: &State, answer: &str) -> Option<Method> {
+fn prefer(enrolled: &EnrollmentRef) -> Prefer {
+    match enrolled.enrollment.kind {
+        Kind::Totp { .. } => Prefer::Newest,
+        Kind::Hotp { .. } => Prefer::Oldest,
+    }
+}
+
+/// Checks the answer against every acceptable step or counter (see `core::window`).
+fn match_code(
+    enrolled: &EnrollmentRef,
+    record: &EnrollmentRecord,
+    limits: &Limits,
+    answer: &str,
+    now: u64,
+) -> Option<Method> {
+    let enrollment = enrolled.enrollment;
+    let given = as_code(answer, enrollment.digits)?;
+    let (first, last) = candidates(enrolled, record, limits, now).0?;
+    let counter = matching_counter(enrollment, given, first..=last, prefer(enrolled))?;
+    Some(match enrollment.kind {
+        Kind::Totp { .. } => Method::Totp { step: counter },
+        Kind::Hotp { .. } => Method::Hotp { counter },
+    })
+}
+
+/// Whether a refused answer is a code or recovery code that was good once and is used up.
+fn replayed(
+    enrolled: &EnrollmentRef,
+    record: &EnrollmentRecord,
+    limits: &Limits,
+    answer: &str,
+    now: u64,
+) -> Option<Replay> {
+    let enrollment = enrolled.enrollment;
+    if let Some(given) = as_code(answer, enrollment.digits) {
+        let (first, last) = candidates(enrolled, record, limits, now).1?;
+        return matching_counter(enrollment, given, first..=last, prefer(enrolled))
+            .map(|_| Replay::Code);
+    }
+    let trimmed = answer.trim();
+    (!trimmed.is_empty()
+        && record
+            .spent_recovery_codes
+            .iter()
+            .filter_map(|&i| enrollment.recovery_codes.get(i as usize))
+            .any(|hash| hash.matches(trimmed)))
+    .then_some(Replay::RecoveryCode)
+}
+
+fn match_recovery_code(
+    enrolled: &EnrollmentRef,
+    record: &EnrollmentRecord,
+    answer: &str,
+) -> Option<Method> {
+    let codes = &enrolled.enrollment.recovery_codes;
     let trimmed = answer.trim();
     if trimmed.is_empty() {
         return None;
     }
-    let spent = |i: usize| state.spent_recovery_codes.contains(&(i as u32));
-    let index = (0..enrollment.recovery_codes.len())
-        .find(|&i| !spent(i) && enrollment.recovery_codes[i].matches(trimmed))?;
-    let unspent_before = (0..enrollment.recovery_codes.len())
-        .filter(|&i| !spent(i))
-        .count();
+    let spent = |i: usize| record.spent_recovery_codes.contains(&(i as u32));
+    let index = (0..codes.len()).find(|&i| !spent(i) && codes[i].matches(trimmed))?;
+    let unspent_before = (0..codes.len()).filter(|&i| !spent(i)).count();
     Some(Method::Recovery {
         index: index as u32,
         remaining: unspent_before - 1,
@@ -180,8 +273,10 @@ fn match_recovery_code(enrollment: &Enrollment, state: &State, answer: &str) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::enrollment::Enrollment;
     use crate::core::otp::{format_code, Algorithm};
     use crate::core::recovery::RecoveryHash;
+    use crate::core::state::{LockScope, Tally};
     use proptest::prelude::*;
     use std::collections::HashMap;
     use std::sync::{Mutex, OnceLock};
@@ -241,14 +336,45 @@ mod tests {
             .unwrap()
     }
 
+    const FILE: &str = "/home/tester/.otp.toml";
+
+    /// `decide` for a login from no remote host ("local").
+    fn dec(e: &Enrollment, state: &State, limits: &Limits, answer: &str, now: u64) -> Decision {
+        decide_from(e, "", state, limits, answer, now)
+    }
+
+    fn decide_from(
+        e: &Enrollment,
+        rhost: &str,
+        state: &State,
+        limits: &Limits,
+        answer: &str,
+        now: u64,
+    ) -> Decision {
+        let enrolled = EnrollmentRef::new(e, FILE);
+        decide(
+            &enrolled,
+            &Source::from_rhost(rhost),
+            state,
+            limits,
+            answer,
+            now,
+        )
+    }
+
     fn run(e: &Enrollment, state: &State, answer: &str, now: u64) -> Decision {
-        decide(e, state, &Limits::default(), answer, now)
+        dec(e, state, &Limits::default(), answer, now)
+    }
+
+    /// The enrollment record `state` holds for `e`.
+    fn record(e: &Enrollment, state: &State) -> EnrollmentRecord {
+        state.record(&EnrollmentRef::new(e, FILE))
     }
 
     #[test]
     fn totp_accepts_current_previous_and_next_step_only() {
         let e = totp_enrollment();
-        let fresh = State::fresh(&e);
+        let fresh = State::default();
         for offset in [-30i64, 0, 30] {
             let code = totp_code(&e, (NOW as i64 + offset) as u64);
             assert!(
@@ -271,18 +397,23 @@ mod tests {
     #[test]
     fn a_totp_code_works_once_and_older_ones_die_with_it() {
         let e = totp_enrollment();
-        let first = run(&e, &State::fresh(&e), &totp_code(&e, NOW), NOW);
+        let first = run(&e, &State::default(), &totp_code(&e, NOW), NOW);
         assert_eq!(
             first.verdict,
             Verdict::Accepted(Method::Totp { step: NOW / 30 })
         );
+        // Used up: refused as a replay, and not counted as a guess.
         let again = run(&e, &first.state, &totp_code(&e, NOW), NOW);
+        assert_eq!(again.verdict, Verdict::Replayed(Replay::Code));
+        assert_eq!(again.state, first.state);
+        let older = run(&e, &first.state, &totp_code(&e, NOW - 30), NOW);
+        assert_eq!(older.verdict, Verdict::Replayed(Replay::Code));
+        // Outside the window it is just a wrong code.
+        let stale = run(&e, &first.state, &totp_code(&e, NOW - 90), NOW);
         assert!(matches!(
-            again.verdict,
+            stale.verdict,
             Verdict::Rejected { failures: 1, .. }
         ));
-        let older = run(&e, &first.state, &totp_code(&e, NOW - 30), NOW);
-        assert!(matches!(older.verdict, Verdict::Rejected { .. }));
         let newer = run(&e, &first.state, &totp_code(&e, NOW + 30), NOW + 30);
         assert!(matches!(newer.verdict, Verdict::Accepted(_)));
     }
@@ -294,13 +425,13 @@ mod tests {
             window: 0,
             ..Limits::default()
         };
-        let fresh = State::fresh(&e);
+        let fresh = State::default();
         assert!(matches!(
-            decide(&e, &fresh, &limits, &totp_code(&e, NOW), NOW).verdict,
+            dec(&e, &fresh, &limits, &totp_code(&e, NOW), NOW).verdict,
             Verdict::Accepted(_)
         ));
         assert!(matches!(
-            decide(&e, &fresh, &limits, &totp_code(&e, NOW - 30), NOW).verdict,
+            dec(&e, &fresh, &limits, &totp_code(&e, NOW - 30), NOW).verdict,
             Verdict::Rejected { .. }
         ));
     }
@@ -308,21 +439,21 @@ mod tests {
     #[test]
     fn hotp_accepts_within_lookahead_and_moves_the_counter() {
         let e = hotp_enrollment();
-        let fresh = State::fresh(&e);
+        let fresh = State::default();
         let first = run(&e, &fresh, &code_at(&e, 0), NOW);
         assert_eq!(
             first.verdict,
             Verdict::Accepted(Method::Hotp { counter: 0 })
         );
-        assert_eq!(first.state.next_hotp_counter, Some(1));
+        assert_eq!(record(&e, &first.state).next_hotp_counter, Some(1));
         let ahead = run(&e, &first.state, &code_at(&e, 11), NOW);
         assert_eq!(
             ahead.verdict,
             Verdict::Accepted(Method::Hotp { counter: 11 })
         );
-        assert_eq!(ahead.state.next_hotp_counter, Some(12));
+        assert_eq!(record(&e, &ahead.state).next_hotp_counter, Some(12));
         let old = run(&e, &ahead.state, &code_at(&e, 5), NOW);
-        assert!(matches!(old.verdict, Verdict::Rejected { .. }));
+        assert_eq!(old.verdict, Verdict::Replayed(Replay::Code));
         let too_far = run(&e, &ahead.state, &code_at(&e, 12 + 11), NOW);
         assert!(matches!(too_far.verdict, Verdict::Rejected { .. }));
     }
@@ -330,7 +461,7 @@ mod tests {
     #[test]
     fn recovery_codes_work_once_and_count_down() {
         let e = totp_enrollment();
-        let first = run(&e, &State::fresh(&e), " CCCC-DDDD ", NOW);
+        let first = run(&e, &State::default(), " CCCC-DDDD ", NOW);
         assert_eq!(
             first.verdict,
             Verdict::Accepted(Method::Recovery {
@@ -339,7 +470,7 @@ mod tests {
             })
         );
         let again = run(&e, &first.state, "ccccdddd", NOW);
-        assert!(matches!(again.verdict, Verdict::Rejected { .. }));
+        assert_eq!(again.verdict, Verdict::Replayed(Replay::RecoveryCode));
         let other = run(&e, &first.state, "aaaabbbb", NOW);
         assert_eq!(
             other.verdict,
@@ -350,50 +481,121 @@ mod tests {
         );
     }
 
+    fn wrong_from(
+        e: &Enrollment,
+        rhost: &str,
+        state: &State,
+        limits: &Limits,
+        now: u64,
+    ) -> Decision {
+        decide_from(e, rhost, state, limits, &wrong_code(e, now / 30), now)
+    }
+
     #[test]
     fn lockout_engages_doubles_and_caps() {
         let e = totp_enrollment();
         let limits = Limits {
             lockout: 60,
             max_lockout: 200,
+            max_failures_user: 0,
             ..Limits::default()
         };
-        let wrong = wrong_code(&e, NOW / 30);
-        let mut state = State::fresh(&e);
+        let mut state = State::default();
         let mut now = NOW;
         for expected_lock in [60u64, 120, 200, 200] {
             for attempt in 1..=5u32 {
-                let d = decide(&e, &state, &limits, &wrong, now);
+                let d = wrong_from(&e, "", &state, &limits, now);
                 match d.verdict {
                     Verdict::Rejected {
-                        failures,
-                        locked_until,
+                        failures, locked, ..
                     } => {
-                        assert_eq!(failures, attempt);
-                        assert_eq!(locked_until, (attempt == 5).then_some(now + expected_lock));
+                        assert_eq!(failures, if attempt == 5 { 0 } else { attempt });
+                        let expected = Lock {
+                            until: now + expected_lock,
+                            scope: LockScope::Source,
+                        };
+                        assert_eq!(locked, (attempt == 5).then_some(expected));
                     }
                     other => panic!("unexpected {other:?}"),
                 }
                 state = d.state;
             }
             // Locked: even the right code is not looked at, and nothing changes.
-            let locked = decide(&e, &state, &limits, &totp_code(&e, now), now);
+            let locked = dec(&e, &state, &limits, &totp_code(&e, now), now);
             assert_eq!(
                 locked.verdict,
-                Verdict::Locked {
-                    until: now + expected_lock
-                }
+                Verdict::Locked(Lock {
+                    until: now + expected_lock,
+                    scope: LockScope::Source
+                })
             );
             assert_eq!(locked.state, state);
             now += expected_lock;
         }
         // After the lock expires a right code gets in and resets the doubling.
-        let ok = decide(&e, &state, &limits, &totp_code(&e, now), now);
+        let ok = dec(&e, &state, &limits, &totp_code(&e, now), now);
         assert!(matches!(ok.verdict, Verdict::Accepted(_)));
+        assert!(ok.state.sources.is_empty());
+        assert_eq!(ok.state.user, Tally::default());
+    }
+
+    #[test]
+    fn a_locked_source_leaves_other_sources_at_the_prompt() {
+        let e = totp_enrollment();
+        let limits = Limits::default();
+        let mut state = State::default();
+        for _ in 0..5 {
+            state = wrong_from(&e, "127.0.0.2", &state, &limits, NOW).state;
+        }
+        let refused = decide_from(&e, "127.0.0.2", &state, &limits, &totp_code(&e, NOW), NOW);
+        assert!(matches!(
+            refused.verdict,
+            Verdict::Locked(Lock {
+                scope: LockScope::Source,
+                ..
+            })
+        ));
+        let owner = decide_from(&e, "127.0.0.1", &state, &limits, &totp_code(&e, NOW), NOW);
+        assert!(matches!(owner.verdict, Verdict::Accepted(_)));
+        // The owner's success clears the user-wide tally, not the stranger's lock.
+        assert_eq!(owner.state.user, Tally::default());
+        assert!(owner.state.sources["127.0.0.2"].is_locked(NOW));
+    }
+
+    #[test]
+    fn the_user_wide_ceiling_locks_every_source() {
+        let e = totp_enrollment();
+        let limits = Limits::default();
+        let mut state = State::default();
+        let mut last = None;
+        for i in 0..20u32 {
+            let rhost = format!("127.0.0.{}", 2 + i % 8);
+            let d = wrong_from(&e, &rhost, &state, &limits, NOW);
+            last = Some(d.verdict);
+            state = d.state;
+        }
         assert_eq!(
-            (ok.state.failures, ok.state.lockouts, ok.state.locked_until),
-            (0, 0, 0)
+            last,
+            Some(Verdict::Rejected {
+                failures: 3,
+                user_failures: 0,
+                locked: Some(Lock {
+                    until: NOW + 60,
+                    scope: LockScope::User
+                })
+            })
         );
+        for rhost in ["127.0.0.1", "", "::1", "127.0.0.200"] {
+            let d = decide_from(&e, rhost, &state, &limits, &totp_code(&e, NOW), NOW);
+            assert_eq!(
+                d.verdict,
+                Verdict::Locked(Lock {
+                    until: NOW + 60,
+                    scope: LockScope::User
+                }),
+                "{rhost}"
+            );
+        }
     }
 
     #[test]
@@ -403,13 +605,13 @@ mod tests {
             max_failures: 0,
             ..Limits::default()
         };
-        let mut state = State::fresh(&e);
+        let mut state = State::default();
         for _ in 0..50 {
-            state = decide(&e, &state, &limits, "000000x", NOW).state;
+            state = dec(&e, &state, &limits, "000000x", NOW).state;
         }
-        assert!(!state.is_locked(NOW));
+        assert_eq!(state.lock_for(&Source::from_rhost(""), NOW), None);
         assert!(matches!(
-            decide(&e, &state, &limits, &totp_code(&e, NOW), NOW).verdict,
+            dec(&e, &state, &limits, &totp_code(&e, NOW), NOW).verdict,
             Verdict::Accepted(_)
         ));
     }
@@ -418,12 +620,13 @@ mod tests {
     fn non_codes_fail_like_wrong_codes() {
         let e = totp_enrollment();
         for junk in ["", " ", "abcdef", "12345", "1234567", "123 456", "\u{0}"] {
-            let d = run(&e, &State::fresh(&e), junk, NOW);
+            let d = run(&e, &State::default(), junk, NOW);
             assert_eq!(
                 d.verdict,
                 Verdict::Rejected {
                     failures: 1,
-                    locked_until: None
+                    user_failures: 1,
+                    locked: None
                 },
                 "{junk:?}"
             );
@@ -433,14 +636,25 @@ mod tests {
     #[test]
     fn success_resets_failures() {
         let e = totp_enrollment();
-        let mut state = State::fresh(&e);
+        let mut state = State::default();
         for _ in 0..4 {
             state = run(&e, &state, "nope", NOW).state;
         }
-        assert_eq!(state.failures, 4);
+        assert_eq!(state.user.failures, 4);
         let ok = run(&e, &state, &totp_code(&e, NOW), NOW);
-        assert_eq!(ok.state.failures, 0);
+        assert_eq!(ok.state.user.failures, 0);
         assert_eq!(ok.state.last_success, NOW);
+    }
+
+    #[test]
+    fn a_replay_counts_nothing() {
+        let e = hotp_enrollment();
+        let used = run(&e, &State::default(), &code_at(&e, 3), NOW).state;
+        for counter in 0..=3 {
+            let d = run(&e, &used, &code_at(&e, counter), NOW);
+            assert_eq!(d.verdict, Verdict::Replayed(Replay::Code), "{counter}");
+            assert_eq!(d.state, used);
+        }
     }
 
     #[test]
@@ -451,61 +665,124 @@ mod tests {
         let code = totp_code(&e, NOW);
         assert_eq!(code.len(), 8);
         assert!(matches!(
-            run(&e, &State::fresh(&e), &code, NOW).verdict,
+            run(&e, &State::default(), &code, NOW).verdict,
             Verdict::Accepted(_)
         ));
         assert!(matches!(
-            run(&e, &State::fresh(&e), &code[2..], NOW).verdict,
+            run(&e, &State::default(), &code[2..], NOW).verdict,
             Verdict::Rejected { .. }
         ));
+    }
+
+    /// A state whose record for `e` is `record` (as a past success left it).
+    fn with_record(e: &Enrollment, record: EnrollmentRecord) -> State {
+        let mut state = State::default();
+        assert!(state.accept(&EnrollmentRef::new(e, FILE), record, 1));
+        state
     }
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(64))]
 
-        /// Whatever is typed, whenever: no TOTP step, HOTP counter or recovery code is accepted twice.
+        /// Whatever is typed, whenever, from wherever, through whichever of two enrollments:
+        /// no TOTP step, HOTP counter or recovery code is accepted twice per enrollment.
         #[test]
-        fn no_code_is_ever_accepted_twice(
-            hotp_kind in any::<bool>(),
-            attempts in proptest::collection::vec((0u64..40, 0u64..200, any::<bool>()), 1..60),
+        fn no_code_is_ever_accepted_twice_per_enrollment(
+            attempts in proptest::collection::vec(
+                (any::<bool>(), 0u64..40, 0u64..200, any::<bool>(), 0u8..4), 1..60),
         ) {
-            let e = if hotp_kind { hotp_enrollment() } else { totp_enrollment() };
+            let (totp, hotp) = (totp_enrollment(), hotp_enrollment());
+            let refs = [EnrollmentRef::new(&totp, FILE), EnrollmentRef::new(&hotp, "/var/lib/pam-otp/secrets/t.toml")];
             let limits = Limits { max_failures: 0, ..Limits::default() };
-            let mut state = State::fresh(&e);
+            let mut state = State::default();
             let mut now = NOW;
             let mut accepted = Vec::new();
-            for (counter, advance, recovery) in attempts {
+            for (use_hotp, counter, advance, recovery, from) in attempts {
                 now += advance;
+                let enrolled = &refs[usize::from(use_hotp)];
+                let e = enrolled.enrollment;
                 let answer = if recovery { "aaaa-bbbb".to_string() }
-                    else if hotp_kind { code_at(&e, counter) }
-                    else { totp_code(&e, now.saturating_sub(counter % 3 * 30)) };
-                let d = decide(&e, &state, &limits, &answer, now);
+                    else if use_hotp { code_at(e, counter) }
+                    else { totp_code(e, now.saturating_sub(counter % 3 * 30)) };
+                let source = Source::from_rhost(&format!("10.0.0.{from}"));
+                let before = state.record(enrolled);
+                let d = decide(enrolled, &source, &state, &limits, &answer, now);
                 if let Verdict::Accepted(m) = d.verdict {
                     let key = match m {
-                        Method::Totp { step } => (0, step),
-                        Method::Hotp { counter } => (1, counter),
-                        Method::Recovery { index, .. } => (2, u64::from(index)),
+                        Method::Totp { step } => (use_hotp, 0, step),
+                        Method::Hotp { counter } => (use_hotp, 1, counter),
+                        Method::Recovery { index, .. } => (use_hotp, 2, u64::from(index)),
                     };
                     prop_assert!(!accepted.contains(&key), "{key:?} accepted twice");
                     accepted.push(key);
                 }
                 // Monotonic guards never move backwards.
-                prop_assert!(d.state.last_totp_step >= state.last_totp_step);
-                prop_assert!(d.state.next_hotp_counter >= state.next_hotp_counter);
+                let after = d.state.record(enrolled);
+                prop_assert!(after.last_totp_step >= before.last_totp_step);
+                prop_assert!(after.next_hotp_counter >= before.next_hotp_counter);
                 state = d.state;
             }
         }
 
-        /// While locked nothing is accepted and the state does not change.
+        /// Wrong answers through different enrollments (services) add up on the person.
         #[test]
-        fn nothing_is_accepted_while_locked(locked_for in 1u64..100_000, offset in 0u64..100_000, recovery in any::<bool>()) {
+        fn failures_across_enrollments_add_up(picks in proptest::collection::vec(any::<bool>(), 1..19)) {
+            let (totp, hotp) = (totp_enrollment(), hotp_enrollment());
+            let refs = [EnrollmentRef::new(&totp, FILE), EnrollmentRef::new(&hotp, "/etc/otp/t.toml")];
+            let limits = Limits { max_failures: 1000, ..Limits::default() };
+            let mut state = State::default();
+            let local = Source::from_rhost("");
+            for (n, use_hotp) in picks.iter().enumerate() {
+                let d = decide(&refs[usize::from(*use_hotp)], &local, &state, &limits, "nope", NOW);
+                prop_assert_eq!(d.state.user.failures, n as u32 + 1);
+                state = d.state;
+            }
+        }
+
+        /// While the user or the source is locked nothing is checked and nothing changes.
+        #[test]
+        fn nothing_is_accepted_while_locked(
+            locked_for in 1u64..100_000,
+            offset in 0u64..100_000,
+            recovery in any::<bool>(),
+            user_wide in any::<bool>(),
+        ) {
             let e = totp_enrollment();
-            let state = State { locked_until: NOW + locked_for, lockouts: 1, ..State::fresh(&e) };
+            let lock = Tally { locked_until: NOW + locked_for, lockouts: 1, ..Tally::default() };
+            let mut state = State::default();
+            if user_wide {
+                state.user = lock;
+            } else {
+                state.sources.insert("192.0.2.1".into(), lock);
+            }
             let now = NOW + offset % locked_for;
             let answer = if recovery { "aaaa-bbbb".to_string() } else { totp_code(&e, now) };
-            let d = decide(&e, &state, &Limits::default(), &answer, now);
-            prop_assert_eq!(d.verdict, Verdict::Locked { until: NOW + locked_for });
+            let d = decide_from(&e, "192.0.2.1", &state, &Limits::default(), &answer, now);
+            let scope = if user_wide { LockScope::User } else { LockScope::Source };
+            prop_assert_eq!(d.verdict, Verdict::Locked(Lock { until: NOW + locked_for, scope }));
             prop_assert_eq!(d.state, state);
+        }
+
+        /// However many sources fail in whatever order, the table stays bounded and a locked
+        /// source is never forgotten while its lock runs.
+        #[test]
+        fn eviction_never_drops_a_locked_source(
+            failures in proptest::collection::vec((0u16..300, 0u64..30), 1..400),
+        ) {
+            let limits = Limits { max_failures_user: 0, ..Limits::default() };
+            let mut state = State::default();
+            let mut now = NOW;
+            for (host, advance) in failures {
+                now += advance;
+                let locked_before: Vec<String> =
+                    state.locked_sources(now).map(|(k, _)| k.to_string()).collect();
+                let source = Source::from_rhost(&format!("10.{}.0.1", host % 256));
+                state.record_failure(&source, &limits, now);
+                prop_assert!(state.sources.len() <= crate::core::state::MAX_SOURCES);
+                for key in locked_before {
+                    prop_assert!(state.sources[&key].is_locked(now), "{key} forgotten");
+                }
+            }
         }
 
         /// A right code for any step inside the window, newer than the last accepted, is accepted when not locked.
@@ -521,9 +798,10 @@ mod tests {
             let current = now / 30;
             let step = current - window + pick % (2 * window + 1);
             let last = last_behind.map(|behind| current - window - 1 - behind);
-            let state = State { failures, last_totp_step: last, ..State::fresh(&e) };
+            let mut state = with_record(&e, EnrollmentRecord { last_totp_step: last, ..EnrollmentRecord::default() });
+            state.user.failures = failures;
             let limits = Limits { window, ..Limits::default() };
-            let d = decide(&e, &state, &limits, &code_at(&e, step), now);
+            let d = dec(&e, &state, &limits, &code_at(&e, step), now);
             let accepted = matches!(d.verdict, Verdict::Accepted(Method::Totp { step: s }) if s >= step);
             prop_assert!(accepted, "{:?}", d.verdict);
         }
@@ -531,7 +809,7 @@ mod tests {
         #[test]
         fn a_right_hotp_code_inside_the_lookahead_is_accepted(next in 0u64..1_000_000, ahead in 0u64..=10) {
             let e = hotp_enrollment();
-            let state = State { next_hotp_counter: Some(next), ..State::fresh(&e) };
+            let state = with_record(&e, EnrollmentRecord { next_hotp_counter: Some(next), ..EnrollmentRecord::default() });
             let d = run(&e, &state, &code_at(&e, next + ahead), NOW);
             let accepted = matches!(d.verdict, Verdict::Accepted(Method::Hotp { counter }) if counter <= next + ahead);
             prop_assert!(accepted, "{:?}", d.verdict);

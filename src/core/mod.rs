@@ -7,5 +7,6 @@ pub mod otp;
 pub mod otpauth;
 pub mod printable;
 pub mod recovery;
+pub mod source;
 pub mod state;
 pub mod window;

@@ -1,44 +1,194 @@
-//! The per-user login state (replay guard, HOTP counter, lockout) and its text form; no I/O.
+//! What the module remembers about one person between logins, and its versioned text form;
+//! no I/O. Per person: failures and lockouts, user-wide and per source. Per enrollment:
+//! the replay guard, the HOTP counter and the spent recovery codes.
 
+use std::collections::BTreeMap;
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::core::decision::{lockout_length, Limits};
 use crate::core::enrollment::{Enrollment, Kind};
+use crate::core::source::{Source, MAX_SOURCE_BYTES};
 
-/// What the module remembers between logins for one user.
+/// The state format written and read (1 was one enrollment per user name).
+pub const STATE_VERSION: u32 = 2;
+/// Sources remembered per person; see [`State::record_failure`] for the eviction rule.
+pub const MAX_SOURCES: usize = 32;
+/// Enrollment records kept per person; see [`State::accept`] for the eviction rule.
+pub const MAX_ENROLLMENTS: usize = 8;
+/// An enrollment record unused this long may make room for another enrollment: longer than
+/// any TOTP window can reach back (100 steps of at most 3600 s is 4.2 days).
+pub const ENROLLMENT_IDLE_SECONDS: u64 = 7 * 86_400;
+/// The largest text form: every bound above at its maximum fits well inside it.
+pub const MAX_STATE_BYTES: usize = 64 * 1024;
+/// The longest enrollment file path kept in a record.
+const MAX_FILE_BYTES: usize = 4096;
+
+/// Failures and lockouts of one scope (the person, one source, or the sources that did
+/// not fit in the table).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct State {
-    pub version: u32,
-    /// Which enrollment this state belongs to (`Enrollment::fingerprint`).
-    pub fingerprint: String,
+pub struct Tally {
+    /// Failures since the last success or lockout of this scope.
+    #[serde(default)]
+    pub failures: u32,
+    /// Lockouts since the last success; each doubles the next one's length.
+    #[serde(default)]
+    pub lockouts: u32,
+    /// Unix time until which this scope is refused unseen (0: not locked).
+    #[serde(default)]
+    pub locked_until: u64,
+    /// Unix time of the last failure (0: none); the oldest unlocked source is forgotten first.
+    #[serde(default)]
+    pub last_failure: u64,
+}
+
+impl Tally {
+    /// Whether this scope is locked at `now`.
+    pub fn is_locked(&self, now: u64) -> bool {
+        now < self.locked_until
+    }
+
+    /// Counts one failure; after `threshold` of them (0: never) a lockout starts, doubling
+    /// with each one since the last success. Returns the lockout's end if one started.
+    fn fail(&mut self, threshold: u32, limits: &Limits, now: u64) -> Option<u64> {
+        self.failures = self.failures.saturating_add(1);
+        self.last_failure = now;
+        if threshold == 0 || self.failures < threshold {
+            return None;
+        }
+        self.lockouts = self.lockouts.saturating_add(1);
+        self.failures = 0;
+        self.locked_until = now.saturating_add(lockout_length(limits, self.lockouts));
+        Some(self.locked_until)
+    }
+}
+
+/// What the module keeps for one enrollment, found by its fingerprint.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnrollmentRecord {
+    /// The enrollment file this enrollment was last used from.
+    pub file: String,
+    /// Unix time of the last accepted code.
+    pub last_used: u64,
     /// TOTP: the newest time step accepted; no step at or before it is accepted again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_totp_step: Option<u64>,
     /// HOTP: the smallest counter value still acceptable.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_hotp_counter: Option<u64>,
-    /// Consecutive failed attempts since the last success or lockout.
-    #[serde(default)]
-    pub failures: u32,
-    /// Lockouts since the last success; each doubles the next lockout's length.
-    #[serde(default)]
-    pub lockouts: u32,
-    /// Unix time until which no code is checked (0: not locked).
-    #[serde(default)]
-    pub locked_until: u64,
     /// Indexes into the enrollment's `recovery_codes` that have been used.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub spent_recovery_codes: Vec<u32>,
-    /// Unix time of the last accepted code (0: never).
-    #[serde(default)]
-    pub last_success: u64,
 }
 
-pub const STATE_VERSION: u32 = 1;
+/// An enrollment as one login uses it: fingerprinted once, with the file it came from.
+#[derive(Clone, Debug)]
+pub struct EnrollmentRef<'a> {
+    /// The parsed enrollment.
+    pub enrollment: &'a Enrollment,
+    /// `Enrollment::fingerprint`, computed once per login.
+    pub fingerprint: String,
+    /// The enrollment file's path, as the record remembers it.
+    pub file: String,
+}
 
-/// Why a state file could not be read.
+impl<'a> EnrollmentRef<'a> {
+    /// Fingerprints `enrollment` (read from `file`) for one login.
+    pub fn new(enrollment: &'a Enrollment, file: &str) -> EnrollmentRef<'a> {
+        EnrollmentRef {
+            enrollment,
+            fingerprint: enrollment.fingerprint(),
+            file: file.to_string(),
+        }
+    }
+
+    /// The record of an enrollment never used to log in.
+    pub fn fresh_record(&self) -> EnrollmentRecord {
+        EnrollmentRecord {
+            file: self.file.clone(),
+            next_hotp_counter: match self.enrollment.kind {
+                Kind::Hotp { counter } => Some(counter),
+                Kind::Totp { .. } => None,
+            },
+            ..EnrollmentRecord::default()
+        }
+    }
+}
+
+/// What a lockout covers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LockScope {
+    /// The person, from every source (the user-wide ceiling).
+    User,
+    /// This source only.
+    Source,
+    /// Every source the table could not remember (all its entries were locked).
+    OtherSources,
+}
+
+/// A lockout in force.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Lock {
+    /// Unix time the lockout ends.
+    pub until: u64,
+    /// What it covers.
+    pub scope: LockScope,
+}
+
+/// What [`State::unlock`] clears.
+#[derive(Clone, Copy, Debug)]
+pub enum Unlock<'a> {
+    /// What a success from this source clears: the source's tally and the user-wide one.
+    /// Other sources stay as they are (a stranger's locked address stays locked).
+    Source(&'a Source),
+    /// Every tally: the user-wide one, every source, the overflow.
+    Everything,
+}
+
+/// What the module remembers between logins for one person (one UID).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct State {
+    /// The format version, [`STATE_VERSION`].
+    pub version: u32,
+    /// Unix time of the last accepted code, whichever enrollment (0: never).
+    #[serde(default)]
+    pub last_success: u64,
+    /// The person's failures and lockouts from all sources together.
+    #[serde(default)]
+    pub user: Tally,
+    /// Failures from sources that found every table entry locked (see `record_failure`).
+    #[serde(default, skip_serializing_if = "is_clear")]
+    pub overflow: Tally,
+    /// Per source key (`Source`), at most [`MAX_SOURCES`].
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub sources: BTreeMap<String, Tally>,
+    /// Per enrollment fingerprint, at most [`MAX_ENROLLMENTS`].
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub enrollments: BTreeMap<String, EnrollmentRecord>,
+}
+
+fn is_clear(tally: &Tally) -> bool {
+    *tally == Tally::default()
+}
+
+impl Default for State {
+    fn default() -> State {
+        State {
+            version: STATE_VERSION,
+            last_success: 0,
+            user: Tally::default(),
+            overflow: Tally::default(),
+            sources: BTreeMap::new(),
+            enrollments: BTreeMap::new(),
+        }
+    }
+}
+
+/// Why a state file could not be read, or a state not written.
 #[derive(Debug, PartialEq, Eq)]
 pub struct StateParseError(pub String);
 
@@ -49,46 +199,318 @@ impl fmt::Display for StateParseError {
 }
 
 impl State {
-    /// The state of an enrollment never used to log in.
-    pub fn fresh(enrollment: &Enrollment) -> State {
-        State {
-            version: STATE_VERSION,
-            fingerprint: enrollment.fingerprint(),
-            next_hotp_counter: match enrollment.kind {
-                Kind::Hotp { counter } => Some(counter),
-                Kind::Totp { .. } => None,
+    /// The record of this enrollment: the stored one, else a fresh one (a new enrollment
+    /// starts its replay guard, counter and recovery codes afresh; failures stay).
+    pub fn record(&self, enrolled: &EnrollmentRef) -> EnrollmentRecord {
+        self.enrollments
+            .get(&enrolled.fingerprint)
+            .cloned()
+            .unwrap_or_else(|| enrolled.fresh_record())
+    }
+
+    /// Whether `source` has its own entry, may get one, or counts with the overflow.
+    fn routes_to_overflow(&self, source: &Source, now: u64) -> bool {
+        !self.sources.contains_key(source.as_str())
+            && self.sources.len() >= MAX_SOURCES
+            && self.sources.values().all(|t| t.is_locked(now))
+    }
+
+    /// The lockout that refuses a login from `source` at `now`, if any: the user-wide
+    /// one or the source's own, whichever ends later.
+    pub fn lock_for(&self, source: &Source, now: u64) -> Option<Lock> {
+        let own = if self.routes_to_overflow(source, now) {
+            Some((&self.overflow, LockScope::OtherSources))
+        } else {
+            self.sources
+                .get(source.as_str())
+                .map(|t| (t, LockScope::Source))
+        };
+        [Some((&self.user, LockScope::User)), own]
+            .into_iter()
+            .flatten()
+            .filter(|(tally, _)| tally.is_locked(now))
+            .map(|(tally, scope)| Lock {
+                until: tally.locked_until,
+                scope,
+            })
+            .max_by_key(|lock| lock.until)
+    }
+
+    /// The sources locked at `now`, with their tallies.
+    pub fn locked_sources(&self, now: u64) -> impl Iterator<Item = (&str, &Tally)> {
+        self.sources
+            .iter()
+            .filter(move |(_, t)| t.is_locked(now))
+            .map(|(k, t)| (k.as_str(), t))
+    }
+
+    /// Counts one failed answer from `source` against the source and against the person.
+    /// Returns the source's failures, the person's, and the lockout it started, if any.
+    ///
+    /// A source without an entry gets one; when the table is full the oldest *unlocked*
+    /// entry is forgotten (a locked source is never forgotten, so rotating addresses cannot
+    /// flush a lock). Every failure also counts on the user-wide tally, so nothing evicted
+    /// escapes the ceiling. If every entry is locked, the new source is not remembered:
+    /// its failure counts on the user-wide tally only, which bounds it; the owner arriving
+    /// from a new address is then not locked out by strangers' sources. Only with the
+    /// ceiling off (`max_failures_user=0`) do such sources share one overflow tally, which
+    /// locks them all like one source (else they would be unlimited).
+    pub fn record_failure(
+        &mut self,
+        source: &Source,
+        limits: &Limits,
+        now: u64,
+    ) -> (u32, u32, Option<Lock>) {
+        // max_failures=0 turns every lockout off, the ceiling included.
+        let user_threshold = if limits.max_failures == 0 {
+            0
+        } else {
+            limits.max_failures_user
+        };
+        let (own, scope) = if self.routes_to_overflow(source, now) {
+            if user_threshold > 0 {
+                let user_lock = self.user.fail(user_threshold, limits, now);
+                let lock = user_lock.map(|until| Lock {
+                    until,
+                    scope: LockScope::User,
+                });
+                return (self.user.failures, self.user.failures, lock);
+            }
+            (&mut self.overflow, LockScope::OtherSources)
+        } else {
+            if !self.sources.contains_key(source.as_str()) && self.sources.len() >= MAX_SOURCES {
+                let oldest_unlocked = self
+                    .sources
+                    .iter()
+                    .filter(|(_, t)| !t.is_locked(now))
+                    .min_by_key(|(key, t)| (t.last_failure, key.as_str()))
+                    .map(|(key, _)| key.clone());
+                if let Some(key) = oldest_unlocked {
+                    self.sources.remove(&key);
+                }
+            }
+            let entry = self.sources.entry(source.as_str().to_string()).or_default();
+            (entry, LockScope::Source)
+        };
+        let own_lock = own.fail(limits.max_failures, limits, now);
+        let own_failures = own.failures;
+        let user_lock = self.user.fail(user_threshold, limits, now);
+        let lock = match (user_lock, own_lock) {
+            (Some(u), Some(o)) if o > u => Some(Lock { until: o, scope }),
+            (Some(until), _) => Some(Lock {
+                until,
+                scope: LockScope::User,
+            }),
+            (None, Some(until)) => Some(Lock { until, scope }),
+            (None, None) => None,
+        };
+        (own_failures, self.user.failures, lock)
+    }
+
+    /// The one way failures and lockouts are cleared, by a success and by `otp-admin unlock`.
+    /// Returns whether anything changed.
+    pub fn unlock(&mut self, what: Unlock) -> bool {
+        let before = self.clone();
+        self.user = Tally::default();
+        match what {
+            Unlock::Source(source) => {
+                self.sources.remove(source.as_str());
+            }
+            Unlock::Everything => {
+                self.sources.clear();
+                self.overflow = Tally::default();
+            }
+        }
+        *self != before
+    }
+
+    /// Saves `record` as this enrollment's after a success at `now`, keeping at most
+    /// [`MAX_ENROLLMENTS`] records. Room is made, in this order:
+    /// 1. a record last used from the same file for another enrollment is replaced: that
+    ///    enrollment was overwritten there, and only someone who can write that file (its
+    ///    owner, or root for the administrator's store) can bring it back, who could as
+    ///    well write a new enrollment with a secret of their choosing;
+    /// 2. else the least recently used record idle for [`ENROLLMENT_IDLE_SECONDS`] goes
+    ///    (its TOTP steps are out of every window by then; its HOTP counter and spent
+    ///    recovery codes would start over if that enrollment came back: only reached
+    ///    with more than eight enrollment files per person, which SECURITY.md warns of).
+    ///
+    /// Returns false if no record could make room (more than eight enrollments used within
+    /// a week): the success must then not be granted.
+    pub fn accept(&mut self, enrolled: &EnrollmentRef, record: EnrollmentRecord, now: u64) -> bool {
+        let key = &enrolled.fingerprint;
+        if !self.enrollments.contains_key(key) {
+            let same_file = self
+                .enrollments
+                .iter()
+                .find(|(_, r)| r.file == enrolled.file)
+                .map(|(k, _)| k.clone());
+            if let Some(old) = same_file {
+                self.enrollments.remove(&old);
+            } else if self.enrollments.len() >= MAX_ENROLLMENTS {
+                let idle = self
+                    .enrollments
+                    .iter()
+                    .filter(|(_, r)| r.last_used.saturating_add(ENROLLMENT_IDLE_SECONDS) <= now)
+                    .min_by_key(|(k, r)| (r.last_used, k.as_str()))
+                    .map(|(k, _)| k.clone());
+                match idle {
+                    Some(old) => {
+                        self.enrollments.remove(&old);
+                    }
+                    None => return false,
+                }
+            }
+        }
+        let record = EnrollmentRecord {
+            file: enrolled.file.clone(),
+            last_used: now,
+            ..record
+        };
+        self.enrollments.insert(key.clone(), record);
+        self.last_success = now;
+        true
+    }
+
+    /// Reads a state file of version 1 (one per user name, one enrollment), as the module
+    /// before this one wrote it: its replay guard, counter and spent recovery codes become
+    /// the record of the enrollment it names (file unknown: ""), its failures and lockout
+    /// the user-wide tally (where they applied). Nothing is dropped, so an upgrade
+    /// re-opens no spent code and lifts no lockout.
+    pub fn from_legacy_bytes(bytes: &[u8]) -> Result<State, StateParseError> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Legacy {
+            version: u32,
+            fingerprint: String,
+            last_totp_step: Option<u64>,
+            next_hotp_counter: Option<u64>,
+            #[serde(default)]
+            failures: u32,
+            #[serde(default)]
+            lockouts: u32,
+            #[serde(default)]
+            locked_until: u64,
+            #[serde(default)]
+            spent_recovery_codes: Vec<u32>,
+            #[serde(default)]
+            last_success: u64,
+        }
+        if bytes.len() > MAX_STATE_BYTES {
+            return Err(StateParseError("larger than 64 KiB".into()));
+        }
+        let text =
+            std::str::from_utf8(bytes).map_err(|_| StateParseError("not UTF-8 text".into()))?;
+        let old: Legacy = toml::from_str(text).map_err(|e| StateParseError(e.message().into()))?;
+        if old.version != 1 {
+            return Err(StateParseError(format!(
+                "version {} is not the older format 1",
+                old.version
+            )));
+        }
+        let mut state = State {
+            last_success: old.last_success,
+            user: Tally {
+                failures: old.failures,
+                lockouts: old.lockouts,
+                locked_until: old.locked_until,
+                last_failure: 0,
             },
             ..State::default()
+        };
+        state.enrollments.insert(
+            old.fingerprint,
+            EnrollmentRecord {
+                file: String::new(),
+                last_used: old.last_success,
+                last_totp_step: old.last_totp_step,
+                next_hotp_counter: old.next_hotp_counter,
+                spent_recovery_codes: old.spent_recovery_codes,
+            },
+        );
+        state.check_bounds()?;
+        Ok(state)
+    }
+
+    /// Reads the text form, refusing anything out of bounds.
+    pub fn from_bytes(bytes: &[u8]) -> Result<State, StateParseError> {
+        if bytes.len() > MAX_STATE_BYTES {
+            return Err(StateParseError(format!(
+                "larger than {} KiB",
+                MAX_STATE_BYTES / 1024
+            )));
         }
+        let text =
+            std::str::from_utf8(bytes).map_err(|_| StateParseError("not UTF-8 text".into()))?;
+        State::parse(text)
     }
 
-    /// The stored state if it belongs to this enrollment, else a fresh one
-    /// (re-enrolling starts over).
-    pub fn for_enrollment(stored: Option<State>, enrollment: &Enrollment) -> State {
-        match stored {
-            Some(state) if state.fingerprint == enrollment.fingerprint() => state,
-            _ => State::fresh(enrollment),
+    /// The text form, at most [`MAX_STATE_BYTES`].
+    pub fn to_bytes(&self) -> Result<Vec<u8>, StateParseError> {
+        let text = self.to_toml()?;
+        if text.len() > MAX_STATE_BYTES {
+            return Err(StateParseError(format!(
+                "cannot be written: larger than {} KiB",
+                MAX_STATE_BYTES / 1024
+            )));
         }
+        Ok(text.into_bytes())
     }
 
-    pub fn is_locked(&self, now: u64) -> bool {
-        now < self.locked_until
-    }
-
+    /// Parses the text form (TOML, human-readable for the administrator).
     pub fn parse(text: &str) -> Result<State, StateParseError> {
         let state: State = toml::from_str(text).map_err(|e| StateParseError(e.message().into()))?;
         if state.version != STATE_VERSION {
             return Err(StateParseError(format!(
-                "version {} is not supported",
+                "version {} is not supported (this module reads version {STATE_VERSION})",
                 state.version
             )));
         }
+        state.check_bounds()?;
         Ok(state)
     }
 
-    /// The text form. Fails only for a value TOML cannot hold (an integer above
-    /// `i64::MAX`), which must never be written as an empty or partial file.
+    fn check_bounds(&self) -> Result<(), StateParseError> {
+        let too_many = |what: &str, n: usize, max: usize| {
+            StateParseError(format!("{n} {what} (at most {max})"))
+        };
+        if self.sources.len() > MAX_SOURCES {
+            return Err(too_many("sources", self.sources.len(), MAX_SOURCES));
+        }
+        if self.enrollments.len() > MAX_ENROLLMENTS {
+            return Err(too_many(
+                "enrollments",
+                self.enrollments.len(),
+                MAX_ENROLLMENTS,
+            ));
+        }
+        if let Some(key) = self.sources.keys().find(|k| k.len() > MAX_SOURCE_BYTES) {
+            return Err(StateParseError(format!(
+                "source key of {} bytes",
+                key.len()
+            )));
+        }
+        for record in self.enrollments.values() {
+            if record.file.len() > MAX_FILE_BYTES {
+                return Err(StateParseError("enrollment file path too long".into()));
+            }
+            let spent = record.spent_recovery_codes.len();
+            if spent > crate::core::enrollment::MAX_RECOVERY_CODES {
+                return Err(too_many(
+                    "spent recovery codes",
+                    spent,
+                    crate::core::enrollment::MAX_RECOVERY_CODES,
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The text form. Fails for a value TOML cannot hold (an integer above `i64::MAX`) or
+    /// a state out of bounds, which must never be written as an empty or partial file.
     pub fn to_toml(&self) -> Result<String, StateParseError> {
+        self.check_bounds()
+            .map_err(|e| StateParseError(format!("cannot be written: {}", e.0)))?;
         toml::to_string(self).map_err(|e| StateParseError(format!("cannot be written: {e}")))
     }
 }
@@ -104,46 +526,124 @@ mod tests {
         .unwrap()
     }
 
+    fn limits() -> Limits {
+        Limits::default()
+    }
+
     #[test]
     fn text_form_round_trips() {
-        let state = State {
+        let e = enrollment("totp");
+        let enrolled = EnrollmentRef::new(&e, "/home/a/.otp.toml");
+        let mut state = State::default();
+        let record = EnrollmentRecord {
             last_totp_step: Some(123),
-            failures: 2,
-            lockouts: 1,
-            locked_until: 99,
             spent_recovery_codes: vec![0, 3],
-            last_success: 7,
-            ..State::fresh(&enrollment("totp"))
+            ..enrolled.fresh_record()
         };
-        assert_eq!(State::parse(&state.to_toml().unwrap()).unwrap(), state);
+        assert!(state.accept(&enrolled, record, 7));
+        state.record_failure(&Source::from_rhost("2001:db8::1"), &limits(), 9);
+        state.record_failure(&Source::from_rhost(""), &limits(), 9);
+        let bytes = state.to_bytes().unwrap();
+        assert_eq!(State::from_bytes(&bytes).unwrap(), state);
+        let text = String::from_utf8(bytes).unwrap();
+        assert!(text.contains("[sources.\"2001:db8::/64\"]"), "{text}");
+        assert!(text.contains("[sources.local]"), "{text}");
     }
 
     #[test]
     fn values_toml_cannot_hold_are_an_error_not_an_empty_file() {
         let state = State {
-            locked_until: u64::MAX,
-            ..State::fresh(&enrollment("totp"))
+            user: Tally {
+                locked_until: u64::MAX,
+                ..Tally::default()
+            },
+            ..State::default()
         };
         assert!(state.to_toml().is_err());
     }
 
     #[test]
-    fn fresh_hotp_state_starts_at_the_enrolled_counter() {
-        assert_eq!(State::fresh(&enrollment("hotp")).next_hotp_counter, Some(5));
-        assert_eq!(State::fresh(&enrollment("totp")).next_hotp_counter, None);
+    fn a_fresh_hotp_record_starts_at_the_enrolled_counter() {
+        let (h, t) = (enrollment("hotp"), enrollment("totp"));
+        let state = State::default();
+        assert_eq!(
+            state
+                .record(&EnrollmentRef::new(&h, "/f"))
+                .next_hotp_counter,
+            Some(5)
+        );
+        assert_eq!(
+            state
+                .record(&EnrollmentRef::new(&t, "/f"))
+                .next_hotp_counter,
+            None
+        );
     }
 
     #[test]
-    fn another_enrollment_starts_fresh() {
-        let hotp = enrollment("hotp");
-        let mut used = State::fresh(&hotp);
-        used.next_hotp_counter = Some(50);
-        assert_eq!(State::for_enrollment(Some(used.clone()), &hotp), used);
-        let totp = enrollment("totp");
-        assert_eq!(
-            State::for_enrollment(Some(used), &totp),
-            State::fresh(&totp)
+    fn enrollments_keep_their_own_records_and_share_the_tally() {
+        let (h, t) = (enrollment("hotp"), enrollment("totp"));
+        let (a, b) = (
+            EnrollmentRef::new(&h, "/home/u/.otp.toml"),
+            EnrollmentRef::new(&t, "/var/lib/pam-otp/secrets/u.toml"),
         );
+        let mut state = State::default();
+        let used = EnrollmentRecord {
+            next_hotp_counter: Some(50),
+            ..a.fresh_record()
+        };
+        assert!(state.accept(&a, used, 100));
+        assert_eq!(state.record(&a).next_hotp_counter, Some(50));
+        assert_eq!(state.record(&b), b.fresh_record());
+        state.record_failure(&Source::from_rhost(""), &limits(), 200);
+        assert!(state.accept(&b, b.fresh_record(), 300));
+        assert_eq!(state.record(&a).next_hotp_counter, Some(50), "b wiped a");
+        assert_eq!(state.user.failures, 1, "accept must not clear failures");
+    }
+
+    #[test]
+    fn a_new_enrollment_in_the_same_file_replaces_the_old_record() {
+        let (h, t) = (enrollment("hotp"), enrollment("totp"));
+        let mut state = State::default();
+        let old = EnrollmentRef::new(&h, "/home/u/.otp.toml");
+        assert!(state.accept(&old, old.fresh_record(), 1));
+        let new = EnrollmentRef::new(&t, "/home/u/.otp.toml");
+        assert!(state.accept(&new, new.fresh_record(), 2));
+        assert_eq!(state.enrollments.len(), 1);
+        assert!(state.enrollments.contains_key(&new.fingerprint));
+    }
+
+    fn numbered(n: usize) -> Enrollment {
+        Enrollment::parse(&format!(
+            "secret = \"JBSWY3DPEHPK3PX{}\"",
+            ["A", "B", "C", "D", "E", "F", "G", "H", "I", "J"][n]
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn only_an_idle_record_makes_room_for_a_ninth_enrollment() {
+        let all: Vec<Enrollment> = (0..10).map(numbered).collect();
+        let refs: Vec<EnrollmentRef> = all
+            .iter()
+            .enumerate()
+            .map(|(i, e)| EnrollmentRef::new(e, &format!("/etc/otp/{i}")))
+            .collect();
+        let mut state = State::default();
+        for (i, r) in refs.iter().take(8).enumerate() {
+            assert!(state.accept(r, r.fresh_record(), 1000 + i as u64));
+        }
+        // All eight used within the week: no room, and nothing forgotten.
+        let later = 1000 + ENROLLMENT_IDLE_SECONDS - 1;
+        let before = state.clone();
+        assert!(!state.accept(&refs[8], refs[8].fresh_record(), later));
+        assert_eq!(state, before);
+        // A week on, the least recently used one (the first) makes room.
+        let week = 1000 + ENROLLMENT_IDLE_SECONDS;
+        assert!(state.accept(&refs[8], refs[8].fresh_record(), week));
+        assert_eq!(state.enrollments.len(), MAX_ENROLLMENTS);
+        assert!(!state.enrollments.contains_key(&refs[0].fingerprint));
+        assert!(state.enrollments.contains_key(&refs[1].fingerprint));
     }
 
     #[test]
@@ -151,11 +651,85 @@ mod tests {
         for bad in [
             "",
             "garbage",
-            "version = 2\nfingerprint = \"x\"",
-            "version = 1\nfingerprint = \"x\"\nextra = 1",
-            "version = 1\nfingerprint = \"x\"\nfailures = -1",
+            "version = 1\nfingerprint = \"x\"",
+            "version = 3",
+            "version = 2\nextra = 1",
+            "version = 2\n[user]\nfailures = -1",
+            "version = 2\n[user]\nbogus = 1",
+            "version = 2\n[enrollments.x]\nlast_used = 1",
         ] {
             assert!(State::parse(bad).is_err(), "{bad:?}");
+        }
+        let many: String = (0..=MAX_SOURCES)
+            .map(|i| format!("[sources.\"10.0.0.{i}\"]\nfailures = 1\n"))
+            .collect();
+        assert!(State::parse(&format!("version = 2\n{many}")).is_err());
+        assert!(State::from_bytes(&[0xff, 0xfe]).is_err());
+        assert!(State::from_bytes(&vec![b' '; MAX_STATE_BYTES + 1]).is_err());
+    }
+
+    #[test]
+    fn the_largest_state_fits_the_bound() {
+        let mut state = State::default();
+        for i in 0..MAX_SOURCES {
+            let key = format!("{i:0>width$}", width = MAX_SOURCE_BYTES);
+            state.sources.insert(
+                key,
+                Tally {
+                    failures: u32::MAX,
+                    lockouts: u32::MAX,
+                    locked_until: i64::MAX as u64,
+                    last_failure: i64::MAX as u64,
+                },
+            );
+        }
+        for i in 0..MAX_ENROLLMENTS {
+            state.enrollments.insert(
+                format!("{i:032}"),
+                EnrollmentRecord {
+                    file: "/".repeat(MAX_FILE_BYTES),
+                    last_used: i64::MAX as u64,
+                    last_totp_step: Some(i64::MAX as u64),
+                    next_hotp_counter: Some(i64::MAX as u64),
+                    spent_recovery_codes: (0..100).collect(),
+                },
+            );
+        }
+        let bytes = state.to_bytes().unwrap();
+        assert!(bytes.len() <= MAX_STATE_BYTES, "{}", bytes.len());
+    }
+
+    #[test]
+    fn a_version_1_file_keeps_everything_it_guarded() {
+        let old = "version = 1\nfingerprint = \"abc\"\nlast_totp_step = 7\nfailures = 2\n\
+                   lockouts = 1\nlocked_until = 99\nspent_recovery_codes = [1]\nlast_success = 5\n";
+        let state = State::from_legacy_bytes(old.as_bytes()).unwrap();
+        assert_eq!(
+            (
+                state.user.failures,
+                state.user.lockouts,
+                state.user.locked_until
+            ),
+            (2, 1, 99)
+        );
+        let record = &state.enrollments["abc"];
+        assert_eq!(record.last_totp_step, Some(7));
+        assert_eq!(record.spent_recovery_codes, [1]);
+        assert!(State::from_legacy_bytes(b"version = 2").is_err());
+        assert!(State::from_legacy_bytes(b"version = 1\nfingerprint = \"x\"\nbogus = 1").is_err());
+    }
+
+    #[test]
+    fn the_fuzzing_seeds_are_in_this_format() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds/state");
+        for (name, good) in [
+            ("totp", true),
+            ("hotp-locked", true),
+            ("huge-values", true),
+            ("future-version", false),
+        ] {
+            let bytes = std::fs::read(dir.join(name)).unwrap();
+            assert_eq!(State::from_bytes(&bytes).is_ok(), good, "{name}");
         }
     }
 }

@@ -2,15 +2,16 @@
 //! return code. The system is reached only through [`Host`], so the flow is unit-tested
 //! with a scripted host and conversation, without root or a file system.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use ::pam::constants::PamResultCode;
 use zeroize::Zeroizing;
 
 use crate::core::answer::{as_code, split_password_and_code};
-use crate::core::decision::{decide, Method, Verdict};
+use crate::core::decision::{decide, Method, Replay, Verdict};
 use crate::core::enrollment::Enrollment;
-use crate::core::state::State;
+use crate::core::source::Source;
+use crate::core::state::{EnrollmentRef, Lock, LockScope, State};
 use crate::pam::conversation::Conversation;
 use crate::sys::account::{Account, AccountError};
 use crate::sys::log::Logger;
@@ -18,19 +19,23 @@ use crate::sys::policy::{expand_secret_path, PassMode, Policy};
 use crate::sys::store::{StateStore, StoreError};
 use crate::sys::user_file::{read_enrollment, UserFileError};
 
+/// What the user is told when a code was used before.
+pub(crate) const REPLAY_MESSAGE: &str = "This code was already used; wait for the next one.";
+
 /// What one login needs from the system.
 pub(crate) trait Host {
     /// The account called `name`; `Ok(None)` if there is none.
     fn account(&self, name: &str) -> Result<Option<Account>, AccountError>;
     /// The enrollment at `path`, read with the rights `sys::user_file` gives it.
     fn enrollment(&self, path: &Path, account: &Account) -> Result<Enrollment, UserFileError>;
-    /// The user's state as last saved, read without the lock (the pre-prompt check).
-    fn peek_state(&self, user: &str) -> Result<Option<State>, StoreError>;
-    /// Under the user's lock: loads the state, gives it to `change`, and saves what
+    /// The state of the person (the account's UID) as last saved, read without the lock
+    /// (the pre-prompt check).
+    fn peek_state(&self, account: &Account) -> Result<Option<State>, StoreError>;
+    /// Under the person's lock: loads the state, gives it to `change`, and saves what
     /// `change` returns if it differs; an error means nothing was saved.
     fn update_state(
         &self,
-        user: &str,
+        account: &Account,
         change: &mut dyn FnMut(Option<State>) -> State,
     ) -> Result<(), StoreError>;
 }
@@ -49,19 +54,27 @@ impl Host for SystemHost<'_> {
         read_enrollment(path, account)
     }
 
-    fn peek_state(&self, user: &str) -> Result<Option<State>, StoreError> {
+    fn peek_state(&self, account: &Account) -> Result<Option<State>, StoreError> {
         let store = StateStore::open(self.state_dir)?;
         store.check_writable()?;
-        store.peek(user)
+        match store.peek(account.uid)? {
+            Some(state) => Ok(Some(state)),
+            None => store.peek_legacy(&account.name),
+        }
     }
 
     fn update_state(
         &self,
-        user: &str,
+        account: &Account,
         change: &mut dyn FnMut(Option<State>) -> State,
     ) -> Result<(), StoreError> {
-        let locked = StateStore::open(self.state_dir)?.lock(user)?;
-        let stored = locked.load()?;
+        let store = StateStore::open(self.state_dir)?;
+        let locked = store.lock(account.uid)?;
+        let stored = match locked.load()? {
+            Some(state) => Some(state),
+            // Upgraded from the per-name format: carry its guards over on first save.
+            None => store.peek_legacy(&account.name)?,
+        };
         let unchanged = stored.clone();
         let next = change(stored);
         if unchanged.as_ref() != Some(&next) {
@@ -106,10 +119,20 @@ pub(crate) struct Request<'a> {
     pub authtok: Option<Zeroizing<String>>,
     /// What a `split_pass` line kept (for use_split_code), taken so it is used once.
     pub split_code: Option<SplitCode>,
+    /// Where the login comes from (PAM_RHOST), as lockout counts it.
+    pub source: Source,
+}
+
+/// One login's fixed parts: whose state, which enrollment, from where.
+struct Context<'a> {
+    account: &'a Account,
+    enrolled: EnrollmentRef<'a>,
+    source: &'a Source,
+    policy: &'a Policy,
 }
 
 /// Runs one login. `now` gives the Unix time; it is read once before prompting (the
-/// lockout check) and once after the answer (the decision).
+/// lockout check) and once after each answer (the decision).
 pub(crate) fn login(
     request: &Request,
     host: &dyn Host,
@@ -132,41 +155,53 @@ pub(crate) fn login(
             return PamResultCode::PAM_AUTHINFO_UNAVAIL.into();
         }
     };
-    let enrollment = match load_enrollment(host, &account, policy, log) {
-        Ok(enrollment) => enrollment,
+    let (enrollment, path) = match load_enrollment(host, &account, policy, log) {
+        Ok(loaded) => loaded,
         Err(code) => return code.into(),
     };
-
-    // Refuse a locked user before asking anything: no code is checked while locked. The
-    // lock is not taken here; the decision below re-reads the state under it.
-    let before = now();
-    let state = match host.peek_state(&account.name) {
-        Ok(stored) => State::for_enrollment(stored, &enrollment),
-        Err(e) => return unavailable(log, &e).into(),
+    let context = Context {
+        account: &account,
+        enrolled: EnrollmentRef::new(&enrollment, &path.to_string_lossy()),
+        source: &request.source,
+        policy,
     };
-    if state.is_locked(before) {
-        return report_locked(state.locked_until, before, conversation, log).into();
+
+    // Refuse a locked user or source before asking anything: no code is checked while
+    // locked. The lock is not taken here; each decision re-reads the state under it.
+    let before = now();
+    match host.peek_state(context.account) {
+        Ok(stored) => {
+            if let Some(lock) = stored.and_then(|s| s.lock_for(context.source, before)) {
+                return report_locked(lock, before, conversation, log).into();
+            }
+        }
+        Err(e) => return unavailable(log, &e).into(),
+    }
+
+    if policy.pass_mode == PassMode::TryFirstPass {
+        if let Some(token) = first_pass_code(request, &enrollment) {
+            // Every code checked counts, this one too: an attacker who can choose the
+            // token gets no guess for free. The owner whose password merely looks like a
+            // code loses one failure, which the right code asked for next clears.
+            match settle(&context, host, &token, now, log) {
+                Ok((Verdict::Rejected { locked: None, .. } | Verdict::Replayed(_), _)) => {
+                    log.info("try_first_pass: the earlier password is not a valid code (counted as one failure); asking for the code");
+                }
+                Ok((verdict, time)) => {
+                    return report(verdict, time, policy, conversation, log).into();
+                }
+                Err(code) => return code.into(),
+            }
+        }
     }
 
     let (answer, forward_password) = match obtain_answer(request, &enrollment, conversation, log) {
         Ok(answered) => answered,
         Err(code) => return code.into(),
     };
-
-    let mut decided = None;
-    let saved = host.update_state(&account.name, &mut |stored| {
-        let state = State::for_enrollment(stored, &enrollment);
-        let time = now();
-        let decision = decide(&enrollment, &state, &policy.limits, &answer, time);
-        decided = Some((decision.verdict, decision.state.lockouts, time));
-        decision.state
-    });
-    let code = match (saved, decided) {
-        (Ok(()), Some((verdict, lockouts, time))) => {
-            report(verdict, lockouts, time, policy, conversation, log)
-        }
-        (Ok(()), None) => unreachable_host(log),
-        (Err(e), _) => unavailable(log, &e),
+    let code = match settle(&context, host, &answer, now, log) {
+        Ok((verdict, time)) => report(verdict, time, policy, conversation, log),
+        Err(code) => code,
     };
     Ending {
         code,
@@ -233,6 +268,37 @@ fn enrolled_digits(request: &Request, host: &dyn Host, log: &Logger) -> Option<u
     }
 }
 
+/// Decides `answer` under the person's lock and saves the outcome; the verdict and the
+/// time it was decided at, or the return code if nothing could be decided or saved.
+fn settle(
+    context: &Context,
+    host: &dyn Host,
+    answer: &str,
+    now: &dyn Fn() -> u64,
+    log: &Logger,
+) -> Result<(Verdict, u64), PamResultCode> {
+    let mut decided = None;
+    let saved = host.update_state(context.account, &mut |stored| {
+        let state = stored.unwrap_or_default();
+        let time = now();
+        let decision = decide(
+            &context.enrolled,
+            context.source,
+            &state,
+            &context.policy.limits,
+            answer,
+            time,
+        );
+        decided = Some((decision.verdict, time));
+        decision.state
+    });
+    match (saved, decided) {
+        (Ok(()), Some(decided)) => Ok(decided),
+        (Ok(()), None) => Err(unreachable_host(log)),
+        (Err(e), _) => Err(unavailable(log, &e)),
+    }
+}
+
 /// A host that reports success without calling back has decided nothing: fail closed.
 fn unreachable_host(log: &Logger) -> PamResultCode {
     log.error("the state store saved without deciding; refused");
@@ -249,13 +315,13 @@ fn load_enrollment(
     account: &Account,
     policy: &Policy,
     log: &Logger,
-) -> Result<Enrollment, PamResultCode> {
+) -> Result<(Enrollment, PathBuf), PamResultCode> {
     let path = expand_secret_path(&policy.secret, &account.name, &account.home).map_err(|e| {
         log.error(&e.to_string());
         PamResultCode::PAM_AUTHINFO_UNAVAIL
     })?;
     match host.enrollment(&path, account) {
-        Ok(enrollment) => Ok(enrollment),
+        Ok(enrollment) => Ok((enrollment, path)),
         Err(UserFileError::NotEnrolled) if policy.nullok => {
             log.debug(&format!(
                 "{} does not exist; nullok lets the user pass",
@@ -278,6 +344,16 @@ fn load_enrollment(
     }
 }
 
+/// try_first_pass: the earlier module's token, if it has the shape of a code (a
+/// password that does not is no guess at all, and is not tried).
+fn first_pass_code(request: &Request, enrollment: &Enrollment) -> Option<Zeroizing<String>> {
+    request
+        .authtok
+        .as_ref()
+        .filter(|token| as_code(token, enrollment.digits).is_some())
+        .cloned()
+}
+
 /// The answer to check and, with `forward_pass`, the password to hand on.
 type Answered = (Zeroizing<String>, Option<Zeroizing<String>>);
 
@@ -295,18 +371,14 @@ fn obtain_answer(
         })
     };
     match policy.pass_mode {
-        PassMode::Prompt => Ok((ask()?, None)),
+        // try_first_pass: the token, if it was a code, has been tried already.
+        PassMode::Prompt | PassMode::TryFirstPass => Ok((ask()?, None)),
         PassMode::UseFirstPass => match &request.authtok {
             Some(token) => Ok((token.clone(), None)),
             None => {
                 log.error("use_first_pass: no PAM_AUTHTOK from an earlier module");
                 Err(PamResultCode::PAM_AUTH_ERR)
             }
-        },
-        PassMode::TryFirstPass => match &request.authtok {
-            // Only a code-shaped token is tried: an earlier module's password is not a guess.
-            Some(token) if as_code(token, enrollment.digits).is_some() => Ok((token.clone(), None)),
-            _ => Ok((ask()?, None)),
         },
         PassMode::UseSplitCode => match &request.split_code {
             Some(kept) if kept.user == request.user => Ok((kept.code.clone(), None)),
@@ -345,15 +417,24 @@ fn unreachable_split(log: &Logger) -> Result<Answered, PamResultCode> {
     Err(PamResultCode::PAM_SERVICE_ERR)
 }
 
+fn scope_text(scope: LockScope) -> &'static str {
+    match scope {
+        LockScope::User => "user locked out from every source",
+        LockScope::Source => "this source is locked out",
+        LockScope::OtherSources => "sources not remembered individually are locked out",
+    }
+}
+
 fn report_locked(
-    until: u64,
+    lock: Lock,
     time: u64,
     conversation: &mut dyn Conversation,
     log: &Logger,
 ) -> PamResultCode {
-    let wait = until.saturating_sub(time);
+    let wait = lock.until.saturating_sub(time);
     log.warning(&format!(
-        "locked out for {wait} more seconds; no code checked"
+        "{} for {wait} more seconds; no code checked",
+        scope_text(lock.scope)
     ));
     // sshd shows this before "Permission denied (keyboard-interactive)"; no code is
     // asked for while locked, so it is the only thing that says why.
@@ -379,7 +460,6 @@ fn wait_in_words(seconds: u64) -> String {
 
 fn report(
     verdict: Verdict,
-    lockouts: u32,
     time: u64,
     policy: &Policy,
     conversation: &mut dyn Conversation,
@@ -407,33 +487,59 @@ fn report(
             ));
             PamResultCode::PAM_SUCCESS
         }
-        Verdict::Rejected {
-            failures,
-            locked_until: None,
-        } => {
-            let limit = match policy.limits.max_failures {
-                0 => "no lockout".to_string(),
-                max => format!("lockout after {max}"),
+        Verdict::Replayed(replay) => {
+            let (what, told) = match replay {
+                Replay::Code => ("a code already used", REPLAY_MESSAGE),
+                Replay::RecoveryCode => (
+                    "a recovery code already spent",
+                    "This recovery code was already used.",
+                ),
             };
             log.warning(&format!(
-                "wrong code ({failures} consecutive failures, {limit})"
+                "replay: {what} was given again (refused, not counted as a failure)"
             ));
+            let _ = conversation.error(told);
             PamResultCode::PAM_AUTH_ERR
         }
         Verdict::Rejected {
             failures,
-            locked_until: Some(until),
+            user_failures,
+            locked: None,
         } => {
-            let wait = until.saturating_sub(time);
+            let limits = &policy.limits;
+            let limit = match (limits.max_failures, limits.max_failures_user) {
+                (0, _) => "no lockout".to_string(),
+                (max, 0) => format!("lockout after {max}"),
+                (max, user) => {
+                    format!("lockout after {max}; {user_failures} of {user} for the user")
+                }
+            };
             log.warning(&format!(
-                "wrong code; {failures} consecutive failures: locked out for {wait} seconds (lockout {lockouts})"
+                "wrong code ({failures} consecutive failures from this source, {limit})"
+            ));
+            PamResultCode::PAM_AUTH_ERR
+        }
+        Verdict::Rejected {
+            locked: Some(lock), ..
+        } => {
+            let wait = lock.until.saturating_sub(time);
+            log.warning(&format!(
+                "wrong code: {} for {wait} seconds",
+                scope_text(lock.scope)
             ));
             let _ = conversation.error(&format!(
                 "Too many failed attempts; locked for {wait} seconds."
             ));
             PamResultCode::PAM_AUTH_ERR
         }
-        Verdict::Locked { until } => report_locked(until, time, conversation, log),
+        Verdict::Locked(lock) => report_locked(lock, time, conversation, log),
+        Verdict::NoRoom => {
+            log.error(
+                "the right code, but the state already holds 8 enrollments used within a \
+                 week and cannot remember a ninth; refused (see otp-admin status)",
+            );
+            PamResultCode::PAM_AUTHINFO_UNAVAIL
+        }
     }
 }
 
@@ -564,17 +670,17 @@ mod tests {
             Enrollment::parse(text).map_err(UserFileError::Invalid)
         }
 
-        fn peek_state(&self, user: &str) -> Result<Option<State>, StoreError> {
-            assert_eq!(user, self.account.name);
+        fn peek_state(&self, account: &Account) -> Result<Option<State>, StoreError> {
+            assert_eq!(account.uid, self.account.uid);
             self.read()
         }
 
         fn update_state(
             &self,
-            user: &str,
+            account: &Account,
             change: &mut dyn FnMut(Option<State>) -> State,
         ) -> Result<(), StoreError> {
-            assert_eq!(user, self.account.name);
+            assert_eq!(account.uid, self.account.uid);
             let stored = self.read()?;
             let next = change(stored.clone());
             if stored.as_ref() != Some(&next) {
@@ -613,6 +719,7 @@ mod tests {
             policy,
             authtok: authtok.map(|t| Zeroizing::new(t.to_string())),
             split_code: None,
+            source: Source::from_rhost(""),
         };
         run(&request, host, script, time)
     }
@@ -643,6 +750,7 @@ mod tests {
                 user: user.into(),
                 code: Zeroizing::new(code.into()),
             }),
+            source: Source::from_rhost(""),
         };
         let mut script = answering(&[]);
         let (ending, log) = run(&request, host, &mut script, time);
@@ -659,6 +767,7 @@ mod tests {
             policy: &p,
             authtok: None,
             split_code: None,
+            source: Source::from_rhost(""),
         };
         let mut script = answering(&[answer]);
         let (ending, log) = run(&request, host, &mut script, T1.0);
@@ -723,6 +832,7 @@ mod tests {
             policy: &p,
             authtok: None,
             split_code: None,
+            source: Source::from_rhost(""),
         };
         let ending = login(&request, &host, &mut answering(&[]), &|| T1.0, &log);
         assert_eq!(ending.code, PamResultCode::PAM_USER_UNKNOWN);
@@ -915,6 +1025,7 @@ mod tests {
             policy: &p,
             authtok: None,
             split_code: None,
+            source: Source::from_rhost(""),
         };
         let (ending, _) = run(&request, &unenrolled, &mut answering(&[]), T1.0);
         assert_eq!(ending.code, PamResultCode::PAM_IGNORE);
@@ -995,5 +1106,77 @@ mod tests {
         host.save_fails = false;
         let code = attempt(&host, &policy(&[]), &mut answering(&[T1.1]), T1.0).0;
         assert_eq!(code, PamResultCode::PAM_SUCCESS);
+    }
+
+    #[test]
+    fn a_replay_is_named_to_the_user_and_not_counted() {
+        let host = ScriptedHost::new(Some(&totp8()));
+        let p = policy(&["max_failures=1"]);
+        let code = attempt(&host, &p, &mut answering(&[T1.1]), T1.0).0;
+        assert_eq!(code, PamResultCode::PAM_SUCCESS);
+        for _ in 0..3 {
+            let mut script = answering(&[T1.1]);
+            let (code, log) = attempt(&host, &p, &mut script, T1.0);
+            assert_eq!(code, PamResultCode::PAM_AUTH_ERR);
+            assert_eq!(script.errors, [REPLAY_MESSAGE]);
+            assert!(log.lines()[0].1.contains("replay"), "{:?}", log.lines());
+        }
+        let Stored::State(state) = &*host.stored.borrow() else {
+            panic!("no state")
+        };
+        assert_eq!(state.user.failures, 0);
+        assert!(state.sources.is_empty());
+    }
+
+    #[test]
+    fn try_first_pass_counts_a_code_shaped_miss_once_then_asks() {
+        let host = ScriptedHost::new(Some(&totp8()));
+        let p = policy(&["try_first_pass"]);
+        // The earlier password looks like an 8-digit code but is not this one.
+        let mut script = answering(&[T1.1]);
+        let (ending, log) = attempt_with(&host, &p, &mut script, T1.0, Some("48291300"));
+        assert_eq!(ending.code, PamResultCode::PAM_SUCCESS);
+        assert_eq!(script.prompts.len(), 1, "the code was not asked for");
+        assert!(
+            log.lines()[0].1.contains("try_first_pass"),
+            "{:?}",
+            log.lines()
+        );
+        let Stored::State(state) = host.stored.borrow().clone() else {
+            panic!("no state")
+        };
+        assert_eq!(state.user.failures, 0, "the success clears the miss");
+        // A miss and then a wrong code: both were checked, both count.
+        let mut script = answering(&["00000000"]);
+        let (ending, _) = attempt_with(&host, &p, &mut script, T2.0, Some("48291300"));
+        assert_eq!(ending.code, PamResultCode::PAM_AUTH_ERR);
+        let Stored::State(state) = host.stored.borrow().clone() else {
+            panic!("no state")
+        };
+        assert_eq!(state.user.failures, 2);
+    }
+
+    #[test]
+    fn a_locked_source_is_refused_before_the_prompt_and_others_are_asked() {
+        let host = ScriptedHost::new(Some(&totp8()));
+        let p = policy(&["max_failures=1"]);
+        let log = Logger::memory("test");
+        let from = |rhost: &str| Request {
+            user: "tester",
+            policy: &p,
+            authtok: None,
+            source: Source::from_rhost(rhost),
+            split_code: None,
+        };
+        let mut script = answering(&["00000000"]);
+        let ending = login(&from("192.0.2.9"), &host, &mut script, &|| T1.0, &log);
+        assert_eq!(ending.code, PamResultCode::PAM_AUTH_ERR);
+        let mut script = answering(&[]);
+        let ending = login(&from("192.0.2.9"), &host, &mut script, &|| T1.0, &log);
+        assert_eq!(ending.code, PamResultCode::PAM_PERM_DENIED);
+        assert!(script.prompts.is_empty());
+        let mut script = answering(&[T1.1]);
+        let ending = login(&from("198.51.100.1"), &host, &mut script, &|| T1.0, &log);
+        assert_eq!(ending.code, PamResultCode::PAM_SUCCESS);
     }
 }

@@ -15,6 +15,7 @@ use ::pam::module::{PamHandle, PamHooks};
 
 use self::conversation::PamConversation;
 use self::login::{login, Request, SystemHost};
+use crate::core::source::Source;
 use crate::sys::clock::unix_now;
 use crate::sys::log::Logger;
 use crate::sys::policy::{self, PassMode};
@@ -45,7 +46,8 @@ where
 
 fn authenticate(pamh: &mut PamHandle, args: &[&CStr], flags: PamFlag) -> PamResultCode {
     let mut log = Logger::syslog(&item_text::<Service>(pamh));
-    log.set_rhost(&item_text::<RHost>(pamh));
+    let rhost = item_text::<RHost>(pamh);
+    log.set_rhost(&rhost);
     log.set_tty(&item_text::<Tty>(pamh));
 
     let args: Vec<String> = args
@@ -90,6 +92,7 @@ fn authenticate(pamh: &mut PamHandle, args: &[&CStr], flags: PamFlag) -> PamResu
         policy: &policy,
         authtok: authtok::get(pamh),
         split_code: kept,
+        source: Source::from_rhost(&rhost),
     };
     let host = SystemHost {
         state_dir: &policy.state_dir,

@@ -98,6 +98,7 @@ struct Settings {
     window: Option<u64>,
     hotp_lookahead: Option<u64>,
     max_failures: Option<u32>,
+    max_failures_user: Option<u32>,
     lockout: Option<u64>,
     max_lockout: Option<u64>,
     nullok: Option<bool>,
@@ -165,6 +166,7 @@ fn parse_args(args: &[&str]) -> Result<Settings, PolicyError> {
             ("window", Some(v)) => s.window = number(key, v)?,
             ("hotp_lookahead", Some(v)) => s.hotp_lookahead = number(key, v)?,
             ("max_failures", Some(v)) => s.max_failures = number(key, v)?,
+            ("max_failures_user", Some(v)) => s.max_failures_user = number(key, v)?,
             ("lockout", Some(v)) => s.lockout = number(key, v)?,
             ("max_lockout", Some(v)) => s.max_lockout = number(key, v)?,
             _ => return Err(PolicyError::UnknownArgument(arg.into())),
@@ -196,6 +198,7 @@ fn merge(file: Settings, args: Settings) -> Result<Policy, PolicyError> {
         window: pick!(window).unwrap_or(defaults.window),
         hotp_lookahead: pick!(hotp_lookahead).unwrap_or(defaults.hotp_lookahead),
         max_failures: pick!(max_failures).unwrap_or(defaults.max_failures),
+        max_failures_user: pick!(max_failures_user).unwrap_or(defaults.max_failures_user),
         lockout: pick!(lockout).unwrap_or(defaults.lockout),
         max_lockout: pick!(max_lockout).unwrap_or(defaults.max_lockout),
     };
@@ -364,6 +367,7 @@ mod tests {
                 window: 1,
                 hotp_lookahead: 10,
                 max_failures: 5,
+                max_failures_user: 20,
                 lockout: 60,
                 max_lockout: 86400
             }
@@ -382,6 +386,7 @@ mod tests {
                 "window=3",
                 "hotp_lookahead=20",
                 "max_failures=0",
+                "max_failures_user=7",
                 "lockout=10",
                 "max_lockout=100",
                 "nullok",
@@ -400,6 +405,7 @@ mod tests {
                 window: 3,
                 hotp_lookahead: 20,
                 max_failures: 0,
+                max_failures_user: 7,
                 lockout: 10,
                 max_lockout: 100
             }
@@ -445,10 +451,11 @@ mod tests {
 
     #[test]
     fn arguments_win_over_the_policy_file() {
-        let file = "window = 4\nmax_failures = 9\nnullok = true\n";
-        let p = parse(&["window=2"], Some(file)).unwrap();
+        let file = "window = 4\nmax_failures = 9\nmax_failures_user = 30\nnullok = true\n";
+        let p = parse(&["window=2", "max_failures_user=0"], Some(file)).unwrap();
         assert_eq!(p.limits.window, 2);
         assert_eq!(p.limits.max_failures, 9);
+        assert_eq!(p.limits.max_failures_user, 0);
         assert!(p.nullok);
     }
 
@@ -496,6 +503,8 @@ mod tests {
             &["try_first_pass", "forward_pass"],
             &["split_pass", "use_split_code"],
             &["max_failures=99999999999"],
+            &["max_failures_user=-1"],
+            &["max_failures_user"],
         ];
         for args in cases {
             assert!(parse(args, None).is_err(), "{args:?}");

@@ -1,5 +1,5 @@
-//! The state store: one root-owned file per user under `state_dir`, changed only under
-//! an exclusive lock and replaced atomically (write, fsync, rename, fsync directory).
+//! The state store: one root-owned file per person (UID) under `state_dir`, changed only
+//! under an exclusive lock and replaced atomically (write, fsync, rename, fsync directory).
 
 use std::fmt;
 use std::fs::{self, File};
@@ -7,33 +7,23 @@ use std::io::{self, Read, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use crate::core::state::State;
-use crate::sys::account::is_safe_user_name;
+use crate::core::state::{State, MAX_STATE_BYTES};
 use crate::sys::safe_path::{
     check_root_owned_dir, check_root_owned_file_metadata, check_root_owned_parents, UnsafePath,
 };
-
-const MAX_STATE_BYTES: u64 = 64 * 1024;
 
 /// Why the state could not be used; every one fails the login closed.
 #[derive(Debug)]
 pub enum StoreError {
     /// The directory or a file in it is not safe to trust.
-    Insecure {
-        path: PathBuf,
-        why: String,
-    },
+    Insecure { path: PathBuf, why: String },
     Io {
         path: PathBuf,
         action: &'static str,
         error: io::Error,
     },
     /// The file exists but does not parse: never silently reset.
-    Corrupt {
-        path: PathBuf,
-        why: String,
-    },
-    BadUserName(String),
+    Corrupt { path: PathBuf, why: String },
 }
 
 impl fmt::Display for StoreError {
@@ -54,9 +44,6 @@ impl fmt::Display for StoreError {
                 "state {}: {why}; fix or remove it with otp-admin reset",
                 path.display()
             ),
-            StoreError::BadUserName(name) => {
-                write!(f, "user name {name:?} cannot name a state file")
-            }
         }
     }
 }
@@ -103,12 +90,12 @@ impl StateStore {
         Ok(StateStore { dir: dir.into() })
     }
 
-    /// Where the user's state lives, whether or not it exists yet.
-    pub fn state_path(&self, user: &str) -> Result<PathBuf, StoreError> {
-        if !is_safe_user_name(user) {
-            return Err(StoreError::BadUserName(user.into()));
-        }
-        Ok(self.dir.join(format!("{user}.state")))
+    /// Where the state of the person with this UID lives, whether or not it exists yet.
+    /// Keyed by UID, not name: accounts that share a UID are one person to the kernel
+    /// (same files, same processes), so they share one replay guard and one lockout; and
+    /// a name never becomes part of a path.
+    pub fn state_path(&self, uid: u32) -> PathBuf {
+        self.dir.join(state_file_name(uid))
     }
 
     /// Fails if the directory cannot be written (a read-only mount): such a store cannot
@@ -130,14 +117,38 @@ impl StateStore {
     /// Reads the user's state without taking the lock. Safe because the file is only
     /// ever replaced by rename: a reader sees a whole old or a whole new file. For the
     /// lockout check before prompting; every decision re-reads under the lock.
-    pub fn peek(&self, user: &str) -> Result<Option<State>, StoreError> {
-        read_state(&self.state_path(user)?)
+    pub fn peek(&self, uid: u32) -> Result<Option<State>, StoreError> {
+        read_state(&self.state_path(uid))
     }
 
-    /// Takes the user's exclusive lock, waiting for any other login of the same user.
-    pub fn lock(&self, user: &str) -> Result<LockedState, StoreError> {
-        let state_path = self.state_path(user)?;
-        let lock_path = self.dir.join(format!("{user}.lock"));
+    /// Where an older module kept the user's state (`NAME.state`); `None` for a name that
+    /// cannot name a file.
+    pub fn legacy_path(&self, user: &str) -> Option<PathBuf> {
+        crate::sys::account::is_safe_user_name(user).then(|| self.dir.join(format!("{user}.state")))
+    }
+
+    /// The state an older module kept under the user's name (`NAME.state`, format 1), if
+    /// there is one: read once, when the UID's file does not exist yet, so that an upgrade
+    /// keeps the replay guard, spent recovery codes and lockout. Never written again.
+    pub fn peek_legacy(&self, user: &str) -> Result<Option<State>, StoreError> {
+        let Some(path) = self.legacy_path(user) else {
+            return Ok(None);
+        };
+        let Some(bytes) = read_state_bytes(&path)? else {
+            return Ok(None);
+        };
+        State::from_legacy_bytes(&bytes)
+            .map(Some)
+            .map_err(|e| StoreError::Corrupt {
+                path,
+                why: e.to_string(),
+            })
+    }
+
+    /// Takes the person's exclusive lock, waiting for any other login of the same UID.
+    pub fn lock(&self, uid: u32) -> Result<LockedState, StoreError> {
+        let state_path = self.state_path(uid);
+        let lock_path = self.dir.join(format!("uid-{uid}.lock"));
         let lock = File::options()
             .read(true)
             .write(true)
@@ -150,7 +161,7 @@ impl StateStore {
         lock.lock().map_err(io_error(&lock_path, "lock"))?;
         Ok(LockedState {
             state_path,
-            temp_path: self.dir.join(format!(".{user}.state.tmp")),
+            temp_path: self.dir.join(format!(".uid-{uid}.state.tmp")),
             dir: self.dir.clone(),
             _lock: lock,
         })
@@ -166,7 +177,7 @@ impl LockedState {
     /// Replaces the state atomically: a crash leaves either the old or the new file.
     pub fn save(&self, state: &State) -> Result<(), StoreError> {
         let temp = &self.temp_path;
-        let text = state.to_toml().map_err(|e| StoreError::Corrupt {
+        let text = state.to_bytes().map_err(|e| StoreError::Corrupt {
             path: self.state_path.clone(),
             why: e.to_string(),
         })?;
@@ -178,9 +189,7 @@ impl LockedState {
             .custom_flags(libc::O_NOFOLLOW)
             .open(temp)
             .map_err(io_error(temp, "create"))?;
-        let written = file
-            .write_all(text.as_bytes())
-            .and_then(|()| file.sync_all());
+        let written = file.write_all(&text).and_then(|()| file.sync_all());
         if let Err(e) = written {
             let _ = fs::remove_file(temp);
             return Err(io_error(temp, "write")(e));
@@ -208,8 +217,26 @@ impl LockedState {
     }
 }
 
+/// `uid-UID.state`: a number, so no account name reaches a path or another's state.
+pub fn state_file_name(uid: u32) -> String {
+    format!("uid-{uid}.state")
+}
+
 /// Reads a state file; `None` if there is none yet. Only root may have written it.
 fn read_state(path: &Path) -> Result<Option<State>, StoreError> {
+    let Some(bytes) = read_state_bytes(path)? else {
+        return Ok(None);
+    };
+    State::from_bytes(&bytes)
+        .map(Some)
+        .map_err(|e| StoreError::Corrupt {
+            path: path.into(),
+            why: e.to_string(),
+        })
+}
+
+/// A state file's bytes; `None` if there is none. Only root may have written it.
+fn read_state_bytes(path: &Path) -> Result<Option<Vec<u8>>, StoreError> {
     let file = File::options()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
@@ -224,25 +251,14 @@ fn read_state(path: &Path) -> Result<Option<State>, StoreError> {
         path: path.into(),
         why: e.to_string(),
     })?;
-    let mut text = String::new();
-    file.take(MAX_STATE_BYTES + 1)
-        .read_to_string(&mut text)
+    let mut bytes = Vec::new();
+    file.take(MAX_STATE_BYTES as u64 + 1)
+        .read_to_end(&mut bytes)
         .map_err(|e| StoreError::Corrupt {
             path: path.into(),
             why: format!("unreadable: {e}"),
         })?;
-    if text.len() as u64 > MAX_STATE_BYTES {
-        return Err(StoreError::Corrupt {
-            path: path.into(),
-            why: "larger than 64 KiB".into(),
-        });
-    }
-    State::parse(&text)
-        .map(Some)
-        .map_err(|e| StoreError::Corrupt {
-            path: path.into(),
-            why: e.to_string(),
-        })
+    Ok(Some(bytes))
 }
 
 #[cfg(test)]
@@ -272,14 +288,10 @@ mod tests {
         let dir = scratch("roundtrip");
         let store = StateStore::open(&dir).unwrap();
         assert_eq!(fs::metadata(&dir).unwrap().mode() & 0o777, 0o700);
-        let locked = store.lock("alice").unwrap();
+        let locked = store.lock(1000).unwrap();
         assert_eq!(locked.load().unwrap(), None);
-        let state = State {
-            version: 1,
-            fingerprint: "f".into(),
-            failures: 3,
-            ..State::default()
-        };
+        let mut state = State::default();
+        state.user.failures = 3;
         locked.save(&state).unwrap();
         assert_eq!(locked.load().unwrap(), Some(state));
         let names: Vec<_> = fs::read_dir(&dir)
@@ -303,16 +315,12 @@ mod tests {
         let secrets = dir.join("secrets");
         fs::DirBuilder::new().mode(0o700).create(&secrets).unwrap();
         fs::write(secrets.join("alice.toml"), "secret = \"x\"\n").unwrap();
-        // Even a user called "secrets" has state files of their own beside it.
-        for user in ["alice", "secrets"] {
-            let locked = store.lock(user).unwrap();
-            let state = State {
-                version: 1,
-                fingerprint: "f".into(),
-                ..State::default()
-            };
+        // State files sit beside it, named by uid.
+        for uid in [0, 1000] {
+            let locked = store.lock(uid).unwrap();
+            let state = State::default();
             locked.save(&state).unwrap();
-            assert_eq!(store.peek(user).unwrap(), Some(state));
+            assert_eq!(store.peek(uid).unwrap(), Some(state));
             assert!(locked.remove().unwrap());
         }
         assert!(StateStore::open(&dir).is_ok());
@@ -325,22 +333,18 @@ mod tests {
     }
 
     #[test]
-    fn unsafe_user_names_are_refused_and_make_no_file() {
+    fn the_file_is_named_by_uid_only() {
         require_root();
         let dir = scratch("names");
         let store = StateStore::open(&dir).unwrap();
-        for name in ["a\0b", "../x", "a/b", "..", ".lock", ""] {
-            assert!(
-                matches!(store.lock(name), Err(StoreError::BadUserName(_))),
-                "{name:?}"
-            );
-        }
-        assert_eq!(
-            fs::read_dir(&dir).unwrap().count(),
-            0,
-            "files made for unsafe names"
-        );
-        assert!(store.lock("alice").is_ok());
+        let locked = store.lock(4242).unwrap();
+        locked.save(&State::default()).unwrap();
+        let mut names: Vec<_> = fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["uid-4242.lock", "uid-4242.state"]);
         fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -349,11 +353,11 @@ mod tests {
         require_root();
         let dir = scratch("corrupt");
         let store = StateStore::open(&dir).unwrap();
-        fs::write(dir.join("bob.state"), "garbage").unwrap();
-        let locked = store.lock("bob").unwrap();
+        fs::write(dir.join("uid-1001.state"), "garbage").unwrap();
+        let locked = store.lock(1001).unwrap();
         assert!(matches!(locked.load(), Err(StoreError::Corrupt { .. })));
         assert_eq!(
-            fs::read_to_string(dir.join("bob.state")).unwrap(),
+            fs::read_to_string(dir.join("uid-1001.state")).unwrap(),
             "garbage"
         );
     }
@@ -379,19 +383,6 @@ mod tests {
     }
 
     #[test]
-    fn bad_user_names_are_refused() {
-        let store = StateStore {
-            dir: std::env::temp_dir(),
-        };
-        for name in ["../etc/passwd", "a/b", ".hidden", ""] {
-            assert!(
-                matches!(store.lock(name), Err(StoreError::BadUserName(_))),
-                "{name:?}"
-            );
-        }
-    }
-
-    #[test]
     fn the_lock_serialises_read_modify_write() {
         require_root();
         let dir = scratch("race");
@@ -404,12 +395,9 @@ mod tests {
                 std::thread::spawn(move || {
                     barrier.wait();
                     for _ in 0..25 {
-                        let locked = store.lock("carol").unwrap();
-                        let mut state = locked.load().unwrap().unwrap_or(State {
-                            version: 1,
-                            ..State::default()
-                        });
-                        state.failures += 1;
+                        let locked = store.lock(1002).unwrap();
+                        let mut state = locked.load().unwrap().unwrap_or_default();
+                        state.user.failures += 1;
                         locked.save(&state).unwrap();
                     }
                 })
@@ -419,11 +407,12 @@ mod tests {
             h.join().unwrap();
         }
         let total = store
-            .lock("carol")
+            .lock(1002)
             .unwrap()
             .load()
             .unwrap()
             .unwrap()
+            .user
             .failures;
         assert_eq!(total, 200, "lost updates");
     }

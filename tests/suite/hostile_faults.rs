@@ -225,8 +225,8 @@ fn sigkill_during_totp_logins_never_corrupts_or_replays() {
     for round in 1..=ROUNDS {
         let clock_step = base + round;
         let before = checked_state(&path);
-        let last = state_int(&before, "last_totp_step").map(|s| s as u64);
-        let failures = state_int(&before, "failures").unwrap_or(0);
+        let last = state_int(&before, "enrollments.*.last_totp_step").map(|s| s as u64);
+        let failures = state_int(&before, "user.failures").unwrap_or(0);
         let step = match (rng.below(10), last) {
             (0..=1, Some(last)) => last - rng.below(2), // replay of an accepted or older step
             (2..=3, _) => clock_step - 1,               // the previous step, inside the window
@@ -245,8 +245,8 @@ fn sigkill_during_totp_logins_never_corrupts_or_replays() {
             timer.observe(&run);
         }
         let after = checked_state(&path);
-        let new_last = state_int(&after, "last_totp_step").map(|s| s as u64);
-        let new_failures = state_int(&after, "failures").unwrap_or(0);
+        let new_last = state_int(&after, "enrollments.*.last_totp_step").map(|s| s as u64);
+        let new_failures = state_int(&after, "user.failures").unwrap_or(0);
         let what = format!("round {round}: step {step} at clock step {clock_step}, last {last:?}, run killed={} ok={}", run.killed, run.succeeded);
 
         assert!(
@@ -287,7 +287,7 @@ fn sigkill_during_totp_logins_never_corrupts_or_replays() {
     tally.check("totp kills");
     // Nothing stale is left behind: the next step's code still gets in, a replay does not.
     let next = base + ROUNDS + 1;
-    let last = state_int(&checked_state(&path), "last_totp_step").unwrap() as u64;
+    let last = state_int(&checked_state(&path), "enrollments.*.last_totp_step").unwrap() as u64;
     let run = login_and_kill(
         &service,
         &f.user.name,
@@ -329,7 +329,7 @@ fn sigkill_during_hotp_logins_never_moves_the_counter_back() {
     let mut tally = Tally::default();
     for round in 1..=ROUNDS {
         let before = checked_state(&path);
-        let next = state_int(&before, "next_hotp_counter").unwrap_or(0) as u64;
+        let next = state_int(&before, "enrollments.*.next_hotp_counter").unwrap_or(0) as u64;
         let counter = match rng.below(10) {
             0..=1 => next.saturating_sub(1 + rng.below(2)), // spent
             2 => next + 11 + rng.below(2),                  // beyond the lookahead of 10
@@ -348,7 +348,7 @@ fn sigkill_during_hotp_logins_never_moves_the_counter_back() {
             timer.observe(&run);
         }
         let after = checked_state(&path);
-        let new_next = state_int(&after, "next_hotp_counter").unwrap_or(0) as u64;
+        let new_next = state_int(&after, "enrollments.*.next_hotp_counter").unwrap_or(0) as u64;
         let what = format!(
             "round {round}: counter {counter}, next {next}, killed={} ok={}",
             run.killed, run.succeeded
@@ -378,7 +378,7 @@ fn sigkill_during_hotp_logins_never_moves_the_counter_back() {
         }
     }
     tally.check("hotp kills");
-    let next = state_int(&checked_state(&path), "next_hotp_counter").unwrap() as u64;
+    let next = state_int(&checked_state(&path), "enrollments.*.next_hotp_counter").unwrap() as u64;
     let run = login_and_kill(&service, &f.user.name, &hotp(&secret, next), None, None);
     assert!(run.succeeded, "login after the kills failed");
 }

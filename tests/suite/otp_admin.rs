@@ -88,7 +88,16 @@ fn ta_status_of_a_locked_user_shows_the_lock() {
         (locked_at + 600..=now() + 600).contains(&until),
         "locked_until {until} is not about 600 s after {locked_at}: {json}"
     );
-    assert_eq!(json["lockouts"], 1, "{json}");
+    // pamtester sets no PAM_RHOST: the source "local" is locked, not the user everywhere.
+    assert_eq!(json["user_locked"], false, "{json}");
+    assert_eq!(json["sources"][0]["source"], "local", "{json}");
+    assert_eq!(json["sources"][0]["locked"], true, "{json}");
+    assert_eq!(json["sources"][0]["lockouts"], 1, "{json}");
+    assert!(
+        run.stdout.contains("locked source:") && run.stdout.contains("local until"),
+        "{}",
+        run.stdout
+    );
     assert_eq!(json["type"], "totp", "{json}");
     assert_eq!(json["algorithm"], "SHA1", "{json}");
     assert_eq!(json["enrollment"], "enrolled", "{json}");
@@ -325,7 +334,7 @@ fn ta_bad_input_exits_2_and_changes_nothing() {
 fn ta_runs_concurrently_with_logins_without_corrupting_state() {
     let (user, secret) = totp_user();
     let state = StateDir::new();
-    let service = Service::new(&state, "max_failures=1000 lockout=60");
+    let service = Service::new(&state, "max_failures=1000 max_failures_user=0 lockout=60");
     let wrong = wrong_totp(&secret);
     let logins = 12;
 

@@ -491,7 +491,23 @@ impl SshClient {
         code_tries: u32,
         command: &str,
     ) -> SshRun {
-        let mut run = self.run_at(sshd.port, user, answers, code_tries, command);
+        self.run_with(&[], sshd, user, answers, code_tries, command)
+    }
+
+    /// `run` with more ssh arguments first (ssh keeps the first value of an option):
+    /// e.g. `-b 127.0.0.2` to connect from that address (any 127/8 address is local),
+    /// which sshd then gives PAM as PAM_RHOST, or `-o LogLevel=INFO` to see what a user
+    /// sees by default (the server's messages; the tests otherwise run with ERROR).
+    pub fn run_with(
+        &self,
+        extra_args: &[&str],
+        sshd: &Sshd,
+        user: &str,
+        answers: &Answers,
+        code_tries: u32,
+        command: &str,
+    ) -> SshRun {
+        let mut run = self.run_at_with(extra_args, sshd.port, user, answers, code_tries, command);
         run.sshd_log = sshd.log_text();
         run
     }
@@ -499,6 +515,18 @@ impl SshClient {
     /// `run` against any sshd on 127.0.0.1:`port` (its log is not collected).
     pub fn run_at(
         &self,
+        port: u16,
+        user: &str,
+        answers: &Answers,
+        code_tries: u32,
+        command: &str,
+    ) -> SshRun {
+        self.run_at_with(&[], port, user, answers, code_tries, command)
+    }
+
+    fn run_at_with(
+        &self,
+        extra_args: &[&str],
         port: u16,
         user: &str,
         answers: &Answers,
@@ -532,7 +560,9 @@ impl SshClient {
         let tries = format!("NumberOfPasswordPrompts={code_tries}");
         let out = Command::new("timeout")
             .arg(CLIENT_TIMEOUT_SECS)
-            .args(["ssh", "-F", "/dev/null", "-T", "-p", &port, "-i"])
+            .args(["ssh", "-F", "/dev/null", "-T", "-p", &port])
+            .args(extra_args)
+            .arg("-i")
             .arg(&self.key)
             .args([
                 "-o",
@@ -600,10 +630,16 @@ pub struct SudoRule {
 
 impl SudoRule {
     pub fn install(user: &str, service: &InstalledService) -> SudoRule {
+        SudoRule::install_with(user, service, &[])
+    }
+
+    /// `install` with more `Defaults:USER` settings (e.g. `!pam_silent`).
+    pub fn install_with(user: &str, service: &InstalledService, defaults: &[&str]) -> SudoRule {
         SudoRule::install_text(
             user,
             &format!("pam_service={}", service.name),
             "/usr/bin/id",
+            defaults,
         )
     }
 
@@ -616,10 +652,11 @@ impl SudoRule {
             user,
             &format!("pam_login_service={}, pam_service=sudo", login_service.name),
             &format!("{} -c /usr/bin/id -un", root_shell.display()),
+            &[],
         )
     }
 
-    fn install_text(user: &str, pam_defaults: &str, command: &str) -> SudoRule {
+    fn install_text(user: &str, pam_defaults: &str, command: &str, defaults: &[&str]) -> SudoRule {
         assert_root();
         require_program("/usr/bin/sudo", "sudo");
         require_program("/usr/sbin/visudo", "sudo");
@@ -630,7 +667,10 @@ impl SudoRule {
              Defaults:{user} passwd_tries=1\n\
              Defaults:{user} !mail_badpass\n\
              {user} ALL=(root) {command}\n",
-        );
+        ) + &defaults
+            .iter()
+            .map(|d| format!("Defaults:{user} {d}\n"))
+            .collect::<String>();
         // Check it before sudo can see it: a broken sudoers file breaks sudo for everyone.
         let draft = scratch_path("txsudoers");
         fs::write(&draft, &text).unwrap();

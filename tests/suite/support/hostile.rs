@@ -228,12 +228,26 @@ pub fn read_state(path: &Path) -> Option<toml::Table> {
     )
 }
 
-/// An integer key of a state table (absent: `None`).
-pub fn state_int(state: &Option<toml::Table>, key: &str) -> Option<i64> {
-    state.as_ref().and_then(|t| t.get(key)).map(|v| {
-        v.as_integer()
-            .unwrap_or_else(|| panic!("{key} = {v} is not an integer"))
-    })
+/// An integer in a state table at a dotted path (absent: `None`): `user.failures`,
+/// `sources.local.failures`, or `enrollments.*.last_totp_step`, where `*` is the table's
+/// only entry (an enrollment is keyed by its fingerprint, which the tests do not compute).
+pub fn state_int(state: &Option<toml::Table>, path: &str) -> Option<i64> {
+    let mut value = toml::Value::Table(state.clone()?);
+    for key in path.split('.') {
+        let table = value.as_table()?;
+        let next = if key == "*" {
+            assert!(table.len() <= 1, "{path}: more than one entry in {table:?}");
+            table.values().next()?.clone()
+        } else {
+            table.get(key)?.clone()
+        };
+        value = next;
+    }
+    Some(
+        value
+            .as_integer()
+            .unwrap_or_else(|| panic!("{path} = {value} is not an integer")),
+    )
 }
 
 pub use crate::support::Rng;

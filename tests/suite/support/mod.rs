@@ -398,9 +398,9 @@ impl StateDir {
         self.path.display().to_string()
     }
 
-    /// `<state_dir>/<user>.state`.
+    /// `<state_dir>/uid-<UID>.state`: the state of the person `user` is (one per UID).
     pub fn state_file(&self, user: &str) -> PathBuf {
-        self.path.join(format!("{user}.state"))
+        state_file_in(&self.path, user)
     }
 }
 
@@ -409,6 +409,11 @@ impl Drop for StateDir {
         let _ = fs::remove_dir_all(&self.path);
         let _ = fs::remove_file(&self.policy);
     }
+}
+
+/// The state file of `user` in `dir`: named after the user's UID, never the name.
+pub fn state_file_in(dir: &Path, user: &str) -> PathBuf {
+    dir.join(format!("uid-{}.state", passwd_entry(user).uid))
 }
 
 /// A PAM service: a file `/etc/pam.d/<name>`; removed on drop.
