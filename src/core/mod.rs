@@ -1,5 +1,7 @@
 //! The pure rules of the product: codes, enrollments, the state, the login decision; no I/O.
 
+#![warn(missing_docs)]
+
 pub mod answer;
 pub mod decision;
 pub mod enrollment;
