@@ -17,7 +17,7 @@ use crate::core::state::State;
 use crate::sys::clock::unix_now;
 use crate::sys::log::Logger;
 use crate::sys::policy::{self, expand_secret_path, Policy, PolicyError};
-use crate::sys::store::{LockedState, StateStore, StoreError};
+use crate::sys::store::{Durability, LockedState, StateStore, StoreError};
 use crate::sys::user_file::{read_enrollment, Account, AccountError, UserFileError};
 
 /// Exit status of every refusal: bad usage, unknown user, no state, not root, broken state.
@@ -239,7 +239,7 @@ fn unlock(target: &Target, now: u64) -> Result<String, AdminError> {
     state.failures = 0;
     state.lockouts = 0;
     state.locked_until = 0;
-    locked.save(&state)?;
+    locked.save(&state, Durability::Synced)?;
     drop(locked);
     audit(target, &format!("unlocked by otp-admin (was: {was})"));
     let verb = if was_locked {

@@ -14,7 +14,7 @@ use crate::core::state::State;
 use crate::pam::conversation::Conversation;
 use crate::sys::log::Logger;
 use crate::sys::policy::{expand_secret_path, PassMode, Policy};
-use crate::sys::store::{StateStore, StoreError};
+use crate::sys::store::{Durability, StateStore, StoreError};
 use crate::sys::user_file::{read_enrollment, Account, AccountError, UserFileError};
 
 /// What one login needs from the system.
@@ -25,12 +25,13 @@ pub(crate) trait Host {
     fn enrollment(&self, path: &Path, account: &Account) -> Result<Enrollment, UserFileError>;
     /// The user's state as last saved, read without the lock (the pre-prompt check).
     fn peek_state(&self, user: &str) -> Result<Option<State>, StoreError>;
-    /// Under the user's lock: loads the state, gives it to `change`, and saves what
-    /// `change` returns if it differs; an error means nothing was saved.
+    /// Under the user's lock: loads the state, gives it to `change`, and saves the state
+    /// `change` returns, as durably as it says, if it differs; an error means nothing
+    /// was saved.
     fn update_state(
         &self,
         user: &str,
-        change: &mut dyn FnMut(Option<State>) -> State,
+        change: &mut dyn FnMut(Option<State>) -> (State, Durability),
     ) -> Result<(), StoreError>;
 }
 
@@ -57,15 +58,15 @@ impl Host for SystemHost<'_> {
     fn update_state(
         &self,
         user: &str,
-        change: &mut dyn FnMut(Option<State>) -> State,
+        change: &mut dyn FnMut(Option<State>) -> (State, Durability),
     ) -> Result<(), StoreError> {
         let locked = StateStore::open(self.state_dir)?.lock(user)?;
         let stored = locked.load()?;
         let unchanged = stored.clone();
-        let next = change(stored);
+        let (next, durability) = change(stored);
         if unchanged.as_ref() != Some(&next) {
             // Not saved means not accepted: a code that cannot be retired must not work.
-            locked.save(&next)?;
+            locked.save(&next, durability)?;
         }
         Ok(())
     }
@@ -141,8 +142,9 @@ pub(crate) fn login(
         let state = State::for_enrollment(stored, &enrollment);
         let time = now();
         let decision = decide(&enrollment, &state, &policy.limits, &answer, time);
+        let durability = durability_of(&decision.verdict);
         decided = Some((decision.verdict, decision.state.lockouts, time));
-        decision.state
+        (decision.state, durability)
     });
     let code = match (saved, decided) {
         (Ok(()), Some((verdict, lockouts, time))) => {
@@ -154,6 +156,24 @@ pub(crate) fn login(
     Ending {
         code,
         forward_password,
+    }
+}
+
+/// How durably a decision's state must be saved. A spent code (and a lockout imposed)
+/// is on stable storage before the verdict is given; a failure that locks nothing is
+/// only buffered: after a machine crash the failure count may be lower (SECURITY.md has
+/// the arithmetic), never a spent code usable again.
+fn durability_of(verdict: &Verdict) -> Durability {
+    match verdict {
+        Verdict::Accepted(_)
+        | Verdict::Rejected {
+            locked_until: Some(_),
+            ..
+        } => Durability::Synced,
+        Verdict::Rejected {
+            locked_until: None, ..
+        }
+        | Verdict::Locked { .. } => Durability::Buffered,
     }
 }
 
@@ -399,6 +419,8 @@ mod tests {
         enrollment: Option<String>,
         stored: RefCell<Stored>,
         saves: RefCell<u32>,
+        /// How durably each changed state was to be saved, in order.
+        durabilities: RefCell<Vec<Durability>>,
         save_fails: bool,
     }
 
@@ -414,6 +436,7 @@ mod tests {
                 enrollment: enrollment.map(str::to_string),
                 stored: RefCell::new(Stored::Nothing),
                 saves: RefCell::new(0),
+                durabilities: RefCell::new(Vec::new()),
                 save_fails: false,
             }
         }
@@ -456,12 +479,13 @@ mod tests {
         fn update_state(
             &self,
             user: &str,
-            change: &mut dyn FnMut(Option<State>) -> State,
+            change: &mut dyn FnMut(Option<State>) -> (State, Durability),
         ) -> Result<(), StoreError> {
             assert_eq!(user, self.account.name);
             let stored = self.read()?;
-            let next = change(stored.clone());
+            let (next, durability) = change(stored.clone());
             if stored.as_ref() != Some(&next) {
+                self.durabilities.borrow_mut().push(durability);
                 if self.save_fails {
                     return Err(StoreError::Io {
                         path: "/state/tester.state".into(),
@@ -582,6 +606,11 @@ mod tests {
         // After the lockout the right code works.
         let code = attempt(&host, &p, &mut answering(&[T2.1]), T2.0).0;
         assert_eq!(code, PamResultCode::PAM_SUCCESS);
+        // A failure is buffered; the lockout and the spent code are synced.
+        assert_eq!(
+            *host.durabilities.borrow(),
+            [Durability::Buffered, Durability::Synced, Durability::Synced]
+        );
     }
 
     #[test]

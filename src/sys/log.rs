@@ -1,8 +1,8 @@
 //! Syslog (facility authpriv) in the `pam_otp(SERVICE:auth): ...` form; never a code or secret.
 
+#[cfg(test)]
 use std::cell::RefCell;
-
-use syslog::{Facility, Formatter3164};
+use std::ffi::CString;
 
 /// How serious a line is; maps onto syslog severities.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -14,7 +14,10 @@ pub enum Level {
 }
 
 enum Sink {
-    Syslog(RefCell<Option<syslog::Logger<syslog::LoggerBackend, Formatter3164>>>),
+    /// The C library's syslog(3), as every PAM module's `pam_syslog` uses: it connects
+    /// on the first line sent (a login that logs nothing costs nothing), and the line
+    /// carries the application's own tag and pid (`sshd[1234]:`).
+    System,
     /// Collects lines in memory (unit tests of the login flow).
     #[cfg(test)]
     Memory(RefCell<Vec<(Level, String)>>),
@@ -37,25 +40,11 @@ pub fn sanitize(text: &str) -> String {
         .collect()
 }
 
-fn program_name() -> String {
-    std::fs::read_to_string("/proc/self/comm")
-        .map(|s| s.trim().to_string())
-        .unwrap_or_else(|_| "pam_otp".into())
-}
-
 impl Logger {
-    /// A logger to the system's syslog socket; if there is none, lines are dropped.
+    /// A logger to the system's syslog (facility authpriv); if there is none, lines are
+    /// dropped.
     pub fn syslog(service: &str) -> Logger {
-        let formatter = Formatter3164 {
-            facility: Facility::LOG_AUTHPRIV,
-            hostname: None,
-            process: program_name(),
-            pid: std::process::id(),
-        };
-        Logger::with_sink(
-            service,
-            Sink::Syslog(RefCell::new(syslog::unix(formatter).ok())),
-        )
+        Logger::with_sink(service, Sink::System)
     }
 
     /// A logger that keeps lines for inspection.
@@ -91,7 +80,7 @@ impl Logger {
     pub fn lines(&self) -> Vec<(Level, String)> {
         match &self.sink {
             Sink::Memory(lines) => lines.borrow().clone(),
-            Sink::Syslog(_) => Vec::new(),
+            Sink::System => Vec::new(),
         }
     }
 
@@ -109,14 +98,19 @@ impl Logger {
         match &self.sink {
             #[cfg(test)]
             Sink::Memory(lines) => lines.borrow_mut().push((level, line)),
-            Sink::Syslog(logger) => {
-                if let Some(logger) = logger.borrow_mut().as_mut() {
-                    // A lost log line must not fail the login.
-                    let _ = match level {
-                        Level::Debug => logger.debug(line),
-                        Level::Info => logger.info(line),
-                        Level::Warning => logger.warning(line),
-                        Level::Error => logger.err(line),
+            Sink::System => {
+                let severity = match level {
+                    Level::Debug => libc::LOG_DEBUG,
+                    Level::Info => libc::LOG_INFO,
+                    Level::Warning => libc::LOG_WARNING,
+                    Level::Error => libc::LOG_ERR,
+                };
+                // `sanitize` left no NUL in the line; a lost line must not fail the login.
+                if let Ok(text) = CString::new(line) {
+                    // SAFETY: a constant "%s" format with one NUL-terminated string that
+                    // outlives the call; syslog(3) copies it before returning.
+                    unsafe {
+                        libc::syslog(libc::LOG_AUTHPRIV | severity, c"%s".as_ptr(), text.as_ptr())
                     };
                 }
             }

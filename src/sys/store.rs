@@ -1,16 +1,18 @@
-//! The state store: one root-owned file per user under `state_dir`, changed only under
-//! an exclusive lock and replaced atomically (write, fsync, rename, fsync directory).
+//! The state store: one root-owned record file per user under `state_dir`, changed only
+//! under the user's exclusive lock, rewritten in place (see `sys::record_file`).
 
+use std::cell::RefCell;
 use std::fmt;
 use std::fs::{self, File};
-use std::io::{self, Read, Write};
+use std::io;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::core::state::State;
 use crate::sys::policy::is_safe_user_name;
+use crate::sys::record_file::{self, Contents, RecordError, RecordFile};
 
-const MAX_STATE_BYTES: u64 = 64 * 1024;
+pub use crate::sys::record_file::Durability;
 
 /// Why the state could not be used; every one fails the login closed.
 #[derive(Debug)]
@@ -58,6 +60,23 @@ impl fmt::Display for StoreError {
     }
 }
 
+impl From<RecordError> for StoreError {
+    fn from(error: RecordError) -> StoreError {
+        match error {
+            RecordError::Io {
+                path,
+                action,
+                error,
+            } => StoreError::Io {
+                path,
+                action,
+                error,
+            },
+            RecordError::Corrupt { path, why } => StoreError::Corrupt { path, why },
+        }
+    }
+}
+
 /// The state directory, checked once per use.
 pub struct StateStore {
     dir: PathBuf,
@@ -67,7 +86,8 @@ pub struct StateStore {
 pub struct LockedState {
     state_path: PathBuf,
     temp_path: PathBuf,
-    dir: PathBuf,
+    /// The record file as last read, ready to be rewritten in place.
+    record: RefCell<Option<RecordFile>>,
     // Holds the flock; released when the file is closed.
     _lock: File,
 }
@@ -79,7 +99,6 @@ fn io_error<'a>(path: &'a Path, action: &'static str) -> impl FnOnce(io::Error) 
         error,
     }
 }
-
 impl StateStore {
     /// Opens `dir`, creating it (0700) if it is missing; refuses a symlink, a
     /// non-directory, one not owned by root, or one group or others can write to.
@@ -136,11 +155,13 @@ impl StateStore {
         Ok(())
     }
 
-    /// Reads the user's state without taking the lock. Safe because the file is only
-    /// ever replaced by rename: a reader sees a whole old or a whole new file. For the
-    /// lockout check before prompting; every decision re-reads under the lock.
+    /// Reads the user's state without taking the lock. Safe because a record is never
+    /// rewritten in the slot a reader would choose (a half-written slot fails its
+    /// checksum and the other is read). For the lockout check before prompting; every
+    /// decision re-reads under the lock.
     pub fn peek(&self, user: &str) -> Result<Option<State>, StoreError> {
-        read_state(&self.state_path(user)?)
+        let path = self.state_path(user)?;
+        Ok(read_state(&path, false)?.map(|(state, _)| state))
     }
 
     /// Takes the user's exclusive lock, waiting for any other login of the same user.
@@ -160,7 +181,7 @@ impl StateStore {
         Ok(LockedState {
             state_path,
             temp_path: self.dir.join(format!(".{user}.state.tmp")),
-            dir: self.dir.clone(),
+            record: RefCell::new(None),
             _lock: lock,
         })
     }
@@ -169,58 +190,71 @@ impl StateStore {
 impl LockedState {
     /// The stored state, `None` if there is none yet.
     pub fn load(&self) -> Result<Option<State>, StoreError> {
-        read_state(&self.state_path)
+        let (state, record) = match read_state(&self.state_path, true)? {
+            Some((state, record)) => (Some(state), record),
+            None => (None, None),
+        };
+        *self.record.borrow_mut() = record;
+        Ok(state)
     }
 
-    /// Replaces the state atomically: a crash leaves either the old or the new file.
-    pub fn save(&self, state: &State) -> Result<(), StoreError> {
-        let temp = &self.temp_path;
+    /// Saves `state` as the newest record. `Synced`: on stable storage before this
+    /// returns. A state file of the earlier (TOML) format, a missing one, or a record
+    /// grown past its slots is replaced by a new record file, atomically.
+    pub fn save(&self, state: &State, durability: Durability) -> Result<(), StoreError> {
         let text = state.to_toml().map_err(|e| StoreError::Corrupt {
             path: self.state_path.clone(),
             why: e.to_string(),
         })?;
-        let _ = fs::remove_file(temp);
-        let mut file = File::options()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(temp)
-            .map_err(io_error(temp, "create"))?;
-        let written = file
-            .write_all(text.as_bytes())
-            .and_then(|()| file.sync_all());
-        if let Err(e) = written {
-            let _ = fs::remove_file(temp);
-            return Err(io_error(temp, "write")(e));
+        let payload = text.as_bytes();
+        if payload.len() > record_file::MAX_PAYLOAD {
+            return Err(StoreError::Corrupt {
+                path: self.state_path.clone(),
+                why: "would be larger than 64 KiB".into(),
+            });
         }
-        drop(file);
-        if let Err(e) = fs::rename(temp, &self.state_path) {
-            let _ = fs::remove_file(temp);
-            return Err(io_error(&self.state_path, "replace")(e));
+        if self.record.borrow().is_none() {
+            // Saved without a load first (otp-admin): learn where the slots stand.
+            self.load()?;
         }
-        File::open(&self.dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io_error(&self.dir, "sync the directory"))
+        let mut record = self.record.borrow_mut();
+        match record.as_mut() {
+            Some(file) if file.fits(payload) => Ok(file.write(payload, durability)?),
+            _ => {
+                *record = None;
+                Ok(record_file::create(
+                    &self.state_path,
+                    &self.temp_path,
+                    payload,
+                )?)
+            }
+        }
     }
 
     /// Drops the state (otp-admin reset): the next login starts fresh.
     pub fn remove(&self) -> Result<bool, StoreError> {
+        *self.record.borrow_mut() = None;
         match fs::remove_file(&self.state_path) {
-            Ok(()) => File::open(&self.dir)
-                .and_then(|d| d.sync_all())
-                .map(|()| true)
-                .map_err(io_error(&self.dir, "sync the directory")),
+            Ok(()) => {
+                record_file::sync_directory(&self.state_path)?;
+                Ok(true)
+            }
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
             Err(e) => Err(io_error(&self.state_path, "remove")(e)),
         }
     }
 }
 
-/// Reads a state file; `None` if there is none yet. Only root may have written it.
-fn read_state(path: &Path) -> Result<Option<State>, StoreError> {
+/// Reads a state file; `None` if there is none yet. Only root may have written it. With
+/// `for_writing`, also the record file open for rewriting (`None` for a file of the
+/// earlier format, which the next save replaces).
+fn read_state(
+    path: &Path,
+    for_writing: bool,
+) -> Result<Option<(State, Option<RecordFile>)>, StoreError> {
     let file = File::options()
         .read(true)
+        .write(for_writing)
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
         .open(path);
     let file = match file {
@@ -235,25 +269,22 @@ fn read_state(path: &Path) -> Result<Option<State>, StoreError> {
             why: "not a regular root-owned file writable only by root".into(),
         });
     }
-    let mut text = String::new();
-    file.take(MAX_STATE_BYTES + 1)
-        .read_to_string(&mut text)
-        .map_err(|e| StoreError::Corrupt {
-            path: path.into(),
-            why: format!("unreadable: {e}"),
-        })?;
-    if text.len() as u64 > MAX_STATE_BYTES {
-        return Err(StoreError::Corrupt {
-            path: path.into(),
-            why: "larger than 64 KiB".into(),
-        });
+    let corrupt = |why: String| StoreError::Corrupt {
+        path: path.into(),
+        why,
+    };
+    let (bytes, record) = match record_file::read(file, path)? {
+        Contents::Record { payload, file } => (payload, Some(file)),
+        // A state file from before record files: plain TOML, read once and replaced by
+        // the next save.
+        Contents::Foreign(bytes) => (bytes, None),
+    };
+    if bytes.len() > record_file::MAX_PAYLOAD {
+        return Err(corrupt("larger than 64 KiB".into()));
     }
-    State::parse(&text)
-        .map(Some)
-        .map_err(|e| StoreError::Corrupt {
-            path: path.into(),
-            why: e.to_string(),
-        })
+    let text = std::str::from_utf8(&bytes).map_err(|e| corrupt(format!("unreadable: {e}")))?;
+    let state = State::parse(text).map_err(|e| corrupt(e.to_string()))?;
+    Ok(Some((state, record)))
 }
 
 #[cfg(test)]
@@ -290,7 +321,7 @@ mod tests {
             failures: 3,
             ..State::default()
         };
-        locked.save(&state).unwrap();
+        locked.save(&state, Durability::Synced).unwrap();
         assert_eq!(locked.load().unwrap(), Some(state));
         let names: Vec<_> = fs::read_dir(&dir)
             .unwrap()
@@ -390,7 +421,7 @@ mod tests {
                             ..State::default()
                         });
                         state.failures += 1;
-                        locked.save(&state).unwrap();
+                        locked.save(&state, Durability::Synced).unwrap();
                     }
                 })
             })

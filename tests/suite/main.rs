@@ -13,5 +13,6 @@ mod otp_admin;
 mod otp_setup;
 mod pam_stack;
 mod sshd;
+mod state_file;
 mod sudo;
 mod syslog;
