@@ -2,6 +2,7 @@
 //! return code. The system is reached only through [`Host`], so the flow is unit-tested
 //! with a scripted host and conversation, without root or a file system.
 
+use std::cell::RefCell;
 use std::path::Path;
 
 use ::pam::constants::PamResultCode;
@@ -14,7 +15,7 @@ use crate::core::state::State;
 use crate::pam::conversation::Conversation;
 use crate::sys::log::Logger;
 use crate::sys::policy::{expand_secret_path, PassMode, Policy};
-use crate::sys::store::{Durability, StateStore, StoreError};
+use crate::sys::store::{Durability, Snapshot, StateStore, StoreError};
 use crate::sys::user_file::{read_enrollment, Account, AccountError, UserFileError};
 
 /// What one login needs from the system.
@@ -38,6 +39,8 @@ pub(crate) trait Host {
 /// The system itself: the user database, the user's file, the state directory.
 pub(crate) struct SystemHost<'a> {
     pub state_dir: &'a Path,
+    /// The state as the check before the prompt read it.
+    pub peeked: RefCell<Option<Snapshot>>,
 }
 
 impl Host for SystemHost<'_> {
@@ -52,7 +55,10 @@ impl Host for SystemHost<'_> {
     fn peek_state(&self, user: &str) -> Result<Option<State>, StoreError> {
         let store = StateStore::open(self.state_dir)?;
         store.check_writable()?;
-        store.peek(user)
+        let snapshot = store.peek(user)?;
+        let state = snapshot.as_ref().map(|s| s.state.clone());
+        *self.peeked.borrow_mut() = snapshot;
+        Ok(state)
     }
 
     fn update_state(
@@ -61,7 +67,7 @@ impl Host for SystemHost<'_> {
         change: &mut dyn FnMut(Option<State>) -> (State, Durability),
     ) -> Result<(), StoreError> {
         let locked = StateStore::open(self.state_dir)?.lock(user)?;
-        let stored = locked.load()?;
+        let stored = locked.load_after(self.peeked.borrow().as_ref())?;
         let unchanged = stored.clone();
         let (next, durability) = change(stored);
         if unchanged.as_ref() != Some(&next) {

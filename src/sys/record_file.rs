@@ -96,9 +96,9 @@ pub struct RecordFile {
     slots: [Option<Slot>; 2],
 }
 
-/// Reads the file `file` (opened from `path`) whole, once.
-pub fn read(file: File, path: &Path) -> Result<Contents, RecordError> {
-    let mut bytes = Vec::new();
+/// Reads the file `file` (opened from `path`, `size` bytes long) whole, once.
+pub fn read(file: File, path: &Path, size: u64) -> Result<Contents, RecordError> {
+    let mut bytes = Vec::with_capacity(size.min(MAX_FILE) as usize + 1);
     (&file)
         .take(MAX_FILE + 1)
         .read_to_end(&mut bytes)
@@ -125,22 +125,35 @@ pub fn read(file: File, path: &Path) -> Result<Contents, RecordError> {
             BLOCK + 2 * slot_size
         )));
     }
-    let slot_bytes = |i: u64| &bytes[(BLOCK + i * slot_size) as usize..][..slot_size as usize];
-    let decoded = [decode_slot(slot_bytes(0)), decode_slot(slot_bytes(1))];
-    let newest = newest(
-        &decoded
-            .each_ref()
-            .map(|d| d.as_ref().map(|(slot, _)| *slot)),
-        |_| true,
-    )
-    .ok_or_else(|| corrupt("neither slot holds an intact record".into()))?;
-    let slots = decoded
-        .each_ref()
-        .map(|d| d.as_ref().map(|(slot, _)| *slot));
-    let payload = decoded[newest]
-        .as_ref()
-        .map(|(_, p)| p.to_vec())
-        .unwrap_or_default();
+    let claims = [0, 1].map(|i| {
+        let start = (BLOCK + i * slot_size) as usize;
+        claimed_slot(&bytes[start..start + slot_size as usize])
+    });
+    // Checksums are computed only where needed: the slot claiming the highest sequence
+    // number first; the other only if it may have to be kept.
+    let mut slots: [Option<Slot>; 2] = [None, None];
+    let by_sequence = match (&claims[0], &claims[1]) {
+        (Some(a), Some(b)) if b.slot.sequence > a.slot.sequence => [1, 0],
+        _ => [0, 1],
+    };
+    let mut newest_payload = None;
+    for i in by_sequence {
+        let Some(claim) = &claims[i] else { continue };
+        match newest_payload {
+            None if claim.is_intact() => {
+                slots[i] = Some(claim.slot);
+                newest_payload = Some(claim.payload);
+            }
+            // The newest is buffered: a synced record behind it must be known, and kept.
+            Some(_) if !slots[1 - i].is_some_and(|s| s.synced) && claim.is_intact() => {
+                slots[i] = Some(claim.slot);
+            }
+            _ => {}
+        }
+    }
+    let payload = newest_payload
+        .ok_or_else(|| corrupt("neither slot holds an intact record".into()))?
+        .to_vec();
     Ok(Contents::Record {
         payload,
         file: RecordFile {
@@ -168,20 +181,33 @@ fn checksum(header: &[u8], payload: &[u8]) -> [u8; 12] {
     sum
 }
 
-/// The slot's record if it is intact.
-fn decode_slot(slot: &[u8]) -> Option<(Slot, &[u8])> {
+/// What a slot's header claims, before its checksum is checked.
+struct Claim<'a> {
+    slot: Slot,
+    header: &'a [u8],
+    payload: &'a [u8],
+}
+
+impl Claim<'_> {
+    fn is_intact(&self) -> bool {
+        checksum(self.header, self.payload) == self.header[CHECKED_HEADER..SLOT_HEADER]
+    }
+}
+
+fn claimed_slot(slot: &[u8]) -> Option<Claim<'_>> {
     let header = slot.get(..SLOT_HEADER)?;
     if &header[..4] != SLOT_MAGIC {
         return None;
     }
     let length = le_u32(header, 16) as usize;
     let payload = slot.get(SLOT_HEADER..SLOT_HEADER + length)?;
-    if checksum(header, payload) != header[CHECKED_HEADER..] {
-        return None;
-    }
     let sequence = u64::from_le_bytes(header[8..16].try_into().ok()?);
     let synced = le_u32(header, 4) & FLAG_SYNCED != 0;
-    Some((Slot { sequence, synced }, payload))
+    Some(Claim {
+        slot: Slot { sequence, synced },
+        header,
+        payload,
+    })
 }
 
 /// The slot with the highest sequence number among those `wanted` accepts.
@@ -374,7 +400,7 @@ mod tests {
 
     fn open(path: &Path) -> Contents {
         let file = File::options().read(true).write(true).open(path).unwrap();
-        read(file, path).unwrap()
+        read(file, path, 0).unwrap()
     }
 
     fn record(path: &Path) -> (Vec<u8>, RecordFile) {
@@ -465,7 +491,7 @@ mod tests {
         file.file.write_all_at(b"junk", BLOCK).unwrap();
         let file = File::open(&path).unwrap();
         assert!(matches!(
-            read(file, &path),
+            read(file, &path, 0),
             Err(RecordError::Corrupt { .. })
         ));
         fs::write(&path, b"version = 1\n").unwrap();
@@ -474,7 +500,7 @@ mod tests {
         short.truncate(16);
         short[..8].copy_from_slice(FILE_MAGIC);
         fs::write(&path, &short).unwrap();
-        assert!(read(File::open(&path).unwrap(), &path).is_err());
+        assert!(read(File::open(&path).unwrap(), &path, 0).is_err());
         fs::remove_dir_all(dir).unwrap();
     }
 

@@ -159,9 +159,9 @@ impl StateStore {
     /// rewritten in the slot a reader would choose (a half-written slot fails its
     /// checksum and the other is read). For the lockout check before prompting; every
     /// decision re-reads under the lock.
-    pub fn peek(&self, user: &str) -> Result<Option<State>, StoreError> {
+    pub fn peek(&self, user: &str) -> Result<Option<Snapshot>, StoreError> {
         let path = self.state_path(user)?;
-        Ok(read_state(&path, false)?.map(|(state, _)| state))
+        Ok(read_state(&path, false, None)?.map(|(snapshot, _)| snapshot))
     }
 
     /// Takes the user's exclusive lock, waiting for any other login of the same user.
@@ -190,8 +190,13 @@ impl StateStore {
 impl LockedState {
     /// The stored state, `None` if there is none yet.
     pub fn load(&self) -> Result<Option<State>, StoreError> {
-        let (state, record) = match read_state(&self.state_path, true)? {
-            Some((state, record)) => (Some(state), record),
+        self.load_after(None)
+    }
+
+    /// The stored state, reusing `seen` if the bytes have not changed since.
+    pub fn load_after(&self, seen: Option<&Snapshot>) -> Result<Option<State>, StoreError> {
+        let (state, record) = match read_state(&self.state_path, true, seen)? {
+            Some((snapshot, record)) => (Some(snapshot.state), record),
             None => (None, None),
         };
         *self.record.borrow_mut() = record;
@@ -245,13 +250,21 @@ impl LockedState {
     }
 }
 
+/// A state as read, with the bytes it was parsed from: a later read of the same bytes
+/// (the decision under the lock, after the check before the prompt) skips the parse.
+pub struct Snapshot {
+    payload: Vec<u8>,
+    pub state: State,
+}
+
 /// Reads a state file; `None` if there is none yet. Only root may have written it. With
 /// `for_writing`, also the record file open for rewriting (`None` for a file of the
-/// earlier format, which the next save replaces).
+/// earlier format, which the next save replaces). `seen`: an earlier read to reuse.
 fn read_state(
     path: &Path,
     for_writing: bool,
-) -> Result<Option<(State, Option<RecordFile>)>, StoreError> {
+    seen: Option<&Snapshot>,
+) -> Result<Option<(Snapshot, Option<RecordFile>)>, StoreError> {
     let file = File::options()
         .read(true)
         .write(for_writing)
@@ -273,7 +286,7 @@ fn read_state(
         path: path.into(),
         why,
     };
-    let (bytes, record) = match record_file::read(file, path)? {
+    let (bytes, record) = match record_file::read(file, path, meta.len())? {
         Contents::Record { payload, file } => (payload, Some(file)),
         // A state file from before record files: plain TOML, read once and replaced by
         // the next save.
@@ -282,9 +295,21 @@ fn read_state(
     if bytes.len() > record_file::MAX_PAYLOAD {
         return Err(corrupt("larger than 64 KiB".into()));
     }
-    let text = std::str::from_utf8(&bytes).map_err(|e| corrupt(format!("unreadable: {e}")))?;
-    let state = State::parse(text).map_err(|e| corrupt(e.to_string()))?;
-    Ok(Some((state, record)))
+    let state = match seen {
+        Some(seen) if seen.payload == bytes => seen.state.clone(),
+        _ => {
+            let text =
+                std::str::from_utf8(&bytes).map_err(|e| corrupt(format!("unreadable: {e}")))?;
+            State::parse(text).map_err(|e| corrupt(e.to_string()))?
+        }
+    };
+    Ok(Some((
+        Snapshot {
+            payload: bytes,
+            state,
+        },
+        record,
+    )))
 }
 
 #[cfg(test)]
