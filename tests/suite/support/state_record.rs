@@ -1,12 +1,15 @@
 //! The state record file as the tests see it, read by this code and not the module's:
 //! a 4 KiB file header (`pam_otp\0`, format version, slot size), then two slots, each a
-//! 24-byte header (`slot`, flags, sequence, length, CRC-32) and a TOML payload. A state file of the earlier format is plain TOML.
+//! 32-byte header (`slot`, flags, sequence, length, 96-bit SHA-256 checksum) and a TOML
+//! payload. A state file of the earlier format is plain TOML.
 
 use std::fs;
 use std::path::Path;
 
+use sha2::{Digest, Sha256};
+
 const BLOCK: usize = 4096;
-const SLOT_HEADER: usize = 24;
+const SLOT_HEADER: usize = 32;
 
 /// One slot as found on disk.
 #[derive(Clone, Debug)]
@@ -21,12 +24,13 @@ fn u32_at(bytes: &[u8], at: usize) -> u32 {
     u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap())
 }
 
-/// A slot's checksum: CRC-32 of its first 20 header bytes and its payload.
+/// A slot's checksum: SHA-256 of its first 20 header bytes and its payload, first 12 bytes.
 pub fn checksum(header: &[u8], payload: &[u8]) -> Vec<u8> {
-    let mut crc = crc32fast::Hasher::new();
-    crc.update(&header[..20]);
-    crc.update(payload);
-    crc.finalize().to_le_bytes().to_vec()
+    let digest = Sha256::new()
+        .chain_update(&header[..20])
+        .chain_update(payload)
+        .finalize();
+    digest[..12].to_vec()
 }
 
 /// The bytes of an intact slot holding `payload`.
@@ -53,7 +57,7 @@ pub fn slots(bytes: &[u8]) -> [Option<Slot>; 2] {
         let slot = &bytes[offset..offset + slot_size];
         let length = u32_at(slot, 16) as usize;
         let payload = slot.get(SLOT_HEADER..SLOT_HEADER + length)?;
-        (&slot[..4] == b"slot" && checksum(slot, payload) == slot[20..24]).then(|| Slot {
+        (&slot[..4] == b"slot" && checksum(slot, payload) == slot[20..32]).then(|| Slot {
             offset,
             sequence: u64::from_le_bytes(slot[8..16].try_into().unwrap()),
             synced: u32_at(slot, 4) & 1 != 0,
