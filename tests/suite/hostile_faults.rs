@@ -188,7 +188,7 @@ impl KillTimer {
         sorted.sort();
         let median = sorted[sorted.len() / 2];
         Some(Duration::from_micros(
-            rng.below(median.as_micros() as u64 * 12 / 10 + 1),
+            rng.below(median.as_micros() as u64 + 1),
         ))
     }
 }
