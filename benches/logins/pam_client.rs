@@ -149,3 +149,27 @@ pub fn peak_rss_kib() -> u64 {
         0
     }
 }
+
+/// `dlopen` (RTLD_NOW, as libpam loads a module) then `dlclose` of `module`: the time of
+/// the pair, or the loader's error.
+pub fn dlopen_dlclose(module: &CStr) -> Result<Duration, String> {
+    let start = Instant::now();
+    // SAFETY: a NUL-terminated path; the handle is closed below and nothing from the
+    // object is called.
+    let handle = unsafe { libc::dlopen(module.as_ptr(), libc::RTLD_NOW) };
+    if handle.is_null() {
+        // SAFETY: dlerror returns a NUL-terminated message owned by the loader (or null).
+        let why = unsafe { libc::dlerror() };
+        return Err(if why.is_null() {
+            "dlopen failed".into()
+        } else {
+            // SAFETY: non-null, NUL-terminated, read before any other dl* call.
+            unsafe { CStr::from_ptr(why) }
+                .to_string_lossy()
+                .into_owned()
+        });
+    }
+    // SAFETY: a handle dlopen returned, closed once.
+    unsafe { libc::dlclose(handle) };
+    Ok(start.elapsed())
+}

@@ -28,7 +28,7 @@ use crate::sys::account::{Account, AccountError};
 use crate::sys::clock::unix_now;
 use crate::sys::log::Logger;
 use crate::sys::policy::{self, expand_secret_path, Policy, PolicyError};
-use crate::sys::store::{LockedState, StateStore, StoreError};
+use crate::sys::store::{Durability, LockedState, StateStore, StoreError};
 use crate::sys::user_file::{read_enrollment_as, ReadAs, UserFileError};
 
 /// Longest value `status` shows on one line (a parse error quotes a line of the file).
@@ -340,7 +340,7 @@ fn unlock(target: &Target, source: Option<&Source>, now: u64) -> Result<String, 
             "{user}{scope}: not locked and no failures; nothing changed\n"
         ));
     }
-    locked.save(&state)?;
+    locked.save(&state, Durability::Synced)?;
     drop(locked);
     audit(
         target,

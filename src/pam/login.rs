@@ -2,6 +2,7 @@
 //! return code. The system is reached only through [`Host`], so the flow is unit-tested
 //! with a scripted host and conversation, without root or a file system.
 
+use std::cell::RefCell;
 use std::path::{Path, PathBuf};
 
 use ::pam::constants::PamResultCode;
@@ -16,7 +17,7 @@ use crate::pam::conversation::Conversation;
 use crate::sys::account::{Account, AccountError};
 use crate::sys::log::Logger;
 use crate::sys::policy::{expand_secret_path, PassMode, Policy};
-use crate::sys::store::{StateStore, StoreError};
+use crate::sys::store::{Durability, Snapshot, StateStore, StoreError};
 use crate::sys::user_file::{read_enrollment, UserFileError};
 
 /// What the user is told when a code was used before.
@@ -31,18 +32,21 @@ pub(crate) trait Host {
     /// The state of the person (the account's UID) as last saved, read without the lock
     /// (the pre-prompt check).
     fn peek_state(&self, account: &Account) -> Result<Option<State>, StoreError>;
-    /// Under the person's lock: loads the state, gives it to `change`, and saves what
-    /// `change` returns if it differs; an error means nothing was saved.
+    /// Under the person's lock: loads the state, gives it to `change`, and saves the
+    /// state `change` returns, as durably as it says, if it differs; an error means
+    /// nothing was saved.
     fn update_state(
         &self,
         account: &Account,
-        change: &mut dyn FnMut(Option<State>) -> State,
+        change: &mut dyn FnMut(Option<State>) -> (State, Durability),
     ) -> Result<(), StoreError>;
 }
 
 /// The system itself: the user database, the user's file, the state directory.
 pub(crate) struct SystemHost<'a> {
     pub state_dir: &'a Path,
+    /// The state as the check before the prompt read it.
+    pub peeked: RefCell<Option<Snapshot>>,
 }
 
 impl Host for SystemHost<'_> {
@@ -57,29 +61,32 @@ impl Host for SystemHost<'_> {
     fn peek_state(&self, account: &Account) -> Result<Option<State>, StoreError> {
         let store = StateStore::open(self.state_dir)?;
         store.check_writable()?;
-        match store.peek(account.uid)? {
-            Some(state) => Ok(Some(state)),
-            None => store.peek_legacy(&account.name),
-        }
+        let snapshot = store.peek(account.uid)?;
+        let state = match &snapshot {
+            Some(snapshot) => Some(snapshot.state.clone()),
+            None => store.peek_legacy(&account.name)?,
+        };
+        *self.peeked.borrow_mut() = snapshot;
+        Ok(state)
     }
 
     fn update_state(
         &self,
         account: &Account,
-        change: &mut dyn FnMut(Option<State>) -> State,
+        change: &mut dyn FnMut(Option<State>) -> (State, Durability),
     ) -> Result<(), StoreError> {
         let store = StateStore::open(self.state_dir)?;
         let locked = store.lock(account.uid)?;
-        let stored = match locked.load()? {
+        let stored = match locked.load_after(self.peeked.borrow().as_ref())? {
             Some(state) => Some(state),
             // Upgraded from the per-name format: carry its guards over on first save.
             None => store.peek_legacy(&account.name)?,
         };
         let unchanged = stored.clone();
-        let next = change(stored);
+        let (next, durability) = change(stored);
         if unchanged.as_ref() != Some(&next) {
             // Not saved means not accepted: a code that cannot be retired must not work.
-            locked.save(&next)?;
+            locked.save(&next, durability)?;
         }
         Ok(())
     }
@@ -289,13 +296,31 @@ fn settle(
             answer,
             time,
         );
+        let durability = durability_of(&decision.verdict);
         decided = Some((decision.verdict, time));
-        decision.state
+        (decision.state, durability)
     });
     match (saved, decided) {
         (Ok(()), Some(decided)) => Ok(decided),
         (Ok(()), None) => Err(unreachable_host(log)),
         (Err(e), _) => Err(unavailable(log, &e)),
+    }
+}
+
+/// How durably a decision's state must be saved. A spent code (and a lockout imposed)
+/// is on stable storage before the verdict is given; a failure that locks nothing is
+/// only buffered: after a machine crash the failure count may be lower (SECURITY.md has
+/// the arithmetic), never a spent code usable again.
+fn durability_of(verdict: &Verdict) -> Durability {
+    match verdict {
+        Verdict::Accepted(_)
+        | Verdict::Rejected {
+            locked: Some(_), ..
+        } => Durability::Synced,
+        Verdict::Rejected { locked: None, .. }
+        | Verdict::Replayed(_)
+        | Verdict::Locked(_)
+        | Verdict::NoRoom => Durability::Buffered,
     }
 }
 
@@ -621,6 +646,8 @@ mod tests {
         enrollment: Option<String>,
         stored: RefCell<Stored>,
         saves: RefCell<u32>,
+        /// How durably each changed state was to be saved, in order.
+        durabilities: RefCell<Vec<Durability>>,
         save_fails: bool,
     }
 
@@ -636,6 +663,7 @@ mod tests {
                 enrollment: enrollment.map(str::to_string),
                 stored: RefCell::new(Stored::Nothing),
                 saves: RefCell::new(0),
+                durabilities: RefCell::new(Vec::new()),
                 save_fails: false,
             }
         }
@@ -678,12 +706,13 @@ mod tests {
         fn update_state(
             &self,
             account: &Account,
-            change: &mut dyn FnMut(Option<State>) -> State,
+            change: &mut dyn FnMut(Option<State>) -> (State, Durability),
         ) -> Result<(), StoreError> {
             assert_eq!(account.uid, self.account.uid);
             let stored = self.read()?;
-            let next = change(stored.clone());
+            let (next, durability) = change(stored.clone());
             if stored.as_ref() != Some(&next) {
+                self.durabilities.borrow_mut().push(durability);
                 if self.save_fails {
                     return Err(StoreError::Io {
                         path: "/state/tester.state".into(),
@@ -878,6 +907,11 @@ mod tests {
         // After the lockout the right code works.
         let code = attempt(&host, &p, &mut answering(&[T2.1]), T2.0).0;
         assert_eq!(code, PamResultCode::PAM_SUCCESS);
+        // A failure is buffered; the lockout and the spent code are synced.
+        assert_eq!(
+            *host.durabilities.borrow(),
+            [Durability::Buffered, Durability::Synced, Durability::Synced]
+        );
     }
 
     #[test]

@@ -96,6 +96,7 @@ fn authenticate(pamh: &mut PamHandle, args: &[&CStr], flags: PamFlag) -> PamResu
     };
     let host = SystemHost {
         state_dir: &policy.state_dir,
+        peeked: Default::default(),
     };
     let ending = {
         let Ok(Some(conv)) = pamh.get_item::<Conv>() else {

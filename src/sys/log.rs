@@ -4,12 +4,12 @@
 //! user, remote host and terminal as quoted values.
 
 use std::cell::RefCell;
-use std::fmt::Display;
-use std::io::Write;
-
-use syslog::{Facility, LogFormat, Severity};
+use std::os::unix::net::UnixDatagram;
 
 use crate::core::printable::{bare_word, escape, quoted};
+
+/// Where syslog(3) sends its lines.
+const DEV_LOG: &str = "/dev/log";
 
 /// Longest message kept; it may name files and quote the reason they were refused.
 const MAX_MESSAGE_CHARS: usize = 1000;
@@ -24,7 +24,10 @@ pub enum Level {
 }
 
 enum Sink {
-    Syslog(RefCell<Option<syslog::Logger<syslog::LoggerBackend, Rfc3164>>>),
+    /// The system's syslog socket, connected on the first line sent (a login that logs
+    /// nothing costs nothing); the header is written here, not by the C library, so that
+    /// the program name, which a caller chooses, is escaped like every other field.
+    Syslog(RefCell<Option<UnixDatagram>>),
     /// Collects lines in memory (unit tests of the login flow).
     #[cfg(test)]
     Memory(RefCell<Vec<(Level, String)>>),
@@ -49,17 +52,10 @@ fn program_name() -> String {
 }
 
 impl Logger {
-    /// A logger to the system's syslog socket; if there is none, lines are dropped.
+    /// A logger to the system's syslog (facility authpriv); if there is none, lines are
+    /// dropped.
     pub fn syslog(service: &str) -> Logger {
-        let formatter = Rfc3164 {
-            facility: Facility::LOG_AUTHPRIV,
-            process: program_name(),
-            pid: std::process::id(),
-        };
-        Logger::with_sink(
-            service,
-            Sink::Syslog(RefCell::new(syslog::unix(formatter).ok())),
-        )
+        Logger::with_sink(service, Sink::Syslog(RefCell::new(None)))
     }
 
     /// A logger that keeps lines for inspection.
@@ -124,15 +120,29 @@ impl Logger {
         match &self.sink {
             #[cfg(test)]
             Sink::Memory(lines) => lines.borrow_mut().push((level, line)),
-            Sink::Syslog(logger) => {
-                if let Some(logger) = logger.borrow_mut().as_mut() {
-                    // A lost log line must not fail the login.
-                    let _ = match level {
-                        Level::Debug => logger.debug(line),
-                        Level::Info => logger.info(line),
-                        Level::Warning => logger.warning(line),
-                        Level::Error => logger.err(line),
-                    };
+            Sink::Syslog(socket) => {
+                let severity = match level {
+                    Level::Debug => libc::LOG_DEBUG,
+                    Level::Info => libc::LOG_INFO,
+                    Level::Warning => libc::LOG_WARNING,
+                    Level::Error => libc::LOG_ERR,
+                };
+                let datagram = format!(
+                    "<{}>{} {}[{}]: {line}",
+                    libc::LOG_AUTHPRIV | severity,
+                    local_timestamp(),
+                    program_name(),
+                    std::process::id()
+                );
+                let mut socket = socket.borrow_mut();
+                if socket.is_none() {
+                    *socket = UnixDatagram::unbound()
+                        .and_then(|s| s.connect(DEV_LOG).map(|()| s))
+                        .ok();
+                }
+                // A lost log line must not fail the login.
+                if let Some(socket) = socket.as_ref() {
+                    let _ = socket.send(datagram.as_bytes());
                 }
             }
         }
@@ -149,31 +159,6 @@ impl Logger {
     }
     pub fn error(&self, message: &str) {
         self.log(Level::Error, message);
-    }
-}
-
-/// The RFC 3164 header as glibc's syslog(3) writes it, `<PRI>Mmm dd hh:mm:ss TAG[PID]: `,
-/// in local time. (The syslog crate's own formatter writes UTC and pads the day with a
-/// zero, `Dec 01`, where RFC 3164 wants a space, `Dec  1`.)
-#[derive(Clone)]
-struct Rfc3164 {
-    facility: Facility,
-    process: String,
-    pid: u32,
-}
-
-impl<T: Display> LogFormat<T> for Rfc3164 {
-    fn format<W: Write>(&self, w: &mut W, severity: Severity, message: T) -> syslog::Result<()> {
-        write!(
-            w,
-            "<{}>{} {}[{}]: {}",
-            self.facility as u8 | severity as u8,
-            local_timestamp(),
-            self.process,
-            self.pid,
-            message
-        )
-        .map_err(syslog::Error::Write)
     }
 }
 

@@ -6,6 +6,7 @@ pub(crate) mod clock;
 pub(crate) mod log;
 pub mod policy;
 pub(crate) mod private_file;
+pub(crate) mod record_file;
 pub(crate) mod safe_path;
 pub(crate) mod store;
 pub(crate) mod user_file;

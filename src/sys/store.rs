@@ -1,29 +1,41 @@
-//! The state store: one root-owned file per person (UID) under `state_dir`, changed only
-//! under an exclusive lock and replaced atomically (write, fsync, rename, fsync directory).
+//! The state store: one root-owned record file per person (UID) under `state_dir`,
+//! changed only under that person's exclusive lock and rewritten in place (see
+//! `sys::record_file`).
 
+use std::cell::RefCell;
 use std::fmt;
 use std::fs::{self, File};
-use std::io::{self, Read, Write};
+use std::io;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::core::state::{State, MAX_STATE_BYTES};
+use crate::sys::record_file::{self, Contents, RecordError, RecordFile};
 use crate::sys::safe_path::{
     check_root_owned_dir, check_root_owned_file_metadata, check_root_owned_parents, UnsafePath,
 };
+
+pub use crate::sys::record_file::Durability;
 
 /// Why the state could not be used; every one fails the login closed.
 #[derive(Debug)]
 pub enum StoreError {
     /// The directory or a file in it is not safe to trust.
-    Insecure { path: PathBuf, why: String },
+    Insecure {
+        path: PathBuf,
+        why: String,
+    },
     Io {
         path: PathBuf,
         action: &'static str,
         error: io::Error,
     },
     /// The file exists but does not parse: never silently reset.
-    Corrupt { path: PathBuf, why: String },
+    Corrupt {
+        path: PathBuf,
+        why: String,
+    },
+    BadUserName(String),
 }
 
 impl fmt::Display for StoreError {
@@ -44,6 +56,26 @@ impl fmt::Display for StoreError {
                 "state {}: {why}; fix or remove it with otp-admin reset",
                 path.display()
             ),
+            StoreError::BadUserName(name) => {
+                write!(f, "user name {name:?} cannot name a state file")
+            }
+        }
+    }
+}
+
+impl From<RecordError> for StoreError {
+    fn from(error: RecordError) -> StoreError {
+        match error {
+            RecordError::Io {
+                path,
+                action,
+                error,
+            } => StoreError::Io {
+                path,
+                action,
+                error,
+            },
+            RecordError::Corrupt { path, why } => StoreError::Corrupt { path, why },
         }
     }
 }
@@ -53,11 +85,12 @@ pub struct StateStore {
     dir: PathBuf,
 }
 
-/// The user's state, locked until this is dropped.
+/// One person's state, locked until this is dropped.
 pub struct LockedState {
     state_path: PathBuf,
     temp_path: PathBuf,
-    dir: PathBuf,
+    /// The record file as last read, ready to be rewritten in place.
+    record: RefCell<Option<RecordFile>>,
     // Holds the flock; released when the file is closed.
     _lock: File,
 }
@@ -114,11 +147,12 @@ impl StateStore {
         Ok(())
     }
 
-    /// Reads the user's state without taking the lock. Safe because the file is only
-    /// ever replaced by rename: a reader sees a whole old or a whole new file. For the
-    /// lockout check before prompting; every decision re-reads under the lock.
-    pub fn peek(&self, uid: u32) -> Result<Option<State>, StoreError> {
-        read_state(&self.state_path(uid))
+    /// Reads the person's state without taking the lock. Safe because a record is never
+    /// rewritten in the slot a reader would choose (a half-written slot fails its
+    /// checksum and the other is read). For the lockout check before prompting; every
+    /// decision re-reads under the lock.
+    pub fn peek(&self, uid: u32) -> Result<Option<Snapshot>, StoreError> {
+        Ok(read_state(&self.state_path(uid), false, None)?.map(|(snapshot, _)| snapshot))
     }
 
     /// Where an older module kept the user's state (`NAME.state`); `None` for a name that
@@ -134,8 +168,12 @@ impl StateStore {
         let Some(path) = self.legacy_path(user) else {
             return Ok(None);
         };
-        let Some(bytes) = read_state_bytes(&path)? else {
+        let Some((file, len)) = open_state_file(&path, false)? else {
             return Ok(None);
+        };
+        let bytes = match record_file::read(file, &path, len)? {
+            Contents::Record { payload, .. } => payload,
+            Contents::Foreign(bytes) => bytes,
         };
         State::from_legacy_bytes(&bytes)
             .map(Some)
@@ -162,7 +200,7 @@ impl StateStore {
         Ok(LockedState {
             state_path,
             temp_path: self.dir.join(format!(".uid-{uid}.state.tmp")),
-            dir: self.dir.clone(),
+            record: RefCell::new(None),
             _lock: lock,
         })
     }
@@ -171,46 +209,54 @@ impl StateStore {
 impl LockedState {
     /// The stored state, `None` if there is none yet.
     pub fn load(&self) -> Result<Option<State>, StoreError> {
-        read_state(&self.state_path)
+        self.load_after(None)
     }
 
-    /// Replaces the state atomically: a crash leaves either the old or the new file.
-    pub fn save(&self, state: &State) -> Result<(), StoreError> {
-        let temp = &self.temp_path;
-        let text = state.to_bytes().map_err(|e| StoreError::Corrupt {
+    /// The stored state, reusing `seen` if the bytes have not changed since.
+    pub fn load_after(&self, seen: Option<&Snapshot>) -> Result<Option<State>, StoreError> {
+        let (state, record) = match read_state(&self.state_path, true, seen)? {
+            Some((snapshot, record)) => (Some(snapshot.state), record),
+            None => (None, None),
+        };
+        *self.record.borrow_mut() = record;
+        Ok(state)
+    }
+
+    /// Saves `state` as the newest record. `Synced`: on stable storage before this
+    /// returns. A state file of the earlier (TOML) format, a missing one, or a record
+    /// grown past its slots is replaced by a new record file, atomically.
+    pub fn save(&self, state: &State, durability: Durability) -> Result<(), StoreError> {
+        let bytes = state.to_bytes().map_err(|e| StoreError::Corrupt {
             path: self.state_path.clone(),
             why: e.to_string(),
         })?;
-        let _ = fs::remove_file(temp);
-        let mut file = File::options()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(temp)
-            .map_err(io_error(temp, "create"))?;
-        let written = file.write_all(&text).and_then(|()| file.sync_all());
-        if let Err(e) = written {
-            let _ = fs::remove_file(temp);
-            return Err(io_error(temp, "write")(e));
+        let payload = bytes.as_slice();
+        if self.record.borrow().is_none() {
+            // Saved without a load first (otp-admin): learn where the slots stand.
+            self.load()?;
         }
-        drop(file);
-        if let Err(e) = fs::rename(temp, &self.state_path) {
-            let _ = fs::remove_file(temp);
-            return Err(io_error(&self.state_path, "replace")(e));
+        let mut record = self.record.borrow_mut();
+        match record.as_mut() {
+            Some(file) if file.fits(payload) => Ok(file.write(payload, durability)?),
+            _ => {
+                *record = None;
+                Ok(record_file::create(
+                    &self.state_path,
+                    &self.temp_path,
+                    payload,
+                )?)
+            }
         }
-        File::open(&self.dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io_error(&self.dir, "sync the directory"))
     }
 
     /// Drops the state (otp-admin reset): the next login starts fresh.
     pub fn remove(&self) -> Result<bool, StoreError> {
+        *self.record.borrow_mut() = None;
         match fs::remove_file(&self.state_path) {
-            Ok(()) => File::open(&self.dir)
-                .and_then(|d| d.sync_all())
-                .map(|()| true)
-                .map_err(io_error(&self.dir, "sync the directory")),
+            Ok(()) => {
+                record_file::sync_directory(&self.state_path)?;
+                Ok(true)
+            }
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
             Err(e) => Err(io_error(&self.state_path, "remove")(e)),
         }
@@ -222,23 +268,19 @@ pub fn state_file_name(uid: u32) -> String {
     format!("uid-{uid}.state")
 }
 
-/// Reads a state file; `None` if there is none yet. Only root may have written it.
-fn read_state(path: &Path) -> Result<Option<State>, StoreError> {
-    let Some(bytes) = read_state_bytes(path)? else {
-        return Ok(None);
-    };
-    State::from_bytes(&bytes)
-        .map(Some)
-        .map_err(|e| StoreError::Corrupt {
-            path: path.into(),
-            why: e.to_string(),
-        })
+/// A state as read, with the bytes it was parsed from: a later read of the same bytes
+/// (the decision under the lock, after the check before the prompt) skips the parse.
+pub struct Snapshot {
+    payload: Vec<u8>,
+    pub state: State,
 }
 
-/// A state file's bytes; `None` if there is none. Only root may have written it.
-fn read_state_bytes(path: &Path) -> Result<Option<Vec<u8>>, StoreError> {
+/// A state file open for reading (and for rewriting with `for_writing`), with its length;
+/// `None` if there is none yet. Only root may have written it.
+fn open_state_file(path: &Path, for_writing: bool) -> Result<Option<(File, u64)>, StoreError> {
     let file = File::options()
         .read(true)
+        .write(for_writing)
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
         .open(path);
     let file = match file {
@@ -251,14 +293,47 @@ fn read_state_bytes(path: &Path) -> Result<Option<Vec<u8>>, StoreError> {
         path: path.into(),
         why: e.to_string(),
     })?;
-    let mut bytes = Vec::new();
-    file.take(MAX_STATE_BYTES as u64 + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| StoreError::Corrupt {
-            path: path.into(),
-            why: format!("unreadable: {e}"),
-        })?;
-    Ok(Some(bytes))
+    Ok(Some((file, meta.len())))
+}
+
+/// Reads a state file; `None` if there is none yet. With `for_writing`, also the record
+/// file open for rewriting (`None` for a file of the earlier format, which the next save
+/// replaces). `seen`: an earlier read to reuse.
+fn read_state(
+    path: &Path,
+    for_writing: bool,
+    seen: Option<&Snapshot>,
+) -> Result<Option<(Snapshot, Option<RecordFile>)>, StoreError> {
+    let Some((file, len)) = open_state_file(path, for_writing)? else {
+        return Ok(None);
+    };
+    let corrupt = |why: String| StoreError::Corrupt {
+        path: path.into(),
+        why,
+    };
+    let (bytes, record) = match record_file::read(file, path, len)? {
+        Contents::Record { payload, file } => (payload, Some(file)),
+        // A state file from before record files: plain TOML, read once and replaced by
+        // the next save.
+        Contents::Foreign(bytes) => (bytes, None),
+    };
+    if bytes.len() > MAX_STATE_BYTES {
+        return Err(corrupt(format!(
+            "larger than {} KiB",
+            MAX_STATE_BYTES / 1024
+        )));
+    }
+    let state = match seen {
+        Some(seen) if seen.payload == bytes => seen.state.clone(),
+        _ => State::from_bytes(&bytes).map_err(|e| corrupt(e.to_string()))?,
+    };
+    Ok(Some((
+        Snapshot {
+            payload: bytes,
+            state,
+        },
+        record,
+    )))
 }
 
 #[cfg(test)]
@@ -292,7 +367,7 @@ mod tests {
         assert_eq!(locked.load().unwrap(), None);
         let mut state = State::default();
         state.user.failures = 3;
-        locked.save(&state).unwrap();
+        locked.save(&state, Durability::Synced).unwrap();
         assert_eq!(locked.load().unwrap(), Some(state));
         let names: Vec<_> = fs::read_dir(&dir)
             .unwrap()
@@ -319,8 +394,8 @@ mod tests {
         for uid in [0, 1000] {
             let locked = store.lock(uid).unwrap();
             let state = State::default();
-            locked.save(&state).unwrap();
-            assert_eq!(store.peek(uid).unwrap(), Some(state));
+            locked.save(&state, Durability::Synced).unwrap();
+            assert_eq!(store.peek(uid).unwrap().map(|s| s.state), Some(state));
             assert!(locked.remove().unwrap());
         }
         assert!(StateStore::open(&dir).is_ok());
@@ -338,7 +413,7 @@ mod tests {
         let dir = scratch("names");
         let store = StateStore::open(&dir).unwrap();
         let locked = store.lock(4242).unwrap();
-        locked.save(&State::default()).unwrap();
+        locked.save(&State::default(), Durability::Synced).unwrap();
         let mut names: Vec<_> = fs::read_dir(&dir)
             .unwrap()
             .map(|e| e.unwrap().file_name().into_string().unwrap())
@@ -398,7 +473,7 @@ mod tests {
                         let locked = store.lock(1002).unwrap();
                         let mut state = locked.load().unwrap().unwrap_or_default();
                         state.user.failures += 1;
-                        locked.save(&state).unwrap();
+                        locked.save(&state, Durability::Synced).unwrap();
                     }
                 })
             })

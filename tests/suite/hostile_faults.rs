@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use hostile::{read_state, run_logged, state_int, Mount, Rng};
 use support::{
     hotp, now, oathtool, totp_at, wait_for_step_margin, Fixture, Service, AUTHINFO_UNAVAIL,
+    AUTH_ERR,
 };
 
 /// pamtester itself (no wrapper process, so SIGKILL hits the process doing the login),
@@ -98,7 +99,7 @@ fn login_and_kill(
 fn checked_state(path: &Path) -> Option<toml::Table> {
     let table = read_state(path);
     if table.is_some() {
-        let text = fs::read_to_string(path).unwrap();
+        let text = support::state_record::state_text(path).unwrap();
         pam_otp::core::state::State::parse(&text)
             .unwrap_or_else(|e| panic!("the module cannot parse {}: {e}\n{text}", path.display()));
     }
@@ -187,7 +188,7 @@ impl KillTimer {
         sorted.sort();
         let median = sorted[sorted.len() / 2];
         Some(Duration::from_micros(
-            rng.below(median.as_micros() as u64 * 12 / 10 + 1),
+            rng.below(median.as_micros() as u64 + 1),
         ))
     }
 }
@@ -394,8 +395,12 @@ fn state_bytes(f: &Fixture) -> Vec<u8> {
     fs::read(f.state.state_file(&f.user.name)).expect("state file")
 }
 
+/// A full file system: a user who has a state record keeps logging in (records are
+/// rewritten in blocks the file already owns), and every spent code is still retired; a
+/// user whose record would need a new file is refused, with a clear log line, and that
+/// refusal spends nothing.
 #[test]
-fn full_state_dir_fails_closed_and_keeps_the_state() {
+fn full_state_dir_saves_in_place_and_refuses_what_needs_a_new_file() {
     let f = Fixture::totp();
     let _tmpfs = Mount::tmpfs(&f.state.path, "64k");
     let service = f.service("");
@@ -418,29 +423,43 @@ fn full_state_dir_fails_closed_and_keeps_the_state() {
     assert_eq!(full.raw_os_error(), Some(libc::ENOSPC), "{full}");
     drop(filler);
 
-    // The next step's code cannot be retired, so it must not be accepted.
+    // The next step's code is retired in place: accepted once, then refused.
     let next_code = totp_at(&f.secret, t + 30, &[]);
     let run = run_logged(&service, &f.user.name, &next_code, Some("+30s"));
     run.outcome
-        .assert_failure(AUTHINFO_UNAVAIL, "right code, full disk");
-    eprintln!("full disk: {:?}", run.module_lines());
-    run.assert_logged(
-        &["state", "No space left on device", &f.user.name],
-        "right code, full disk",
-    );
-    assert_eq!(state_bytes(&f), saved, "state changed on a full disk");
-    // A wrong code cannot be counted either: refused the same way, not a free guess.
+        .assert_success("right code, full disk, existing record");
+    assert_ne!(state_bytes(&f), saved, "the spent code was not recorded");
+    let run = run_logged(&service, &f.user.name, &next_code, Some("+30s"));
+    run.outcome
+        .assert_failure(AUTH_ERR, "replay on a full disk");
+    // A wrong code is counted, in place, on the full disk (a replay is not counted).
     let run = run_logged(&service, &f.user.name, "000000x", Some("+30s"));
     run.outcome
-        .assert_failure(AUTHINFO_UNAVAIL, "wrong code, full disk");
-    run.assert_logged(&["No space left on device"], "wrong code, full disk");
-    assert_eq!(state_bytes(&f), saved, "state changed on a full disk");
+        .assert_failure(AUTH_ERR, "wrong code on a full disk");
+    let failures = state_int(
+        &read_state(&f.state.state_file(&f.user.name)),
+        "user.failures",
+    );
+    assert_eq!(failures, Some(1), "the failure was counted");
+
+    // A user without a record yet needs a new file: refused, not a free pass.
+    let newcomer_secret = support::new_secret();
+    let newcomer = support::TestUser::new();
+    newcomer.enroll(&support::totp_enrollment(&newcomer_secret));
+    let newcomer_code = totp_at(&newcomer_secret, t + 30, &[]);
+    let run = run_logged(&service, &newcomer.name, &newcomer_code, Some("+30s"));
+    run.outcome
+        .assert_failure(AUTHINFO_UNAVAIL, "right code, full disk, new record");
+    run.assert_logged(
+        &["state", "No space left on device", &newcomer.name],
+        "right code, full disk, new record",
+    );
+    assert!(!f.state.state_file(&newcomer.name).exists());
 
     // With room again, the very same code works: refusing it did not spend it.
     fs::remove_file(f.state.path.join("filler")).unwrap();
-    let run = run_logged(&service, &f.user.name, &next_code, Some("+30s"));
+    let run = run_logged(&service, &newcomer.name, &newcomer_code, Some("+30s"));
     run.outcome.assert_success("same code after freeing space");
-    assert_ne!(state_bytes(&f), saved);
 }
 
 #[test]

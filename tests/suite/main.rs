@@ -24,6 +24,7 @@ mod root_owned_paths;
 mod secret_store;
 mod split_pass;
 mod sshd;
+mod state_file;
 mod state_model;
 mod sudo;
 mod sudo_login;

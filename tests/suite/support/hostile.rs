@@ -214,14 +214,10 @@ impl Drop for Mount {
     }
 }
 
-/// The state file as a TOML table (parsed by the `toml` crate, not by the module's code);
-/// `None` if there is no state file yet. Panics if it does not parse.
+/// The state as a TOML table (the newest record, read and parsed by the tests' own code,
+/// not the module's); `None` if there is no state file yet. Panics if it does not parse.
 pub fn read_state(path: &Path) -> Option<toml::Table> {
-    let text = match fs::read_to_string(path) {
-        Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
-        Err(e) => panic!("cannot read {}: {e}", path.display()),
-    };
+    let text = crate::support::state_record::state_text(path)?;
     Some(
         text.parse::<toml::Table>()
             .unwrap_or_else(|e| panic!("state {} does not parse: {e}\n{text}", path.display())),

@@ -11,6 +11,7 @@ pub mod clients;
 pub mod enrollment_tools;
 pub mod hostile;
 pub mod secret_store;
+pub mod state_record;
 
 use std::fs;
 use std::io::{Read, Write};
