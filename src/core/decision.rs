@@ -16,6 +16,8 @@ pub struct Limits {
     pub hotp_lookahead: u64,
     /// Consecutive failures that trigger a lockout; 0 turns lockout off.
     pub max_failures: u32,
+    /// Failures from all sources together that lock the user everywhere; 0 turns it off.
+    pub max_failures_user: u32,
     /// Seconds of the first lockout; each further one doubles.
     pub lockout: u64,
     /// Upper bound of a lockout, in seconds.
@@ -28,6 +30,7 @@ impl Default for Limits {
             window: 1,
             hotp_lookahead: 10,
             max_failures: 5,
+            max_failures_user: 20,
             lockout: 60,
             max_lockout: 86400,
         }

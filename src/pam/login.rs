@@ -2,6 +2,7 @@
 //! return code. The system is reached only through [`Host`], so the flow is unit-tested
 //! with a scripted host and conversation, without root or a file system.
 
+use std::cell::RefCell;
 use std::path::Path;
 
 use ::pam::constants::PamResultCode;
@@ -10,10 +11,13 @@ use zeroize::Zeroizing;
 use crate::core::answer::{as_code, split_password_and_code};
 use crate::core::decision::{decide, Method, Verdict};
 use crate::core::enrollment::Enrollment;
+use crate::core::fleet::{Call, RecordKeys, Reply};
 use crate::core::state::State;
 use crate::pam::conversation::Conversation;
+use crate::pam::fleet_login::fleet_login;
 use crate::sys::log::Logger;
-use crate::sys::policy::{expand_secret_path, PassMode, Policy};
+use crate::sys::policy::{expand_secret_path, PassMode, Policy, RedisSettings, Store};
+use crate::sys::redis_store::{RedisStore, RedisStoreError};
 use crate::sys::store::{StateStore, StoreError};
 use crate::sys::user_file::{read_enrollment, Account, AccountError, UserFileError};
 
@@ -32,11 +36,54 @@ pub(crate) trait Host {
         user: &str,
         change: &mut dyn FnMut(Option<State>) -> State,
     ) -> Result<(), StoreError>;
+    /// Fleet mode: one call of the shared record's script for `user`.
+    fn shared_record(&self, user: &str, call: &Call) -> Result<Reply, RedisStoreError>;
+    /// Fleet mode, after an accepted code is on the local floor: Ok once as many replicas
+    /// as the policy wants hold it.
+    fn shared_replicated(&self) -> Result<(), RedisStoreError>;
 }
 
-/// The system itself: the user database, the user's file, the state directory.
+/// The system itself: the user database, the user's file, the state directory, and in
+/// fleet mode the Redis connection (opened at its first use, kept for the login).
 pub(crate) struct SystemHost<'a> {
     pub state_dir: &'a Path,
+    redis: Option<&'a RedisSettings>,
+    connection: RefCell<Option<RedisStore>>,
+}
+
+impl<'a> SystemHost<'a> {
+    pub fn new(policy: &'a Policy) -> SystemHost<'a> {
+        SystemHost {
+            state_dir: &policy.state_dir,
+            redis: match &policy.store {
+                Store::Redis(settings) => Some(settings),
+                Store::File => None,
+            },
+            connection: RefCell::new(None),
+        }
+    }
+
+    /// Runs `action` on the connection, connecting first if need be. After any error the
+    /// connection is dropped: a reply may still be on its way.
+    fn with_redis<T>(
+        &self,
+        action: impl FnOnce(&mut RedisStore, &RedisSettings) -> Result<T, RedisStoreError>,
+    ) -> Result<T, RedisStoreError> {
+        let settings = self.redis.ok_or(RedisStoreError::Command {
+            what: "the fleet store",
+            why: "store is not \"redis\"".into(),
+        })?;
+        let mut slot = self.connection.borrow_mut();
+        if slot.is_none() {
+            *slot = Some(RedisStore::connect(settings)?);
+        }
+        let connection = slot.as_mut().expect("connected above");
+        let result = action(connection, settings);
+        if result.is_err() {
+            *slot = None;
+        }
+        result
+    }
 }
 
 impl Host for SystemHost<'_> {
@@ -69,6 +116,14 @@ impl Host for SystemHost<'_> {
         }
         Ok(())
     }
+
+    fn shared_record(&self, user: &str, call: &Call) -> Result<Reply, RedisStoreError> {
+        self.with_redis(|redis, settings| redis.run(&RecordKeys::new(&settings.prefix, user), call))
+    }
+
+    fn shared_replicated(&self) -> Result<(), RedisStoreError> {
+        self.with_redis(|redis, _| redis.wait_for_replicas())
+    }
 }
 
 /// How a login ended: the return code and, with `forward_pass`, the password to hand on.
@@ -92,6 +147,8 @@ pub(crate) struct Request<'a> {
     pub policy: &'a Policy,
     /// PAM_AUTHTOK as an earlier module left it (for try_first_pass / use_first_pass).
     pub authtok: Option<Zeroizing<String>>,
+    /// PAM_RHOST: where the login comes from (its failures count against that source).
+    pub rhost: Option<String>,
 }
 
 /// Runs one login. `now` gives the Unix time; it is read once before prompting (the
@@ -119,6 +176,9 @@ pub(crate) fn login(
         Ok(enrollment) => enrollment,
         Err(code) => return code.into(),
     };
+    if let Store::Redis(_) = policy.store {
+        return fleet_login(request, &account, &enrollment, host, conversation, now, log);
+    }
 
     // Refuse a locked user before asking anything: no code is checked while locked. The
     // lock is not taken here; the decision below re-reads the state under it.
@@ -158,12 +218,12 @@ pub(crate) fn login(
 }
 
 /// A host that reports success without calling back has decided nothing: fail closed.
-fn unreachable_host(log: &Logger) -> PamResultCode {
+pub(super) fn unreachable_host(log: &Logger) -> PamResultCode {
     log.error("the state store saved without deciding; refused");
     PamResultCode::PAM_AUTHINFO_UNAVAIL
 }
 
-fn unavailable(log: &Logger, error: &StoreError) -> PamResultCode {
+pub(super) fn unavailable(log: &Logger, error: &StoreError) -> PamResultCode {
     log.error(&error.to_string());
     PamResultCode::PAM_AUTHINFO_UNAVAIL
 }
@@ -203,9 +263,9 @@ fn load_enrollment(
 }
 
 /// The answer to check and, with `forward_pass`, the password to hand on.
-type Answered = (Zeroizing<String>, Option<Zeroizing<String>>);
+pub(super) type Answered = (Zeroizing<String>, Option<Zeroizing<String>>);
 
-fn obtain_answer(
+pub(super) fn obtain_answer(
     request: &Request,
     enrollment: &Enrollment,
     conversation: &mut dyn Conversation,
@@ -245,7 +305,7 @@ fn obtain_answer(
     }
 }
 
-fn report_locked(
+pub(super) fn report_locked(
     until: u64,
     time: u64,
     conversation: &mut dyn Conversation,
@@ -261,7 +321,7 @@ fn report_locked(
     PamResultCode::PAM_MAXTRIES
 }
 
-fn report(
+pub(super) fn report(
     verdict: Verdict,
     lockouts: u32,
     time: u64,
@@ -474,6 +534,17 @@ mod tests {
             }
             Ok(())
         }
+
+        fn shared_record(&self, _: &str, _: &Call) -> Result<Reply, RedisStoreError> {
+            Err(RedisStoreError::Command {
+                what: "the fleet script",
+                why: "the scripted host has no Redis".into(),
+            })
+        }
+
+        fn shared_replicated(&self) -> Result<(), RedisStoreError> {
+            self.shared_record("", &Call::Status).map(|_| ())
+        }
     }
 
     fn policy(args: &[&str]) -> Policy {
@@ -497,6 +568,7 @@ mod tests {
             user: "tester",
             policy,
             authtok: authtok.map(|t| Zeroizing::new(t.to_string())),
+            rhost: None,
         };
         (login(&request, host, script, &|| time, &log), log)
     }
@@ -537,6 +609,7 @@ mod tests {
             user: "nobody-here",
             policy: &p,
             authtok: None,
+            rhost: None,
         };
         let ending = login(&request, &host, &mut answering(&[]), &|| T1.0, &log);
         assert_eq!(ending.code, PamResultCode::PAM_USER_UNKNOWN);

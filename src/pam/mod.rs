@@ -2,6 +2,7 @@
 
 pub(crate) mod authtok;
 pub(crate) mod conversation;
+pub(crate) mod fleet_login;
 pub(crate) mod login;
 
 use std::ffi::CStr;
@@ -75,10 +76,9 @@ fn authenticate(pamh: &mut PamHandle, args: &[&CStr], flags: PamFlag) -> PamResu
         user: &user,
         policy: &policy,
         authtok: authtok::get(pamh),
+        rhost: Some(item_text::<RHost>(pamh)).filter(|rhost| !rhost.is_empty()),
     };
-    let host = SystemHost {
-        state_dir: &policy.state_dir,
-    };
+    let host = SystemHost::new(&policy);
     let ending = {
         let Ok(Some(conv)) = pamh.get_item::<Conv>() else {
             log.error("the application gave no conversation function");

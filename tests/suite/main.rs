@@ -6,6 +6,7 @@ mod support;
 
 mod brute_force;
 mod config_files;
+mod fleet;
 mod hostile;
 mod hostile_faults;
 mod hostile_load;

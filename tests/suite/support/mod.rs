@@ -10,6 +10,7 @@ pub mod admin;
 pub mod clients;
 pub mod enrollment_tools;
 pub mod hostile;
+pub mod redis;
 
 use std::fs;
 use std::io::{Read, Write};
