@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, UNIX_EPOCH};
 
+mod fleet;
+
 use clap::{Parser, Subcommand};
 use serde::Serialize;
 
@@ -16,7 +18,8 @@ use crate::core::enrollment::{Enrollment, Kind};
 use crate::core::state::State;
 use crate::sys::clock::unix_now;
 use crate::sys::log::Logger;
-use crate::sys::policy::{self, expand_secret_path, Policy, PolicyError};
+use crate::sys::policy::{self, expand_secret_path, Policy, PolicyError, Store};
+use crate::sys::redis_store::RedisStoreError;
 use crate::sys::store::{LockedState, StateStore, StoreError};
 use crate::sys::user_file::{read_enrollment, Account, AccountError, UserFileError};
 
@@ -56,7 +59,12 @@ enum Command {
         json: bool,
     },
     /// Clear a user's failures and lockout
-    Unlock { user: String },
+    Unlock {
+        user: String,
+        /// Fleet mode: only this source's (an address, as PAM_RHOST gives it)
+        #[arg(long, value_name = "ADDR")]
+        source: Option<String>,
+    },
     /// Drop a user's state: the HOTP counter, replay guard and spent recovery codes start over
     Reset { user: String },
 }
@@ -68,9 +76,18 @@ pub enum AdminError {
     Policy(PolicyError),
     UnknownUser(String),
     Account(AccountError),
-    NoState { user: String, dir: PathBuf },
-    StateDir { dir: PathBuf, error: io::Error },
+    NoState {
+        user: String,
+        dir: PathBuf,
+    },
+    StateDir {
+        dir: PathBuf,
+        error: io::Error,
+    },
     Store(StoreError),
+    Fleet(RedisStoreError),
+    /// An option only the fleet store understands.
+    FleetOnly(&'static str),
     Output(io::Error),
 }
 
@@ -90,6 +107,10 @@ impl fmt::Display for AdminError {
                 write!(f, "state directory {}: {error}", dir.display())
             }
             AdminError::Store(e) => write!(f, "{e}"),
+            AdminError::Fleet(e) => write!(f, "{e}"),
+            AdminError::FleetOnly(option) => {
+                write!(f, "{option} needs store = \"redis\" (fleet mode)")
+            }
             AdminError::Output(e) => write!(f, "cannot write the output: {e}"),
         }
     }
@@ -170,6 +191,9 @@ fn run(cli: &Cli, now: u64) -> Result<String, AdminError> {
     match &cli.command {
         Command::Status { user, json } => {
             let target = target(cli, user)?;
+            if let Store::Redis(settings) = &target.policy.store {
+                return fleet::status(&target, settings, *json);
+            }
             let status = status(&target, now)?;
             if *json {
                 let mut text = serde_json::to_string_pretty(&status)
@@ -180,8 +204,21 @@ fn run(cli: &Cli, now: u64) -> Result<String, AdminError> {
                 Ok(status.to_text())
             }
         }
-        Command::Unlock { user } => unlock(&target(cli, user)?, now),
-        Command::Reset { user } => reset(&target(cli, user)?),
+        Command::Unlock { user, source } => {
+            let target = target(cli, user)?;
+            match (&target.policy.store, source) {
+                (Store::Redis(settings), _) => fleet::unlock(&target, settings, source.as_deref()),
+                (Store::File, Some(_)) => Err(AdminError::FleetOnly("--source")),
+                (Store::File, None) => unlock(&target, now),
+            }
+        }
+        Command::Reset { user } => {
+            let target = target(cli, user)?;
+            match &target.policy.store {
+                Store::Redis(settings) => fleet::reset(&target, settings),
+                Store::File => reset(&target),
+            }
+        }
     }
 }
 

@@ -5,6 +5,7 @@
 
 use std::time::{Duration, Instant};
 
+use crate::support::admin::otp_admin;
 use crate::support::hostile::{read_state, run_logged, state_int};
 use crate::support::redis::{Host, RedisServer};
 use crate::support::{
@@ -337,4 +338,55 @@ fn the_shipped_acl_user_reaches_only_its_prefix_and_commands() {
         &["redis", "NoPerm"],
         "key outside the ACL",
     );
+}
+
+#[test]
+fn otp_admin_shows_unlocks_and_resets_the_shared_record() {
+    let redis = RedisServer::start();
+    let (user, secret) = hotp_user();
+    let args = format!("{} max_failures=2", redis.socket_args());
+    let a = Host::new(&args);
+    let b = Host::new(&args);
+    let policy = redis.policy_file(&a.state, "max_failures = 2\n");
+    let policy = policy.display().to_string();
+    let admin = |args: &[&str]| {
+        let mut all = vec!["--policy", policy.as_str()];
+        all.extend_from_slice(args);
+        otp_admin(&all)
+    };
+    let attacker = Some("192.0.2.5");
+    login(&a, &user, "000000", attacker).assert_failure(AUTH_ERR, "one");
+    login(&b, &user, "000000", attacker).assert_failure(AUTH_ERR, "two: locked");
+
+    let status = admin(&["status", &user.name]);
+    status.assert_ok("status");
+    assert!(
+        status
+            .stdout
+            .contains("192.0.2.5: 0 failure(s), 1 lockout(s), LOCKED until"),
+        "{status:#?}"
+    );
+    assert!(
+        status.stdout.contains("user-wide:  2 failure(s) of 20"),
+        "{status:#?}"
+    );
+    let json = admin(&["status", "--json", &user.name]);
+    json.assert_ok("status --json");
+    let json = json.json();
+    assert_eq!(json["store"], "redis");
+    assert_eq!(json["sources"][0]["source"], "192.0.2.5");
+    assert_eq!(json["sources"][0]["locked"], true);
+
+    admin(&["unlock", &user.name, "--source", "192.0.2.5"]).assert_ok("unlock the source");
+    login(&b, &user, &hotp(&secret, 0), attacker).assert_success("the source after unlock");
+
+    // reset drops the record and this host's (A's) floor: counter 0, accepted on B, stays
+    // refused on B by B's floor, and works once more on A, which never accepted it.
+    let reset = admin(&["reset", &user.name]);
+    reset.assert_ok("reset");
+    assert!(reset.stdout.contains("WARNING"), "{reset:#?}");
+    let status = admin(&["status", &user.name]);
+    assert!(status.stdout.contains("guard:      none"), "{status:#?}");
+    login(&b, &user, &hotp(&secret, 0), None).assert_failure(AUTH_ERR, "B's floor is B's");
+    login(&a, &user, &hotp(&secret, 0), None).assert_success("A after the reset");
 }

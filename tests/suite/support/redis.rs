@@ -360,6 +360,22 @@ impl RedisServer {
         )
     }
 
+    /// A root-only policy file (TOML) saying what `socket_args` says, plus `extra` lines,
+    /// for `otp-admin --policy`.
+    pub fn policy_file(&self, state: &StateDir, extra: &str) -> PathBuf {
+        let path = self.dir.join(format!("{}.toml", unique("policy")));
+        let text = format!(
+            "state_dir = \"{}\"\nstore = \"redis\"\nredis_url = \"unix://{}\"\nredis_user = \"{ACL_USER}\"\nredis_password_file = \"{}\"\nredis_prefix = \"{}\"\n{extra}",
+            state.path.display(),
+            self.socket.display(),
+            self.password_file.display(),
+            self.prefix
+        );
+        fs::write(&path, text).unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
+        path
+    }
+
     /// Module arguments that reach this server over TLS with the client certificate.
     pub fn tls_args(&self) -> String {
         format!(
