@@ -6,12 +6,12 @@ use std::fmt::Write as _;
 use serde_json::json;
 
 use super::{audit, locked_state, utc, AdminError, Target};
-use crate::core::fleet::{source_of, Call, RecordKeys, Reply, SharedRecord};
+use crate::core::fleet::{source_of, Call, RecordKeys, Reply, SharedRecord, Tally};
 use crate::sys::policy::RedisSettings;
 use crate::sys::redis_store::RedisStore;
 
 fn run(target: &Target, settings: &RedisSettings, call: &Call) -> Result<Reply, AdminError> {
-    let keys = RecordKeys::new(&settings.prefix, &target.account.name);
+    let keys = RecordKeys::new(&settings.prefix, target.account.uid);
     let mut redis = RedisStore::connect(settings).map_err(AdminError::Fleet)?;
     redis.run(&keys, call).map_err(AdminError::Fleet)
 }
@@ -37,66 +37,70 @@ pub(super) fn status(
         other => return Err(unexpected(other)),
     };
     let user = &target.account.name;
+    let tally_json = |t: &Tally| {
+        json!({
+            "failures": t.failures,
+            "lockouts": t.lockouts,
+            "locked": t.locked_until > now,
+            "locked_until": (t.locked_until > now).then_some(t.locked_until),
+            "last_failure": (t.last_failure > 0).then_some(t.last_failure),
+        })
+    };
     if json {
-        let sources: Vec<_> = record
+        let sources: serde_json::Map<_, _> = record
             .sources
             .iter()
-            .map(|s| {
-                json!({
-                    "source": s.source,
-                    "failures": s.failures,
-                    "lockouts": s.lockouts,
-                    "locked": s.locked_until > now,
-                    "locked_until": (s.locked_until > now).then_some(s.locked_until),
-                    "last_seen": s.last_seen,
-                })
-            })
+            .map(|(source, t)| (source.clone(), tally_json(t)))
+            .collect();
+        let guards: serde_json::Map<_, _> = record
+            .enrollments
+            .iter()
+            .map(|(k, v)| (k.clone(), json!(v)))
             .collect();
         let value = json!({
             "user": user,
+            "uid": target.account.uid,
             "store": "redis",
             "redis_url": settings.url,
-            "failures": record.failures,
+            "max_failures": target.policy.limits.max_failures,
             "max_failures_user": target.policy.limits.max_failures_user,
-            "lockouts": record.lockouts,
-            "locked": record.locked_until > now,
-            "locked_until": (record.locked_until > now).then_some(record.locked_until),
+            "user_wide": tally_json(&record.user),
+            "other_sources": tally_json(&record.overflow),
             "sources": sources,
-            "guards": record.enrollments.iter().map(|(k, v)| (k.clone(), json!(v))).collect::<serde_json::Map<_, _>>(),
+            "guards": guards,
         });
         let mut text =
             serde_json::to_string_pretty(&value).map_err(|e| AdminError::Output(e.into()))?;
         text.push('\n');
         return Ok(text);
     }
+    let describe = |t: &Tally| {
+        format!(
+            "{} failure(s), {} lockout(s){}",
+            t.failures,
+            t.lockouts,
+            until(t.locked_until, now)
+                .map(|t| format!(", LOCKED until {t}"))
+                .unwrap_or_default()
+        )
+    };
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "user:       {user} (shared record in {})",
-        settings.url
+        "user:       {user} (uid {}; shared record in {})",
+        target.account.uid, settings.url
     );
     let _ = writeln!(
         out,
-        "user-wide:  {} failure(s) of {}, {} lockout(s){}",
-        record.failures,
-        target.policy.limits.max_failures_user,
-        record.lockouts,
-        until(record.locked_until, now)
-            .map(|t| format!(", LOCKED until {t}"))
-            .unwrap_or_default()
+        "user-wide:  {} (ceiling {})",
+        describe(&record.user),
+        target.policy.limits.max_failures_user
     );
-    for s in &record.sources {
-        let _ = writeln!(
-            out,
-            "source:     {}: {} failure(s), {} lockout(s){}, last seen {}",
-            s.source,
-            s.failures,
-            s.lockouts,
-            until(s.locked_until, now)
-                .map(|t| format!(", LOCKED until {t}"))
-                .unwrap_or_default(),
-            utc(s.last_seen)
-        );
+    if record.overflow != Tally::default() {
+        let _ = writeln!(out, "others:     {}", describe(&record.overflow));
+    }
+    for (source, t) in &record.sources {
+        let _ = writeln!(out, "source:     {source}: {}", describe(t));
     }
     for (field, value) in &record.enrollments {
         let _ = writeln!(out, "guard:      {field} = {value}");

@@ -11,7 +11,7 @@ use std::fmt;
 use std::net::{IpAddr, Ipv6Addr};
 
 use crate::core::decision::{decide, Limits, Method, Verdict};
-use crate::core::enrollment::Enrollment;
+use crate::core::enrollment::{Enrollment, Kind};
 use crate::core::state::State;
 
 /// The script; Redis keeps it by its SHA-1 (`EVALSHA`, loaded again after `NOSCRIPT`).
@@ -47,8 +47,9 @@ impl fmt::Display for FleetError {
     }
 }
 
-/// The names of one person's three keys. They share a hash tag (the user name in hex, so
-/// no name can end the tag early), which keeps them in one slot of a Redis Cluster.
+/// The names of one person's three keys. They share a hash tag (the UID, as the host's
+/// file state is keyed; digits cannot end the tag early), which keeps them in one slot of
+/// a Redis Cluster. Every host of a fleet must agree on UIDs, as NFS homes need anyway.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RecordKeys {
     /// Replay guards per enrollment fingerprint.
@@ -60,9 +61,10 @@ pub struct RecordKeys {
 }
 
 impl RecordKeys {
-    /// The keys of `user` under `prefix` (which tells fleets sharing one Redis apart).
-    pub fn new(prefix: &str, user: &str) -> RecordKeys {
-        let tag = data_encoding::HEXLOWER.encode(user.as_bytes());
+    /// The keys of the person with `uid` under `prefix` (which tells fleets sharing one
+    /// Redis apart).
+    pub fn new(prefix: &str, uid: u32) -> RecordKeys {
+        let tag = format!("uid-{uid}");
         let key = |part: &str| format!("{prefix}{{{tag}}}:{part}");
         RecordKeys {
             enrollments: key("enrollments"),
@@ -176,7 +178,12 @@ impl Call<'_> {
             Call::Check {
                 fingerprint,
                 source,
-            } => vec!["check".into(), fingerprint.to_string(), source.to_string()],
+            } => vec![
+                "check".into(),
+                fingerprint.to_string(),
+                source.to_string(),
+                MAX_SOURCES.to_string(),
+            ],
             Call::Decide {
                 fingerprint,
                 source,
@@ -194,6 +201,7 @@ impl Call<'_> {
                     "decide".into(),
                     fingerprint.to_string(),
                     source.to_string(),
+                    MAX_SOURCES.to_string(),
                     kind.into(),
                     value,
                     optional(floor.last_totp_step)?,
@@ -202,7 +210,6 @@ impl Call<'_> {
                     limits.max_failures_user.to_string(),
                     limits.lockout.to_string(),
                     limits.max_lockout.to_string(),
-                    MAX_SOURCES.to_string(),
                     idle_seconds(limits).to_string(),
                 ]
             }
@@ -222,13 +229,24 @@ pub enum Value {
     Nil,
 }
 
-/// Whose lock refused a login.
+/// What a lockout covers (as the file state's lockouts do).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LockScope {
-    /// The user-wide ceiling (`max_failures_user`), across all sources.
-    Person,
-    /// This source's own tally (`max_failures`).
+    /// The person, from every source (the user-wide ceiling, `max_failures_user`).
+    User,
+    /// This source only (`max_failures`).
     Source,
+    /// Every source the record could not remember (all its entries were locked).
+    OtherSources,
+}
+
+fn scope(value: Option<&Value>) -> Result<LockScope, FleetError> {
+    match text(value)?.as_str() {
+        "user" => Ok(LockScope::User),
+        "source" => Ok(LockScope::Source),
+        "others" => Ok(LockScope::OtherSources),
+        other => Err(bad(format!("lock scope {other:?}"))),
+    }
 }
 
 /// What the script decided. `now` is the server's clock.
@@ -246,12 +264,17 @@ pub enum Reply {
     Accepted {
         now: u64,
     },
+    /// A code that was good once and is used up: refused, not counted.
+    Replayed {
+        now: u64,
+    },
     Rejected {
         now: u64,
+        /// Failures of the answer's source (or, unremembered, of the person).
         source_failures: u32,
-        person_failures: u32,
-        /// Set when this failure started a lockout (of the source or the person).
-        locked_until: Option<u64>,
+        user_failures: u32,
+        /// Set when this failure started a lockout: its end and what it covers.
+        locked: Option<(u64, LockScope)>,
         lockouts: u32,
     },
     Status {
@@ -267,22 +290,23 @@ pub enum Reply {
 /// The whole record of one person, as `otp-admin status` shows it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SharedRecord {
-    /// (field, value) of the enrollments hash.
+    /// (field, value) of the enrollments hash: `FINGERPRINT:step|hotp|spent|used`.
     pub enrollments: Vec<(String, String)>,
-    pub failures: u32,
-    pub lockouts: u32,
-    pub locked_until: u64,
-    pub sources: Vec<SourceTally>,
+    /// The user-wide tally.
+    pub user: Tally,
+    /// The tally of sources the record could not remember.
+    pub overflow: Tally,
+    /// Per source.
+    pub sources: Vec<(String, Tally)>,
 }
 
-/// One source's tally in the shared record.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SourceTally {
-    pub source: String,
+/// Failures and lockouts of one scope, as the file state's tallies.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Tally {
     pub failures: u32,
     pub lockouts: u32,
     pub locked_until: u64,
-    pub last_seen: u64,
+    pub last_failure: u64,
 }
 
 fn bad(why: impl Into<String>) -> FleetError {
@@ -340,44 +364,43 @@ fn spent_list(packed: &str) -> Result<Vec<u32>, FleetError> {
         .collect()
 }
 
-fn source_tally(source: String, packed: &str) -> Result<SourceTally, FleetError> {
+fn tally(packed: &str) -> Result<Tally, FleetError> {
     let numbers: Vec<u64> = packed
         .split(':')
-        .map(|n| {
-            n.parse()
-                .map_err(|_| bad(format!("source tally {packed:?}")))
-        })
+        .map(|n| n.parse().map_err(|_| bad(format!("tally {packed:?}"))))
         .collect::<Result<_, _>>()?;
-    let [failures, lockouts, locked_until, last_seen] = numbers[..] else {
-        return Err(bad(format!("source tally {packed:?}")));
+    let [failures, lockouts, locked_until, last_failure] = numbers[..] else {
+        return Err(bad(format!("tally {packed:?}")));
     };
-    Ok(SourceTally {
-        source,
-        failures: failures.min(u32::MAX.into()) as u32,
-        lockouts: lockouts.min(u32::MAX.into()) as u32,
+    let clamp = |n: u64| n.min(u32::MAX.into()) as u32;
+    Ok(Tally {
+        failures: clamp(failures),
+        lockouts: clamp(lockouts),
         locked_until,
-        last_seen,
+        last_failure,
     })
 }
 
-fn record(person: Vec<(String, String)>, sources: Vec<(String, String)>) -> SharedRecord {
-    let field = |name: &str| {
+fn record(
+    enrollments: Vec<(String, String)>,
+    person: Vec<(String, String)>,
+    sources: Vec<(String, String)>,
+) -> Result<SharedRecord, FleetError> {
+    let person_tally = |name: &str| {
         person
             .iter()
             .find(|(k, _)| k == name)
-            .and_then(|(_, v)| v.parse::<u64>().ok())
-            .unwrap_or(0)
+            .map_or(Ok(Tally::default()), |(_, v)| tally(v))
     };
-    SharedRecord {
-        enrollments: Vec::new(),
-        failures: field("failures").min(u32::MAX.into()) as u32,
-        lockouts: field("lockouts").min(u32::MAX.into()) as u32,
-        locked_until: field("until"),
+    Ok(SharedRecord {
+        enrollments,
+        user: person_tally("user")?,
+        overflow: person_tally("overflow")?,
         sources: sources
             .into_iter()
-            .filter_map(|(name, packed)| source_tally(name, &packed).ok())
-            .collect(),
-    }
+            .map(|(name, packed)| Ok((name, tally(&packed)?)))
+            .collect::<Result<_, FleetError>>()?,
+    })
 }
 
 /// Reads the script's reply.
@@ -391,11 +414,7 @@ pub fn parse_reply(value: &Value) -> Result<Reply, FleetError> {
         "locked" => Ok(Reply::Locked {
             now,
             until: unsigned(field(2))?,
-            scope: match text(field(3))?.as_str() {
-                "person" => LockScope::Person,
-                "source" => LockScope::Source,
-                other => return Err(bad(format!("lock scope {other:?}"))),
-            },
+            scope: scope(field(3))?,
         }),
         "open" => Ok(Reply::Open {
             now,
@@ -406,21 +425,25 @@ pub fn parse_reply(value: &Value) -> Result<Reply, FleetError> {
             },
         }),
         "accepted" => Ok(Reply::Accepted { now }),
+        "replayed" => Ok(Reply::Replayed { now }),
         "rejected" => {
             let locked_until = unsigned(field(4))?;
+            let locked = match locked_until {
+                0 => None,
+                until => Some((until, scope(field(5))?)),
+            };
             Ok(Reply::Rejected {
                 now,
                 source_failures: small(field(2))?,
-                person_failures: small(field(3))?,
-                locked_until: (locked_until > 0).then_some(locked_until),
-                lockouts: small(field(5))?,
+                user_failures: small(field(3))?,
+                locked,
+                lockouts: small(field(6))?,
             })
         }
-        "status" => {
-            let mut record = record(pairs(field(3))?, pairs(field(4))?);
-            record.enrollments = pairs(field(2))?;
-            Ok(Reply::Status { now, record })
-        }
+        "status" => Ok(Reply::Status {
+            now,
+            record: record(pairs(field(2))?, pairs(field(3))?, pairs(field(4))?)?,
+        }),
         "changed" => Ok(Reply::Changed {
             removed: unsigned(field(2))?,
         }),
@@ -448,8 +471,10 @@ pub fn merged_view(floor: &State, shared: &SharedGuards) -> State {
     view
 }
 
-/// Which step, counter or recovery code `answer` is, judged against `view` at `now`
-/// (the host's clock, which places the TOTP window), by the same rules as a file-store login.
+/// Which step, counter or recovery code `answer` is, judged at `now` (the host's clock,
+/// which places the TOTP window) by the same rules as a file-store login: first against
+/// `view`; failing that, against the codes `view` has used up, so that the script can tell
+/// a replay (refused, not counted) from a wrong code (counted).
 pub fn candidate(
     enrollment: &Enrollment,
     view: &State,
@@ -457,7 +482,7 @@ pub fn candidate(
     answer: &str,
     now: u64,
 ) -> Candidate {
-    match decide(enrollment, view, limits, answer, now).verdict {
+    let matched = |state: &State| match decide(enrollment, state, limits, answer, now).verdict {
         Verdict::Accepted(Method::Totp { step }) => Candidate::Totp(step),
         Verdict::Accepted(Method::Hotp { counter }) => Candidate::Hotp(counter),
         Verdict::Accepted(Method::Recovery { index, remaining }) => Candidate::Recovery {
@@ -465,6 +490,29 @@ pub fn candidate(
             unspent: remaining + 1,
         },
         Verdict::Rejected { .. } | Verdict::Locked { .. } => Candidate::Nothing,
+    };
+    match matched(view) {
+        Candidate::Nothing => {}
+        fresh => return fresh,
+    }
+    let mut used_up = view.clone();
+    used_up.last_totp_step = None;
+    used_up.spent_recovery_codes.clear();
+    if let (Some(next), Kind::Hotp { counter }) = (view.next_hotp_counter, enrollment.kind) {
+        // The codes the app showed last: as many as one look-ahead reaches back.
+        let oldest = next.saturating_sub(limits.hotp_lookahead.saturating_add(1));
+        used_up.next_hotp_counter = Some(oldest.max(counter));
+    }
+    match matched(&used_up) {
+        // Only a number the view has used up; anything else the view refused is wrong.
+        Candidate::Totp(step) if Some(step) <= view.last_totp_step => Candidate::Totp(step),
+        Candidate::Hotp(c) if view.next_hotp_counter.is_some_and(|next| c < next) => {
+            Candidate::Hotp(c)
+        }
+        Candidate::Recovery { index, unspent } if view.spent_recovery_codes.contains(&index) => {
+            Candidate::Recovery { index, unspent }
+        }
+        _ => Candidate::Nothing,
     }
 }
 
@@ -499,11 +547,11 @@ mod tests {
     }
 
     #[test]
-    fn keys_share_a_tag_no_name_can_break() {
-        let keys = RecordKeys::new("otp:", "a}b{c");
-        assert_eq!(keys.person, "otp:{617d627b63}:person");
+    fn keys_share_a_tag_and_prefixes_cannot_move_it() {
+        let keys = RecordKeys::new("otp:", 1000);
+        assert_eq!(keys.person, "otp:{uid-1000}:person");
         for key in keys.all() {
-            assert!(key.starts_with("otp:{617d627b63}:"), "{key}");
+            assert!(key.starts_with("otp:{uid-1000}:"), "{key}");
         }
         assert!(is_valid_prefix("pam-otp:site-a:"));
         assert!(!is_valid_prefix("x{y}"));
@@ -540,8 +588,8 @@ mod tests {
         assert_eq!(
             args,
             [
-                "decide", "fp", "local", "totp", "101", "100", "-1", "5", "20", "60", "86400",
-                "32", "259200"
+                "decide", "fp", "local", "32", "totp", "101", "100", "-1", "5", "20", "60",
+                "86400", "259200"
             ]
         );
         let huge = Call::Decide {
@@ -594,18 +642,20 @@ mod tests {
             Value::Int(10),
             Value::Int(2),
             Value::Int(9),
-            Value::Int(0),
-            Value::Int(0),
+            Value::Int(70),
+            t("user"),
+            Value::Int(1),
         ]);
-        assert!(matches!(
+        assert_eq!(
             parse_reply(&rejected),
             Ok(Reply::Rejected {
+                now: 10,
                 source_failures: 2,
-                person_failures: 9,
-                locked_until: None,
-                ..
+                user_failures: 9,
+                locked: Some((70, LockScope::User)),
+                lockouts: 1,
             })
-        ));
+        );
         for nonsense in [
             Value::Nil,
             Value::List(vec![]),

@@ -36,8 +36,12 @@ fn locked(
     conversation: &mut dyn Conversation,
     log: &Logger,
 ) -> PamResultCode {
-    if scope == LockScope::Person {
-        log.debug("the user-wide lockout (max_failures_user) is in force");
+    match scope {
+        LockScope::User => log.debug("the user-wide lockout (max_failures_user) is in force"),
+        LockScope::OtherSources => {
+            log.debug("every remembered source is locked; new sources share one lockout")
+        }
+        LockScope::Source => {}
     }
     report_locked(until, now, conversation, log)
 }
@@ -78,7 +82,7 @@ pub(crate) fn fleet_login(
         fingerprint: &fingerprint,
         source: &source,
     };
-    let guards = match host.shared_record(user, &check) {
+    let guards = match host.shared_record(account.uid, &check) {
         Ok(Reply::Open { guards, .. }) => guards,
         Ok(Reply::Locked { now, until, scope }) => {
             return locked(until, now, scope, conversation, log).into()
@@ -107,7 +111,7 @@ pub(crate) fn fleet_login(
             floor: &floor,
             limits: &policy.limits,
         };
-        let reply = host.shared_record(user, &decide);
+        let reply = host.shared_record(account.uid, &decide);
         let next = match reply {
             Ok(Reply::Accepted { .. }) => floor_after(&floor, found, time),
             _ => floor,
@@ -124,23 +128,27 @@ pub(crate) fn fleet_login(
                 Ok(()) => report(Verdict::Accepted(method), 0, now, policy, conversation, log),
                 Err(e) => refused(log, &e),
             },
+            (Reply::Replayed { .. }, _) => {
+                log.warning("code already used (a replay); refused, not counted as a failure");
+                PamResultCode::PAM_AUTH_ERR
+            }
             (
                 Reply::Rejected {
                     now,
                     source_failures,
-                    person_failures,
-                    locked_until,
+                    user_failures,
+                    locked,
                     lockouts,
                 },
                 _,
             ) => {
                 log.debug(&format!(
-                    "{person_failures} failures for the user across the fleet (lockout after {})",
+                    "{user_failures} failures for the user across the fleet (lockout after {})",
                     policy.limits.max_failures_user
                 ));
                 let verdict = Verdict::Rejected {
                     failures: source_failures,
-                    locked_until,
+                    locked_until: locked.map(|(until, _)| until),
                 };
                 report(verdict, lockouts, now, policy, conversation, log)
             }

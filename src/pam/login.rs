@@ -36,8 +36,8 @@ pub(crate) trait Host {
         user: &str,
         change: &mut dyn FnMut(Option<State>) -> State,
     ) -> Result<(), StoreError>;
-    /// Fleet mode: one call of the shared record's script for `user`.
-    fn shared_record(&self, user: &str, call: &Call) -> Result<Reply, RedisStoreError>;
+    /// Fleet mode: one call of the shared record's script for the person with `uid`.
+    fn shared_record(&self, uid: u32, call: &Call) -> Result<Reply, RedisStoreError>;
     /// Fleet mode, after an accepted code is on the local floor: Ok once as many replicas
     /// as the policy wants hold it.
     fn shared_replicated(&self) -> Result<(), RedisStoreError>;
@@ -117,8 +117,8 @@ impl Host for SystemHost<'_> {
         Ok(())
     }
 
-    fn shared_record(&self, user: &str, call: &Call) -> Result<Reply, RedisStoreError> {
-        self.with_redis(|redis, settings| redis.run(&RecordKeys::new(&settings.prefix, user), call))
+    fn shared_record(&self, uid: u32, call: &Call) -> Result<Reply, RedisStoreError> {
+        self.with_redis(|redis, settings| redis.run(&RecordKeys::new(&settings.prefix, uid), call))
     }
 
     fn shared_replicated(&self) -> Result<(), RedisStoreError> {
@@ -535,7 +535,7 @@ mod tests {
             Ok(())
         }
 
-        fn shared_record(&self, _: &str, _: &Call) -> Result<Reply, RedisStoreError> {
+        fn shared_record(&self, _: u32, _: &Call) -> Result<Reply, RedisStoreError> {
             Err(RedisStoreError::Command {
                 what: "the fleet script",
                 why: "the scripted host has no Redis".into(),
@@ -543,7 +543,7 @@ mod tests {
         }
 
         fn shared_replicated(&self) -> Result<(), RedisStoreError> {
-            self.shared_record("", &Call::Status).map(|_| ())
+            self.shared_record(0, &Call::Status).map(|_| ())
         }
     }
 
