@@ -10,6 +10,8 @@
 use std::fmt;
 use std::net::{IpAddr, Ipv6Addr};
 
+use serde::{Deserialize, Serialize};
+
 use crate::core::decision::{decide, Limits, Method, Verdict};
 use crate::core::enrollment::{Enrollment, Kind};
 use crate::core::state::State;
@@ -221,7 +223,7 @@ impl Call<'_> {
 }
 
 /// A reply as Redis returns it, reduced to what the script can produce.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Value {
     Int(i64),
     Text(String),

@@ -17,7 +17,8 @@ use crate::pam::conversation::Conversation;
 use crate::pam::fleet_login::fleet_login;
 use crate::sys::log::Logger;
 use crate::sys::policy::{expand_secret_path, PassMode, Policy, RedisSettings, Store};
-use crate::sys::redis_store::{RedisStore, RedisStoreError};
+use crate::sys::redis_client::RedisClient;
+use crate::sys::redis_store::RedisStoreError;
 use crate::sys::store::{StateStore, StoreError};
 use crate::sys::user_file::{read_enrollment, Account, AccountError, UserFileError};
 
@@ -48,7 +49,7 @@ pub(crate) trait Host {
 pub(crate) struct SystemHost<'a> {
     pub state_dir: &'a Path,
     redis: Option<&'a RedisSettings>,
-    connection: RefCell<Option<RedisStore>>,
+    connection: RefCell<Option<RedisClient>>,
 }
 
 impl<'a> SystemHost<'a> {
@@ -67,7 +68,7 @@ impl<'a> SystemHost<'a> {
     /// connection is dropped: a reply may still be on its way.
     fn with_redis<T>(
         &self,
-        action: impl FnOnce(&mut RedisStore, &RedisSettings) -> Result<T, RedisStoreError>,
+        action: impl FnOnce(&mut RedisClient, &RedisSettings) -> Result<T, RedisStoreError>,
     ) -> Result<T, RedisStoreError> {
         let settings = self.redis.ok_or(RedisStoreError::Command {
             what: "the fleet store",
@@ -75,7 +76,7 @@ impl<'a> SystemHost<'a> {
         })?;
         let mut slot = self.connection.borrow_mut();
         if slot.is_none() {
-            *slot = Some(RedisStore::connect(settings)?);
+            *slot = Some(RedisClient::connect(settings)?);
         }
         let connection = slot.as_mut().expect("connected above");
         let result = action(connection, settings);

@@ -5,6 +5,7 @@ pub(crate) mod clock;
 pub(crate) mod log;
 pub mod policy;
 pub(crate) mod private_file;
-pub(crate) mod redis_store;
+pub(crate) mod redis_client;
+pub mod redis_store;
 pub(crate) mod store;
 pub(crate) mod user_file;

@@ -6,7 +6,7 @@ use std::io::Read;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::core::decision::Limits;
 
@@ -59,7 +59,7 @@ pub const DEFAULT_REDIS_TIMEOUT_MS: u64 = 500;
 pub const DEFAULT_REDIS_PREFIX: &str = "pam-otp:";
 
 /// How to reach the fleet's Redis (`redis_*` keys).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RedisSettings {
     /// `redis://HOST:PORT`, `rediss://HOST:PORT` (TLS) or `unix:///PATH`.
     pub url: String,

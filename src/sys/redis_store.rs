@@ -1,6 +1,9 @@
 //! The fleet's Redis: one connection per login (TLS, ACL user, password from a root-only
 //! file), the record's script run with `EVALSHA`, and `WAIT` for replicas; every step
 //! bounded by `redis_timeout_ms`, every failure an error that refuses the login.
+//!
+//! `otp-admin` uses this directly; the PAM module reaches it through the client object
+//! `pam_otp_redis.so` (`sys::redis_client`), which serves [`ClientRequest`]s with it.
 
 use std::fmt;
 use std::fs::File;
@@ -10,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use redis::{Client, ClientTlsConfig, IntoConnectionInfo, TlsCertificates};
+use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
 use crate::core::fleet::{parse_reply, Call, FleetError, RecordKeys, Reply, Value, SCRIPT};
@@ -31,6 +35,8 @@ pub enum RedisStoreError {
     Reply(FleetError),
     /// Fewer replicas than `redis_replicas` acknowledged an accepted code in time.
     Replicas { acknowledged: u32, wanted: u32 },
+    /// The Redis client (`pam_otp_redis.so`) could not be loaded, or reported this.
+    Client(String),
 }
 
 impl fmt::Display for RedisStoreError {
@@ -49,6 +55,7 @@ impl fmt::Display for RedisStoreError {
                 f,
                 "redis: {acknowledged} of {wanted} replicas acknowledged the accepted code in time (redis_replicas); refused"
             ),
+            RedisStoreError::Client(text) => f.write_str(text),
         }
     }
 }
@@ -239,18 +246,29 @@ impl RedisStore {
 
     /// Runs the record's script for `keys` (`EVALSHA`; loaded again on `NOSCRIPT`).
     pub fn run(&mut self, keys: &RecordKeys, call: &Call) -> Result<Reply, RedisStoreError> {
+        let keys = keys.all().map(str::to_string);
+        let arguments = call.arguments().map_err(RedisStoreError::Reply)?;
+        parse_reply(&self.run_script(&keys, &arguments)?).map_err(RedisStoreError::Reply)
+    }
+
+    /// The script's raw reply for these keys and arguments.
+    pub fn run_script(
+        &mut self,
+        keys: &[String],
+        arguments: &[String],
+    ) -> Result<Value, RedisStoreError> {
         let script = redis::Script::new(SCRIPT);
         let mut invocation = script.prepare_invoke();
-        for key in keys.all() {
+        for key in keys {
             invocation.key(key);
         }
-        for argument in call.arguments().map_err(RedisStoreError::Reply)? {
+        for argument in arguments {
             invocation.arg(argument);
         }
         let value: redis::Value = invocation
             .invoke(&mut self.connection)
             .map_err(command_error("the fleet script"))?;
-        parse_reply(&to_value(value)?).map_err(RedisStoreError::Reply)
+        to_value(value)
     }
 
     /// After an accepted code: waits until `redis_replicas` replicas have it, at most the
@@ -278,4 +296,58 @@ impl RedisStore {
         }
         Ok(())
     }
+}
+
+/// The version of the protocol between `pam_otp.so` and `pam_otp_redis.so` (see
+/// `sys::redis_client`); both come from one build, this only catches a mismatched install.
+pub const CLIENT_PROTOCOL: u32 = 1;
+
+/// What `pam_otp.so` asks of the Redis client object, as JSON across the C boundary.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum ClientRequest {
+    Connect(RedisSettings),
+    Script {
+        keys: Vec<String>,
+        arguments: Vec<String>,
+    },
+    WaitForReplicas,
+}
+
+/// The client object's answer.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum ClientReply {
+    Done,
+    Value(Value),
+    /// The error's text, as `RedisStoreError` displays it.
+    Failed(String),
+}
+
+/// The client object's side: serves one request on a session (`None` until connected).
+pub fn serve(session: &mut Option<RedisStore>, request: &[u8]) -> Vec<u8> {
+    let reply = match serde_json::from_slice::<ClientRequest>(request) {
+        Err(e) => ClientReply::Failed(format!("redis: bad request to the client object: {e}")),
+        Ok(ClientRequest::Connect(settings)) => match RedisStore::connect(&settings) {
+            Ok(store) => {
+                *session = Some(store);
+                ClientReply::Done
+            }
+            Err(e) => ClientReply::Failed(e.to_string()),
+        },
+        Ok(request) => match (session.as_mut(), request) {
+            (None, _) => ClientReply::Failed("redis: not connected".into()),
+            (Some(store), ClientRequest::Script { keys, arguments }) => {
+                match store.run_script(&keys, &arguments) {
+                    Ok(value) => ClientReply::Value(value),
+                    Err(e) => ClientReply::Failed(e.to_string()),
+                }
+            }
+            (Some(store), ClientRequest::WaitForReplicas) => match store.wait_for_replicas() {
+                Ok(()) => ClientReply::Done,
+                Err(e) => ClientReply::Failed(e.to_string()),
+            },
+            (Some(_), ClientRequest::Connect(_)) => ClientReply::Failed("unreachable".into()),
+        },
+    };
+    serde_json::to_vec(&reply)
+        .unwrap_or_else(|_| br#"{"Failed":"redis: the reply cannot be encoded"}"#.to_vec())
 }

@@ -9,8 +9,8 @@ use crate::support::admin::otp_admin;
 use crate::support::hostile::{read_state, run_logged, state_int};
 use crate::support::redis::{Host, RedisServer};
 use crate::support::{
-    finish, hotp, new_secret, pamtester_argv, spawn, Outcome, TestUser, AUTHINFO_UNAVAIL, AUTH_ERR,
-    MAXTRIES,
+    finish, hotp, module_path, new_secret, pamtester_argv, runnable_copy, spawn, Outcome, Service,
+    TestUser, AUTHINFO_UNAVAIL, AUTH_ERR, MAXTRIES,
 };
 
 /// A user enrolled for HOTP (counters make every round's code fresh and time-independent).
@@ -395,4 +395,27 @@ fn otp_admin_shows_unlocks_and_resets_the_shared_record() {
     assert!(status.stdout.contains("guard:      none"), "{status:#?}");
     login(&b, &user, &hotp(&secret, 0), None).assert_failure(AUTH_ERR, "B's floor is B's");
     login(&a, &user, &hotp(&secret, 0), None).assert_success("A after the reset");
+}
+
+#[test]
+fn without_the_client_object_next_to_the_module_fleet_mode_refuses_and_says_why() {
+    let redis = RedisServer::start();
+    let (user, secret) = hotp_user();
+    // The module alone in a directory of its own: no pam_otp_redis.so beside it.
+    let alone = runnable_copy(&module_path(), "tf-alone");
+    let state = crate::support::StateDir::new();
+    let service = Service::with_lines(&[format!(
+        "auth required {} state_dir={} policy={} {}",
+        alone.display(),
+        state.path.display(),
+        state.policy.display(),
+        redis.socket_args()
+    )]);
+    let run = run_logged(&service, &user.name, &hotp(&secret, 0), None);
+    let _ = std::fs::remove_dir_all(alone.parent().unwrap());
+    run.assert_refused(
+        AUTHINFO_UNAVAIL,
+        &["redis", "needs pam_otp_redis.so next to pam_otp.so"],
+        "no client object",
+    );
 }
