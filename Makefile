@@ -45,9 +45,10 @@ MANPAGES := man8/pam_otp.8 man8/otp-admin.8 man1/otp-setup.1
 
 install: build
 	$(INSTALL) -D -m 0644 $(RELEASE)/libpam_otp.so $(DESTDIR)$(PAMDIR)/pam_otp.so
+	$(INSTALL) -D -m 0644 $(RELEASE)/libpam_otp_redis.so $(DESTDIR)$(PAMDIR)/pam_otp_redis.so
 	$(INSTALL) -D -m 0755 $(RELEASE)/otp-setup $(DESTDIR)$(BINDIR)/otp-setup
 	$(INSTALL) -D -m 0755 $(RELEASE)/otp-admin $(DESTDIR)$(SBINDIR)/otp-admin
-	$(STRIP) --strip-unneeded $(DESTDIR)$(PAMDIR)/pam_otp.so $(DESTDIR)$(BINDIR)/otp-setup $(DESTDIR)$(SBINDIR)/otp-admin
+	$(STRIP) --strip-unneeded $(DESTDIR)$(PAMDIR)/pam_otp.so $(DESTDIR)$(PAMDIR)/pam_otp_redis.so $(DESTDIR)$(BINDIR)/otp-setup $(DESTDIR)$(SBINDIR)/otp-admin
 	@# The policy file is the administrator's once installed: never overwritten.
 	@if [ -e $(DESTDIR)$(POLICY) ]; then \
 		echo "keeping $(DESTDIR)$(POLICY); the shipped one is $(DOCDIR)/examples/pam_otp.toml"; \
@@ -76,7 +77,7 @@ uninstall:
 		echo "remove those lines first (or make uninstall FORCE=1)" >&2; \
 		exit 1; \
 	fi
-	rm -f $(DESTDIR)$(PAMDIR)/pam_otp.so $(DESTDIR)$(BINDIR)/otp-setup $(DESTDIR)$(SBINDIR)/otp-admin
+	rm -f $(DESTDIR)$(PAMDIR)/pam_otp.so $(DESTDIR)$(PAMDIR)/pam_otp_redis.so $(DESTDIR)$(BINDIR)/otp-setup $(DESTDIR)$(SBINDIR)/otp-admin
 	rm -f $(DESTDIR)$(DATADIR)/pam-configs/pam-otp
 	rm -rf $(DESTDIR)$(DOCDIR)
 	for page in $(MANPAGES); do rm -f $(DESTDIR)$(MANDIR)/$$page.gz; done
@@ -98,6 +99,8 @@ deb: build
 	rm -rf $(STAGE)
 	$(INSTALL) -D -m 0644 $(RELEASE)/libpam_otp.so $(STAGE)/lib/$(MULTIARCH)/security/pam_otp.so
 	$(STRIP) --strip-unneeded --remove-section=.comment --remove-section=.note $(STAGE)/lib/$(MULTIARCH)/security/pam_otp.so
+	$(INSTALL) -D -m 0644 $(RELEASE)/libpam_otp_redis.so $(STAGE)/lib/$(MULTIARCH)/security/pam_otp_redis.so
+	$(STRIP) --strip-unneeded --remove-section=.comment --remove-section=.note $(STAGE)/lib/$(MULTIARCH)/security/pam_otp_redis.so
 	$(CARGO) deb --no-build
 
 # Builds, lints, installs, tests and removes the package on this machine (as root; CI).
