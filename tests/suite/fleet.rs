@@ -419,3 +419,35 @@ fn without_the_client_object_next_to_the_module_fleet_mode_refuses_and_says_why(
         "no client object",
     );
 }
+
+#[test]
+fn sources_beyond_the_32_remembered_cannot_flush_a_lock() {
+    let redis = RedisServer::start();
+    let (user, secret) = hotp_user();
+    // Each failure locks its source; no user-wide ceiling, so the overflow rule shows.
+    let args = format!(
+        "{} max_failures=1 max_failures_user=0 lockout=600",
+        redis.socket_args()
+    );
+    let a = Host::new(&args);
+    let b = Host::new(&args);
+    for i in 0..32 {
+        let host = if i % 2 == 0 { &a } else { &b };
+        let source = format!("198.18.0.{i}");
+        login(host, &user, "000000", Some(&source)).assert_failure(AUTH_ERR, &source);
+    }
+    // Every remembered source is locked: a 33rd is not remembered (no lock is forgotten
+    // to make room) and counts with the other newcomers, which then share one lockout.
+    login(&a, &user, "000000", Some("198.18.1.1")).assert_failure(AUTH_ERR, "33rd source");
+    login(&b, &user, &hotp(&secret, 0), Some("198.18.1.2")).assert_failure(
+        MAXTRIES,
+        "a 34th source, right code, after the newcomers' lockout",
+    );
+    login(&b, &user, &hotp(&secret, 0), Some("198.18.0.0"))
+        .assert_failure(MAXTRIES, "the first source is still locked");
+    let record = redis.cli(&[
+        "HLEN",
+        &format!("{}{{uid-{}}}:sources", redis.prefix, user.uid),
+    ]);
+    assert_eq!(record.trim(), "32", "sources remembered");
+}
