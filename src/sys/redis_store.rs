@@ -345,7 +345,9 @@ pub fn serve(session: &mut Option<RedisStore>, request: &[u8]) -> Vec<u8> {
                 Ok(()) => ClientReply::Done,
                 Err(e) => ClientReply::Failed(e.to_string()),
             },
-            (Some(_), ClientRequest::Connect(_)) => ClientReply::Failed("unreachable".into()),
+            (Some(_), ClientRequest::Connect(_)) => {
+                ClientReply::Failed("redis: the session is connected already".into())
+            }
         },
     };
     serde_json::to_vec(&reply)
