@@ -3,6 +3,7 @@
 pub mod answer;
 pub mod decision;
 pub mod enrollment;
+pub mod fleet;
 pub mod otp;
 pub mod otpauth;
 pub mod printable;

@@ -10,6 +10,7 @@ pub mod admin;
 pub mod clients;
 pub mod enrollment_tools;
 pub mod hostile;
+pub mod redis;
 pub mod secret_store;
 
 use std::fs;
@@ -35,6 +36,10 @@ pub const LOCKED: &str = PERM_DENIED;
 
 /// The module's default prompt (echo off); pamtester writes prompts to stderr.
 pub const DEFAULT_PROMPT: &str = "Verification code: ";
+/// The message a user sees for a code used before.
+pub const REPLAY_MESSAGE: &str = "This code was already used; wait for the next one.";
+/// How the message a locked-out user sees starts (the wait follows in words).
+pub const LOCKED_MESSAGE: &str = "Locked out after too many failed attempts; try again in ";
 
 /// Seconds after which a hung pamtester is killed (e.g. a module blocking on a FIFO).
 const TIMEOUT_SECS: &str = "20";
