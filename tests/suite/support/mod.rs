@@ -374,8 +374,21 @@ pub fn runnable_copy(binary: &Path, prefix: &str) -> PathBuf {
     fs::create_dir(&dir).unwrap();
     fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
     let copy = dir.join(binary.file_name().expect("a binary has a file name"));
-    fs::copy(binary, &copy).unwrap();
-    fs::set_permissions(&copy, fs::Permissions::from_mode(0o755)).unwrap();
+    // Copied by a child process, not here: while this process holds the copy open for
+    // writing, a child another test forks at that moment inherits the descriptor until
+    // its exec, and executing the copy then fails with ETXTBSY ("Text file busy").
+    let status = Command::new("install")
+        .args(["-m", "0755"])
+        .arg(binary)
+        .arg(&copy)
+        .status()
+        .expect("run install");
+    assert!(
+        status.success(),
+        "install {} {}",
+        binary.display(),
+        copy.display()
+    );
     copy
 }
 
