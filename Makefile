@@ -63,9 +63,10 @@ MANPAGES := man8/pam_otp.8 man8/otp-admin.8 man1/otp-setup.1
 
 install: build
 	$(INSTALL) -D -m 0644 $(RELEASE)/libpam_otp.so $(DESTDIR)$(PAMDIR)/pam_otp.so
+	$(INSTALL) -D -m 0644 $(RELEASE)/libpam_otp_redis.so $(DESTDIR)$(PAMDIR)/pam_otp_redis.so
 	$(INSTALL) -D -m 0755 $(RELEASE)/otp-setup $(DESTDIR)$(BINDIR)/otp-setup
 	$(INSTALL) -D -m 0755 $(RELEASE)/otp-admin $(DESTDIR)$(SBINDIR)/otp-admin
-	$(STRIP) --strip-unneeded $(DESTDIR)$(PAMDIR)/pam_otp.so $(DESTDIR)$(BINDIR)/otp-setup $(DESTDIR)$(SBINDIR)/otp-admin
+	$(STRIP) --strip-unneeded $(DESTDIR)$(PAMDIR)/pam_otp.so $(DESTDIR)$(PAMDIR)/pam_otp_redis.so $(DESTDIR)$(BINDIR)/otp-setup $(DESTDIR)$(SBINDIR)/otp-admin
 	@# The policy file is the administrator's once installed: never overwritten.
 	@if [ -e $(DESTDIR)$(POLICY) ]; then \
 		echo "keeping $(DESTDIR)$(POLICY); the shipped one is $(DOCDIR)/examples/pam_otp.toml"; \
@@ -95,7 +96,7 @@ uninstall:
 		PAM_OTP_FORCE_REMOVE=$(if $(FORCE),1,$(PAM_OTP_FORCE_REMOVE)) \
 		PAM_OTP_REMOVE_COMMAND="make uninstall" sh packaging/debian/prerm remove; \
 	fi
-	rm -f $(DESTDIR)$(PAMDIR)/pam_otp.so $(DESTDIR)$(BINDIR)/otp-setup $(DESTDIR)$(SBINDIR)/otp-admin
+	rm -f $(DESTDIR)$(PAMDIR)/pam_otp.so $(DESTDIR)$(PAMDIR)/pam_otp_redis.so $(DESTDIR)$(BINDIR)/otp-setup $(DESTDIR)$(SBINDIR)/otp-admin
 	rm -f $(DESTDIR)$(DATADIR)/pam-configs/pam-otp
 	rm -rf $(DESTDIR)$(DOCDIR)
 	for page in $(MANPAGES); do rm -f $(DESTDIR)$(MANDIR)/$$page.gz; done
@@ -117,6 +118,8 @@ deb: build
 	rm -rf $(STAGE)
 	$(INSTALL) -D -m 0644 $(RELEASE)/libpam_otp.so $(STAGE)/lib/$(MULTIARCH)/security/pam_otp.so
 	$(STRIP) --strip-unneeded --remove-section=.comment --remove-section=.note $(STAGE)/lib/$(MULTIARCH)/security/pam_otp.so
+	$(INSTALL) -D -m 0644 $(RELEASE)/libpam_otp_redis.so $(STAGE)/lib/$(MULTIARCH)/security/pam_otp_redis.so
+	$(STRIP) --strip-unneeded --remove-section=.comment --remove-section=.note $(STAGE)/lib/$(MULTIARCH)/security/pam_otp_redis.so
 	$(CARGO) deb --no-build
 
 # Builds, lints, installs, tests and removes the package on this machine (as root; CI).

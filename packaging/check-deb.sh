@@ -28,7 +28,7 @@ SECRETS=$STATE/secrets
 POLICY=/etc/security/pam_otp.toml
 PROFILE=/usr/share/pam-configs/pam-otp
 TARGET_DIR=${CARGO_TARGET_DIR:-target}
-INSTALLED_FILES=("$MODULE" /usr/bin/otp-setup /usr/sbin/otp-admin "$PROFILE"
+INSTALLED_FILES=("$MODULE" "${MODULE%/*}/pam_otp_redis.so" /usr/bin/otp-setup /usr/sbin/otp-admin "$PROFILE"
     /usr/share/man/man8/pam_otp.8.gz /usr/share/man/man8/otp-admin.8.gz
     /usr/share/man/man1/otp-setup.1.gz /usr/share/doc/pam-otp/examples/pam_otp.toml)
 

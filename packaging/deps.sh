@@ -31,6 +31,9 @@ libpam-google-authenticator    test           files to import; the login benchma
 libpam-oath                    test           the login benchmark peer
 bsdutils                       test           script: a terminal for otp-setup prompts
 e2fsprogs                      test           chattr for the immutable-file cases
+redis-server                   test           Redis for the fleet tests, started per test
+redis-tools                    test           redis-cli for the fleet tests
+openssl                        test           a private CA and certificates for the fleet tests
 lintian                        ci             checks the Debian package
 dpkg-dev                       ci             dpkg-architecture for make deb
 binutils                       ci             strip for make install and make deb

@@ -12,6 +12,7 @@
 
 mod fixture;
 mod pam_client;
+mod redis;
 
 use std::ffi::CString;
 use std::fmt::Write as _;
@@ -49,7 +50,7 @@ struct Cli {
     /// Right codes (each login a fresh valid HOTP code), wrong codes, or both.
     #[arg(long, value_enum, default_value_t = ModeArg::Both)]
     mode: ModeArg,
-    /// Only these contenders (keys: baseline, otp, otp-tmpfs, gauth, oath, otp-limit, otp-w1, otp-w100, otp-locked).
+    /// Only these contenders (keys: baseline, otp, otp-tmpfs, gauth, oath, otp-limit, otp-w1, otp-w100, otp-locked, otp-redis-unix, otp-redis-tls).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// pam_otp.so to measure [default: libpam_otp.so of the profile this program was built in].
@@ -649,6 +650,52 @@ fn benchmark(cli: &Cli) -> Result<(), String> {
             prime_wrong: LOCK_AFTER,
         },
     ];
+    // Fleet mode: the same HOTP enrollment against a real redis-server, one connection per
+    // login as a PAM module must, each contender under its own key prefix and floor.
+    let wanted = |key: &str| cli.only.is_empty() || cli.only.iter().any(|k| k == key);
+    let redis_server = if (wanted("otp-redis-unix") || wanted("otp-redis-tls"))
+        && Path::new(redis::REDIS_SERVER).exists()
+    {
+        Some(redis::Redis::start(&disk.subdir("redis")?, &tag)?)
+    } else {
+        println!(
+            "(no {}: the Redis contenders are left out)",
+            redis::REDIS_SERVER
+        );
+        None
+    };
+    if let Some(server) = &redis_server {
+        for (key, label, args) in [
+            (
+                "otp-redis-unix",
+                "pam_otp, Redis unix socket",
+                server.unix_args("bench-unix"),
+            ),
+            (
+                "otp-redis-tls",
+                "pam_otp, Redis TLS",
+                server.tls_args("bench-tls"),
+            ),
+        ] {
+            contenders.push(Contender {
+                key,
+                label,
+                service: service(
+                    key,
+                    otp_line(
+                        ".otp-hotp.toml",
+                        &disk.subdir(&format!("state-{key}"))?,
+                        &format!(" {args}"),
+                    ),
+                )?,
+                mode: None,
+                first_counter: 0,
+                wrong_answer: wrong_hotp.clone(),
+                expected_rc: None,
+                prime_wrong: 0,
+            });
+        }
+    }
     if !cli.only.is_empty() {
         contenders.retain(|c| cli.only.iter().any(|k| k == c.key));
     }

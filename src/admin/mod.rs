@@ -14,6 +14,7 @@ use std::process::ExitCode;
 use std::time::{Duration, UNIX_EPOCH};
 
 mod doctor;
+mod fleet;
 
 use clap::{Parser, Subcommand};
 use serde::Serialize;
@@ -27,7 +28,8 @@ use crate::core::state::{EnrollmentRef, State, Tally, Unlock, MAX_ENROLLMENTS, M
 use crate::sys::account::{Account, AccountError};
 use crate::sys::clock::unix_now;
 use crate::sys::log::Logger;
-use crate::sys::policy::{self, expand_secret_path, Policy, PolicyError};
+use crate::sys::policy::{self, expand_secret_path, Policy, PolicyError, Store};
+use crate::sys::redis_store::RedisStoreError;
 use crate::sys::store::{Durability, LockedState, StateStore, StoreError};
 use crate::sys::user_file::{read_enrollment_as, ReadAs, UserFileError};
 
@@ -111,6 +113,7 @@ pub enum AdminError {
     NoState { user: String, dir: PathBuf },
     StateDir { dir: PathBuf, error: io::Error },
     Store(StoreError),
+    Fleet(RedisStoreError),
     Output(io::Error),
 }
 
@@ -130,6 +133,7 @@ impl fmt::Display for AdminError {
                 write!(f, "state directory {}: {error}", dir.display())
             }
             AdminError::Store(e) => write!(f, "{e}"),
+            AdminError::Fleet(e) => write!(f, "{e}"),
             AdminError::Output(e) => write!(f, "cannot write the output: {e}"),
         }
     }
@@ -220,6 +224,9 @@ fn run(cli: &Cli, now: u64) -> Result<String, AdminError> {
     match &cli.command {
         Command::Status { user, json } => {
             let target = target(cli, user)?;
+            if let Store::Redis(settings) = &target.policy.store {
+                return fleet::status(&target, settings, *json);
+            }
             let status = status(&target, now)?;
             if *json {
                 let mut text = serde_json::to_string_pretty(&status)
@@ -231,10 +238,20 @@ fn run(cli: &Cli, now: u64) -> Result<String, AdminError> {
             }
         }
         Command::Unlock { user, source } => {
+            let target = target(cli, user)?;
             let source = source.as_deref().map(Source::from_rhost);
-            unlock(&target(cli, user)?, source.as_ref(), now)
+            match &target.policy.store {
+                Store::Redis(settings) => fleet::unlock(&target, settings, source.as_ref()),
+                Store::File => unlock(&target, source.as_ref(), now),
+            }
         }
-        Command::Reset { user } => reset(&target(cli, user)?),
+        Command::Reset { user } => {
+            let target = target(cli, user)?;
+            match &target.policy.store {
+                Store::Redis(settings) => fleet::reset(&target, settings),
+                Store::File => reset(&target),
+            }
+        }
         Command::Doctor(_) => unreachable!("main runs doctor itself"),
         // Interactive: handled by `main` before `run`.
         Command::Enroll { .. } => unreachable!("otp-admin enroll runs from main"),

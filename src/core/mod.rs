@@ -5,6 +5,7 @@
 pub mod answer;
 pub mod decision;
 pub mod enrollment;
+pub mod fleet;
 pub mod otp;
 pub mod otpauth;
 pub mod printable;

@@ -11,12 +11,16 @@ use zeroize::Zeroizing;
 use crate::core::answer::{as_code, split_password_and_code};
 use crate::core::decision::{decide, Method, Replay, Verdict};
 use crate::core::enrollment::Enrollment;
+use crate::core::fleet::{Call, RecordKeys, Reply, SharedGuards};
 use crate::core::source::Source;
 use crate::core::state::{EnrollmentRef, Lock, LockScope, State};
 use crate::pam::conversation::Conversation;
+use crate::pam::fleet_login;
 use crate::sys::account::{Account, AccountError};
 use crate::sys::log::Logger;
-use crate::sys::policy::{expand_secret_path, PassMode, Policy};
+use crate::sys::policy::{expand_secret_path, PassMode, Policy, RedisSettings, Store};
+use crate::sys::redis_client::RedisClient;
+use crate::sys::redis_store::RedisStoreError;
 use crate::sys::store::{Durability, Snapshot, StateStore, StoreError};
 use crate::sys::user_file::{read_enrollment, UserFileError};
 
@@ -40,13 +44,57 @@ pub(crate) trait Host {
         account: &Account,
         change: &mut dyn FnMut(Option<State>) -> (State, Durability),
     ) -> Result<(), StoreError>;
+    /// Fleet mode: one call of the shared record's script for the person with `uid`.
+    fn shared_record(&self, uid: u32, call: &Call) -> Result<Reply, RedisStoreError>;
+    /// Fleet mode, after an accepted code is on the local floor: Ok once as many replicas
+    /// as the policy wants hold it.
+    fn shared_replicated(&self) -> Result<(), RedisStoreError>;
 }
 
-/// The system itself: the user database, the user's file, the state directory.
+/// The system itself: the user database, the user's file, the state directory, and in
+/// fleet mode the Redis connection (opened at its first use, kept for the login).
 pub(crate) struct SystemHost<'a> {
     pub state_dir: &'a Path,
     /// The state as the check before the prompt read it.
     pub peeked: RefCell<Option<Snapshot>>,
+    redis: Option<&'a RedisSettings>,
+    connection: RefCell<Option<RedisClient>>,
+}
+
+impl<'a> SystemHost<'a> {
+    pub fn new(policy: &'a Policy) -> SystemHost<'a> {
+        SystemHost {
+            state_dir: &policy.state_dir,
+            redis: match &policy.store {
+                Store::Redis(settings) => Some(settings),
+                Store::File => None,
+            },
+            connection: RefCell::new(None),
+            peeked: RefCell::new(None),
+        }
+    }
+
+    /// Runs `action` on the connection, connecting first if need be. After any error the
+    /// connection is dropped: a reply may still be on its way.
+    fn with_redis<T>(
+        &self,
+        action: impl FnOnce(&mut RedisClient, &RedisSettings) -> Result<T, RedisStoreError>,
+    ) -> Result<T, RedisStoreError> {
+        let settings = self.redis.ok_or(RedisStoreError::Command {
+            what: "the fleet store",
+            why: "store is not \"redis\"".into(),
+        })?;
+        let mut slot = self.connection.borrow_mut();
+        if slot.is_none() {
+            *slot = Some(RedisClient::connect(settings)?);
+        }
+        let connection = slot.as_mut().expect("connected above");
+        let result = action(connection, settings);
+        if result.is_err() {
+            *slot = None;
+        }
+        result
+    }
 }
 
 impl Host for SystemHost<'_> {
@@ -90,6 +138,14 @@ impl Host for SystemHost<'_> {
         }
         Ok(())
     }
+
+    fn shared_record(&self, uid: u32, call: &Call) -> Result<Reply, RedisStoreError> {
+        self.with_redis(|redis, settings| redis.run(&RecordKeys::new(&settings.prefix, uid), call))
+    }
+
+    fn shared_replicated(&self) -> Result<(), RedisStoreError> {
+        self.with_redis(|redis, _| redis.wait_for_replicas())
+    }
 }
 
 /// The code a `split_pass` line kept for the `use_split_code` line after the password
@@ -131,11 +187,11 @@ pub(crate) struct Request<'a> {
 }
 
 /// One login's fixed parts: whose state, which enrollment, from where.
-struct Context<'a> {
-    account: &'a Account,
-    enrolled: EnrollmentRef<'a>,
-    source: &'a Source,
-    policy: &'a Policy,
+pub(super) struct Context<'a> {
+    pub account: &'a Account,
+    pub enrolled: EnrollmentRef<'a>,
+    pub source: &'a Source,
+    pub policy: &'a Policy,
 }
 
 /// Runs one login. `now` gives the Unix time; it is read once before prompting (the
@@ -175,22 +231,32 @@ pub(crate) fn login(
 
     // Refuse a locked user or source before asking anything: no code is checked while
     // locked. The lock is not taken here; each decision re-reads the state under it.
-    let before = now();
-    match host.peek_state(context.account) {
-        Ok(stored) => {
-            if let Some(lock) = stored.and_then(|s| s.lock_for(context.source, before)) {
-                return report_locked(lock, before, conversation, log).into();
+    // In fleet mode the shared record holds the lockouts and its guards are fetched.
+    let shared = match &policy.store {
+        Store::File => {
+            let before = now();
+            match host.peek_state(context.account) {
+                Ok(stored) => {
+                    if let Some(lock) = stored.and_then(|s| s.lock_for(context.source, before)) {
+                        return report_locked(lock, before, conversation, log).into();
+                    }
+                }
+                Err(e) => return unavailable(log, &e).into(),
             }
+            None
         }
-        Err(e) => return unavailable(log, &e).into(),
-    }
+        Store::Redis(_) => match fleet_login::check(&context, host, conversation, log) {
+            Ok(guards) => Some(guards),
+            Err(code) => return code.into(),
+        },
+    };
 
     if policy.pass_mode == PassMode::TryFirstPass {
         if let Some(token) = first_pass_code(request, &enrollment) {
             // Every code checked counts, this one too: an attacker who can choose the
             // token gets no guess for free. The owner whose password merely looks like a
             // code loses one failure, which the right code asked for next clears.
-            match settle(&context, host, &token, now, log) {
+            match settle(&context, shared.as_ref(), host, &token, now, log) {
                 Ok((Verdict::Rejected { locked: None, .. } | Verdict::Replayed(_), _)) => {
                     log.info("try_first_pass: the earlier password is not a valid code (counted as one failure); asking for the code");
                 }
@@ -206,7 +272,7 @@ pub(crate) fn login(
         Ok(answered) => answered,
         Err(code) => return code.into(),
     };
-    let code = match settle(&context, host, &answer, now, log) {
+    let code = match settle(&context, shared.as_ref(), host, &answer, now, log) {
         Ok((verdict, time)) => report(verdict, time, policy, conversation, log),
         Err(code) => code,
     };
@@ -277,13 +343,18 @@ fn enrolled_digits(request: &Request, host: &dyn Host, log: &Logger) -> Option<u
 
 /// Decides `answer` under the person's lock and saves the outcome; the verdict and the
 /// time it was decided at, or the return code if nothing could be decided or saved.
+/// With `shared` guards (fleet mode) the shared record decides.
 fn settle(
     context: &Context,
+    shared: Option<&SharedGuards>,
     host: &dyn Host,
     answer: &str,
     now: &dyn Fn() -> u64,
     log: &Logger,
 ) -> Result<(Verdict, u64), PamResultCode> {
+    if let Some(guards) = shared {
+        return fleet_login::settle(context, guards, host, answer, now, log);
+    }
     let mut decided = None;
     let saved = host.update_state(context.account, &mut |stored| {
         let state = stored.unwrap_or_default();
@@ -325,12 +396,12 @@ fn durability_of(verdict: &Verdict) -> Durability {
 }
 
 /// A host that reports success without calling back has decided nothing: fail closed.
-fn unreachable_host(log: &Logger) -> PamResultCode {
+pub(super) fn unreachable_host(log: &Logger) -> PamResultCode {
     log.error("the state store saved without deciding; refused");
     PamResultCode::PAM_AUTHINFO_UNAVAIL
 }
 
-fn unavailable(log: &Logger, error: &StoreError) -> PamResultCode {
+pub(super) fn unavailable(log: &Logger, error: &StoreError) -> PamResultCode {
     log.error(&error.to_string());
     PamResultCode::PAM_AUTHINFO_UNAVAIL
 }
@@ -450,7 +521,7 @@ fn scope_text(scope: LockScope) -> &'static str {
     }
 }
 
-fn report_locked(
+pub(super) fn report_locked(
     lock: Lock,
     time: u64,
     conversation: &mut dyn Conversation,
@@ -724,6 +795,17 @@ mod tests {
                 *self.stored.borrow_mut() = Stored::State(next);
             }
             Ok(())
+        }
+
+        fn shared_record(&self, _: u32, _: &Call) -> Result<Reply, RedisStoreError> {
+            Err(RedisStoreError::Command {
+                what: "the fleet script",
+                why: "the scripted host has no Redis".into(),
+            })
+        }
+
+        fn shared_replicated(&self) -> Result<(), RedisStoreError> {
+            self.shared_record(0, &Call::Status).map(|_| ())
         }
     }
 

@@ -2,6 +2,7 @@
 
 pub(crate) mod authtok;
 pub(crate) mod conversation;
+pub(crate) mod fleet_login;
 pub(crate) mod login;
 pub(crate) mod split_code;
 
@@ -94,10 +95,7 @@ fn authenticate(pamh: &mut PamHandle, args: &[&CStr], flags: PamFlag) -> PamResu
         split_code: kept,
         source: Source::from_rhost(&rhost),
     };
-    let host = SystemHost {
-        state_dir: &policy.state_dir,
-        peeked: Default::default(),
-    };
+    let host = SystemHost::new(&policy);
     let ending = {
         let Ok(Some(conv)) = pamh.get_item::<Conv>() else {
             log.error("the application gave no conversation function");

@@ -7,6 +7,8 @@ pub(crate) mod log;
 pub mod policy;
 pub(crate) mod private_file;
 pub(crate) mod record_file;
+pub(crate) mod redis_client;
+pub mod redis_store;
 pub(crate) mod safe_path;
 pub(crate) mod store;
 pub(crate) mod user_file;

@@ -4,7 +4,7 @@ use std::fmt;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::core::decision::Limits;
 use crate::sys::account::is_safe_user_name;
@@ -51,6 +51,43 @@ pub struct Policy {
     pub prompt: Option<String>,
     pub pass_mode: PassMode,
     pub debug: bool,
+    /// Where replay guards and lockouts are kept.
+    pub store: Store,
+}
+
+/// Where the login state lives.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Store {
+    /// One file per user under `state_dir` (single hosts; the default).
+    #[default]
+    File,
+    /// One shared record per user in Redis, with the host's file state as a floor.
+    Redis(RedisSettings),
+}
+
+pub const DEFAULT_REDIS_TIMEOUT_MS: u64 = 500;
+pub const DEFAULT_REDIS_PREFIX: &str = "pam-otp:";
+
+/// How to reach the fleet's Redis (`redis_*` keys).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RedisSettings {
+    /// `redis://HOST:PORT`, `rediss://HOST:PORT` (TLS) or `unix:///PATH`.
+    pub url: String,
+    /// The ACL user; `None`: the connection's default user.
+    pub user: Option<String>,
+    /// Root-owned, mode 0600 file holding the password (never on a module line).
+    pub password_file: Option<PathBuf>,
+    /// PEM CA certificates that sign the server's certificate (else the system's roots).
+    pub ca_file: Option<PathBuf>,
+    /// PEM client certificate and key, for servers with `tls-auth-clients yes`.
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    /// Bound of each step (connect, TLS and AUTH; each script call; WAIT).
+    pub timeout_ms: u64,
+    /// Replicas that must acknowledge an accepted code (`WAIT`) before it counts.
+    pub replicas: u32,
+    /// Start of every key, so fleets can share one Redis.
+    pub prefix: String,
 }
 
 impl Policy {
@@ -107,6 +144,16 @@ struct Settings {
     use_first_pass: Option<bool>,
     forward_pass: Option<bool>,
     debug: Option<bool>,
+    store: Option<String>,
+    redis_url: Option<String>,
+    redis_user: Option<String>,
+    redis_password_file: Option<String>,
+    redis_ca_file: Option<String>,
+    redis_cert_file: Option<String>,
+    redis_key_file: Option<String>,
+    redis_timeout_ms: Option<u64>,
+    redis_replicas: Option<u32>,
+    redis_prefix: Option<String>,
     #[serde(skip)]
     policy: Option<String>,
     // Module arguments only: in the policy file they would apply to every pam_otp line,
@@ -167,6 +214,16 @@ fn parse_args(args: &[&str]) -> Result<Settings, PolicyError> {
             ("hotp_lookahead", Some(v)) => s.hotp_lookahead = number(key, v)?,
             ("max_failures", Some(v)) => s.max_failures = number(key, v)?,
             ("max_failures_user", Some(v)) => s.max_failures_user = number(key, v)?,
+            ("store", Some(v)) => s.store = Some(v.into()),
+            ("redis_url", Some(v)) => s.redis_url = Some(v.into()),
+            ("redis_user", Some(v)) => s.redis_user = Some(v.into()),
+            ("redis_password_file", Some(v)) => s.redis_password_file = Some(v.into()),
+            ("redis_ca_file", Some(v)) => s.redis_ca_file = Some(v.into()),
+            ("redis_cert_file", Some(v)) => s.redis_cert_file = Some(v.into()),
+            ("redis_key_file", Some(v)) => s.redis_key_file = Some(v.into()),
+            ("redis_timeout_ms", Some(v)) => s.redis_timeout_ms = number(key, v)?,
+            ("redis_replicas", Some(v)) => s.redis_replicas = number(key, v)?,
+            ("redis_prefix", Some(v)) => s.redis_prefix = Some(v.into()),
             ("lockout", Some(v)) => s.lockout = number(key, v)?,
             ("max_lockout", Some(v)) => s.max_lockout = number(key, v)?,
             _ => return Err(PolicyError::UnknownArgument(arg.into())),
@@ -262,6 +319,16 @@ fn merge(file: Settings, args: Settings) -> Result<Policy, PolicyError> {
             return Err(bad("prompt", "must be 1 to 200 characters".into()));
         }
     }
+    let store = match pick!(store).as_deref() {
+        None | Some("file") => Store::File,
+        Some("redis") => Store::Redis(redis_settings(&file, &args)?),
+        Some(other) => {
+            return Err(bad(
+                "store",
+                format!("{other:?} is not \"file\" or \"redis\""),
+            ))
+        }
+    };
     Ok(Policy {
         secret,
         state_dir,
@@ -270,7 +337,92 @@ fn merge(file: Settings, args: Settings) -> Result<Policy, PolicyError> {
         prompt,
         pass_mode,
         debug: chosen(pick!(debug)),
+        store,
     })
+}
+
+/// The `redis_*` keys, checked: a URL of a known scheme with no password in it, absolute
+/// file paths, certificate and key together, TLS files only with `rediss://`.
+fn redis_settings(file: &Settings, args: &Settings) -> Result<RedisSettings, PolicyError> {
+    macro_rules! pick {
+        ($field:ident) => {
+            args.$field.clone().or(file.$field.clone())
+        };
+    }
+    let bad = |key: &str, why: String| PolicyError::BadValue {
+        key: key.into(),
+        why,
+    };
+    let url =
+        pick!(redis_url).ok_or_else(|| bad("redis_url", "store = \"redis\" needs it".into()))?;
+    let scheme = ["redis://", "rediss://", "unix://"]
+        .into_iter()
+        .find(|scheme| url.starts_with(scheme))
+        .ok_or_else(|| {
+            bad(
+                "redis_url",
+                format!("{url:?} is not redis://, rediss:// or unix://"),
+            )
+        })?;
+    let rest = &url[scheme.len()..];
+    let authority = rest.split(['/', '?']).next().unwrap_or("");
+    if authority.contains('@') || rest.contains("password=") {
+        return Err(bad(
+            "redis_url",
+            "must not carry credentials: use redis_user and redis_password_file".into(),
+        ));
+    }
+    let path = |key: &str, value: Option<String>| -> Result<Option<PathBuf>, PolicyError> {
+        match value.map(PathBuf::from) {
+            Some(p) if !p.is_absolute() => {
+                Err(bad(key, format!("{} is not an absolute path", p.display())))
+            }
+            other => Ok(other),
+        }
+    };
+    let settings = RedisSettings {
+        user: pick!(redis_user),
+        password_file: path("redis_password_file", pick!(redis_password_file))?,
+        ca_file: path("redis_ca_file", pick!(redis_ca_file))?,
+        cert_file: path("redis_cert_file", pick!(redis_cert_file))?,
+        key_file: path("redis_key_file", pick!(redis_key_file))?,
+        timeout_ms: pick!(redis_timeout_ms).unwrap_or(DEFAULT_REDIS_TIMEOUT_MS),
+        replicas: pick!(redis_replicas).unwrap_or(0),
+        prefix: pick!(redis_prefix).unwrap_or_else(|| DEFAULT_REDIS_PREFIX.into()),
+        url,
+    };
+    if settings.cert_file.is_some() != settings.key_file.is_some() {
+        return Err(bad(
+            "redis_cert_file",
+            "redis_cert_file and redis_key_file go together".into(),
+        ));
+    }
+    let tls_files = settings.ca_file.is_some() || settings.cert_file.is_some();
+    if tls_files && scheme != "rediss://" {
+        return Err(bad(
+            "redis_url",
+            "redis_ca_file, redis_cert_file and redis_key_file need a rediss:// URL".into(),
+        ));
+    }
+    if !(1..=60_000).contains(&settings.timeout_ms) {
+        return Err(bad(
+            "redis_timeout_ms",
+            format!("{} is not 1 to 60000", settings.timeout_ms),
+        ));
+    }
+    if settings.replicas > 64 {
+        return Err(bad(
+            "redis_replicas",
+            format!("{} is over 64", settings.replicas),
+        ));
+    }
+    if !crate::core::fleet::is_valid_prefix(&settings.prefix) {
+        return Err(bad(
+            "redis_prefix",
+            "must be at most 64 printable characters without spaces or braces".into(),
+        ));
+    }
+    Ok(settings)
 }
 
 /// Reads the policy file: a regular root-owned file, writable by no one else, with every

@@ -9,6 +9,7 @@ mod config_files;
 mod demo;
 mod docs_agree;
 mod doctor;
+mod fleet;
 mod hostile;
 mod hostile_faults;
 mod hostile_load;

@@ -15,11 +15,8 @@ use crate::support::secret_store::StoreSecret;
 use crate::support::{
     finish, new_secret, otp_line, pamtester_argv, recovery_hash, spawn, totp, totp_enrollment,
     unique, user_db, wait_for_step_margin, wrong_totp, Fixture, Outcome, Service, StateDir,
-    TestUser, AUTH_ERR, LOCKED, NOLOGIN,
+    TestUser, AUTH_ERR, LOCKED, NOLOGIN, REPLAY_MESSAGE,
 };
-
-/// The message a user sees for a code used before.
-const REPLAY_MESSAGE: &str = "This code was already used; wait for the next one.";
 
 /// pamtester with PAM_RHOST set, answering `answer` (lines joined by \n).
 fn login_from(service: &Service, user: &str, rhost: Option<&str>, answer: &str) -> Outcome {

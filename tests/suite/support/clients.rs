@@ -56,7 +56,7 @@ pub fn require_program(path: &str, package: &str) {
     );
 }
 
-fn checked(what: &str, out: std::process::Output) -> std::process::Output {
+pub fn checked(what: &str, out: std::process::Output) -> std::process::Output {
     assert!(
         out.status.success(),
         "{what} failed: {}\n{}{}",

@@ -10,6 +10,7 @@ pub mod admin;
 pub mod clients;
 pub mod enrollment_tools;
 pub mod hostile;
+pub mod redis;
 pub mod secret_store;
 pub mod state_record;
 
@@ -36,6 +37,10 @@ pub const LOCKED: &str = PERM_DENIED;
 
 /// The module's default prompt (echo off); pamtester writes prompts to stderr.
 pub const DEFAULT_PROMPT: &str = "Verification code: ";
+/// The message a user sees for a code used before.
+pub const REPLAY_MESSAGE: &str = "This code was already used; wait for the next one.";
+/// How the message a locked-out user sees starts (the wait follows in words).
+pub const LOCKED_MESSAGE: &str = "Locked out after too many failed attempts; try again in ";
 
 /// Seconds after which a hung pamtester is killed (e.g. a module blocking on a FIFO).
 const TIMEOUT_SECS: &str = "20";
@@ -370,8 +375,21 @@ pub fn runnable_copy(binary: &Path, prefix: &str) -> PathBuf {
     fs::create_dir(&dir).unwrap();
     fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
     let copy = dir.join(binary.file_name().expect("a binary has a file name"));
-    fs::copy(binary, &copy).unwrap();
-    fs::set_permissions(&copy, fs::Permissions::from_mode(0o755)).unwrap();
+    // Copied by a child process, not here: while this process holds the copy open for
+    // writing, a child another test forks at that moment inherits the descriptor until
+    // its exec, and executing the copy then fails with ETXTBSY ("Text file busy").
+    let status = Command::new("install")
+        .args(["-m", "0755"])
+        .arg(binary)
+        .arg(&copy)
+        .status()
+        .expect("run install");
+    assert!(
+        status.success(),
+        "install {} {}",
+        binary.display(),
+        copy.display()
+    );
     copy
 }
 

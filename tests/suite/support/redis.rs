@@ -1,0 +1,424 @@
+//! Helpers for the fleet tests: a real `redis-server` started from the shipped
+//! `config/redis/pam-otp.conf` (TLS with a private CA and client certificates, the ACL
+//! user, the append-only file), stopped, frozen and restarted by pid; certificates made
+//! with `openssl`; and "hosts", each a PAM service with its own local state directory.
+
+use std::fs;
+use std::net::TcpListener;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+use crate::support::clients::{self, read_shipped, require_program};
+use crate::support::{assert_root, hex, random_bytes, scratch_path, unique, Service, StateDir};
+
+pub const REDIS_SERVER: &str = "/usr/bin/redis-server";
+pub const REDIS_CLI: &str = "/usr/bin/redis-cli";
+/// The ACL user of the shipped configuration.
+pub const ACL_USER: &str = "pamotp";
+
+fn checked(what: &str, cmd: &mut Command) -> String {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("{what}: cannot run {cmd:?}: {e}"));
+    String::from_utf8_lossy(&clients::checked(what, out).stdout).into_owned()
+}
+
+/// A free TCP port on 127.0.0.1 (asked of the kernel, then released).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// A private CA and certificates it signs, made with `openssl` (EC P-256, quick).
+pub struct Pki {
+    pub dir: PathBuf,
+}
+
+impl Pki {
+    /// A CA (`ca.crt`), a server certificate for localhost/127.0.0.1 (`redis.crt`), and a
+    /// client certificate (`client.crt`, `client.key`, the key root-only as the module wants).
+    pub fn new(dir: &Path) -> Pki {
+        require_program("/usr/bin/openssl", "openssl");
+        let pki = Pki { dir: dir.into() };
+        pki.make_ca("ca");
+        pki.sign("redis", "localhost", "serverAuth", "ca");
+        pki.sign("client", "pam-otp-host", "clientAuth", "ca");
+        pki
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    fn openssl(&self, args: &[&str]) {
+        checked(
+            "openssl",
+            Command::new("openssl").args(args).current_dir(&self.dir),
+        );
+    }
+
+    fn key(&self, name: &str) {
+        self.openssl(&[
+            "genpkey",
+            "-algorithm",
+            "EC",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-out",
+            &format!("{name}.key"),
+        ]);
+        fs::set_permissions(
+            self.path(&format!("{name}.key")),
+            fs::Permissions::from_mode(0o600),
+        )
+        .unwrap();
+    }
+
+    /// Another CA, `NAME.crt`, that signed nothing the server shows.
+    pub fn make_ca(&self, name: &str) {
+        self.key(name);
+        self.openssl(&[
+            "req",
+            "-x509",
+            "-new",
+            "-key",
+            &format!("{name}.key"),
+            "-subj",
+            &format!("/CN=pam-otp test {name}"),
+            "-days",
+            "2",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+            "-out",
+            &format!("{name}.crt"),
+        ]);
+    }
+
+    fn sign(&self, name: &str, common_name: &str, usage: &str, ca: &str) {
+        self.key(name);
+        let ext = self.path(&format!("{name}.ext"));
+        fs::write(
+            &ext,
+            format!(
+                "basicConstraints=CA:FALSE\nextendedKeyUsage={usage}\nsubjectAltName=DNS:localhost,IP:127.0.0.1\n"
+            ),
+        )
+        .unwrap();
+        self.openssl(&[
+            "req",
+            "-new",
+            "-key",
+            &format!("{name}.key"),
+            "-subj",
+            &format!("/CN={common_name}"),
+            "-out",
+            &format!("{name}.csr"),
+        ]);
+        self.openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            &format!("{name}.csr"),
+            "-CA",
+            &format!("{ca}.crt"),
+            "-CAkey",
+            &format!("{ca}.key"),
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            &ext.display().to_string(),
+            "-out",
+            &format!("{name}.crt"),
+        ]);
+    }
+}
+
+/// How a test's server is reached and what it keeps.
+pub struct RedisServer {
+    /// Holds the configuration, certificates, data, logs and sockets (root, 0700).
+    pub dir: PathBuf,
+    pub pki: Pki,
+    pub tls_port: u16,
+    pub socket: PathBuf,
+    /// The ACL user's password and the root-only file (0600) the module reads it from.
+    pub password: String,
+    pub password_file: PathBuf,
+    /// The key prefix this test's hosts use (the ACL allows `pam-otp:*`).
+    pub prefix: String,
+    child: Option<Child>,
+    /// `--replicaof 127.0.0.1 <port>` arguments when this is a replica.
+    replica_of: Option<u16>,
+}
+
+impl RedisServer {
+    /// Starts a server from the shipped configuration, with a unix socket added.
+    pub fn start() -> RedisServer {
+        RedisServer::start_inner(None)
+    }
+
+    /// Starts a replica of `primary`, with the same certificates and password.
+    pub fn start_replica_of(primary: &RedisServer) -> RedisServer {
+        let replica = RedisServer::start_inner(Some(primary));
+        replica.wait_until_synced();
+        replica
+    }
+
+    fn start_inner(primary: Option<&RedisServer>) -> RedisServer {
+        assert_root();
+        require_program(REDIS_SERVER, "redis-server");
+        let dir = scratch_path("tf-redis");
+        fs::create_dir(&dir).unwrap();
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o700)).unwrap();
+        fs::create_dir(dir.join("data")).unwrap();
+        let (pki, password) = match primary {
+            Some(p) => {
+                for file in [
+                    "ca.crt",
+                    "redis.crt",
+                    "redis.key",
+                    "client.crt",
+                    "client.key",
+                ] {
+                    fs::copy(p.pki.path(file), dir.join(file)).unwrap();
+                }
+                (Pki { dir: dir.clone() }, p.password.clone())
+            }
+            None => (Pki::new(&dir), hex(&random_bytes(16))),
+        };
+        let password_file = dir.join("password");
+        fs::write(&password_file, format!("{password}\n")).unwrap();
+        fs::set_permissions(&password_file, fs::Permissions::from_mode(0o600)).unwrap();
+        let mut server = RedisServer {
+            socket: dir.join("redis.sock"),
+            pki,
+            tls_port: free_port(),
+            password,
+            password_file,
+            prefix: format!("pam-otp:{}:", unique("tf")),
+            child: None,
+            replica_of: primary.map(|p| p.tls_port),
+            dir,
+        };
+        server.write_config();
+        server.launch();
+        server
+    }
+
+    /// The shipped configuration with this test's paths, port and password put in.
+    fn write_config(&self) {
+        let password_hash = {
+            let out = checked(
+                "sha256sum",
+                Command::new("sh")
+                    .args(["-c", &format!("printf %s '{}' | sha256sum", self.password)]),
+            );
+            out.split_whitespace().next().unwrap().to_string()
+        };
+        let mut text = read_shipped("redis/pam-otp.conf")
+            .replace("PASSWORD_SHA256", &password_hash)
+            .replace("tls-port 6380", &format!("tls-port {}", self.tls_port))
+            .replace("bind 0.0.0.0 -::*", "bind 127.0.0.1")
+            .replace(
+                "/etc/redis/tls/redis.crt",
+                &self.pki.path("redis.crt").display().to_string(),
+            )
+            .replace(
+                "/etc/redis/tls/redis.key",
+                &self.pki.path("redis.key").display().to_string(),
+            )
+            .replace(
+                "/etc/redis/tls/ca.crt",
+                &self.pki.path("ca.crt").display().to_string(),
+            );
+        text.push_str(&format!(
+            "\n# added by the tests\nunixsocket {}\nunixsocketperm 700\ndir {}\nlogfile {}\npidfile {}\ndaemonize no\nuser admin on >{} ~* &* +@all\n",
+            self.socket.display(),
+            self.dir.join("data").display(),
+            self.dir.join("redis.log").display(),
+            self.dir.join("redis.pid").display(),
+            self.password,
+        ));
+        if let Some(port) = self.replica_of {
+            text.push_str(&format!(
+                "replicaof 127.0.0.1 {port}\nmasteruser admin\nmasterauth {}\ntls-client-cert-file {}\ntls-client-key-file {}\n",
+                self.password,
+                self.pki.path("client.crt").display(),
+                self.pki.path("client.key").display()
+            ));
+        }
+        fs::write(self.dir.join("redis.conf"), text).unwrap();
+    }
+
+    fn launch(&mut self) {
+        let child = Command::new(REDIS_SERVER)
+            .arg(self.dir.join("redis.conf"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start redis-server");
+        self.child = Some(child);
+        let started = Instant::now();
+        while self.admin(&["PING"]).trim() != "PONG" {
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "redis-server did not come up; its log:\n{}",
+                self.log()
+            );
+            sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The server's own log.
+    pub fn log(&self) -> String {
+        fs::read_to_string(self.dir.join("redis.log")).unwrap_or_default()
+    }
+
+    /// `redis-cli` over the unix socket as the ACL user; its output (errors included).
+    pub fn cli(&self, args: &[&str]) -> String {
+        self.cli_as(ACL_USER, args)
+    }
+
+    /// `redis-cli` as the tests' administrator (`admin`, all commands; the shipped file has
+    /// no such user), for what the module's user may not do: INFO, REPLICAOF, PING.
+    pub fn admin(&self, args: &[&str]) -> String {
+        self.cli_as("admin", args)
+    }
+
+    fn cli_as(&self, user: &str, args: &[&str]) -> String {
+        let out = Command::new(REDIS_CLI)
+            .arg("-s")
+            .arg(&self.socket)
+            .args([
+                "--user",
+                user,
+                "--pass",
+                &self.password,
+                "--no-auth-warning",
+            ])
+            .args(args)
+            .output()
+            .expect("run redis-cli");
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("server running").id()
+    }
+
+    pub fn signal(&self, signal: &str) {
+        checked(
+            "kill",
+            Command::new("kill").args([&format!("-{signal}"), &self.pid().to_string()]),
+        );
+    }
+
+    /// Kills the server (SIGKILL) and reaps it.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts it again on the same configuration and data.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.launch();
+    }
+
+    fn wait_until_synced(&self) {
+        let started = Instant::now();
+        while !self
+            .admin(&["INFO", "replication"])
+            .contains("master_link_status:up")
+        {
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "replica did not sync; its log:\n{}",
+                self.log()
+            );
+            sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Module arguments that reach this server over its unix socket.
+    pub fn socket_args(&self) -> String {
+        format!(
+            "store=redis redis_url=unix://{} redis_user={ACL_USER} redis_password_file={} redis_prefix={}",
+            self.socket.display(),
+            self.password_file.display(),
+            self.prefix
+        )
+    }
+
+    /// A root-only policy file (TOML) saying what `socket_args` says, plus `extra` lines,
+    /// for `otp-admin --policy`.
+    pub fn policy_file(&self, state: &StateDir, extra: &str) -> PathBuf {
+        let path = self.dir.join(format!("{}.toml", unique("policy")));
+        let text = format!(
+            "state_dir = \"{}\"\nstore = \"redis\"\nredis_url = \"unix://{}\"\nredis_user = \"{ACL_USER}\"\nredis_password_file = \"{}\"\nredis_prefix = \"{}\"\n{extra}",
+            state.path.display(),
+            self.socket.display(),
+            self.password_file.display(),
+            self.prefix
+        );
+        fs::write(&path, text).unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
+        path
+    }
+
+    /// Module arguments that reach this server over TLS with the client certificate.
+    pub fn tls_args(&self) -> String {
+        format!(
+            "store=redis redis_url=rediss://127.0.0.1:{} redis_user={ACL_USER} redis_password_file={} redis_ca_file={} redis_cert_file={} redis_key_file={} redis_prefix={}",
+            self.tls_port,
+            self.password_file.display(),
+            self.pki.path("ca.crt").display(),
+            self.pki.path("client.crt").display(),
+            self.pki.path("client.key").display(),
+            self.prefix
+        )
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        if self.child.is_some() {
+            // SIGKILL ends a stopped process too; continuing it first is only tidiness.
+            let _ = Command::new("kill")
+                .args(["-CONT", &self.pid().to_string()])
+                .status();
+        }
+        self.kill();
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// One "host" of a fleet: its own local state directory (the floor) and PAM service.
+pub struct Host {
+    pub state: StateDir,
+    pub service: Service,
+}
+
+impl Host {
+    /// A host whose module line carries `args` (the store's and any others).
+    pub fn new(args: &str) -> Host {
+        let state = StateDir::new();
+        let service = Service::otp(&state, args);
+        Host { state, service }
+    }
+
+    /// The same host (same floor) with a new module line, e.g. after a failover.
+    pub fn reconfigure(&mut self, args: &str) {
+        self.service = Service::otp(&self.state, args);
+    }
+}
