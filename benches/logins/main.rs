@@ -467,9 +467,9 @@ fn benchmark(cli: &Cli) -> Result<(), String> {
     const LOOKAHEAD: usize = 10;
     // The module's default max_failures: a flood of wrong codes locks the user out.
     const LOCK_AFTER: usize = 5;
-    // Lockout on, but a limit the run never reaches: every wrong code takes the path of
-    // a user below max_failures (the failure is counted, nothing is locked), which is
-    // what the default max_failures=5 gives its first four failures.
+    // Lockout on, but limits the run never reaches (per source and user-wide): every
+    // wrong code takes the path of a user below max_failures (the failure is counted,
+    // nothing is locked), which is what the default max_failures=5 gives its first four.
     const UNDER_THE_LIMIT: usize = 1_000_000_000;
     let per_batch = cli.warmup + cli.logins;
     // Right mode uses rounds * per_batch codes; a wrong code advances
@@ -595,7 +595,7 @@ fn benchmark(cli: &Cli) -> Result<(), String> {
             service: service(
                 "otp-limit",
                 format!(
-                    "{} secret=~/.otp-hotp.toml state_dir={} max_failures={UNDER_THE_LIMIT} lockout=86400",
+                    "{} secret=~/.otp-hotp.toml state_dir={} max_failures={UNDER_THE_LIMIT} max_failures_user={UNDER_THE_LIMIT} lockout=86400",
                     module.display(),
                     disk.subdir("state-limit")?.display()
                 ),

@@ -89,22 +89,10 @@ fn login_with_profile(service: &str, user: &str, policy: &Path, answers: &str) -
     assert!(shipped.contains("pam_otp.so"), "{shipped}");
     let module = format!("{} policy={}", module_path().display(), policy.display());
     fs::write(&profile, shipped.replace("pam_otp.so", &module)).unwrap();
-    let mut argv: Vec<String> = [
-        "unshare",
-        "--mount",
-        "--propagation",
-        "private",
-        "--",
-        "sh",
-        "-c",
+    let mut argv = support::in_private_mounts(
         WITH_PROFILE_ENABLED,
-        "sh",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    argv.push(work.display().to_string());
-    argv.push(profile.display().to_string());
+        &[work.display().to_string(), profile.display().to_string()],
+    );
     argv.extend([
         "pamtester".into(),
         service.into(),

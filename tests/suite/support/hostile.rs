@@ -112,22 +112,13 @@ pub fn run_logged(service: &Service, user: &str, answer: &str, faketime: Option<
 pub fn run_argv_logged(client: Vec<String>, answer: &str) -> Logged {
     let capture = SyslogCapture::new();
     let dev = scratch_path("th-dev");
-    let mut argv: Vec<String> = [
-        "unshare",
-        "--mount",
-        "--propagation",
-        "private",
-        "--",
-        "sh",
-        "-c",
+    let mut argv = crate::support::in_private_mounts(
         PRIVATE_DEV_LOG,
-        "sh",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    argv.push(capture.path.display().to_string());
-    argv.push(dev.display().to_string());
+        &[
+            capture.path.display().to_string(),
+            dev.display().to_string(),
+        ],
+    );
     argv.extend(client);
     let started = Instant::now();
     let outcome = finish(spawn(&argv), answer);

@@ -829,3 +829,25 @@ impl Rng {
         self.next() % n
     }
 }
+
+/// `argv` for running `script` (a `sh -c` script that ends by running its remaining
+/// arguments) in a private mount namespace, with `args` as its `$1`, `$2`, …: whatever
+/// it mounts is seen by that process tree only.
+pub fn in_private_mounts(script: &str, args: &[String]) -> Vec<String> {
+    let mut argv: Vec<String> = [
+        "unshare",
+        "--mount",
+        "--propagation",
+        "private",
+        "--",
+        "sh",
+        "-c",
+        script,
+        "sh",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    argv.extend(args.iter().cloned());
+    argv
+}
