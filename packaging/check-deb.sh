@@ -78,8 +78,8 @@ run_installed_tests "dpkg -i" --tests
 
 step "dpkg -r refused while a PAM file names the module; README's roll-back with real sshd and sudo"
 # The test removes the package once the roll-back is done.
-PAM_OTP_MODULE=pam_otp.so cargo test --test package_rollback -- --ignored --exact \
-    package_removal_is_refused_until_the_documented_roll_back
+PAM_OTP_MODULE=pam_otp.so cargo test --test suite -- --ignored --exact \
+    package_rollback::package_removal_is_refused_until_the_documented_roll_back
 [ ! -e "$MODULE" ] || fail "the roll-back test left the package installed"
 dpkg -i "$DEB"
 
