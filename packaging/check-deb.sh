@@ -42,9 +42,11 @@ done
 
 # PAM_OTP_MODULE=pam_otp.so: the suite's services load the installed module (the otp-admin
 # tests name it plainly, so libpam finds it by itself) and run /usr/sbin/otp-admin.
+# $2: which test targets; $3: which tests of them (libtest filters), all if empty.
 run_installed_tests() {
-    step "real-PAM tests against the installed files ($1): $2"
-    PAM_OTP_MODULE=pam_otp.so cargo test $2 -- --test-threads=4
+    step "real-PAM tests against the installed files ($1): $2 $3"
+    # shellcheck disable=SC2086 # the arguments are word lists
+    PAM_OTP_MODULE=pam_otp.so cargo test $2 -- --test-threads=4 ${3:-}
 }
 
 step "build the package"
@@ -146,7 +148,7 @@ make install
 for dir in "$STATE" "$SECRETS"; do
     [ "$(stat -c '%a %U' "$dir")" = "700 root" ] || fail "$dir is not 700 root after make install"
 done
-run_installed_tests "make install" "--test suite otp_admin:: doctor::"
+run_installed_tests "make install" "--test suite" "otp_admin:: doctor::"
 SERVICE=/etc/pam.d/ta-check-deb
 echo "auth required pam_otp.so" >"$SERVICE"
 if refusal=$(make uninstall 2>&1); then
