@@ -44,7 +44,7 @@ done
 # tests name it plainly, so libpam finds it by itself) and run /usr/sbin/otp-admin.
 # $2: which test targets; $3: which tests of them (libtest filters), all if empty.
 run_installed_tests() {
-    step "real-PAM tests against the installed files ($1): $2 $3"
+    step "real-PAM tests against the installed files ($1): $2 ${3:-}"
     # shellcheck disable=SC2086 # the arguments are word lists
     PAM_OTP_MODULE=pam_otp.so cargo test $2 -- --test-threads=4 ${3:-}
 }
