@@ -566,7 +566,7 @@ impl Outcome {
 }
 
 /// The argument vector of one pamtester run, optionally under libfaketime
-/// (`faketime -f SPEC`, e.g. `+90s`) and with a remote host item.
+/// (a `faketime -f` offset such as `+90s`) and with a remote host item.
 pub fn pamtester_argv(
     service: &Service,
     user: &str,
