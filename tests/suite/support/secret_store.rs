@@ -121,7 +121,9 @@ pub fn enroll_confirmed(user: &str, args: &[&str]) -> AdminRun {
     let (stderr, stderr_reader) = collect(Box::new(child.stderr.take().unwrap()));
     let seen = |sink: &Arc<Mutex<Vec<u8>>>| text(&sink.lock().unwrap());
     let deadline = Instant::now() + Duration::from_secs(30);
-    while !seen(&stderr).contains("app shows now: ") {
+    // The two pipes are read by two threads: the prompt on stderr can arrive
+    // before the reader of stdout has caught up with the lines printed earlier.
+    while !(seen(&stderr).contains("app shows now: ") && key_uri_line_is_complete(&seen(&stdout))) {
         assert!(
             Instant::now() < deadline,
             "otp-admin enroll never asked for a code\n{}{}",
@@ -143,4 +145,12 @@ pub fn enroll_confirmed(user: &str, args: &[&str]) -> AdminRun {
         stdout: seen(&stdout),
         stderr: seen(&stderr),
     }
+}
+
+/// Whether the `Key URI:` line, the last one printed before the prompt, has
+/// been read up to its line end.
+fn key_uri_line_is_complete(stdout: &str) -> bool {
+    stdout
+        .split_once("Key URI: ")
+        .is_some_and(|(_, rest)| rest.contains('\n'))
 }
