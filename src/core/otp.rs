@@ -44,35 +44,72 @@ pub const MIN_DIGITS: u32 = 6;
 /// The most digits a code may have.
 pub const MAX_DIGITS: u32 = 8;
 
-fn hmac_digest(algorithm: Algorithm, key: &[u8], message: &[u8]) -> Vec<u8> {
-    // HMAC accepts keys of any length, so `new_from_slice` cannot fail here.
-    macro_rules! mac {
-        ($hash:ty) => {{
-            let mut mac = <Hmac<$hash> as Mac>::new_from_slice(key)
-                .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
-            mac.update(message);
-            mac.finalize().into_bytes().to_vec()
-        }};
+/// An HMAC keyed for one enrollment, from which the code of any counter is computed.
+/// Keying hashes the key's two pad blocks; a window of many counters does that once and
+/// clones the keyed state for each counter.
+#[derive(Clone)]
+enum KeyedMac {
+    Sha1(Hmac<sha1::Sha1>),
+    Sha256(Hmac<sha2::Sha256>),
+    Sha512(Hmac<sha2::Sha512>),
+}
+
+/// HOTP of RFC 4226 §5.3 for one key and code length, for any counter.
+#[derive(Clone)]
+pub struct HotpKey {
+    mac: KeyedMac,
+    digits: u32,
+}
+
+impl HotpKey {
+    /// Keys the HMAC with `key` once.
+    pub fn new(algorithm: Algorithm, key: &[u8], digits: u32) -> HotpKey {
+        // HMAC accepts keys of any length, so `new_from_slice` cannot fail here.
+        fn keyed<M: Mac + hmac::digest::KeyInit>(key: &[u8]) -> M {
+            <M as Mac>::new_from_slice(key)
+                .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"))
+        }
+        let mac = match algorithm {
+            Algorithm::Sha1 => KeyedMac::Sha1(keyed(key)),
+            Algorithm::Sha256 => KeyedMac::Sha256(keyed(key)),
+            Algorithm::Sha512 => KeyedMac::Sha512(keyed(key)),
+        };
+        HotpKey { mac, digits }
     }
-    match algorithm {
-        Algorithm::Sha1 => mac!(sha1::Sha1),
-        Algorithm::Sha256 => mac!(sha2::Sha256),
-        Algorithm::Sha512 => mac!(sha2::Sha512),
+
+    /// HOTP(K, C): dynamic truncation of HMAC(K, C), modulo 10^digits.
+    pub fn code(&self, counter: u64) -> u32 {
+        fn digest<M: Mac + Clone>(
+            mac: &M,
+            counter: u64,
+            truncate: impl FnOnce(&[u8]) -> u32,
+        ) -> u32 {
+            let mut mac = mac.clone();
+            mac.update(&counter.to_be_bytes());
+            truncate(&mac.finalize().into_bytes())
+        }
+        let truncate = |digest: &[u8]| -> u32 {
+            // The last nibble picks the offset; every supported digest is at least 20 bytes.
+            let offset = usize::from(digest[digest.len() - 1] & 0x0f);
+            let binary = u32::from_be_bytes([
+                digest[offset] & 0x7f,
+                digest[offset + 1],
+                digest[offset + 2],
+                digest[offset + 3],
+            ]);
+            binary % 10u32.pow(self.digits.clamp(MIN_DIGITS, MAX_DIGITS))
+        };
+        match &self.mac {
+            KeyedMac::Sha1(mac) => digest(mac, counter, truncate),
+            KeyedMac::Sha256(mac) => digest(mac, counter, truncate),
+            KeyedMac::Sha512(mac) => digest(mac, counter, truncate),
+        }
     }
 }
 
-/// HOTP(K, C) of RFC 4226 §5.3: dynamic truncation of HMAC(K, C), modulo 10^digits.
+/// HOTP(K, C) of RFC 4226 §5.3 for a single counter.
 pub fn hotp(algorithm: Algorithm, key: &[u8], counter: u64, digits: u32) -> u32 {
-    let digest = hmac_digest(algorithm, key, &counter.to_be_bytes());
-    // The last nibble picks the offset; every supported digest is at least 20 bytes.
-    let offset = usize::from(digest[digest.len() - 1] & 0x0f);
-    let binary = u32::from_be_bytes([
-        digest[offset] & 0x7f,
-        digest[offset + 1],
-        digest[offset + 2],
-        digest[offset + 3],
-    ]);
-    binary % 10u32.pow(digits.clamp(MIN_DIGITS, MAX_DIGITS))
+    HotpKey::new(algorithm, key, digits).code(counter)
 }
 
 /// The TOTP time step `T = floor((now - T0) / X)` of RFC 6238 §4.2, with `T0 = 0`.

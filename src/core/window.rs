@@ -7,7 +7,7 @@ use std::ops::RangeInclusive;
 use subtle::{Choice, ConditionallySelectable, ConstantTimeEq};
 
 use crate::core::enrollment::Enrollment;
-use crate::core::otp::hotp;
+use crate::core::otp::HotpKey;
 
 /// Which match wins when a code matches more than one counter of the window (possible with
 /// short codes: 10^6 values, many steps).
@@ -26,11 +26,15 @@ pub fn matching_counter(
     candidates: RangeInclusive<u64>,
     prefer: Prefer,
 ) -> Option<u64> {
-    let key = enrollment.secret.as_bytes();
+    let key = HotpKey::new(
+        enrollment.algorithm,
+        enrollment.secret.as_bytes(),
+        enrollment.digits,
+    );
     let mut found = 0u64;
     let mut any = Choice::from(0);
     let mut consider = |counter: u64| {
-        let expected = hotp(enrollment.algorithm, key, counter, enrollment.digits);
+        let expected = key.code(counter);
         let matched = expected.ct_eq(&code);
         // The last match considered wins: walk towards the preferred end.
         found.conditional_assign(&counter, matched);

@@ -2,7 +2,7 @@
 //! return code. The system is reached only through [`Host`], so the flow is unit-tested
 //! with a scripted host and conversation, without root or a file system.
 
-use std::cell::RefCell;
+use std::cell::{OnceCell, RefCell};
 use std::path::{Path, PathBuf};
 
 use ::pam::constants::PamResultCode;
@@ -57,6 +57,9 @@ pub(crate) struct SystemHost<'a> {
     pub state_dir: &'a Path,
     /// The state as the check before the prompt read it.
     pub peeked: RefCell<Option<Snapshot>>,
+    /// The state directory, checked once per login: only root can change the directories
+    /// it was found safe in, so a second walk down to it would find the same.
+    store: OnceCell<StateStore>,
     redis: Option<&'a RedisSettings>,
     connection: RefCell<Option<RedisClient>>,
 }
@@ -71,7 +74,17 @@ impl<'a> SystemHost<'a> {
             },
             connection: RefCell::new(None),
             peeked: RefCell::new(None),
+            store: OnceCell::new(),
         }
+    }
+
+    /// The state store, opened (and checked) at its first use in this login.
+    fn store(&self) -> Result<&StateStore, StoreError> {
+        if let Some(store) = self.store.get() {
+            return Ok(store);
+        }
+        let store = StateStore::open(self.state_dir)?;
+        Ok(self.store.get_or_init(|| store))
     }
 
     /// Runs `action` on the connection, connecting first if need be. After any error the
@@ -107,7 +120,7 @@ impl Host for SystemHost<'_> {
     }
 
     fn peek_state(&self, account: &Account) -> Result<Option<State>, StoreError> {
-        let store = StateStore::open(self.state_dir)?;
+        let store = self.store()?;
         store.check_writable()?;
         let snapshot = store.peek(account.uid)?;
         let state = match &snapshot {
@@ -123,7 +136,7 @@ impl Host for SystemHost<'_> {
         account: &Account,
         change: &mut dyn FnMut(Option<State>) -> (State, Durability),
     ) -> Result<(), StoreError> {
-        let store = StateStore::open(self.state_dir)?;
+        let store = self.store()?;
         let locked = store.lock(account.uid)?;
         let stored = match locked.load_after(self.peeked.borrow().as_ref())? {
             Some(state) => Some(state),

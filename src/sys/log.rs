@@ -104,6 +104,22 @@ impl Logger {
         if level == Level::Debug && !self.debug {
             return;
         }
+        // Without a syslog socket the line would be dropped: do not build it.
+        match &self.sink {
+            Sink::Syslog(socket) => {
+                let mut socket = socket.borrow_mut();
+                if socket.is_none() {
+                    *socket = UnixDatagram::unbound()
+                        .and_then(|s| s.connect(DEV_LOG).map(|()| s))
+                        .ok();
+                }
+                if socket.is_none() {
+                    return;
+                }
+            }
+            #[cfg(test)]
+            Sink::Memory(_) => {}
+        }
         let mut line = format!(
             "pam_otp({}:auth): {}; user={}",
             self.service,
@@ -134,14 +150,8 @@ impl Logger {
                     program_name(),
                     std::process::id()
                 );
-                let mut socket = socket.borrow_mut();
-                if socket.is_none() {
-                    *socket = UnixDatagram::unbound()
-                        .and_then(|s| s.connect(DEV_LOG).map(|()| s))
-                        .ok();
-                }
                 // A lost log line must not fail the login.
-                if let Some(socket) = socket.as_ref() {
+                if let Some(socket) = socket.borrow().as_ref() {
                     let _ = socket.send(datagram.as_bytes());
                 }
             }

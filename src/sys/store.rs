@@ -112,7 +112,13 @@ impl StateStore {
             path: dir.into(),
             why: e.to_string(),
         };
-        // The directories above first: nothing is created in a place that is not safe.
+        match check_root_owned_dir(dir) {
+            Ok(()) => return Ok(StateStore { dir: dir.into() }),
+            Err(e) if !e.is_not_found() => return Err(insecure(e)),
+            Err(_) => {}
+        }
+        // Missing: the directories above first, so nothing is created in a place that is
+        // not safe; then the new directory itself (another login may have made it).
         check_root_owned_parents(dir).map_err(insecure)?;
         match fs::DirBuilder::new().mode(0o700).create(dir) {
             Ok(()) => {}
