@@ -1,6 +1,7 @@
-//! What the module remembers about one person between logins, and its versioned text form;
-//! no I/O. Per person: failures and lockouts, user-wide and per source. Per enrollment:
-//! the replay guard, the HOTP counter and the spent recovery codes.
+//! What the module remembers about one person between logins, and its versioned binary
+//! form (the TOML text of earlier versions is read once, on upgrade); no I/O. Per person:
+//! failures and lockouts, user-wide and per source. Per enrollment: the replay guard, the
+//! HOTP counter and the spent recovery codes.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -11,8 +12,14 @@ use crate::core::decision::{lockout_length, Limits};
 use crate::core::enrollment::{Enrollment, Kind};
 use crate::core::source::{Source, MAX_SOURCE_BYTES};
 
-/// The state format written and read (1 was one enrollment per user name).
-pub const STATE_VERSION: u32 = 2;
+/// The state format written and read: a compact binary form (postcard: the fields in
+/// declaration order, integers as varints), which a login reads and writes far faster
+/// than text. 1 was TOML with one enrollment per user name, 2 TOML per UID; both are
+/// still read, once, when upgrading.
+pub const STATE_VERSION: u32 = 3;
+/// The TOML format of a whole state file before the binary one, read by
+/// [`State::from_toml_bytes`].
+const TOML_STATE_VERSION: u32 = 2;
 /// Sources remembered per person; see [`State::record_failure`] for the eviction rule.
 pub const MAX_SOURCES: usize = 32;
 /// Enrollment records kept per person; see [`State::accept`] for the eviction rule.
@@ -20,7 +27,8 @@ pub const MAX_ENROLLMENTS: usize = 8;
 /// An enrollment record unused this long may make room for another enrollment: longer than
 /// any TOTP window can reach back (100 steps of at most 3600 s is 4.2 days).
 pub const ENROLLMENT_IDLE_SECONDS: u64 = 7 * 86_400;
-/// The largest text form: every bound above at its maximum fits well inside it.
+/// The largest encoded state (and earlier text form): every bound above at its maximum
+/// fits well inside it.
 pub const MAX_STATE_BYTES: usize = 64 * 1024;
 /// The longest enrollment file path kept in a record.
 const MAX_FILE_BYTES: usize = 4096;
@@ -74,13 +82,13 @@ pub struct EnrollmentRecord {
     /// Unix time of the last accepted code.
     pub last_used: u64,
     /// TOTP: the newest time step accepted; no step at or before it is accepted again.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub last_totp_step: Option<u64>,
     /// HOTP: the smallest counter value still acceptable.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub next_hotp_counter: Option<u64>,
     /// Indexes into the enrollment's `recovery_codes` that have been used.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default)]
     pub spent_recovery_codes: Vec<u32>,
 }
 
@@ -149,6 +157,10 @@ pub enum Unlock<'a> {
 }
 
 /// What the module remembers between logins for one person (one UID).
+///
+/// The binary form is the fields in declaration order: reordering, adding or removing a
+/// field here (or in [`Tally`] or [`EnrollmentRecord`]) is a new [`STATE_VERSION`]. The
+/// `default`s are for the TOML of format 2, which left out empty and absent values.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct State {
@@ -161,18 +173,14 @@ pub struct State {
     #[serde(default)]
     pub user: Tally,
     /// Failures from sources that found every table entry locked (see `record_failure`).
-    #[serde(default, skip_serializing_if = "is_clear")]
+    #[serde(default)]
     pub overflow: Tally,
     /// Per source key (`Source`), at most [`MAX_SOURCES`].
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(default)]
     pub sources: BTreeMap<String, Tally>,
     /// Per enrollment fingerprint, at most [`MAX_ENROLLMENTS`].
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(default)]
     pub enrollments: BTreeMap<String, EnrollmentRecord>,
-}
-
-fn is_clear(tally: &Tally) -> bool {
-    *tally == Tally::default()
 }
 
 impl Default for State {
@@ -396,9 +404,7 @@ impl State {
             #[serde(default)]
             last_success: u64,
         }
-        if bytes.len() > MAX_STATE_BYTES {
-            return Err(StateParseError("larger than 64 KiB".into()));
-        }
+        check_size(bytes)?;
         let text =
             std::str::from_utf8(bytes).map_err(|_| StateParseError("not UTF-8 text".into()))?;
         let old: Legacy = toml::from_str(text).map_err(|e| StateParseError(e.message().into()))?;
@@ -432,40 +438,65 @@ impl State {
         Ok(state)
     }
 
-    /// Reads the text form, refusing anything out of bounds.
+    /// Reads the binary form (a record's payload) strictly: exactly one state of this
+    /// format, nothing after it, nothing out of bounds.
     pub fn from_bytes(bytes: &[u8]) -> Result<State, StateParseError> {
-        if bytes.len() > MAX_STATE_BYTES {
+        check_size(bytes)?;
+        // The version leads, so a state of another format is named as such rather than
+        // reported as undecodable.
+        let (version, _) = postcard::take_from_bytes::<u32>(bytes)
+            .map_err(|e| StateParseError(format!("no format version: {e}")))?;
+        if version != STATE_VERSION {
             return Err(StateParseError(format!(
+                "format {version} is not supported (this module reads format {STATE_VERSION})"
+            )));
+        }
+        let (state, rest) = postcard::take_from_bytes::<State>(bytes)
+            .map_err(|e| StateParseError(format!("does not decode: {e}")))?;
+        if !rest.is_empty() {
+            return Err(StateParseError(format!(
+                "{} bytes after the state",
+                rest.len()
+            )));
+        }
+        state.check_bounds()?;
+        Ok(state)
+    }
+
+    /// The binary form, at most [`MAX_STATE_BYTES`]. Fails for a state out of bounds or
+    /// of another format, which must never be written.
+    pub fn to_bytes(&self) -> Result<Vec<u8>, StateParseError> {
+        let unwritable = |why: String| StateParseError(format!("cannot be written: {why}"));
+        if self.version != STATE_VERSION {
+            return Err(unwritable(format!("format {}", self.version)));
+        }
+        self.check_bounds().map_err(|e| unwritable(e.0))?;
+        let bytes = postcard::to_allocvec(self).map_err(|e| unwritable(e.to_string()))?;
+        if bytes.len() > MAX_STATE_BYTES {
+            return Err(unwritable(format!(
                 "larger than {} KiB",
                 MAX_STATE_BYTES / 1024
             )));
         }
+        Ok(bytes)
+    }
+
+    /// Reads a whole state file of format 2 (TOML text, one file per UID, before record
+    /// files), as the module before this one wrote it; the state comes back in the current
+    /// format, keeping every guard and lockout, for the next save to write.
+    pub fn from_toml_bytes(bytes: &[u8]) -> Result<State, StateParseError> {
+        check_size(bytes)?;
         let text =
             std::str::from_utf8(bytes).map_err(|_| StateParseError("not UTF-8 text".into()))?;
-        State::parse(text)
-    }
-
-    /// The text form, at most [`MAX_STATE_BYTES`].
-    pub fn to_bytes(&self) -> Result<Vec<u8>, StateParseError> {
-        let text = self.to_toml()?;
-        if text.len() > MAX_STATE_BYTES {
+        let mut state: State =
+            toml::from_str(text).map_err(|e| StateParseError(e.message().into()))?;
+        if state.version != TOML_STATE_VERSION {
             return Err(StateParseError(format!(
-                "cannot be written: larger than {} KiB",
-                MAX_STATE_BYTES / 1024
-            )));
-        }
-        Ok(text.into_bytes())
-    }
-
-    /// Parses the text form (TOML, human-readable for the administrator).
-    pub fn parse(text: &str) -> Result<State, StateParseError> {
-        let state: State = toml::from_str(text).map_err(|e| StateParseError(e.message().into()))?;
-        if state.version != STATE_VERSION {
-            return Err(StateParseError(format!(
-                "version {} is not supported (this module reads version {STATE_VERSION})",
+                "version {} is not the older text format {TOML_STATE_VERSION}",
                 state.version
             )));
         }
+        state.version = STATE_VERSION;
         state.check_bounds()?;
         Ok(state)
     }
@@ -505,14 +536,17 @@ impl State {
         }
         Ok(())
     }
+}
 
-    /// The text form. Fails for a value TOML cannot hold (an integer above `i64::MAX`) or
-    /// a state out of bounds, which must never be written as an empty or partial file.
-    pub fn to_toml(&self) -> Result<String, StateParseError> {
-        self.check_bounds()
-            .map_err(|e| StateParseError(format!("cannot be written: {}", e.0)))?;
-        toml::to_string(self).map_err(|e| StateParseError(format!("cannot be written: {e}")))
+/// Refuses input larger than any state this module writes, before decoding it.
+fn check_size(bytes: &[u8]) -> Result<(), StateParseError> {
+    if bytes.len() > MAX_STATE_BYTES {
+        return Err(StateParseError(format!(
+            "larger than {} KiB",
+            MAX_STATE_BYTES / 1024
+        )));
     }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -530,8 +564,8 @@ mod tests {
         Limits::default()
     }
 
-    #[test]
-    fn text_form_round_trips() {
+    /// A state with something in every field.
+    fn busy_state() -> State {
         let e = enrollment("totp");
         let enrolled = EnrollmentRef::new(&e, "/home/a/.otp.toml");
         let mut state = State::default();
@@ -543,23 +577,78 @@ mod tests {
         assert!(state.accept(&enrolled, record, 7));
         state.record_failure(&Source::from_rhost("2001:db8::1"), &limits(), 9);
         state.record_failure(&Source::from_rhost(""), &limits(), 9);
-        let bytes = state.to_bytes().unwrap();
-        assert_eq!(State::from_bytes(&bytes).unwrap(), state);
-        let text = String::from_utf8(bytes).unwrap();
-        assert!(text.contains("[sources.\"2001:db8::/64\"]"), "{text}");
-        assert!(text.contains("[sources.local]"), "{text}");
+        state.overflow.failures = 1;
+        state
     }
 
     #[test]
-    fn values_toml_cannot_hold_are_an_error_not_an_empty_file() {
+    fn binary_form_round_trips() {
+        let state = busy_state();
+        assert!(state.sources.contains_key("2001:db8::/64"));
+        assert!(state.sources.contains_key("local"));
+        let bytes = state.to_bytes().unwrap();
+        assert_eq!(State::from_bytes(&bytes).unwrap(), state);
+        assert_eq!(bytes[0], STATE_VERSION as u8, "the version leads");
+        assert!(
+            State::from_toml_bytes(&bytes).is_err(),
+            "not the older text"
+        );
+    }
+
+    #[test]
+    fn every_u64_round_trips() {
         let state = State {
+            last_success: u64::MAX,
             user: Tally {
+                failures: u32::MAX,
+                lockouts: u32::MAX,
                 locked_until: u64::MAX,
-                ..Tally::default()
+                last_failure: u64::MAX,
             },
+            enrollments: BTreeMap::from([(
+                "f".to_string(),
+                EnrollmentRecord {
+                    file: "/f".into(),
+                    last_used: u64::MAX,
+                    last_totp_step: Some(u64::MAX),
+                    next_hotp_counter: Some(u64::MAX),
+                    spent_recovery_codes: vec![u32::MAX],
+                },
+            )]),
             ..State::default()
         };
-        assert!(state.to_toml().is_err());
+        let bytes = state.to_bytes().unwrap();
+        assert_eq!(State::from_bytes(&bytes).unwrap(), state);
+    }
+
+    #[test]
+    fn a_state_out_of_bounds_or_of_another_format_cannot_be_written() {
+        let mut crowded = State::default();
+        for i in 0..=MAX_SOURCES {
+            crowded
+                .sources
+                .insert(format!("10.0.0.{i}"), Tally::default());
+        }
+        let mut long_key = State::default();
+        long_key
+            .sources
+            .insert("x".repeat(MAX_SOURCE_BYTES + 1), Tally::default());
+        let mut spent = State::default();
+        spent.enrollments.insert(
+            "f".into(),
+            EnrollmentRecord {
+                spent_recovery_codes: vec![0; crate::core::enrollment::MAX_RECOVERY_CODES + 1],
+                ..EnrollmentRecord::default()
+            },
+        );
+        let older = State {
+            version: TOML_STATE_VERSION,
+            ..State::default()
+        };
+        for state in [crowded, long_key, spent, older] {
+            let error = state.to_bytes().unwrap_err();
+            assert!(error.0.starts_with("cannot be written"), "{error}");
+        }
     }
 
     #[test]
@@ -647,7 +736,53 @@ mod tests {
     }
 
     #[test]
-    fn corrupt_text_is_an_error() {
+    fn corrupt_bytes_are_an_error() {
+        let good = busy_state().to_bytes().unwrap();
+        let mut trailing = good.clone();
+        trailing.push(0);
+        let mut bad_option = State::default();
+        bad_option
+            .enrollments
+            .insert("f".into(), EnrollmentRecord::default());
+        // The first Option tag (last_totp_step: None) is the third byte from the end:
+        // tag, tag, empty list.
+        let mut bad_option = bad_option.to_bytes().unwrap();
+        let at = bad_option.len() - 3;
+        assert_eq!(bad_option[at], 0);
+        bad_option[at] = 2;
+        let other_format = |version: u32| {
+            postcard::to_allocvec(&State {
+                version,
+                ..busy_state()
+            })
+            .unwrap()
+        };
+        for (what, bad) in [
+            ("empty", vec![]),
+            ("text", b"version = 3".to_vec()),
+            ("trailing byte", trailing),
+            ("Option tag 2", bad_option),
+            ("format 2", other_format(TOML_STATE_VERSION)),
+            ("format 4", other_format(STATE_VERSION + 1)),
+            ("oversized", vec![STATE_VERSION as u8; MAX_STATE_BYTES + 1]),
+        ] {
+            assert!(State::from_bytes(&bad).is_err(), "{what}");
+        }
+        for end in 0..good.len() {
+            assert!(State::from_bytes(&good[..end]).is_err(), "cut at {end}");
+        }
+        let crowded = State {
+            sources: (0..=MAX_SOURCES)
+                .map(|i| (format!("10.0.0.{i}"), Tally::default()))
+                .collect(),
+            ..State::default()
+        };
+        let crowded = postcard::to_allocvec(&crowded).unwrap();
+        assert!(State::from_bytes(&crowded).is_err(), "out of bounds");
+    }
+
+    #[test]
+    fn corrupt_text_of_format_2_is_an_error() {
         for bad in [
             "",
             "garbage",
@@ -658,14 +793,56 @@ mod tests {
             "version = 2\n[user]\nbogus = 1",
             "version = 2\n[enrollments.x]\nlast_used = 1",
         ] {
-            assert!(State::parse(bad).is_err(), "{bad:?}");
+            assert!(State::from_toml_bytes(bad.as_bytes()).is_err(), "{bad:?}");
         }
         let many: String = (0..=MAX_SOURCES)
             .map(|i| format!("[sources.\"10.0.0.{i}\"]\nfailures = 1\n"))
             .collect();
-        assert!(State::parse(&format!("version = 2\n{many}")).is_err());
-        assert!(State::from_bytes(&[0xff, 0xfe]).is_err());
-        assert!(State::from_bytes(&vec![b' '; MAX_STATE_BYTES + 1]).is_err());
+        assert!(State::from_toml_bytes(format!("version = 2\n{many}").as_bytes()).is_err());
+        assert!(State::from_toml_bytes(&[0xff, 0xfe]).is_err());
+        assert!(State::from_toml_bytes(&vec![b' '; MAX_STATE_BYTES + 1]).is_err());
+    }
+
+    #[test]
+    fn a_format_2_file_keeps_everything_it_guarded() {
+        // As format 2 wrote it: empty and absent values left out.
+        let old = "version = 2\nlast_success = 7\n\n[user]\nfailures = 2\nlockouts = 1\n\
+                   locked_until = 99\n\n[sources.local]\nfailures = 2\nlast_failure = 9\n\n\
+                   [enrollments.abc]\nfile = \"/home/a/.otp.toml\"\nlast_used = 7\n\
+                   next_hotp_counter = 12\nspent_recovery_codes = [0, 3]\n";
+        let state = State::from_toml_bytes(old.as_bytes()).unwrap();
+        let expected = State {
+            version: STATE_VERSION,
+            last_success: 7,
+            user: Tally {
+                failures: 2,
+                lockouts: 1,
+                locked_until: 99,
+                last_failure: 0,
+            },
+            overflow: Tally::default(),
+            sources: BTreeMap::from([(
+                "local".to_string(),
+                Tally {
+                    failures: 2,
+                    last_failure: 9,
+                    ..Tally::default()
+                },
+            )]),
+            enrollments: BTreeMap::from([(
+                "abc".to_string(),
+                EnrollmentRecord {
+                    file: "/home/a/.otp.toml".into(),
+                    last_used: 7,
+                    last_totp_step: None,
+                    next_hotp_counter: Some(12),
+                    spent_recovery_codes: vec![0, 3],
+                },
+            )]),
+        };
+        assert_eq!(state, expected);
+        // The next save writes it in the current format.
+        assert_eq!(State::from_bytes(&state.to_bytes().unwrap()), Ok(expected));
     }
 
     #[test]
@@ -678,8 +855,8 @@ mod tests {
                 Tally {
                     failures: u32::MAX,
                     lockouts: u32::MAX,
-                    locked_until: i64::MAX as u64,
-                    last_failure: i64::MAX as u64,
+                    locked_until: u64::MAX,
+                    last_failure: u64::MAX,
                 },
             );
         }
@@ -688,10 +865,10 @@ mod tests {
                 format!("{i:032}"),
                 EnrollmentRecord {
                     file: "/".repeat(MAX_FILE_BYTES),
-                    last_used: i64::MAX as u64,
-                    last_totp_step: Some(i64::MAX as u64),
-                    next_hotp_counter: Some(i64::MAX as u64),
-                    spent_recovery_codes: (0..100).collect(),
+                    last_used: u64::MAX,
+                    last_totp_step: Some(u64::MAX),
+                    next_hotp_counter: Some(u64::MAX),
+                    spent_recovery_codes: (u32::MAX - 99..=u32::MAX).collect(),
                 },
             );
         }
@@ -719,17 +896,48 @@ mod tests {
         assert!(State::from_legacy_bytes(b"version = 1\nfingerprint = \"x\"\nbogus = 1").is_err());
     }
 
+    /// The fuzzing seeds: each state in both formats (`format2-NAME` as format 2 wrote
+    /// it, `NAME` the same state in the binary form), and one of a newer format.
+    const SEEDS: [&str; 3] = ["totp", "hotp-locked", "huge-values"];
+    const FUTURE_SEED: &str = "future-version";
+
+    fn seed_dir() -> std::path::PathBuf {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds/state")
+    }
+
+    fn future_seed() -> Vec<u8> {
+        postcard::to_allocvec(&State {
+            version: STATE_VERSION + 1,
+            ..busy_state()
+        })
+        .unwrap()
+    }
+
     #[test]
-    fn the_fuzzing_seeds_are_in_this_format() {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds/state");
-        for (name, good) in [
-            ("totp", true),
-            ("hotp-locked", true),
-            ("huge-values", true),
-            ("future-version", false),
-        ] {
+    fn the_fuzzing_seeds_are_in_these_formats() {
+        let dir = seed_dir();
+        for name in SEEDS {
+            let text = std::fs::read(dir.join(format!("format2-{name}"))).unwrap();
             let bytes = std::fs::read(dir.join(name)).unwrap();
-            assert_eq!(State::from_bytes(&bytes).is_ok(), good, "{name}");
+            let state = State::from_toml_bytes(&text).unwrap();
+            assert_eq!(State::from_bytes(&bytes), Ok(state), "{name}");
         }
+        let future = std::fs::read(dir.join(FUTURE_SEED)).unwrap();
+        assert_eq!(future, future_seed());
+        assert!(State::from_bytes(&future).is_err());
+    }
+
+    /// Writes the binary seeds from the format-2 ones:
+    /// `cargo test --lib -- --ignored write_the_binary_fuzzing_seeds`.
+    #[test]
+    #[ignore]
+    fn write_the_binary_fuzzing_seeds() {
+        let dir = seed_dir();
+        for name in SEEDS {
+            let text = std::fs::read(dir.join(format!("format2-{name}"))).unwrap();
+            let bytes = State::from_toml_bytes(&text).unwrap().to_bytes().unwrap();
+            std::fs::write(dir.join(name), bytes).unwrap();
+        }
+        std::fs::write(dir.join(FUTURE_SEED), future_seed()).unwrap();
     }
 }

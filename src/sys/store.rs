@@ -1,6 +1,6 @@
 //! The state store: one root-owned record file per person (UID) under `state_dir`,
 //! changed only under that person's exclusive lock and rewritten in place (see
-//! `sys::record_file`).
+//! `sys::record_file`); the record holds the state's binary form (`core::state`).
 
 use std::cell::RefCell;
 use std::fmt;
@@ -229,7 +229,7 @@ impl LockedState {
     }
 
     /// Saves `state` as the newest record. `Synced`: on stable storage before this
-    /// returns. A state file of the earlier (TOML) format, a missing one, or a record
+    /// returns. A state file of the earlier format (TOML text), a missing one, or a record
     /// grown past its slots is replaced by a new record file, atomically.
     pub fn save(&self, state: &State, durability: Durability) -> Result<(), StoreError> {
         let bytes = state.to_bytes().map_err(|e| StoreError::Corrupt {
@@ -319,8 +319,8 @@ fn read_state(
     };
     let (bytes, record) = match record_file::read(file, path, len)? {
         Contents::Record { payload, file } => (payload, Some(file)),
-        // A state file from before record files: plain TOML, read once and replaced by
-        // the next save.
+        // A state file from before record files: TOML text (format 2), read once and
+        // replaced by the next save.
         Contents::Foreign(bytes) => (bytes, None),
     };
     if bytes.len() > MAX_STATE_BYTES {
@@ -331,7 +331,11 @@ fn read_state(
     }
     let state = match seen {
         Some(seen) if seen.payload == bytes => seen.state.clone(),
-        _ => State::from_bytes(&bytes).map_err(|e| corrupt(e.to_string()))?,
+        _ => match record {
+            Some(_) => State::from_bytes(&bytes),
+            None => State::from_toml_bytes(&bytes),
+        }
+        .map_err(|e| corrupt(e.to_string()))?,
     };
     Ok(Some((
         Snapshot {

@@ -6,8 +6,9 @@
 use std::time::{Duration, Instant};
 
 use crate::support::admin::otp_admin;
-use crate::support::hostile::{read_state, run_logged, state_int};
+use crate::support::hostile::run_logged;
 use crate::support::redis::{Host, RedisServer};
+use crate::support::state_record::stored_state;
 use crate::support::{
     finish, hotp, module_path, new_secret, pamtester_argv, runnable_copy, spawn, Outcome, Service,
     TestUser, AUTHINFO_UNAVAIL, AUTH_ERR, LOCKED, LOCKED_MESSAGE, REPLAY_MESSAGE,
@@ -51,11 +52,8 @@ fn a_code_accepted_on_one_host_is_refused_on_the_other() {
         }
     }
     // A's floor holds what it accepted; B accepted nothing.
-    let floor = read_state(&a.state.state_file(&user.name));
-    assert_eq!(
-        state_int(&floor, "enrollments.*.next_hotp_counter"),
-        Some(1)
-    );
+    let floor = stored_state(&a.state.state_file(&user.name)).expect("A's state file");
+    assert_eq!(floor.enrollment().unwrap().next_hotp_counter, Some(1));
     login(&b, &user, &hotp(&secret, 1), None).assert_success("counter 1 on host B");
     login(&a, &user, &hotp(&secret, 1), None).assert_failure(AUTH_ERR, "counter 1 on A");
 }

@@ -15,7 +15,8 @@ use std::process::{Child, Command, Stdio};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-use hostile::{read_state, run_logged, state_int, Mount, Rng};
+use hostile::{run_logged, Mount, Rng};
+use support::state_record::{decode_state, stored_payload, stored_state, StoredState};
 use support::{
     hotp, now, oathtool, totp_at, wait_for_step_margin, Fixture, Service, AUTHINFO_UNAVAIL,
     AUTH_ERR,
@@ -94,16 +95,32 @@ fn login_and_kill(
     }
 }
 
-/// The state file must parse both as TOML and by the module's own parser (else every later
-/// login of the user would fail closed).
-fn checked_state(path: &Path) -> Option<toml::Table> {
-    let table = read_state(path);
-    if table.is_some() {
-        let text = support::state_record::state_text(path).unwrap();
-        pam_otp::core::state::State::parse(&text)
-            .unwrap_or_else(|e| panic!("the module cannot parse {}: {e}\n{text}", path.display()));
-    }
-    table
+/// The state in the newest record, which must decode both by the tests' own decoder and by
+/// the module's own parser (else every later login of the user would fail closed).
+fn checked_state(path: &Path) -> Option<StoredState> {
+    let payload = stored_payload(path)?;
+    let state = decode_state(&payload).unwrap_or_else(|e| panic!("state {}: {e}", path.display()));
+    pam_otp::core::state::State::from_bytes(&payload)
+        .unwrap_or_else(|e| panic!("the module cannot parse {}: {e}", path.display()));
+    Some(state)
+}
+
+/// The only enrollment's newest accepted TOTP step, if any.
+fn last_totp_step(state: &Option<StoredState>) -> Option<u64> {
+    state.as_ref()?.enrollment()?.last_totp_step
+}
+
+/// The only enrollment's next acceptable HOTP counter (0 before the first login).
+fn next_hotp_counter(state: &Option<StoredState>) -> u64 {
+    state
+        .as_ref()
+        .and_then(|s| s.enrollment()?.next_hotp_counter)
+        .unwrap_or(0)
+}
+
+/// The user-wide failure count (0 before the first login).
+fn user_failures(state: &Option<StoredState>) -> u32 {
+    state.as_ref().map_or(0, |s| s.user.failures)
 }
 
 /// Codes for HOTP counters (= TOTP steps) `first..first+count`, from one oathtool call.
@@ -226,8 +243,8 @@ fn sigkill_during_totp_logins_never_corrupts_or_replays() {
     for round in 1..=ROUNDS {
         let clock_step = base + round;
         let before = checked_state(&path);
-        let last = state_int(&before, "enrollments.*.last_totp_step").map(|s| s as u64);
-        let failures = state_int(&before, "user.failures").unwrap_or(0);
+        let last = last_totp_step(&before);
+        let failures = user_failures(&before);
         let step = match (rng.below(10), last) {
             (0..=1, Some(last)) => last - rng.below(2), // replay of an accepted or older step
             (2..=3, _) => clock_step - 1,               // the previous step, inside the window
@@ -246,8 +263,8 @@ fn sigkill_during_totp_logins_never_corrupts_or_replays() {
             timer.observe(&run);
         }
         let after = checked_state(&path);
-        let new_last = state_int(&after, "enrollments.*.last_totp_step").map(|s| s as u64);
-        let new_failures = state_int(&after, "user.failures").unwrap_or(0);
+        let new_last = last_totp_step(&after);
+        let new_failures = user_failures(&after);
         let what = format!("round {round}: step {step} at clock step {clock_step}, last {last:?}, run killed={} ok={}", run.killed, run.succeeded);
 
         assert!(
@@ -288,7 +305,7 @@ fn sigkill_during_totp_logins_never_corrupts_or_replays() {
     tally.check("totp kills");
     // Nothing stale is left behind: the next step's code still gets in, a replay does not.
     let next = base + ROUNDS + 1;
-    let last = state_int(&checked_state(&path), "enrollments.*.last_totp_step").unwrap() as u64;
+    let last = last_totp_step(&checked_state(&path)).unwrap();
     let run = login_and_kill(
         &service,
         &f.user.name,
@@ -330,7 +347,7 @@ fn sigkill_during_hotp_logins_never_moves_the_counter_back() {
     let mut tally = Tally::default();
     for round in 1..=ROUNDS {
         let before = checked_state(&path);
-        let next = state_int(&before, "enrollments.*.next_hotp_counter").unwrap_or(0) as u64;
+        let next = next_hotp_counter(&before);
         let counter = match rng.below(10) {
             0..=1 => next.saturating_sub(1 + rng.below(2)), // spent
             2 => next + 11 + rng.below(2),                  // beyond the lookahead of 10
@@ -349,7 +366,7 @@ fn sigkill_during_hotp_logins_never_moves_the_counter_back() {
             timer.observe(&run);
         }
         let after = checked_state(&path);
-        let new_next = state_int(&after, "enrollments.*.next_hotp_counter").unwrap_or(0) as u64;
+        let new_next = next_hotp_counter(&after);
         let what = format!(
             "round {round}: counter {counter}, next {next}, killed={} ok={}",
             run.killed, run.succeeded
@@ -379,7 +396,8 @@ fn sigkill_during_hotp_logins_never_moves_the_counter_back() {
         }
     }
     tally.check("hotp kills");
-    let next = state_int(&checked_state(&path), "enrollments.*.next_hotp_counter").unwrap() as u64;
+    let state = checked_state(&path).expect("a state file");
+    let next = state.enrollment().unwrap().next_hotp_counter.unwrap();
     let run = login_and_kill(&service, &f.user.name, &hotp(&secret, next), None, None);
     assert!(run.succeeded, "login after the kills failed");
 }
@@ -436,10 +454,7 @@ fn full_state_dir_saves_in_place_and_refuses_what_needs_a_new_file() {
     let run = run_logged(&service, &f.user.name, "000000x", Some("+30s"));
     run.outcome
         .assert_failure(AUTH_ERR, "wrong code on a full disk");
-    let failures = state_int(
-        &read_state(&f.state.state_file(&f.user.name)),
-        "user.failures",
-    );
+    let failures = stored_state(&f.state.state_file(&f.user.name)).map(|s| s.user.failures);
     assert_eq!(failures, Some(1), "the failure was counted");
 
     // A user without a record yet needs a new file: refused, not a free pass.

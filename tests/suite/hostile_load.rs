@@ -6,7 +6,6 @@
 //! Run as root: `cargo test --test hostile_load`.
 
 use crate::support;
-use crate::support::hostile;
 
 use std::io::Write;
 use std::process::{Child, Command, Stdio};
@@ -15,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
 
-use hostile::{read_state, state_int};
+use support::state_record::stored_state;
 use support::{
     hotp, now, run_pamtester, totp, totp_at, wait_for_step_margin, wrong_totp, Fixture, Service,
     StateDir, TestUser, AUTH_ERR, LOCKED,
@@ -151,18 +150,16 @@ fn two_hundred_wrong_codes_are_each_counted() {
             ..Counts::default()
         }
     );
-    let state = read_state(&f.state.state_file(&f.user.name));
+    let state = stored_state(&f.state.state_file(&f.user.name)).expect("a state file");
     assert_eq!(
-        state_int(&state, "user.failures"),
-        Some(STAMPEDE as i64),
+        state.user.failures, STAMPEDE as u32,
         "lost or doubled updates"
     );
     assert_eq!(
-        state_int(&state, "sources.local.failures"),
-        Some(STAMPEDE as i64),
+        state.sources["local"].failures, STAMPEDE as u32,
         "lost or doubled updates of the source"
     );
-    assert_eq!(state_int(&state, "user.lockouts"), Some(0));
+    assert_eq!(state.user.lockouts, 0);
 }
 
 #[test]
@@ -181,12 +178,12 @@ fn two_hundred_wrong_codes_lock_the_user_and_nothing_slips_through() {
         }
     );
     let path = f.state.state_file(&f.user.name);
-    let state = read_state(&path);
+    let state = stored_state(&path).expect("a state file");
     // pamtester sets no PAM_RHOST: the source "local" is locked, after 5 user-wide failures.
-    assert_eq!(state_int(&state, "sources.local.lockouts"), Some(1));
-    assert_eq!(state_int(&state, "sources.local.failures"), Some(0));
-    assert_eq!(state_int(&state, "user.failures"), Some(5));
-    let until = state_int(&state, "sources.local.locked_until").unwrap();
+    let local = &state.sources["local"];
+    assert_eq!((local.lockouts, local.failures), (1, 0));
+    assert_eq!(state.user.failures, 5);
+    let until = local.locked_until as i64;
     assert!(
         until >= started + 60 && until <= now() + 60,
         "locked_until {until}, started {started}"
@@ -229,11 +226,15 @@ fn two_hundred_logins_with_one_right_code_succeed_exactly_once() {
             ..Counts::default()
         }
     );
-    let state = read_state(&f.state.state_file(&f.user.name));
+    let state = stored_state(&f.state.state_file(&f.user.name)).expect("a state file");
     // The 199 others decided after it: replays, refused and not counted as failures.
-    assert_eq!(state_int(&state, "user.failures"), Some(0));
-    let accepted = state_int(&state, "enrollments.*.last_totp_step").unwrap();
-    assert_eq!(accepted, step, "the accepted step is the code's step");
+    assert_eq!(state.user.failures, 0);
+    let accepted = state.enrollment().unwrap().last_totp_step;
+    assert_eq!(
+        accepted,
+        Some(step as u64),
+        "the accepted step is the code's step"
+    );
 
     // The default policy: one success, then replays for the rest, refused (PAM_AUTH_ERR)
     // but not counted, so they lock nobody out.

@@ -10,8 +10,8 @@ use crate::support;
 use crate::support::clients::{
     run_sudo, Answers, InstalledService, ShellUser, SshClient, SshRun, Sshd, SudoRule,
 };
-use crate::support::hostile::{read_state, state_int};
 use crate::support::secret_store::StoreSecret;
+use crate::support::state_record::{stored_payload, stored_state};
 use crate::support::{
     finish, new_secret, otp_line, pamtester_argv, recovery_hash, spawn, totp, totp_enrollment,
     unique, user_db, wait_for_step_margin, wrong_totp, Fixture, Outcome, Service, StateDir,
@@ -93,11 +93,11 @@ fn a_code_used_on_one_enrollment_stays_used_after_a_try_on_the_other() {
     t.login(&t.b, &totp(&t.secret_b))
         .assert_success("b's code, once");
     let path = t.state.state_file(&t.user.name);
-    let state = crate::support::state_record::state_text(&path).unwrap();
+    let enrollments = stored_state(&path).unwrap().enrollments;
     assert_eq!(
-        state.matches("[enrollments.").count(),
+        enrollments.len(),
         2,
-        "one record per enrollment:\n{state}"
+        "one record per enrollment: {enrollments:?}"
     );
 }
 
@@ -237,8 +237,8 @@ fn try_first_pass_with_a_code_shaped_password_still_asks_for_the_code() {
         let run = login_from(&service, &f.user.name, None, &format!("{password}\n{code}"));
         run.assert_success(&format!("login {round}: password, then the code"));
         assert!(run.prompted("Verification code: "), "{run:?}");
-        let state = read_state(&f.state.state_file(&f.user.name));
-        assert_eq!(state_int(&state, "user.failures"), Some(0), "round {round}");
+        let state = stored_state(&f.state.state_file(&f.user.name));
+        assert_eq!(state.map(|s| s.user.failures), Some(0), "round {round}");
     }
     // A wrong code after the miss: two failures for that login (both were checked).
     let run = login_from(
@@ -248,8 +248,8 @@ fn try_first_pass_with_a_code_shaped_password_still_asks_for_the_code() {
         &format!("{password}\n{}", wrong_totp(&f.secret)),
     );
     run.assert_failure(AUTH_ERR, "password, then a wrong code");
-    let state = read_state(&f.state.state_file(&f.user.name));
-    assert_eq!(state_int(&state, "user.failures"), Some(2));
+    let state = stored_state(&f.state.state_file(&f.user.name));
+    assert_eq!(state.map(|s| s.user.failures), Some(2));
 }
 
 /// Sleeps into the next 30 s step (so a new code exists).
@@ -313,8 +313,7 @@ fn a_thousand_addresses_keep_the_state_bounded_and_the_lock_in_place() {
     assert_eq!(refused, 1000, "every distinct address checked and refused");
     let path = f.state.state_file(&f.user.name);
     let size = fs::metadata(&path).unwrap().len();
-    let state = read_state(&path).unwrap();
-    let sources = state["sources"].as_table().unwrap();
+    let sources = stored_state(&path).unwrap().sources;
     eprintln!(
         "after 1000 addresses: {} sources, {size} bytes",
         sources.len()
@@ -322,9 +321,7 @@ fn a_thousand_addresses_keep_the_state_bounded_and_the_lock_in_place() {
     assert!(sources.len() <= 32, "{} sources kept", sources.len());
     // The record file has a fixed layout (a header block and two slot blocks); what it
     // holds must stay small too.
-    let payload = crate::support::state_record::state_text(&path)
-        .unwrap()
-        .len();
+    let payload = stored_payload(&path).unwrap().len();
     assert!(payload < 8 * 1024, "state record of {payload} bytes");
     assert!(size <= 12 * 1024, "state file of {size} bytes");
     assert!(

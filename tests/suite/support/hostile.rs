@@ -205,36 +205,4 @@ impl Drop for Mount {
     }
 }
 
-/// The state as a TOML table (the newest record, read and parsed by the tests' own code,
-/// not the module's); `None` if there is no state file yet. Panics if it does not parse.
-pub fn read_state(path: &Path) -> Option<toml::Table> {
-    let text = crate::support::state_record::state_text(path)?;
-    Some(
-        text.parse::<toml::Table>()
-            .unwrap_or_else(|e| panic!("state {} does not parse: {e}\n{text}", path.display())),
-    )
-}
-
-/// An integer in a state table at a dotted path (absent: `None`): `user.failures`,
-/// `sources.local.failures`, or `enrollments.*.last_totp_step`, where `*` is the table's
-/// only entry (an enrollment is keyed by its fingerprint, which the tests do not compute).
-pub fn state_int(state: &Option<toml::Table>, path: &str) -> Option<i64> {
-    let mut value = toml::Value::Table(state.clone()?);
-    for key in path.split('.') {
-        let table = value.as_table()?;
-        let next = if key == "*" {
-            assert!(table.len() <= 1, "{path}: more than one entry in {table:?}");
-            table.values().next()?.clone()
-        } else {
-            table.get(key)?.clone()
-        };
-        value = next;
-    }
-    Some(
-        value
-            .as_integer()
-            .unwrap_or_else(|| panic!("{path} = {value} is not an integer")),
-    )
-}
-
 pub use crate::support::Rng;

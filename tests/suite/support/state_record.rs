@@ -1,11 +1,14 @@
 //! The state record file as the tests see it, read by this code and not the module's:
 //! a 4 KiB file header (`pam_otp\0`, format version, slot size), then two slots, each a
-//! 32-byte header (`slot`, flags, sequence, length, 96-bit SHA-256 checksum) and a TOML
-//! payload. A state file of the earlier format is plain TOML.
+//! 32-byte header (`slot`, flags, sequence, length, 96-bit SHA-256 checksum) and a
+//! payload: the state in postcard's binary form, decoded here into the tests' own copy of
+//! its fields. A state file of the earlier format is TOML text, not a record file.
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::path::Path;
 
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 const BLOCK: usize = 4096;
@@ -71,21 +74,96 @@ pub fn newest(slots: &[Option<Slot>; 2]) -> Option<&Slot> {
     slots.iter().flatten().max_by_key(|s| s.sequence)
 }
 
-/// The state's TOML text: the newest intact record, or a file of the earlier format
-/// whole; `None` if there is no file. Panics on a record file without an intact record.
-pub fn state_text(path: &Path) -> Option<String> {
+/// The state format of a record's payload.
+pub const STATE_FORMAT: u32 = 3;
+
+/// Failures and lockouts of one scope, as stored.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredTally {
+    pub failures: u32,
+    pub lockouts: u32,
+    pub locked_until: u64,
+    pub last_failure: u64,
+}
+
+/// One enrollment's record, as stored.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredEnrollment {
+    pub file: String,
+    pub last_used: u64,
+    pub last_totp_step: Option<u64>,
+    pub next_hotp_counter: Option<u64>,
+    pub spent_recovery_codes: Vec<u32>,
+}
+
+/// A person's state, as stored: postcard writes the fields in this order (varints for
+/// integers, a length before strings, lists and maps, a 0/1 tag before an option).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredState {
+    pub version: u32,
+    pub last_success: u64,
+    pub user: StoredTally,
+    pub overflow: StoredTally,
+    pub sources: BTreeMap<String, StoredTally>,
+    /// Keyed by the enrollment's fingerprint, which the tests do not compute.
+    pub enrollments: BTreeMap<String, StoredEnrollment>,
+}
+
+impl StoredState {
+    /// The only enrollment record, if there is one; panics if there are more.
+    pub fn enrollment(&self) -> Option<&StoredEnrollment> {
+        assert!(
+            self.enrollments.len() <= 1,
+            "more than one enrollment record: {:?}",
+            self.enrollments
+        );
+        self.enrollments.values().next()
+    }
+
+    /// The only enrollment record's mutable copy; panics unless there is exactly one.
+    pub fn enrollment_mut(&mut self) -> &mut StoredEnrollment {
+        assert_eq!(self.enrollments.len(), 1, "{:?}", self.enrollments);
+        self.enrollments.values_mut().next().unwrap()
+    }
+}
+
+/// Decodes a record's payload: exactly one state of the current format, nothing after it.
+pub fn decode_state(payload: &[u8]) -> Result<StoredState, String> {
+    let (state, rest) = postcard::take_from_bytes::<StoredState>(payload)
+        .map_err(|e| format!("the payload does not decode: {e}"))?;
+    if !rest.is_empty() {
+        return Err(format!("{} bytes after the state", rest.len()));
+    }
+    if state.version != STATE_FORMAT {
+        return Err(format!("state format {}", state.version));
+    }
+    Ok(state)
+}
+
+/// The payload of a record holding `state`.
+pub fn encode_state(state: &StoredState) -> Vec<u8> {
+    postcard::to_allocvec(state).expect("a state encodes")
+}
+
+/// The newest intact record's payload; `None` if there is no file. Panics on a file that
+/// is not a record file, or one without an intact record.
+pub fn stored_payload(path: &Path) -> Option<Vec<u8>> {
     let bytes = match fs::read(path) {
         Ok(bytes) => bytes,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
         Err(e) => panic!("cannot read {}: {e}", path.display()),
     };
-    if !bytes.starts_with(b"pam_otp\0") {
-        return Some(String::from_utf8(bytes).expect("a TOML state file"));
-    }
     let slots = slots(&bytes);
     let newest = newest(&slots)
         .unwrap_or_else(|| panic!("{}: no intact record in either slot", path.display()));
-    Some(String::from_utf8(newest.payload.clone()).expect("a TOML payload"))
+    Some(newest.payload.clone())
+}
+
+/// The state in the newest intact record; `None` if there is no file. Panics on a file
+/// that is not a record file or whose record does not decode.
+pub fn stored_state(path: &Path) -> Option<StoredState> {
+    let payload = stored_payload(path)?;
+    Some(decode_state(&payload).unwrap_or_else(|e| panic!("state {}: {e}", path.display())))
 }
 
 /// Where the store writes its next record: the slot not holding the newest record that
