@@ -231,33 +231,42 @@ pub(crate) fn login(
             return PamResultCode::PAM_AUTHINFO_UNAVAIL.into();
         }
     };
+    // A locked user or source is refused before anything else is read or asked: no code
+    // is checked while locked, and a flood against a locked account costs the least. The
+    // lock is not taken here; each decision re-reads the state under it. A store that
+    // cannot be read matters only once the user turns out to be enrolled.
+    let peeked = match &policy.store {
+        Store::File => {
+            let before = now();
+            match host.peek_state(&account) {
+                Ok(stored) => {
+                    if let Some(lock) = stored.and_then(|s| s.lock_for(&request.source, before)) {
+                        return report_locked(lock, before, conversation, log).into();
+                    }
+                    Ok(())
+                }
+                Err(e) => Err(e),
+            }
+        }
+        Store::Redis(_) => Ok(()),
+    };
     let (enrollment, path) = match load_enrollment(host, &account, policy, log) {
         Ok(loaded) => loaded,
         Err(code) => return code.into(),
     };
+    if let Err(e) = peeked {
+        return unavailable(log, &e).into();
+    }
     let context = Context {
         account: &account,
         enrolled: EnrollmentRef::new(&enrollment, &path.to_string_lossy()),
         source: &request.source,
         policy,
     };
-
-    // Refuse a locked user or source before asking anything: no code is checked while
-    // locked. The lock is not taken here; each decision re-reads the state under it.
-    // In fleet mode the shared record holds the lockouts and its guards are fetched.
+    // In fleet mode the shared record holds the lockouts: its guards are fetched, and a
+    // lock there refuses the login before the prompt.
     let shared = match &policy.store {
-        Store::File => {
-            let before = now();
-            match host.peek_state(context.account) {
-                Ok(stored) => {
-                    if let Some(lock) = stored.and_then(|s| s.lock_for(context.source, before)) {
-                        return report_locked(lock, before, conversation, log).into();
-                    }
-                }
-                Err(e) => return unavailable(log, &e).into(),
-            }
-            None
-        }
+        Store::File => None,
         Store::Redis(_) => match fleet_login::check(&context, host, conversation, log) {
             Ok(guards) => Some(guards),
             Err(code) => return code.into(),
@@ -1016,6 +1025,50 @@ mod tests {
         assert_eq!(code, PamResultCode::PAM_AUTHINFO_UNAVAIL);
         let code = attempt(&host, &policy(&["nullok"]), &mut answering(&[]), T1.0).0;
         assert_eq!(code, PamResultCode::PAM_IGNORE);
+    }
+
+    #[test]
+    fn a_lock_holds_even_when_the_enrollment_is_gone_or_broken() {
+        let locked = State {
+            user: crate::core::state::Tally {
+                locked_until: T1.0 + 100,
+                ..Default::default()
+            },
+            ..State::default()
+        };
+        for enrollment in [None, Some("secret = \"JBSWY3DPEHPK3PXP\"\nwindow = 9\n")] {
+            let host = ScriptedHost::new(enrollment);
+            *host.stored.borrow_mut() = Stored::State(locked.clone());
+            let mut script = answering(&[]);
+            let code = attempt(&host, &policy(&["nullok"]), &mut script, T1.0).0;
+            assert_eq!(code, PamResultCode::PAM_PERM_DENIED, "{enrollment:?}");
+            assert!(script.prompts.is_empty());
+            assert!(
+                script.errors[0].contains("100 seconds"),
+                "{:?}",
+                script.errors
+            );
+        }
+    }
+
+    #[test]
+    fn an_unreadable_store_refuses_only_users_who_need_it() {
+        for (enrollment, args, expected) in [
+            (None, &["nullok"][..], PamResultCode::PAM_IGNORE),
+            (None, &[][..], PamResultCode::PAM_AUTHINFO_UNAVAIL),
+            (
+                Some(totp8()),
+                &["nullok"][..],
+                PamResultCode::PAM_AUTHINFO_UNAVAIL,
+            ),
+        ] {
+            let host = ScriptedHost::new(enrollment.as_deref());
+            *host.stored.borrow_mut() = Stored::Corrupt;
+            let mut script = answering(&[]);
+            let code = attempt(&host, &policy(args), &mut script, T1.0).0;
+            assert_eq!(code, expected, "{enrollment:?} {args:?}");
+            assert!(script.prompts.is_empty());
+        }
     }
 
     #[test]
