@@ -109,7 +109,7 @@ fn examine(args: &DoctorArgs) -> Report {
                 .insert(service.clone());
             let users = enrollments(args, &policy, sshd);
             found.extend(
-                checks::enrollment_findings(service, policy.nullok, &users)
+                checks::enrollment_findings(service, policy.nullok, &policy.secret, &users)
                     .into_iter()
                     .map(|f| f.at(rule.origin.clone())),
             );

@@ -272,11 +272,24 @@ pub enum EnrollmentCheck {
     Refused(String),
 }
 
+/// How an unenrolled user gets enrolled for a service reading `secret` (its `secret=`
+/// template): the user's own file by `otp-setup`, the administrator's store by root.
+fn how_to_enroll(secret: &str) -> String {
+    if secret.starts_with('~') || secret.starts_with("%h") {
+        "have them run otp-setup".into()
+    } else if secret == crate::sys::policy::STORE_SECRET {
+        "enroll them as root with `otp-admin enroll USER`".into()
+    } else {
+        format!("enroll them as root with `otp-admin enroll USER --file {secret}`")
+    }
+}
+
 /// Users with a login shell against `nullok`: who gets in without a code, who is
-/// locked out, whose file the module refuses.
+/// locked out, whose file the module refuses. `secret`: the service's `secret=` template.
 pub fn enrollment_findings(
     service: &str,
     nullok: bool,
+    secret: &str,
     users: &[(String, EnrollmentCheck)],
 ) -> Vec<Finding> {
     let mut out = Vec::new();
@@ -290,10 +303,18 @@ pub fn enrollment_findings(
                     Severity::Error,
                     "enrollment-refused",
                     format!("{user}'s enrollment is refused, so {user} cannot log in: {why}"),
-                    format!(
-                        "have {user} run otp-setup --force, or fix the file's owner ({user}), \
-                         mode (0600) and contents; `otp-admin status {user}` shows the same"
-                    ),
+                    if secret.starts_with('~') || secret.starts_with("%h") {
+                        format!(
+                            "have {user} run otp-setup --force, or fix the file's owner ({user}), \
+                             mode (0600) and contents; `otp-admin status {user}` shows the same"
+                        )
+                    } else {
+                        format!(
+                            "enroll {user} again as root (`otp-admin enroll {user} --force`, with \
+                             --file for a file outside the store), or fix the file's owner, mode \
+                             and contents; `otp-admin status {user}` shows the same"
+                        )
+                    },
                 )
                 .service(service)
                 .users(vec![user.clone()]),
@@ -313,7 +334,7 @@ pub fn enrollment_findings(
                  in without a code",
                     not_enrolled.len()
                 ),
-                "have them run otp-setup, then remove nullok".into(),
+                format!("{}, then remove nullok", how_to_enroll(secret)),
             )
         } else {
             Finding::new(
@@ -324,7 +345,10 @@ pub fn enrollment_findings(
                  log in through this service",
                     not_enrolled.len()
                 ),
-                "have them run otp-setup (or add nullok while they enroll)".into(),
+                format!(
+                    "{} (or add nullok while they enroll)",
+                    how_to_enroll(secret)
+                ),
             )
         }
         .service(service)
@@ -597,16 +621,45 @@ mod tests {
                 EnrollmentCheck::Refused("is a symbolic link".into()),
             ),
         ];
-        let with = enrollment_findings("sudo", true, &users);
+        let home = "~/.otp.toml";
+        let with = enrollment_findings("sudo", true, home, &users);
         assert_eq!(ids(&with), ["enrollment-refused", "nullok-unenrolled"]);
         assert_eq!(with[1].users, ["bob"]);
         assert!(with[0].message.contains("symbolic link"));
-        let without = enrollment_findings("sudo", false, &users);
+        assert!(with[1].fix.contains("otp-setup"), "{}", with[1].fix);
+        let without = enrollment_findings("sudo", false, home, &users);
         assert_eq!(
             ids(&without),
             ["enrollment-refused", "unenrolled-locked-out"]
         );
-        assert!(enrollment_findings("sudo", false, &users[..1]).is_empty());
+        assert!(enrollment_findings("sudo", false, home, &users[..1]).is_empty());
+    }
+
+    #[test]
+    fn a_service_reading_the_store_is_enrolled_by_root() {
+        let users = vec![
+            ("bob".to_string(), EnrollmentCheck::NotEnrolled),
+            (
+                "carol".to_string(),
+                EnrollmentCheck::Refused("is a symbolic link".into()),
+            ),
+        ];
+        let store = crate::sys::policy::STORE_SECRET;
+        for nullok in [true, false] {
+            let found = enrollment_findings("sudo", nullok, store, &users);
+            assert!(
+                found.iter().all(|f| !f.fix.contains("otp-setup")),
+                "{found:?}"
+            );
+            assert!(found[0].fix.contains("otp-admin enroll carol --force"));
+            assert!(
+                found[1].fix.contains("`otp-admin enroll USER`"),
+                "{}",
+                found[1].fix
+            );
+        }
+        let elsewhere = enrollment_findings("sudo", true, "/etc/otp/%u.toml", &users);
+        assert!(elsewhere[1].fix.contains("--file /etc/otp/%u.toml"));
     }
 
     #[test]
