@@ -1,6 +1,6 @@
 //! The state record file as the tests see it, read by this code and not the module's:
 //! a 4 KiB file header (`pam_otp\0`, format version, slot size), then two slots, each a
-//! 32-byte header (`slot`, flags, sequence, length, 96-bit SHA-256 checksum) and a
+//! 32-byte header (`slot`, flags, sequence, length, CRC-64/XZ checksum in a 12-byte field) and a
 //! payload: the state in postcard's binary form, decoded here into the tests' own copy of
 //! its fields. A state file of the earlier format is TOML text, not a record file.
 
@@ -9,7 +9,6 @@ use std::fs;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 const BLOCK: usize = 4096;
 const SLOT_HEADER: usize = 32;
@@ -27,13 +26,16 @@ fn u32_at(bytes: &[u8], at: usize) -> u32 {
     u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap())
 }
 
-/// A slot's checksum: SHA-256 of its first 20 header bytes and its payload, first 12 bytes.
+/// A slot's checksum: CRC-64/XZ of its first 20 header bytes and its payload, little-endian,
+/// then 4 zero bytes.
 pub fn checksum(header: &[u8], payload: &[u8]) -> Vec<u8> {
-    let digest = Sha256::new()
-        .chain_update(&header[..20])
-        .chain_update(payload)
-        .finalize();
-    digest[..12].to_vec()
+    let crc = crc::Crc::<u64>::new(&crc::CRC_64_XZ);
+    let mut digest = crc.digest();
+    digest.update(&header[..20]);
+    digest.update(payload);
+    let mut sum = digest.finalize().to_le_bytes().to_vec();
+    sum.extend_from_slice(&[0; 4]);
+    sum
 }
 
 /// The bytes of an intact slot holding `payload`.
@@ -52,7 +54,7 @@ pub fn encode_slot(sequence: u64, synced: bool, payload: &[u8]) -> Vec<u8> {
 /// that is not a record file.
 pub fn slots(bytes: &[u8]) -> [Option<Slot>; 2] {
     assert!(bytes.starts_with(b"pam_otp\0"), "not a state record file");
-    assert_eq!(u32_at(bytes, 8), 1, "record format version");
+    assert_eq!(u32_at(bytes, 8), 2, "record format version");
     let slot_size = u32_at(bytes, 12) as usize;
     assert_eq!(bytes.len(), BLOCK + 2 * slot_size, "record file length");
     [0, 1].map(|i| {
