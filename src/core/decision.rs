@@ -220,7 +220,7 @@ fn match_code(
     let enrollment = enrolled.enrollment;
     let given = as_code(answer, enrollment.digits)?;
     let (first, last) = candidates(enrolled, record, limits, now).0?;
-    let counter = matching_counter(enrollment, given, first..=last, prefer(enrolled))?;
+    let counter = matching_counter(&enrolled.key, given, first..=last, prefer(enrolled))?;
     Some(match enrollment.kind {
         Kind::Totp { .. } => Method::Totp { step: counter },
         Kind::Hotp { .. } => Method::Hotp { counter },
@@ -238,7 +238,7 @@ fn replayed(
     let enrollment = enrolled.enrollment;
     if let Some(given) = as_code(answer, enrollment.digits) {
         let (first, last) = candidates(enrolled, record, limits, now).1?;
-        return matching_counter(enrollment, given, first..=last, prefer(enrolled))
+        return matching_counter(&enrolled.key, given, first..=last, prefer(enrolled))
             .map(|_| Replay::Code);
     }
     let trimmed = answer.trim();

@@ -7,7 +7,7 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
-use crate::core::otp::{Algorithm, MAX_DIGITS, MIN_DIGITS};
+use crate::core::otp::{Algorithm, HotpKey, MAX_DIGITS, MIN_DIGITS};
 use crate::core::recovery::RecoveryHash;
 
 /// RFC 4226 §4 requires at least 128 bits and recommends 160; 80 bits is the floor here
@@ -213,6 +213,11 @@ struct RawEnrollment {
 }
 
 impl Enrollment {
+    /// The HMAC keyed with this enrollment's secret, algorithm and code length.
+    pub fn hotp_key(&self) -> HotpKey {
+        HotpKey::new(self.algorithm, self.secret.as_bytes(), self.digits)
+    }
+
     /// Parses and validates the text of an enrollment file.
     pub fn parse(text: &str) -> Result<Enrollment, EnrollmentError> {
         let raw: RawEnrollment = toml::from_str(text).map_err(|e| {

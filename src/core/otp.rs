@@ -61,6 +61,15 @@ pub struct HotpKey {
     digits: u32,
 }
 
+/// Shows the code length only: the keyed state is as good as the secret.
+impl std::fmt::Debug for HotpKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HotpKey")
+            .field("digits", &self.digits)
+            .finish_non_exhaustive()
+    }
+}
+
 impl HotpKey {
     /// Keys the HMAC with `key` once.
     pub fn new(algorithm: Algorithm, key: &[u8], digits: u32) -> HotpKey {

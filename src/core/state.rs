@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::core::decision::{lockout_length, Limits};
 use crate::core::enrollment::{Enrollment, Kind};
+use crate::core::otp::HotpKey;
 use crate::core::source::{Source, MAX_SOURCE_BYTES};
 
 /// The state format written and read: a compact binary form (postcard: the fields in
@@ -99,6 +100,8 @@ pub struct EnrollmentRef<'a> {
     pub enrollment: &'a Enrollment,
     /// `Enrollment::fingerprint`, computed once per login.
     pub fingerprint: String,
+    /// The enrollment's keyed HMAC, keyed once per login for every code it checks.
+    pub key: HotpKey,
     /// The enrollment file's path, as the record remembers it.
     pub file: String,
 }
@@ -109,6 +112,7 @@ impl<'a> EnrollmentRef<'a> {
         EnrollmentRef {
             enrollment,
             fingerprint: enrollment.fingerprint(),
+            key: enrollment.hotp_key(),
             file: file.to_string(),
         }
     }

@@ -6,7 +6,6 @@ use std::ops::RangeInclusive;
 
 use subtle::{Choice, ConditionallySelectable, ConstantTimeEq};
 
-use crate::core::enrollment::Enrollment;
 use crate::core::otp::HotpKey;
 
 /// Which match wins when a code matches more than one counter of the window (possible with
@@ -19,18 +18,13 @@ pub enum Prefer {
     Oldest,
 }
 
-/// The counter in `candidates` whose code is `code`, if any.
+/// The counter in `candidates` whose code under `key` is `code`, if any.
 pub fn matching_counter(
-    enrollment: &Enrollment,
+    key: &HotpKey,
     code: u32,
     candidates: RangeInclusive<u64>,
     prefer: Prefer,
 ) -> Option<u64> {
-    let key = HotpKey::new(
-        enrollment.algorithm,
-        enrollment.secret.as_bytes(),
-        enrollment.digits,
-    );
     let mut found = 0u64;
     let mut any = Choice::from(0);
     let mut consider = |counter: u64| {
@@ -50,6 +44,7 @@ pub fn matching_counter(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::enrollment::Enrollment;
 
     /// RFC 4226 Appendix D: the secret "12345678901234567890" and its codes for counters 0..=9.
     const RFC4226_CODES: [u32; 10] = [
@@ -66,21 +61,21 @@ mod tests {
         for (counter, &code) in RFC4226_CODES.iter().enumerate() {
             let counter = counter as u64;
             assert_eq!(
-                matching_counter(&e, code, 0..=9, Prefer::Oldest),
+                matching_counter(&e.hotp_key(), code, 0..=9, Prefer::Oldest),
                 Some(counter)
             );
             assert_eq!(
-                matching_counter(&e, code, 0..=9, Prefer::Newest),
+                matching_counter(&e.hotp_key(), code, 0..=9, Prefer::Newest),
                 Some(counter)
             );
             if counter > 0 {
                 assert_eq!(
-                    matching_counter(&e, code, 0..=counter - 1, Prefer::Oldest),
+                    matching_counter(&e.hotp_key(), code, 0..=counter - 1, Prefer::Oldest),
                     None
                 );
             }
             assert_eq!(
-                matching_counter(&e, code, counter + 1..=20, Prefer::Newest),
+                matching_counter(&e.hotp_key(), code, counter + 1..=20, Prefer::Newest),
                 None
             );
         }
@@ -113,11 +108,11 @@ mod tests {
             .expect("a repeated code");
         let code = code_at(first);
         assert_eq!(
-            matching_counter(&e, code, first..=second, Prefer::Oldest),
+            matching_counter(&e.hotp_key(), code, first..=second, Prefer::Oldest),
             Some(first)
         );
         assert_eq!(
-            matching_counter(&e, code, first..=second, Prefer::Newest),
+            matching_counter(&e.hotp_key(), code, first..=second, Prefer::Newest),
             Some(second)
         );
     }

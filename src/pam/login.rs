@@ -238,15 +238,15 @@ pub(crate) fn login(
     let peeked = match &policy.store {
         Store::File => {
             let before = now();
-            match host.peek_state(&account) {
-                Ok(stored) => {
-                    if let Some(lock) = stored.and_then(|s| s.lock_for(&request.source, before)) {
-                        return report_locked(lock, before, conversation, log).into();
-                    }
-                    Ok(())
-                }
-                Err(e) => Err(e),
+            let stored = host.peek_state(&account);
+            let lock = stored
+                .as_ref()
+                .ok()
+                .and_then(|stored| stored.as_ref()?.lock_for(&request.source, before));
+            if let Some(lock) = lock {
+                return report_locked(lock, before, conversation, log).into();
             }
+            stored.map(drop)
         }
         Store::Redis(_) => Ok(()),
     };

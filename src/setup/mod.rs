@@ -792,11 +792,13 @@ fn check_code(enrollment: &Enrollment, answer: &str, unix_time: u64) -> Option<E
         Kind::Totp { period } => {
             let step = totp_step(unix_time, period);
             let steps = step.saturating_sub(CONFIRM_WINDOW)..=step.saturating_add(CONFIRM_WINDOW);
-            matching_counter(enrollment, given, steps, Prefer::Newest).map(|_| enrollment.clone())
+            matching_counter(&enrollment.hotp_key(), given, steps, Prefer::Newest)
+                .map(|_| enrollment.clone())
         }
         Kind::Hotp { counter } => {
             let counters = counter..=counter.saturating_add(CONFIRM_HOTP_LOOKAHEAD);
-            let matched = matching_counter(enrollment, given, counters, Prefer::Oldest)?;
+            let matched =
+                matching_counter(&enrollment.hotp_key(), given, counters, Prefer::Oldest)?;
             let mut next = enrollment.clone();
             next.kind = Kind::Hotp {
                 counter: matched + 1,

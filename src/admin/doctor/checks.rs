@@ -272,10 +272,16 @@ pub enum EnrollmentCheck {
     Refused(String),
 }
 
+/// Whether a `secret=` template names a file in the user's home, which the user writes
+/// with `otp-setup`; any other path is root's to write, with `otp-admin enroll`.
+fn in_users_home(secret: &str) -> bool {
+    secret.starts_with('~') || secret.starts_with("%h")
+}
+
 /// How an unenrolled user gets enrolled for a service reading `secret` (its `secret=`
 /// template): the user's own file by `otp-setup`, the administrator's store by root.
 fn how_to_enroll(secret: &str) -> String {
-    if secret.starts_with('~') || secret.starts_with("%h") {
+    if in_users_home(secret) {
         "have them run otp-setup".into()
     } else if secret == crate::sys::policy::STORE_SECRET {
         "enroll them as root with `otp-admin enroll USER`".into()
@@ -303,7 +309,7 @@ pub fn enrollment_findings(
                     Severity::Error,
                     "enrollment-refused",
                     format!("{user}'s enrollment is refused, so {user} cannot log in: {why}"),
-                    if secret.starts_with('~') || secret.starts_with("%h") {
+                    if in_users_home(secret) {
                         format!(
                             "have {user} run otp-setup --force, or fix the file's owner ({user}), \
                              mode (0600) and contents; `otp-admin status {user}` shows the same"
