@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use data_encoding::{Encoding, Specification};
+use base32ct::{Base32UpperUnpadded, Encoding};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
@@ -41,10 +41,11 @@ impl Secret {
 
     /// RFC 4648 base32 without padding, as authenticator apps expect it.
     pub fn to_base32(&self) -> Zeroizing<String> {
-        Zeroizing::new(data_encoding::BASE32_NOPAD.encode(&self.0))
+        Zeroizing::new(Base32UpperUnpadded::encode_string(&self.0))
     }
 
-    /// Decodes base32, ignoring case, white space and `=` padding.
+    /// Decodes base32, ignoring case, white space and `=` padding. Non-zero trailing
+    /// bits are accepted: some generators emit them.
     pub fn from_base32(text: &str) -> Result<Secret, EnrollmentError> {
         let cleaned: Zeroizing<String> = Zeroizing::new(
             text.chars()
@@ -52,10 +53,12 @@ impl Secret {
                 .map(|c| c.to_ascii_uppercase())
                 .collect(),
         );
-        let bytes = lenient_base32()
-            .decode(cleaned.as_bytes())
-            .map_err(|_| EnrollmentError::SecretNotBase32)?;
-        let secret = Secret(bytes);
+        // Decoded straight into the secret, so a key that fails a later check is wiped too.
+        let mut secret = Secret(vec![0; cleaned.len() * 5 / 8]);
+        let decoded = Base32UpperUnpadded::decode(cleaned.as_bytes(), &mut secret.0)
+            .map_err(|_| EnrollmentError::SecretNotBase32)?
+            .len();
+        secret.0.truncate(decoded);
         if secret.0.len() < MIN_SECRET_BYTES {
             return Err(EnrollmentError::SecretTooShort(secret.0.len() * 8));
         }
@@ -70,14 +73,6 @@ impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("Secret([redacted])")
     }
-}
-
-/// Base32 that accepts non-zero trailing bits: some generators emit them.
-fn lenient_base32() -> Encoding {
-    let mut spec: Specification = data_encoding::BASE32_NOPAD.specification();
-    spec.check_trailing_bits = false;
-    spec.encoding()
-        .unwrap_or_else(|_| data_encoding::BASE32_NOPAD.clone())
 }
 
 /// Time-based or counter-based codes.
@@ -324,7 +319,7 @@ impl Enrollment {
         for code in &self.recovery_codes {
             hasher.update(code.to_stored().as_bytes());
         }
-        data_encoding::HEXLOWER.encode(&hasher.finalize()[..16])
+        base16ct::lower::encode_string(&hasher.finalize()[..16])
     }
 }
 
@@ -468,5 +463,59 @@ recovery_codes = []
         let shown = format!("{e:?}");
         assert!(shown.contains("redacted"));
         assert!(!shown.contains("72, 101"), "{shown}");
+    }
+
+    /// data-encoding's base32 without the trailing-bit check: a codec other than ours.
+    fn reference_base32() -> data_encoding::Encoding {
+        let mut spec = data_encoding::BASE32_NOPAD.specification();
+        spec.check_trailing_bits = false;
+        spec.encoding().unwrap()
+    }
+
+    #[test]
+    fn trailing_bits_and_lower_case_are_accepted_and_bad_lengths_are_not() {
+        // 16 bytes take 26 characters, 130 bits: the last two bits are padding, and a
+        // final "D" in place of "A" sets them.
+        let strict = Secret::from_base32("AEBAGBAFAYDQQCIKBMGA2DQPCA").unwrap();
+        let lenient = Secret::from_base32("aebagbafaydqqcikbmga2dqpcd").unwrap();
+        assert_eq!(strict.as_bytes(), (1..=16).collect::<Vec<u8>>());
+        assert_eq!(strict.as_bytes(), lenient.as_bytes());
+        for bad_length in [
+            "JBSWY3DPEHPK3PXPJ",
+            "JBSWY3DPEHPK3PXPJBS",
+            "JBSWY3DPEHPK3PXPJBSWY3",
+        ] {
+            assert!(
+                matches!(
+                    Secret::from_base32(bad_length),
+                    Err(EnrollmentError::SecretNotBase32)
+                ),
+                "{bad_length}"
+            );
+        }
+        assert!(matches!(
+            Secret::from_base32("JBSWY3DPEHPK3PX1"),
+            Err(EnrollmentError::SecretNotBase32)
+        ));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn base32_agrees_with_another_codec(
+            key in proptest::collection::vec(proptest::prelude::any::<u8>(), 10..=64),
+            last in 0u8..32,
+        ) {
+            let text = data_encoding::BASE32_NOPAD.encode(&key);
+            let ours = Secret::from_base32(&text).unwrap();
+            proptest::prop_assert_eq!(ours.as_bytes(), &key[..]);
+            proptest::prop_assert_eq!(&ours.to_base32()[..], &text[..]);
+            // Any last character: both accept it or both refuse it, with the same bytes.
+            let mut varied = text.into_bytes();
+            *varied.last_mut().unwrap() = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"[usize::from(last)];
+            let varied = String::from_utf8(varied).unwrap();
+            let theirs = reference_base32().decode(varied.as_bytes()).ok();
+            let ours = Secret::from_base32(&varied).ok().map(|s| s.as_bytes().to_vec());
+            proptest::prop_assert_eq!(ours, theirs);
+        }
     }
 }

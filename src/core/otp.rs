@@ -1,6 +1,6 @@
 //! The one-time-password arithmetic of RFC 4226 (HOTP) and RFC 6238 (TOTP); no I/O.
 
-use hmac::{Hmac, Mac};
+use hmac::{Hmac, KeyInit, Mac};
 use serde::{Deserialize, Serialize};
 
 /// The HMAC hash behind the codes (RFC 6238 §1.2 allows SHA-1, SHA-256, SHA-512).
@@ -46,7 +46,8 @@ pub const MAX_DIGITS: u32 = 8;
 
 /// An HMAC keyed for one enrollment, from which the code of any counter is computed.
 /// Keying hashes the key's two pad blocks; a window of many counters does that once and
-/// clones the keyed state for each counter.
+/// clones the keyed state for each counter. Those states are as good as the key: the
+/// hashes' cores wipe them when dropped (their `zeroize` feature).
 #[derive(Clone)]
 enum KeyedMac {
     Sha1(Hmac<sha1::Sha1>),
@@ -74,8 +75,8 @@ impl HotpKey {
     /// Keys the HMAC with `key` once.
     pub fn new(algorithm: Algorithm, key: &[u8], digits: u32) -> HotpKey {
         // HMAC accepts keys of any length, so `new_from_slice` cannot fail here.
-        fn keyed<M: Mac + hmac::digest::KeyInit>(key: &[u8]) -> M {
-            <M as Mac>::new_from_slice(key)
+        fn keyed<M: Mac + KeyInit>(key: &[u8]) -> M {
+            <M as KeyInit>::new_from_slice(key)
                 .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"))
         }
         let mac = match algorithm {
@@ -141,6 +142,17 @@ mod tests {
     use super::*;
 
     const RFC4226_KEY: &[u8] = b"12345678901234567890";
+
+    #[test]
+    fn the_keyed_states_are_wiped_when_dropped() {
+        // Compiles only while each hash core clears its state in Drop: the keyed HMAC
+        // holds two such cores per enrollment, derived from the key.
+        fn wiped_on_drop<T: hmac::digest::zeroize::ZeroizeOnDrop>() {}
+        use hmac::digest::block_api::CoreProxy;
+        wiped_on_drop::<<sha1::Sha1 as CoreProxy>::Core>();
+        wiped_on_drop::<<sha2::Sha256 as CoreProxy>::Core>();
+        wiped_on_drop::<<sha2::Sha512 as CoreProxy>::Core>();
+    }
 
     #[test]
     fn rfc4226_appendix_d_vectors() {

@@ -51,12 +51,8 @@ impl RecoveryHash {
         if prefix != PREFIX || parts.next().is_some() {
             return None;
         }
-        let salt = data_encoding::HEXLOWER_PERMISSIVE
-            .decode(salt.as_bytes())
-            .ok()?;
-        let digest = data_encoding::HEXLOWER_PERMISSIVE
-            .decode(digest.as_bytes())
-            .ok()?;
+        let salt = base16ct::mixed::decode_vec(salt).ok()?;
+        let digest = base16ct::mixed::decode_vec(digest).ok()?;
         if salt.is_empty() || salt.len() > 64 {
             return None;
         }
@@ -70,8 +66,8 @@ impl RecoveryHash {
     pub fn to_stored(&self) -> String {
         format!(
             "{PREFIX}:{}:{}",
-            data_encoding::HEXLOWER.encode(&self.salt),
-            data_encoding::HEXLOWER.encode(&self.digest)
+            base16ct::lower::encode_string(&self.salt),
+            base16ct::lower::encode_string(&self.digest)
         )
     }
 

@@ -87,7 +87,7 @@ mod tests {
         // preference is observable. The codes are made here, with RFC 4226 section 5.3's
         // dynamic truncation written out, not by the crate's `hotp`.
         let code_at = |counter: u64| -> u32 {
-            use hmac::{Hmac, Mac};
+            use hmac::{Hmac, KeyInit, Mac};
             let mut mac = Hmac::<sha1::Sha1>::new_from_slice(b"12345678901234567890").unwrap();
             mac.update(&counter.to_be_bytes());
             let digest = mac.finalize().into_bytes();

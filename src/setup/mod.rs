@@ -635,11 +635,8 @@ fn random_array<const N: usize>() -> Result<[u8; N], SetupError> {
 /// (no 0, 1 or 8 to mistake for O, l or B), in groups of four.
 fn new_recovery_code() -> Result<Zeroizing<String>, SetupError> {
     let bytes = Zeroizing::new(random_array::<8>()?);
-    let encoded = Zeroizing::new(
-        data_encoding::BASE32_NOPAD
-            .encode(&bytes[..])
-            .to_ascii_lowercase(),
-    );
+    let encoded =
+        Zeroizing::new(<base32ct::Base32Unpadded as base32ct::Encoding>::encode_string(&bytes[..]));
     let chars = &encoded[..RECOVERY_CODE_CHARS];
     Ok(Zeroizing::new(format!(
         "{}-{}-{}",

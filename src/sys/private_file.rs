@@ -85,7 +85,7 @@ fn create_temporary(dir: &Path, name: &str) -> Result<(Temporary, File), WriteEr
         let path = dir.join(format!(
             ".{name}.tmp-{}-{}",
             std::process::id(),
-            data_encoding::HEXLOWER.encode(&tag)
+            base16ct::lower::encode_string(&tag)
         ));
         match OpenOptions::new()
             .write(true)

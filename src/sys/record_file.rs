@@ -26,7 +26,7 @@
 //! rewriting one changes no metadata, so a sync needs no journal commit.
 
 use std::fs::{self, File};
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
@@ -103,13 +103,22 @@ pub struct RecordFile {
     slots: [Option<Slot>; 2],
 }
 
-/// Reads the file `file` (opened from `path`, `size` bytes long) whole, once.
+/// Reads the file `file` (opened from `path`, `size` bytes long) whole, once: one
+/// `pread` of the size `fstat` gave, since a file's size never changes once it is in
+/// place (a record file is made whole under another name and renamed there). A file
+/// past the largest record is read one byte past it, to be refused as overgrown.
 pub fn read(file: File, path: &Path, size: u64) -> Result<Contents, RecordError> {
-    let mut bytes = Vec::with_capacity(size.min(MAX_FILE) as usize + 1);
-    (&file)
-        .take(MAX_FILE + 1)
-        .read_to_end(&mut bytes)
-        .map_err(RecordError::io(path, "read"))?;
+    let mut bytes = vec![0; size.min(MAX_FILE + 1) as usize];
+    let mut filled = 0;
+    while filled < bytes.len() {
+        match file.read_at(&mut bytes[filled..], filled as u64) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(RecordError::io(path, "read")(e)),
+        }
+    }
+    bytes.truncate(filled);
     if !bytes.starts_with(FILE_MAGIC) {
         return Ok(Contents::Foreign(bytes));
     }
@@ -393,9 +402,14 @@ mod tests {
         dir
     }
 
+    /// The length the store passes: the file's own, from its metadata.
+    fn length(path: &Path) -> u64 {
+        fs::metadata(path).unwrap().len()
+    }
+
     fn open(path: &Path) -> Contents {
         let file = File::options().read(true).write(true).open(path).unwrap();
-        read(file, path, 0).unwrap()
+        read(file, path, length(path)).unwrap()
     }
 
     fn record(path: &Path) -> (Vec<u8>, RecordFile) {
@@ -486,7 +500,7 @@ mod tests {
         file.file.write_all_at(b"junk", BLOCK).unwrap();
         let file = File::open(&path).unwrap();
         assert!(matches!(
-            read(file, &path, 0),
+            read(file, &path, length(&path)),
             Err(RecordError::Corrupt { .. })
         ));
         fs::write(&path, b"version = 1\n").unwrap();
@@ -495,7 +509,7 @@ mod tests {
         short.truncate(16);
         short[..8].copy_from_slice(FILE_MAGIC);
         fs::write(&path, &short).unwrap();
-        assert!(read(File::open(&path).unwrap(), &path, 0).is_err());
+        assert!(read(File::open(&path).unwrap(), &path, length(&path)).is_err());
         fs::remove_dir_all(dir).unwrap();
     }
 
@@ -510,7 +524,7 @@ mod tests {
                 damaged[byte] ^= 1 << bit;
                 fs::write(&path, &damaged).unwrap();
                 assert!(
-                    read(File::open(&path).unwrap(), &path, 0).is_err(),
+                    read(File::open(&path).unwrap(), &path, length(&path)).is_err(),
                     "byte {byte} bit {bit}"
                 );
             }
@@ -524,7 +538,7 @@ mod tests {
         let mut bytes = fs::read(&path).unwrap();
         bytes[8..12].copy_from_slice(&1u32.to_le_bytes());
         fs::write(&path, &bytes).unwrap();
-        match read(File::open(&path).unwrap(), &path, 0) {
+        match read(File::open(&path).unwrap(), &path, length(&path)) {
             Err(RecordError::Corrupt { why, .. }) => {
                 assert!(
                     why.contains("record format 1") && why.contains("otp-admin reset"),
