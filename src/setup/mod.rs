@@ -20,6 +20,7 @@ use std::io::{self, BufRead, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use base32ct::{Base32Unpadded, Encoding as _};
 use clap::{Parser, ValueEnum};
 use nix::unistd::{access, AccessFlags, Uid, User};
 use zeroize::Zeroizing;
@@ -635,8 +636,7 @@ fn random_array<const N: usize>() -> Result<[u8; N], SetupError> {
 /// (no 0, 1 or 8 to mistake for O, l or B), in groups of four.
 fn new_recovery_code() -> Result<Zeroizing<String>, SetupError> {
     let bytes = Zeroizing::new(random_array::<8>()?);
-    let encoded =
-        Zeroizing::new(<base32ct::Base32Unpadded as base32ct::Encoding>::encode_string(&bytes[..]));
+    let encoded = Zeroizing::new(Base32Unpadded::encode_string(&bytes[..]));
     let chars = &encoded[..RECOVERY_CODE_CHARS];
     Ok(Zeroizing::new(format!(
         "{}-{}-{}",

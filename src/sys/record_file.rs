@@ -109,16 +109,8 @@ pub struct RecordFile {
 /// past the largest record is read one byte past it, to be refused as overgrown.
 pub fn read(file: File, path: &Path, size: u64) -> Result<Contents, RecordError> {
     let mut bytes = vec![0; size.min(MAX_FILE + 1) as usize];
-    let mut filled = 0;
-    while filled < bytes.len() {
-        match file.read_at(&mut bytes[filled..], filled as u64) {
-            Ok(0) => break,
-            Ok(n) => filled += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(RecordError::io(path, "read")(e)),
-        }
-    }
-    bytes.truncate(filled);
+    file.read_exact_at(&mut bytes, 0)
+        .map_err(RecordError::io(path, "read"))?;
     if !bytes.starts_with(FILE_MAGIC) {
         return Ok(Contents::Foreign(bytes));
     }
