@@ -252,10 +252,12 @@ fn try_first_pass_with_a_code_shaped_password_still_asks_for_the_code() {
     assert_eq!(state.map(|s| s.user.failures), Some(2));
 }
 
-/// Sleeps into the next 30 s step (so a new code exists).
-fn wait_for_next_step() {
-    let step = support::now() / 30;
-    while support::now() / 30 == step {
+/// Sleeps until the clock is in a later 30 s step than the Unix time `used_at`, so a
+/// new code exists. It compares with the step the used code belongs to rather than with
+/// the step at the call: a fresh machine's clock may be stepped back by time sync
+/// while the test runs, and the next code must still be a different one.
+fn wait_for_step_after(used_at: i64) {
+    while support::now().div_euclid(30) <= used_at.div_euclid(30) {
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
 }
@@ -422,7 +424,8 @@ fn sshd_the_user_wide_ceiling_locks_every_address() {
 fn sshd_a_replayed_code_is_named_and_not_counted() {
     let s = PasswordSshd::new(&[("max_failures", "2")]);
     wait_for_step_margin(15);
-    let code = totp(&s.secret);
+    let used_at = support::now();
+    let code = support::totp_at(&s.secret, used_at, &[]);
     s.login("127.0.0.1", &code)
         .assert_ran(&s.marker, "first use of the code");
     // Three replays with max_failures=2: none counts, so the source is not locked.
@@ -437,9 +440,17 @@ fn sshd_a_replayed_code_is_named_and_not_counted() {
             again.describe()
         );
     }
-    wait_for_next_step();
-    s.login("127.0.0.1", &totp(&s.secret))
-        .assert_ran(&s.marker, "the next code after three replays");
+    wait_for_step_after(used_at);
+    let next_at = support::now();
+    s.login("127.0.0.1", &support::totp_at(&s.secret, next_at, &[]))
+        .assert_ran(
+            &s.marker,
+            &format!(
+                "the next code after three replays (used at {used_at}, next at {next_at}, \
+                 clock after it {})",
+                support::now()
+            ),
+        );
 }
 
 /// As a sudo user: the code once, then the same code again (three times, with
