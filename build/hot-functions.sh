@@ -6,11 +6,11 @@
 # stale list costs only memory and speed, never correctness: BENCHMARKS.md shows how
 # much.
 #
-# It builds the module with its symbols, runs every file-store contender of the login
-# benchmark (right and wrong codes, lockout on, a locked user, TOTP windows) and a few
-# pamtester logins with the default policy under callgrind, and lists each function the module ran, the ones most contenders ran
-# first, without the hashes in their symbols (symbol-without-hashes.sed). callgrind marks
-# a recursive call's name with a `'N` suffix, dropped too.
+# It builds the module with its symbols; runs under callgrind every file-store contender
+# of the login benchmark (right and wrong codes, lockout on, a locked user, TOTP
+# windows) and a few pamtester logins with the default policy; and lists each function
+# the module ran, those that most runs ran first, without the hashes in their symbols
+# (symbol-without-hashes.sed) or the `'N` that callgrind appends to recursive calls.
 set -eu
 cd "$(dirname "$0")/.."
 target=target/hot-functions
