@@ -29,8 +29,9 @@ valgrind --tool=callgrind --demangle=no --trace-children=yes \
     --logins 20 --rounds 1 --warmup 0 --dlopens 0 --module "$module" >/dev/null 2>"$work/log" ||
     { cat "$work/log" >&2; exit 1; }
 
-# The same module through pamtester with the default policy, as most hosts run it: a
-# TOTP code, the same code again, then wrong codes until the user is locked out.
+# The same module through pamtester with the default policy, as most hosts run it, and
+# a remote address as sshd gives (IPv4, then IPv6): a TOTP code, the same code again,
+# then wrong codes until the address is locked out.
 user=otphot$$
 state=/var/lib/otp-hot-$$
 service=/etc/pam.d/otp-hot-$$
@@ -48,10 +49,11 @@ chmod 600 "$home/.otp.toml"
 mkdir -m 700 "$state"
 echo "auth required $PWD/$module state_dir=$state" >"$service"
 code=$(oathtool --totp -b "$secret")
-for answer in "$code" "$code" 000000 000000 000000 000000 000000 000000; do
-    echo "$answer" | valgrind --tool=callgrind --demangle=no \
+for login in "$code 192.0.2.7" "$code 2001:db8::7" "000000 192.0.2.7" "000000 192.0.2.7" \
+    "000000 192.0.2.7" "000000 192.0.2.7" "000000 192.0.2.7" "000000 192.0.2.7"; do
+    echo "${login% *}" | valgrind --tool=callgrind --demangle=no \
         --callgrind-out-file="$work/callgrind.pamtester.%p" \
-        pamtester "otp-hot-$$" "$user" authenticate >/dev/null 2>&1 || true
+        pamtester -I "rhost=${login#* }" "otp-hot-$$" "$user" authenticate >/dev/null 2>&1 || true
 done
 
 # callgrind names each object and function once per file, as `ob=(id) name`, then by
