@@ -14,13 +14,21 @@
 set -eu
 cd "$(dirname "$0")/.."
 target=target/hot-functions
+module=$target/release/libpam_otp.so
+# The pamtester logins' throw-away user, state and service (below).
+user=otphot$$
+state=/var/lib/otp-hot-$$
+service=/etc/pam.d/otp-hot-$$
 work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
+cleanup() {
+    userdel -r "$user" 2>/dev/null || true
+    rm -rf "$state" "$service" "$work"
+}
+trap cleanup EXIT
 
 CARGO_TARGET_DIR=$target CARGO_PROFILE_RELEASE_STRIP=false cargo build --release --lib
 bench=$(CARGO_TARGET_DIR=$target cargo bench --bench logins --no-run 2>&1 |
     sed -n 's/.*Executable .*(\(.*\))$/\1/p' | tail -1)
-module=$target/release/libpam_otp.so
 
 valgrind --tool=callgrind --demangle=no --trace-children=yes \
     --trace-children-skip='*/useradd,*/userdel,*/oathtool,*/getent,*/id,*/findmnt,*/uname' \
@@ -32,14 +40,6 @@ valgrind --tool=callgrind --demangle=no --trace-children=yes \
 # The same module through pamtester with the default policy, as most hosts run it, and
 # a remote address as sshd gives (IPv4, then IPv6): a TOTP code, the same code again,
 # then wrong codes until the address is locked out.
-user=otphot$$
-state=/var/lib/otp-hot-$$
-service=/etc/pam.d/otp-hot-$$
-cleanup() {
-    userdel -r "$user" 2>/dev/null || true
-    rm -rf "$state" "$service" "$work"
-}
-trap cleanup EXIT
 useradd -m "$user"
 secret=$(head -c 20 /dev/urandom | base32 | tr -d =)
 home=$(getent passwd "$user" | cut -d: -f6)
