@@ -34,12 +34,12 @@ static int walk(const char *path, uid_t owner) {
     size_t len = strlen(path);
     if (len >= sizeof prefix)
         return -1;
+    /* Each prefix ending before a '/', then the whole path: "/", "/var", "/var/lib"... */
     for (size_t i = 1; i <= len; i++) {
         if (i != 1 && i != len && path[i] != '/')
             continue;
-        size_t n = (i == 1) ? 1 : (i == len ? len : i);
-        memcpy(prefix, path, n);
-        prefix[n] = 0;
+        memcpy(prefix, path, i);
+        prefix[i] = 0;
         if (lstat(prefix, &st) != 0)
             return -1;
         if (S_ISLNK(st.st_mode) || (st.st_uid != 0 && st.st_uid != owner) || (st.st_mode & S_IWOTH))
