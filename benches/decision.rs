@@ -11,7 +11,7 @@ use criterion::{BenchmarkId, Criterion, Throughput};
 use pam_otp::core::decision::{decide, Limits, Verdict};
 use pam_otp::core::enrollment::Enrollment;
 use pam_otp::core::source::Source;
-use pam_otp::core::state::{EnrollmentRef, State};
+use pam_otp::core::state::{Custody, EnrollmentRef, State};
 
 const SECRET: &str = "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ";
 const NOW: u64 = 1_700_000_000;
@@ -77,7 +77,7 @@ fn wrong_code(cases: &[Case]) -> String {
         .find(|code| {
             cases.iter().all(|c| {
                 let state = State::default();
-                let enrolled = EnrollmentRef::new(&c.enrollment, FILE);
+                let enrolled = EnrollmentRef::new(&c.enrollment, FILE, Custody::User);
                 matches!(
                     decide(&enrolled, &local(), &state, &c.limits, code, NOW).verdict,
                     Verdict::Rejected { .. }
@@ -92,7 +92,7 @@ fn bench(c: &mut Criterion, cases: &[Case], wrong: &str) {
         let mut group = c.benchmark_group(group_name);
         for case in cases.iter().filter(|c| c.group == group_name) {
             let state = State::default();
-            let enrolled = EnrollmentRef::new(&case.enrollment, FILE);
+            let enrolled = EnrollmentRef::new(&case.enrollment, FILE, Custody::User);
             let source = local();
             group.throughput(Throughput::Elements(case.candidates));
             group.bench_with_input(BenchmarkId::from_parameter(case.size), case, |b, case| {
@@ -124,7 +124,7 @@ fn main() {
         // instead that every case really takes the worst-case path.
         for case in &cases {
             let state = State::default();
-            let enrolled = EnrollmentRef::new(&case.enrollment, FILE);
+            let enrolled = EnrollmentRef::new(&case.enrollment, FILE, Custody::User);
             let d = decide(&enrolled, &local(), &state, &case.limits, &wrong, NOW);
             assert!(
                 matches!(d.verdict, Verdict::Rejected { .. }),

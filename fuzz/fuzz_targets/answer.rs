@@ -14,7 +14,7 @@ use pam_otp::core::enrollment::{Enrollment, Kind};
 use pam_otp::core::otp::{format_code, hotp, totp_step};
 use pam_otp::core::recovery::{normalise, RecoveryHash};
 use pam_otp::core::source::Source;
-use pam_otp::core::state::{EnrollmentRecord, EnrollmentRef, State, Tally};
+use pam_otp::core::state::{Custody, EnrollmentRecord, EnrollmentRef, State, Tally};
 
 /// RFC 6238 Appendix B time; the seeds carry the right codes for it.
 const BASE_TIME: u64 = 1_111_111_109;
@@ -62,8 +62,8 @@ fn state_for(enrolled: &EnrollmentRef, pick: u8, now: u64) -> State {
         }
         // One failure short of a lockout.
         2 => {
-            state.user.failures = 4;
-            state.sources.insert(
+            state.all.user.failures = 4;
+            state.all.sources.insert(
                 "local".into(),
                 Tally {
                     failures: 4,
@@ -74,7 +74,7 @@ fn state_for(enrolled: &EnrollmentRef, pick: u8, now: u64) -> State {
         }
         // Locked for another minute.
         _ => {
-            state.sources.insert(
+            state.all.sources.insert(
                 "local".into(),
                 Tally {
                     locked_until: now + 60,
@@ -142,7 +142,7 @@ fn check_decision(enrolled: &EnrollmentRef, state: &State, answer: &str, now: u6
             enrollment.digits,
         )
     };
-    let locked = state.lock_for(&local, now);
+    let locked = state.lock_for(&local, Custody::User, now);
     match decision.verdict {
         Verdict::Locked(lock) => {
             assert_eq!(Some(lock), locked);
@@ -150,8 +150,8 @@ fn check_decision(enrolled: &EnrollmentRef, state: &State, answer: &str, now: u6
         }
         Verdict::Accepted(method) => {
             assert!(locked.is_none());
-            assert_eq!(next.user, Tally::default());
-            assert!(!next.sources.contains_key("local"));
+            assert_eq!(next.all.user, Tally::default());
+            assert!(!next.all.sources.contains_key("local"));
             match (method, enrollment.kind) {
                 (Method::Totp { step }, Kind::Totp { period }) => {
                     let current = totp_step(now, period);
@@ -189,9 +189,9 @@ fn check_decision(enrolled: &EnrollmentRef, state: &State, answer: &str, now: u6
             assert!(locked.is_none());
             assert_eq!(after, before);
             if lock.is_none() {
-                assert_eq!(user_failures, state.user.failures + 1);
+                assert_eq!(user_failures, state.all.user.failures + 1);
             }
-            let source_failures = state.sources.get("local").map_or(0, |t| t.failures);
+            let source_failures = state.all.sources.get("local").map_or(0, |t| t.failures);
             assert_eq!(lock.is_some(), source_failures + 1 >= limits.max_failures);
         }
     }
@@ -208,7 +208,7 @@ fuzz_target!(|data: &[u8]| {
     let Ok(answer) = std::str::from_utf8(&data[10..]) else {
         return;
     };
-    let enrolled = EnrollmentRef::new(enrollment, FILE);
+    let enrolled = EnrollmentRef::new(enrollment, FILE, Custody::User);
     let state = state_for(&enrolled, data[1], now);
     check_code_parsing(answer, enrollment.digits);
     check_decision(&enrolled, &state, answer, now);

@@ -9,7 +9,7 @@ use libfuzzer_sys::fuzz_target;
 use pam_otp::core::decision::{decide, Limits, Verdict};
 use pam_otp::core::enrollment::Enrollment;
 use pam_otp::core::source::Source;
-use pam_otp::core::state::{EnrollmentRef, State, MAX_SOURCES};
+use pam_otp::core::state::{Custody, EnrollmentRef, State, MAX_SOURCES};
 
 const NOW: u64 = 1_700_000_000;
 
@@ -42,7 +42,7 @@ fuzz_target!(|data: &[u8]| {
         Source::from_rhost("2001:db8::1"),
     ];
     for enrollment in enrollments() {
-        let enrolled = EnrollmentRef::new(enrollment, "/home/fuzz/.otp.toml");
+        let enrolled = EnrollmentRef::new(enrollment, "/home/fuzz/.otp.toml", Custody::User);
         // Whatever record the state holds for this enrollment, as if the fingerprint matched.
         let mut current = state.clone();
         if let Some(record) = current.enrollments.values().next().cloned() {
@@ -63,7 +63,7 @@ fuzz_target!(|data: &[u8]| {
                 let (before, after) = (current.record(&enrolled), decision.state.record(&enrolled));
                 assert!(after.last_totp_step >= before.last_totp_step);
                 assert!(after.next_hotp_counter >= before.next_hotp_counter);
-                assert!(decision.state.sources.len() <= MAX_SOURCES);
+                assert!(decision.state.all.sources.len() <= MAX_SOURCES);
                 // Whatever came in, the new state must read back exactly, or be refused
                 // as unwritable (the module then fails closed); never written half.
                 let Ok(next) = decision.state.to_bytes() else {

@@ -8,7 +8,7 @@ use serde_json::json;
 use super::{audit, locked_state, utc, AdminError, Target};
 use crate::core::fleet::{Call, RecordKeys, Reply, SharedRecord};
 use crate::core::source::Source;
-use crate::core::state::Tally;
+use crate::core::state::{Tallies, Tally};
 use crate::sys::policy::RedisSettings;
 use crate::sys::redis_store::RedisStore;
 
@@ -48,12 +48,14 @@ pub(super) fn status(
             "last_failure": (t.last_failure > 0).then_some(t.last_failure),
         })
     };
-    if json {
-        let sources: serde_json::Map<_, _> = record
+    let sources_json = |tallies: &Tallies| -> serde_json::Map<_, _> {
+        tallies
             .sources
             .iter()
             .map(|(source, t)| (source.clone(), tally_json(t)))
-            .collect();
+            .collect()
+    };
+    if json {
         let guards: serde_json::Map<_, _> = record
             .enrollments
             .iter()
@@ -66,9 +68,14 @@ pub(super) fn status(
             "redis_url": settings.url,
             "max_failures": target.policy.limits.max_failures,
             "max_failures_user": target.policy.limits.max_failures_user,
-            "user_wide": tally_json(&record.user),
-            "other_sources": tally_json(&record.overflow),
-            "sources": sources,
+            "user_wide": tally_json(&record.all.user),
+            "other_sources": tally_json(&record.all.overflow),
+            "sources": sources_json(&record.all),
+            "store_enrollments": {
+                "user_wide": tally_json(&record.protected.user),
+                "other_sources": tally_json(&record.protected.overflow),
+                "sources": sources_json(&record.protected),
+            },
             "guards": guards,
         });
         let mut text =
@@ -95,14 +102,32 @@ pub(super) fn status(
     let _ = writeln!(
         out,
         "user-wide:  {} (ceiling {})",
-        describe(&record.user),
+        describe(&record.all.user),
         target.policy.limits.max_failures_user
     );
-    if record.overflow != Tally::default() {
-        let _ = writeln!(out, "others:     {}", describe(&record.overflow));
+    if record.all.overflow != Tally::default() {
+        let _ = writeln!(out, "others:     {}", describe(&record.all.overflow));
     }
-    for (source, t) in &record.sources {
+    for (source, t) in &record.all.sources {
         let _ = writeln!(out, "source:     {source}: {}", describe(t));
+    }
+    // Cleared only by a success with the store's enrollment or by unlock.
+    if record.protected != Tallies::default() {
+        let _ = writeln!(
+            out,
+            "store:      user-wide {} (only a code from the store's enrollment, or unlock, clears these)",
+            describe(&record.protected.user)
+        );
+        if record.protected.overflow != Tally::default() {
+            let _ = writeln!(
+                out,
+                "store:      others: {}",
+                describe(&record.protected.overflow)
+            );
+        }
+        for (source, t) in &record.protected.sources {
+            let _ = writeln!(out, "store:      source {source}: {}", describe(t));
+        }
     }
     for (field, value) in &record.enrollments {
         let _ = writeln!(out, "guard:      {field} = {value}");

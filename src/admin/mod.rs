@@ -24,7 +24,9 @@ mod state_dirs;
 use crate::core::enrollment::{Enrollment, Kind};
 use crate::core::printable::escape;
 use crate::core::source::Source;
-use crate::core::state::{EnrollmentRef, State, Tally, Unlock, MAX_ENROLLMENTS, MAX_SOURCES};
+use crate::core::state::{
+    Custody, EnrollmentRef, State, Tallies, Tally, Unlock, MAX_ENROLLMENTS, MAX_SOURCES,
+};
 use crate::sys::account::{Account, AccountError};
 use crate::sys::clock::unix_now;
 use crate::sys::log::Logger;
@@ -307,7 +309,13 @@ fn tally_text(tally: &Tally, now: u64) -> String {
 
 /// What the state says about the scopes `what` clears.
 fn unlock_scope_text(state: &State, what: Unlock, now: u64) -> String {
-    let mut parts = vec![format!("user-wide {}", tally_text(&state.user, now))];
+    let mut parts = vec![format!("user-wide {}", tally_text(&state.all.user, now))];
+    if state.protected.user != Tally::default() {
+        parts.push(format!(
+            "with the store's enrollment {}",
+            tally_text(&state.protected.user, now)
+        ));
+    }
     let mut source_part = |key: &str, tally: &Tally| {
         parts.push(format!(
             "source {}: {}",
@@ -316,17 +324,21 @@ fn unlock_scope_text(state: &State, what: Unlock, now: u64) -> String {
         ))
     };
     match what {
-        Unlock::Source(source) => {
-            if let Some(tally) = state.sources.get(source.as_str()) {
-                source_part(source.as_str(), tally);
+        Unlock::Source(source) | Unlock::Success(source, _) => {
+            for tallies in [&state.all, &state.protected] {
+                if let Some(tally) = tallies.sources.get(source.as_str()) {
+                    source_part(source.as_str(), tally);
+                }
             }
         }
         Unlock::Everything => {
-            for (key, tally) in &state.sources {
-                source_part(key, tally);
-            }
-            if state.overflow != Tally::default() {
-                source_part("(other sources)", &state.overflow);
+            for tallies in [&state.all, &state.protected] {
+                for (key, tally) in &tallies.sources {
+                    source_part(key, tally);
+                }
+                if tallies.overflow != Tally::default() {
+                    source_part("(other sources)", &tallies.overflow);
+                }
             }
         }
     }
@@ -343,8 +355,10 @@ fn unlock(target: &Target, source: Option<&Source>, now: u64) -> Result<String, 
         None => Unlock::Everything,
     };
     let was_locked = match source {
-        Some(source) => state.lock_for(source, now).is_some(),
-        None => state.user.is_locked(now) || state.locked_sources(now).next().is_some(),
+        Some(source) => state
+            .lock_for(source, Custody::Administrator, now)
+            .is_some(),
+        None => state.any_locked(now),
     };
     let was = unlock_scope_text(&state, what, now);
     let scope = match source {
@@ -504,6 +518,9 @@ pub struct Status {
     pub sources: Vec<SourceStatus>,
     /// Failures counted for sources that found every table entry locked.
     pub other_sources: Option<SourceStatus>,
+    /// The failures with the administrator's store's enrollment, which only a code from
+    /// it (or unlock) clears; `None` while there are none.
+    pub store_enrollment: Option<StoreTallies>,
     pub recovery_codes_left: Option<usize>,
     pub recovery_codes_total: Option<usize>,
     /// PAM services by the state directory they use, when they use more than one: each
@@ -567,6 +584,18 @@ fn source_status(source: &str, tally: &Tally, now: u64) -> SourceStatus {
     }
 }
 
+/// The tallies that guard the administrator's store's enrollment, as `status` shows them.
+#[derive(Debug, PartialEq, Eq, Serialize)]
+pub struct StoreTallies {
+    /// Failures from all sources since the last success with the store's enrollment.
+    pub failures: u32,
+    /// User-wide lockouts since then.
+    pub lockouts: u32,
+    /// The latest end of a lock in force on these tallies (user-wide or a source's).
+    pub locked_until: Option<u64>,
+    pub locked_until_utc: Option<String>,
+}
+
 /// The pure part of `status`: what the module would make of this enrollment and state.
 fn describe(
     account: &Account,
@@ -584,12 +613,15 @@ fn describe(
         Err(e) => (EnrollmentStatus::Broken, Some(e.to_string()), None),
     };
     let state = stored.unwrap_or_default();
-    let reference = enrolled.map(|e| EnrollmentRef::new(e, &enrollment_path.to_string_lossy()));
+    // The custody does not change the record found; the enrollment's reader says it.
+    let reference =
+        enrolled.map(|e| EnrollmentRef::new(e, &enrollment_path.to_string_lossy(), Custody::User));
     let record = reference.as_ref().map(|r| state.record(r));
     let enrollment_used = reference
         .as_ref()
         .map(|r| state.enrollments.contains_key(&r.fingerprint));
     let mut sources: Vec<SourceStatus> = state
+        .all
         .sources
         .iter()
         .map(|(key, tally)| source_status(key, tally, now))
@@ -601,14 +633,33 @@ fn describe(
             s.source.clone(),
         )
     });
-    let other_sources = (state.overflow != Tally::default())
-        .then(|| source_status("(other sources)", &state.overflow, now));
-    let user_locked = state.user.is_locked(now);
+    let other_sources = (state.all.overflow != Tally::default())
+        .then(|| source_status("(other sources)", &state.all.overflow, now));
+    let protected = &state.protected;
+    let store_locked_until = [&protected.user, &protected.overflow]
+        .into_iter()
+        .chain(protected.sources.values())
+        .filter(|t| t.is_locked(now))
+        .map(|t| t.locked_until)
+        .max();
+    let store_enrollment = (*protected != Tallies::default()).then(|| StoreTallies {
+        failures: protected.user.failures,
+        lockouts: protected.user.lockouts,
+        locked_until: store_locked_until,
+        locked_until_utc: store_locked_until.map(utc),
+    });
+    let user_locked = state.all.user.is_locked(now) || protected.user.is_locked(now);
+    let user_locked_until = [&state.all.user, &protected.user]
+        .into_iter()
+        .filter(|t| t.is_locked(now))
+        .map(|t| t.locked_until)
+        .max();
     let locked_until = sources
         .iter()
         .chain(other_sources.iter())
         .filter_map(|s| s.locked_until)
-        .chain(user_locked.then_some(state.user.locked_until))
+        .chain(user_locked_until)
+        .chain(store_locked_until)
         .max();
     let (kind, period) = match enrolled.map(|e| e.kind) {
         Some(Kind::Totp { period }) => (Some("totp"), Some(period)),
@@ -641,16 +692,17 @@ fn describe(
         last_login_utc: last_login.map(utc),
         last_totp_step: record.as_ref().and_then(|r| r.last_totp_step),
         next_hotp_counter: record.as_ref().and_then(|r| r.next_hotp_counter),
-        failures: state.user.failures,
+        failures: state.all.user.failures,
         max_failures: limits.max_failures,
         max_failures_user: limits.max_failures_user,
-        lockouts: state.user.lockouts,
+        lockouts: state.all.user.lockouts,
         user_locked,
         locked: locked_until.is_some(),
         locked_until,
         locked_until_utc: locked_until.map(utc),
         sources,
         other_sources,
+        store_enrollment,
         recovery_codes_left: recovery_left,
         recovery_codes_total: recovery_total,
         split_state_dirs: BTreeMap::new(),
@@ -736,6 +788,17 @@ impl Status {
             ),
         };
         lines.push(("failures", failures));
+        if let Some(store) = &self.store_enrollment {
+            let mut text = format!(
+                "{} failure(s), {} lockout(s) with the administrator's store's enrollment \
+                 (only a code from it, or otp-admin unlock, clears these)",
+                store.failures, store.lockouts
+            );
+            if let Some(until) = &store.locked_until_utc {
+                let _ = write!(text, "; LOCKED until {until}");
+            }
+            lines.push(("store failures", text));
+        }
         let locked = if self.user_locked {
             format!(
                 "YES, from every source, until {}; {} user-wide lockout(s) since the last success",
@@ -873,18 +936,19 @@ mod tests {
     fn a_locked_source_is_listed_and_the_secret_never_shown() {
         let e = enrollment("totp", 5);
         let mut state = State::default();
-        let enrolled = EnrollmentRef::new(&e, FILE);
+        let enrolled = EnrollmentRef::new(&e, FILE, Custody::User);
         let record = crate::core::state::EnrollmentRecord {
             last_totp_step: Some(33_000),
             spent_recovery_codes: vec![1, 3],
             ..enrolled.fresh_record()
         };
         assert!(state.accept(&enrolled, record, 990_000));
-        state.user.failures = 7;
+        state.all.user.failures = 7;
         state
+            .all
             .sources
             .insert("127.0.0.2".into(), locked_tally(1_000_060));
-        state.sources.insert(
+        state.all.sources.insert(
             "2001:db8::/64".into(),
             Tally {
                 failures: 2,
@@ -893,6 +957,7 @@ mod tests {
             },
         );
         state
+            .all
             .sources
             .insert("\u{1b}[2Jevil".into(), locked_tally(1_000_030));
         let status = describe_with(&Ok(e), Some(state));
@@ -930,7 +995,10 @@ mod tests {
     fn a_user_wide_lock_says_every_source() {
         let e = enrollment("totp", 0);
         let state = State {
-            user: locked_tally(1_000_500),
+            all: Tallies {
+                user: locked_tally(1_000_500),
+                ..Tallies::default()
+            },
             ..State::default()
         };
         let status = describe_with(&Ok(e), Some(state));
@@ -944,7 +1012,10 @@ mod tests {
     fn an_expired_lock_is_not_a_lock() {
         let e = enrollment("totp", 0);
         let mut state = State::default();
-        state.sources.insert("local".into(), locked_tally(999_999));
+        state
+            .all
+            .sources
+            .insert("local".into(), locked_tally(999_999));
         let status = describe_with(&Ok(e), Some(state));
         assert!(!status.locked);
         assert_eq!(status.locked_until, None);
@@ -960,14 +1031,14 @@ mod tests {
     fn another_enrollment_keeps_the_failures_and_locks() {
         let old = enrollment("hotp", 0);
         let mut state = State::default();
-        let enrolled = EnrollmentRef::new(&old, "/etc/otp/alice.toml");
+        let enrolled = EnrollmentRef::new(&old, "/etc/otp/alice.toml", Custody::User);
         let record = crate::core::state::EnrollmentRecord {
             next_hotp_counter: Some(40),
             ..enrolled.fresh_record()
         };
         assert!(state.accept(&enrolled, record, 900_000));
-        state.user = locked_tally(2_000_000);
-        state.user.failures = 3;
+        state.all.user = locked_tally(2_000_000);
+        state.all.user.failures = 3;
         let status = describe_with(&Ok(enrollment("totp", 2)), Some(state));
         assert_eq!(status.enrollment_used, Some(false));
         assert!(status.locked);

@@ -65,6 +65,13 @@ pub enum Method {
 pub enum Replay {
     /// A TOTP step or HOTP counter already used (or skipped by a newer one).
     Code,
+    /// A TOTP step at or before one accepted when this host's clock read later than it
+    /// does now: the clock went back (or was ahead then). Every current code is refused
+    /// until the clock passes that step again.
+    ClockWentBack {
+        /// How far the last accepted step is ahead of the clock, in seconds.
+        seconds: u64,
+    },
     /// A recovery code already spent.
     RecoveryCode,
 }
@@ -110,7 +117,7 @@ pub fn decide(
     answer: &str,
     now: u64,
 ) -> Decision {
-    if let Some(lock) = state.lock_for(source, now) {
+    if let Some(lock) = state.lock_for(source, enrolled.custody, now) {
         return Decision {
             verdict: Verdict::Locked(lock),
             state: state.clone(),
@@ -131,7 +138,7 @@ pub fn decide(
                 Method::Recovery { index, .. } => retired.spent_recovery_codes.push(index),
             }
             if next.accept(enrolled, retired, now) {
-                next.unlock(Unlock::Source(source));
+                next.unlock(Unlock::Success(source, enrolled.custody));
                 Verdict::Accepted(method)
             } else {
                 next = state.clone();
@@ -141,7 +148,8 @@ pub fn decide(
         None => match replayed(enrolled, &record, limits, answer, now) {
             Some(replay) => Verdict::Replayed(replay),
             None => {
-                let (failures, user_failures, locked) = next.record_failure(source, limits, now);
+                let (failures, user_failures, locked) =
+                    next.record_failure(source, enrolled.custody, limits, now);
                 Verdict::Rejected {
                     failures,
                     user_failures,
@@ -238,8 +246,8 @@ fn replayed(
     let enrollment = enrolled.enrollment;
     if let Some(given) = as_code(answer, enrollment.digits) {
         let (first, last) = candidates(enrolled, record, limits, now).1?;
-        return matching_counter(&enrolled.key, given, first..=last, prefer(enrolled))
-            .map(|_| Replay::Code);
+        matching_counter(&enrolled.key, given, first..=last, prefer(enrolled))?;
+        return Some(clock_went_back(enrolled, record, limits, now).unwrap_or(Replay::Code));
     }
     let trimmed = answer.trim();
     (!trimmed.is_empty()
@@ -249,6 +257,25 @@ fn replayed(
             .filter_map(|&i| enrollment.recovery_codes.get(i as usize))
             .any(|hash| hash.matches(trimmed)))
     .then_some(Replay::RecoveryCode)
+}
+
+/// A TOTP replay whose last accepted step lies beyond the whole window around `now`: no
+/// clock that only moves forward accepts a step so far ahead, so this host's clock went
+/// back since (or was ahead then).
+fn clock_went_back(
+    enrolled: &EnrollmentRef,
+    record: &EnrollmentRecord,
+    limits: &Limits,
+    now: u64,
+) -> Option<Replay> {
+    let Kind::Totp { period } = enrolled.enrollment.kind else {
+        return None;
+    };
+    let used = record.last_totp_step?;
+    let current = totp_step(now, period);
+    (used > current.saturating_add(limits.window)).then(|| Replay::ClockWentBack {
+        seconds: used.saturating_mul(period).saturating_sub(now),
+    })
 }
 
 fn match_recovery_code(
@@ -276,7 +303,7 @@ mod tests {
     use crate::core::enrollment::Enrollment;
     use crate::core::otp::{format_code, Algorithm};
     use crate::core::recovery::RecoveryHash;
-    use crate::core::state::{LockScope, Tally};
+    use crate::core::state::{Custody, LockScope, Tallies, Tally};
     use proptest::prelude::*;
     use std::collections::HashMap;
     use std::sync::{Mutex, OnceLock};
@@ -351,7 +378,7 @@ mod tests {
         answer: &str,
         now: u64,
     ) -> Decision {
-        let enrolled = EnrollmentRef::new(e, FILE);
+        let enrolled = EnrollmentRef::new(e, FILE, Custody::User);
         decide(
             &enrolled,
             &Source::from_rhost(rhost),
@@ -362,13 +389,22 @@ mod tests {
         )
     }
 
+    const STORE_FILE: &str = "/var/lib/pam-otp/secrets/tester.toml";
+
+    /// `decide` for a local login with an enrollment from the administrator's store.
+    fn store_dec(e: &Enrollment, state: &State, answer: &str, now: u64) -> Decision {
+        let enrolled = EnrollmentRef::new(e, STORE_FILE, Custody::Administrator);
+        let local = Source::from_rhost("");
+        decide(&enrolled, &local, state, &Limits::default(), answer, now)
+    }
+
     fn run(e: &Enrollment, state: &State, answer: &str, now: u64) -> Decision {
         dec(e, state, &Limits::default(), answer, now)
     }
 
     /// The enrollment record `state` holds for `e`.
     fn record(e: &Enrollment, state: &State) -> EnrollmentRecord {
-        state.record(&EnrollmentRef::new(e, FILE))
+        state.record(&EnrollmentRef::new(e, FILE, Custody::User))
     }
 
     #[test]
@@ -535,8 +571,8 @@ mod tests {
         // After the lock expires a right code gets in and resets the doubling.
         let ok = dec(&e, &state, &limits, &totp_code(&e, now), now);
         assert!(matches!(ok.verdict, Verdict::Accepted(_)));
-        assert!(ok.state.sources.is_empty());
-        assert_eq!(ok.state.user, Tally::default());
+        assert!(ok.state.all.sources.is_empty());
+        assert_eq!(ok.state.all.user, Tally::default());
     }
 
     #[test]
@@ -558,8 +594,8 @@ mod tests {
         let owner = decide_from(&e, "127.0.0.1", &state, &limits, &totp_code(&e, NOW), NOW);
         assert!(matches!(owner.verdict, Verdict::Accepted(_)));
         // The owner's success clears the user-wide tally, not the stranger's lock.
-        assert_eq!(owner.state.user, Tally::default());
-        assert!(owner.state.sources["127.0.0.2"].is_locked(NOW));
+        assert_eq!(owner.state.all.user, Tally::default());
+        assert!(owner.state.all.sources["127.0.0.2"].is_locked(NOW));
     }
 
     #[test]
@@ -609,7 +645,10 @@ mod tests {
         for _ in 0..50 {
             state = dec(&e, &state, &limits, "000000x", NOW).state;
         }
-        assert_eq!(state.lock_for(&Source::from_rhost(""), NOW), None);
+        assert_eq!(
+            state.lock_for(&Source::from_rhost(""), Custody::User, NOW),
+            None
+        );
         assert!(matches!(
             dec(&e, &state, &limits, &totp_code(&e, NOW), NOW).verdict,
             Verdict::Accepted(_)
@@ -640,9 +679,9 @@ mod tests {
         for _ in 0..4 {
             state = run(&e, &state, "nope", NOW).state;
         }
-        assert_eq!(state.user.failures, 4);
+        assert_eq!(state.all.user.failures, 4);
         let ok = run(&e, &state, &totp_code(&e, NOW), NOW);
-        assert_eq!(ok.state.user.failures, 0);
+        assert_eq!(ok.state.all.user.failures, 0);
         assert_eq!(ok.state.last_success, NOW);
     }
 
@@ -677,12 +716,137 @@ mod tests {
     /// A state whose record for `e` is `record` (as a past success left it).
     fn with_record(e: &Enrollment, record: EnrollmentRecord) -> State {
         let mut state = State::default();
-        assert!(state.accept(&EnrollmentRef::new(e, FILE), record, 1));
+        assert!(state.accept(&EnrollmentRef::new(e, FILE, Custody::User), record, 1));
         state
+    }
+
+    /// Malware running as the user, with the password: wrong guesses at the store's code
+    /// (sudo), a right code from the user's own file (which it can write) after every
+    /// four, and every lockout waited out. The store's tallies keep counting: its source
+    /// locks after 5 guesses, and the user-wide ceiling after 20, as with no home file.
+    #[test]
+    fn a_success_with_the_users_own_file_never_lowers_what_guards_the_store() {
+        let (home, store) = (hotp_enrollment(), totp_enrollment());
+        let wrong = wrong_code(&store, NOW / 30);
+        let mut state = State::default();
+        let mut now = NOW;
+        let mut counter = 0;
+        let mut guesses = 0;
+        while guesses < 20 {
+            now += 1;
+            let d = store_dec(&store, &state, &wrong, now);
+            match d.verdict {
+                Verdict::Locked(lock) => {
+                    now = lock.until;
+                    continue;
+                }
+                Verdict::Rejected { .. } => guesses += 1,
+                other => panic!("{other:?}"),
+            }
+            state = d.state;
+            if guesses % 4 == 0 {
+                let home_code = code_at(&home, counter);
+                counter += 1;
+                let ok = run(&home, &state, &home_code, now);
+                assert!(
+                    matches!(ok.verdict, Verdict::Accepted(_)),
+                    "{:?}",
+                    ok.verdict
+                );
+                assert_eq!(ok.state.protected, state.protected, "after {guesses}");
+                assert_eq!(ok.state.all.user, Tally::default(), "after {guesses}");
+                state = ok.state;
+            }
+        }
+        assert_eq!(state.protected.user.lockouts, 1, "the ceiling after 20");
+        assert_eq!(state.protected.sources["local"].lockouts, 4);
+        let locked = store_dec(&store, &state, &totp_code(&store, now), now);
+        assert!(
+            matches!(locked.verdict, Verdict::Locked(_)),
+            "{:?}",
+            locked.verdict
+        );
+        // The user's own file still works: the store's lockout guards the store only.
+        let home_code = code_at(&home, counter);
+        assert!(matches!(
+            run(&home, &state, &home_code, now).verdict,
+            Verdict::Accepted(_)
+        ));
+    }
+
+    /// A success with the store's enrollment clears both sets, as any success did.
+    #[test]
+    fn a_success_with_the_store_clears_its_own_tallies_too() {
+        let store = totp_enrollment();
+        let wrong = wrong_code(&store, NOW / 30);
+        let failed = store_dec(&store, &State::default(), &wrong, NOW).state;
+        assert_eq!(failed.protected.user.failures, 1);
+        assert_eq!(failed.all.user.failures, 1);
+        let ok = store_dec(&store, &failed, &totp_code(&store, NOW), NOW + 1);
+        assert!(matches!(ok.verdict, Verdict::Accepted(_)));
+        assert_eq!(ok.state.protected, Tallies::default());
+        assert_eq!(ok.state.all, Tallies::default());
+    }
+
+    /// A code accepted while the clock read an hour later: at the real time every current
+    /// code is a replay, told as the clock having gone back; an ordinary replay is not.
+    #[test]
+    fn a_replay_after_the_clock_went_back_says_so() {
+        let e = totp_enrollment();
+        let ahead = NOW + 3600;
+        let future = run(&e, &State::default(), &totp_code(&e, ahead), ahead);
+        assert!(matches!(future.verdict, Verdict::Accepted(_)));
+        let back = run(&e, &future.state, &totp_code(&e, NOW), NOW);
+        match back.verdict {
+            Verdict::Replayed(Replay::ClockWentBack { seconds }) => {
+                assert!((3570..=3600).contains(&seconds), "{seconds}")
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(back.state, future.state, "not counted");
+        let used = run(&e, &State::default(), &totp_code(&e, NOW), NOW);
+        let again = run(&e, &used.state, &totp_code(&e, NOW), NOW + 1);
+        assert_eq!(again.verdict, Verdict::Replayed(Replay::Code));
+        // The phone a step ahead (within the window) is no clock going back.
+        let next_step = run(&e, &State::default(), &totp_code(&e, NOW + 30), NOW);
+        let current = run(&e, &next_step.state, &totp_code(&e, NOW), NOW + 1);
+        assert_eq!(current.verdict, Verdict::Replayed(Replay::Code));
     }
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// Whatever the state and whatever is typed, a decision with an enrollment the
+        /// user can write leaves every tally guarding the store exactly as it was.
+        #[test]
+        fn the_users_own_file_never_changes_the_stores_tallies(
+            attempts in proptest::collection::vec((any::<bool>(), any::<bool>(), 0u64..100, 0u8..3), 1..40),
+        ) {
+            let (home, store) = (hotp_enrollment(), totp_enrollment());
+            let refs = [
+                EnrollmentRef::new(&home, FILE, Custody::User),
+                EnrollmentRef::new(&store, STORE_FILE, Custody::Administrator),
+            ];
+            let limits = Limits { max_failures: 3, max_failures_user: 5, ..Limits::default() };
+            let mut state = State::default();
+            let mut now = NOW;
+            let mut counter = 0;
+            for (with_store, right, advance, from) in attempts {
+                now += advance;
+                let enrolled = &refs[usize::from(with_store)];
+                let answer = match (with_store, right) {
+                    (true, true) => totp_code(&store, now),
+                    (false, true) => { counter += 1; code_at(&home, counter - 1) }
+                    (_, false) => "000000x".to_string(),
+                };
+                let source = Source::from_rhost(&format!("10.0.0.{from}"));
+                let d = decide(enrolled, &source, &state, &limits, &answer, now);
+                if !with_store {
+                    prop_assert_eq!(&d.state.protected, &state.protected);
+                }
+                state = d.state;
+            }
+        }
 
         /// Whatever is typed, whenever, from wherever, through whichever of two enrollments:
         /// no TOTP step, HOTP counter or recovery code is accepted twice per enrollment.
@@ -692,7 +856,7 @@ mod tests {
                 (any::<bool>(), 0u64..40, 0u64..200, any::<bool>(), 0u8..4), 1..60),
         ) {
             let (totp, hotp) = (totp_enrollment(), hotp_enrollment());
-            let refs = [EnrollmentRef::new(&totp, FILE), EnrollmentRef::new(&hotp, "/var/lib/pam-otp/secrets/t.toml")];
+            let refs = [EnrollmentRef::new(&totp, FILE, Custody::User), EnrollmentRef::new(&hotp, STORE_FILE, Custody::Administrator)];
             let limits = Limits { max_failures: 0, ..Limits::default() };
             let mut state = State::default();
             let mut now = NOW;
@@ -728,13 +892,13 @@ mod tests {
         #[test]
         fn failures_across_enrollments_add_up(picks in proptest::collection::vec(any::<bool>(), 1..19)) {
             let (totp, hotp) = (totp_enrollment(), hotp_enrollment());
-            let refs = [EnrollmentRef::new(&totp, FILE), EnrollmentRef::new(&hotp, "/etc/otp/t.toml")];
+            let refs = [EnrollmentRef::new(&totp, FILE, Custody::User), EnrollmentRef::new(&hotp, "/etc/otp/t.toml", Custody::User)];
             let limits = Limits { max_failures: 1000, ..Limits::default() };
             let mut state = State::default();
             let local = Source::from_rhost("");
             for (n, use_hotp) in picks.iter().enumerate() {
                 let d = decide(&refs[usize::from(*use_hotp)], &local, &state, &limits, "nope", NOW);
-                prop_assert_eq!(d.state.user.failures, n as u32 + 1);
+                prop_assert_eq!(d.state.all.user.failures, n as u32 + 1);
                 state = d.state;
             }
         }
@@ -751,9 +915,9 @@ mod tests {
             let lock = Tally { locked_until: NOW + locked_for, lockouts: 1, ..Tally::default() };
             let mut state = State::default();
             if user_wide {
-                state.user = lock;
+                state.all.user = lock;
             } else {
-                state.sources.insert("192.0.2.1".into(), lock);
+                state.all.sources.insert("192.0.2.1".into(), lock);
             }
             let now = NOW + offset % locked_for;
             let answer = if recovery { "aaaa-bbbb".to_string() } else { totp_code(&e, now) };
@@ -775,12 +939,12 @@ mod tests {
             for (host, advance) in failures {
                 now += advance;
                 let locked_before: Vec<String> =
-                    state.locked_sources(now).map(|(k, _)| k.to_string()).collect();
+                    state.all.locked_sources(now).map(|(k, _)| k.to_string()).collect();
                 let source = Source::from_rhost(&format!("10.{}.0.1", host % 256));
-                state.record_failure(&source, &limits, now);
-                prop_assert!(state.sources.len() <= crate::core::state::MAX_SOURCES);
+                state.record_failure(&source, Custody::User, &limits, now);
+                prop_assert!(state.all.sources.len() <= crate::core::state::MAX_SOURCES);
                 for key in locked_before {
-                    prop_assert!(state.sources[&key].is_locked(now), "{key} forgotten");
+                    prop_assert!(state.all.sources[&key].is_locked(now), "{key} forgotten");
                 }
             }
         }
@@ -799,7 +963,7 @@ mod tests {
             let step = current - window + pick % (2 * window + 1);
             let last = last_behind.map(|behind| current - window - 1 - behind);
             let mut state = with_record(&e, EnrollmentRecord { last_totp_step: last, ..EnrollmentRecord::default() });
-            state.user.failures = failures;
+            state.all.user.failures = failures;
             let limits = Limits { window, ..Limits::default() };
             let d = dec(&e, &state, &limits, &code_at(&e, step), now);
             let accepted = matches!(d.verdict, Verdict::Accepted(Method::Totp { step: s }) if s >= step);

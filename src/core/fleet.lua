@@ -6,9 +6,15 @@
 -- KEYS[2] person hash: "user" the user-wide tally, "overflow" the tally of new sources
 --         while every remembered source is locked (only with the ceiling off).
 -- KEYS[3] sources hash: one tally per source.
+-- KEYS[4], KEYS[5]: the same two for the failures with enrollments only the administrator
+--         can change (custody "administrator", the store). They count as well as the
+--         first two, and only a success with such an enrollment clears them: a success
+--         with a file the user can write never lowers what guards the store.
 -- A tally is "failures:lockouts:locked_until:last_failure". Deadlines come from the
 -- server's clock, so hosts with skewed clocks agree on them.
-local enrollments, person, sources = KEYS[1], KEYS[2], KEYS[3]
+local enrollments = KEYS[1]
+local all_set = {person = KEYS[2], sources = KEYS[3]}
+local protected_set = {person = KEYS[4], sources = KEYS[5]}
 local op = ARGV[1]
 local now = tonumber(redis.call('TIME')[1])
 local MAX_ENROLLMENTS = 8
@@ -68,10 +74,10 @@ end
 -- Whether a source without an entry finds the table full of locked sources: it is then
 -- not remembered (a locked source is never forgotten, so rotating addresses cannot flush
 -- a lock) and counts with the overflow.
-local function routes_to_overflow(source, max_sources)
-  if redis.call('HEXISTS', sources, source) == 1 then return false end
-  if redis.call('HLEN', sources) < max_sources then return false end
-  local all = redis.call('HGETALL', sources)
+local function routes_to_overflow(set, source, max_sources)
+  if redis.call('HEXISTS', set.sources, source) == 1 then return false end
+  if redis.call('HLEN', set.sources) < max_sources then return false end
+  local all = redis.call('HGETALL', set.sources)
   for i = 2, #all, 2 do
     if unpack_tally(all[i]).till <= now then return false end
   end
@@ -79,25 +85,25 @@ local function routes_to_overflow(source, max_sources)
 end
 
 -- Makes room for a new source: the one whose last failure is oldest among the unlocked.
-local function forget_oldest_unlocked(max_sources)
-  if redis.call('HLEN', sources) < max_sources then return end
-  local all = redis.call('HGETALL', sources)
+local function forget_oldest_unlocked(set, max_sources)
+  if redis.call('HLEN', set.sources) < max_sources then return end
+  local all = redis.call('HGETALL', set.sources)
   local victim, victim_last = nil, math.huge
   for i = 1, #all, 2 do
     local t = unpack_tally(all[i + 1])
     if t.till <= now and t.last < victim_last then victim, victim_last = all[i], t.last end
   end
-  if victim then redis.call('HDEL', sources, victim) end
+  if victim then redis.call('HDEL', set.sources, victim) end
 end
 
 -- The lockout that refuses this source now: the user-wide one or its own, the later one.
-local function lock_in_force(source, max_sources)
-  local user = unpack_tally(redis.call('HGET', person, 'user'))
+local function lock_in_force(set, source, max_sources)
+  local user = unpack_tally(redis.call('HGET', set.person, 'user'))
   local own, scope
-  if routes_to_overflow(source, max_sources) then
-    own, scope = unpack_tally(redis.call('HGET', person, 'overflow')), 'others'
+  if routes_to_overflow(set, source, max_sources) then
+    own, scope = unpack_tally(redis.call('HGET', set.person, 'overflow')), 'others'
   else
-    own, scope = unpack_tally(redis.call('HGET', sources, source)), 'source'
+    own, scope = unpack_tally(redis.call('HGET', set.sources, source)), 'source'
   end
   if user.till > now and user.till >= own.till then return user.till, 'user' end
   if own.till > now then return own.till, scope end
@@ -125,19 +131,72 @@ local function forget_idle_enrollment(keep)
   end
 end
 
+-- The sets of tallies that guard an enrollment of this custody.
+local function guarding(custody)
+  if custody == 'administrator' then return {all_set, protected_set} end
+  if custody == 'user' then return {all_set} end
+  error('pam-otp: unknown custody ' .. tostring(custody))
+end
+
+-- Counts one failure from source on one set; returns the source's failures (the person's
+-- if the source is not remembered), the person's, and the lockout started (0, '', 0 if none).
+local function record_failure(set, source, max_sources, max_failures, max_failures_user,
+    lockout, max_lockout, idle_seconds)
+  -- max_failures=0 turns every lockout off, the ceiling included.
+  local user_threshold = max_failures_user
+  if max_failures == 0 then user_threshold = 0 end
+  local user = unpack_tally(redis.call('HGET', set.person, 'user'))
+  local own, own_field, own_key, scope
+  if routes_to_overflow(set, source, max_sources) then
+    if user_threshold > 0 then
+      -- The ceiling bounds sources nobody remembers: they count user-wide only.
+      own = nil
+    else
+      own, own_key, own_field, scope = unpack_tally(redis.call('HGET', set.person, 'overflow')), set.person, 'overflow', 'others'
+    end
+  else
+    if redis.call('HEXISTS', set.sources, source) == 0 then forget_oldest_unlocked(set, max_sources) end
+    own, own_key, own_field, scope = unpack_tally(redis.call('HGET', set.sources, source)), set.sources, source, 'source'
+  end
+  local own_lock, own_failures = 0, 0
+  if own then
+    own_lock = fail(own, max_failures, lockout, max_lockout)
+    own_failures = own.failures
+    redis.call('HSET', own_key, own_field, pack_tally(own))
+  end
+  local user_lock = fail(user, user_threshold, lockout, max_lockout)
+  redis.call('HSET', set.person, 'user', pack_tally(user))
+  if not own then own_failures = user.failures end
+  local locked_until, lock_scope, lockouts = 0, '', 0
+  if user_lock > 0 and user_lock >= own_lock then
+    locked_until, lock_scope, lockouts = user_lock, 'user', user.lockouts
+  elseif own_lock > 0 then
+    locked_until, lock_scope, lockouts = own_lock, scope, own.lockouts
+  end
+  -- Tallies of a person nobody tries any more go by themselves; the guards never do.
+  redis.call('PEXPIRE', set.person, idle_seconds * 1000)
+  redis.call('PEXPIRE', set.sources, idle_seconds * 1000)
+  return own_failures, user.failures, locked_until, lock_scope, lockouts
+end
+
 if op == 'check' or op == 'decide' then
   local fingerprint, source, max_sources = ARGV[2], ARGV[3], int(ARGV[4])
-  local locked, scope = lock_in_force(source, max_sources)
+  local sets = guarding(ARGV[5])
+  local locked, scope = 0, ''
+  for _, set in ipairs(sets) do
+    local till, why = lock_in_force(set, source, max_sources)
+    if till > locked then locked, scope = till, why end
+  end
   if locked > 0 then return {'locked', now, locked, scope} end
   local guards = redis.call('HMGET', enrollments, fingerprint .. ':step', fingerprint .. ':hotp',
     fingerprint .. ':spent')
   local step, hotp, spent = stored_int(guards[1]), stored_int(guards[2]), guards[3] or ''
   if op == 'check' then return {'open', now, step, hotp, spent} end
 
-  local kind, value = ARGV[5], ARGV[6]
-  local floor_step, floor_hotp = int(ARGV[7]), int(ARGV[8])
-  local max_failures, max_failures_user = int(ARGV[9]), int(ARGV[10])
-  local lockout, max_lockout, idle_seconds = int(ARGV[11]), int(ARGV[12]), int(ARGV[13])
+  local kind, value = ARGV[6], ARGV[7]
+  local floor_step, floor_hotp = int(ARGV[8]), int(ARGV[9])
+  local max_failures, max_failures_user = int(ARGV[10]), int(ARGV[11])
+  local lockout, max_lockout, idle_seconds = int(ARGV[12]), int(ARGV[13]), int(ARGV[14])
 
   -- A number the host matched is accepted if newer than record and floor; if not, it is a
   -- code that was good once and is used up: refused, not counted (it tests no unknown code).
@@ -162,58 +221,43 @@ if op == 'check' or op == 'decide' then
   if accepted then
     redis.call('HSET', enrollments, fingerprint .. ':used', text(now))
     forget_idle_enrollment(fingerprint)
-    -- A success clears its source's tally and the user-wide one; other sources stay locked.
-    redis.call('HDEL', sources, source)
-    redis.call('HDEL', person, 'user')
+    -- A success clears its source's tally and the user-wide one in the sets guarding this
+    -- enrollment; other sources stay locked.
+    for _, set in ipairs(sets) do
+      redis.call('HDEL', set.sources, source)
+      redis.call('HDEL', set.person, 'user')
+    end
     return {'accepted', now}
   end
   if replayed then return {'replayed', now} end
 
-  -- max_failures=0 turns every lockout off, the ceiling included.
-  local user_threshold = max_failures_user
-  if max_failures == 0 then user_threshold = 0 end
-  local user = unpack_tally(redis.call('HGET', person, 'user'))
-  local own, own_field, own_key, scope
-  if routes_to_overflow(source, max_sources) then
-    if user_threshold > 0 then
-      -- The ceiling bounds sources nobody remembers: they count user-wide only.
-      own = nil
-    else
-      own, own_key, own_field, scope = unpack_tally(redis.call('HGET', person, 'overflow')), person, 'overflow', 'others'
-    end
-  else
-    if redis.call('HEXISTS', sources, source) == 0 then forget_oldest_unlocked(max_sources) end
-    own, own_key, own_field, scope = unpack_tally(redis.call('HGET', sources, source)), sources, source, 'source'
+  -- Counted in every set guarding this enrollment: the higher counts and the later lockout.
+  local source_failures, user_failures, locked_until, lock_scope, lockouts = 0, 0, 0, '', 0
+  for _, set in ipairs(sets) do
+    local own, user, till, why, n = record_failure(set, source, max_sources, max_failures,
+      max_failures_user, lockout, max_lockout, idle_seconds)
+    source_failures = math.max(source_failures, own)
+    user_failures = math.max(user_failures, user)
+    if till > locked_until then locked_until, lock_scope, lockouts = till, why, n end
   end
-  local own_lock, own_failures = 0, 0
-  if own then
-    own_lock = fail(own, max_failures, lockout, max_lockout)
-    own_failures = own.failures
-    redis.call('HSET', own_key, own_field, pack_tally(own))
-  end
-  local user_lock = fail(user, user_threshold, lockout, max_lockout)
-  redis.call('HSET', person, 'user', pack_tally(user))
-  if not own then own_failures = user.failures end
-  local locked_until, lock_scope, lockouts = 0, '', 0
-  if user_lock > 0 and user_lock >= own_lock then
-    locked_until, lock_scope, lockouts = user_lock, 'user', user.lockouts
-  elseif own_lock > 0 then
-    locked_until, lock_scope, lockouts = own_lock, scope, own.lockouts
-  end
-  -- Tallies of a person nobody tries any more go by themselves; the guards never do.
-  redis.call('PEXPIRE', person, idle_seconds * 1000)
-  redis.call('PEXPIRE', sources, idle_seconds * 1000)
-  return {'rejected', now, own_failures, user.failures, locked_until, lock_scope, lockouts}
+  return {'rejected', now, source_failures, user_failures, locked_until, lock_scope, lockouts}
 elseif op == 'status' then
-  return {'status', now, redis.call('HGETALL', enrollments), redis.call('HGETALL', person),
-    redis.call('HGETALL', sources)}
+  return {'status', now, redis.call('HGETALL', enrollments),
+    redis.call('HGETALL', all_set.person), redis.call('HGETALL', all_set.sources),
+    redis.call('HGETALL', protected_set.person), redis.call('HGETALL', protected_set.sources)}
 elseif op == 'unlock' then
   local source = ARGV[2]
-  if source == '' then
-    return {'changed', now, redis.call('DEL', person, sources)}
+  local removed = 0
+  for _, set in ipairs({all_set, protected_set}) do
+    if source == '' then
+      removed = removed + redis.call('DEL', set.person, set.sources)
+    else
+      removed = removed + redis.call('HDEL', set.sources, source) + redis.call('HDEL', set.person, 'user')
+    end
   end
-  return {'changed', now, redis.call('HDEL', sources, source) + redis.call('HDEL', person, 'user')}
+  return {'changed', now, removed}
 elseif op == 'reset' then
-  return {'changed', now, redis.call('DEL', enrollments, person, sources)}
+  return {'changed', now, redis.call('DEL', enrollments, all_set.person, all_set.sources,
+    protected_set.person, protected_set.sources)}
 end
 return redis.error_reply('pam-otp: unknown operation ' .. tostring(op))

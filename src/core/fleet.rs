@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::core::decision::{decide, Limits, Method, Replay, Verdict};
 use crate::core::source::Source;
 use crate::core::state::{
-    EnrollmentRecord, EnrollmentRef, Lock, LockScope, State, Tally, MAX_SOURCES,
+    Custody, EnrollmentRecord, EnrollmentRef, Lock, LockScope, State, Tallies, Tally, MAX_SOURCES,
 };
 
 /// The script; Redis keeps it by its SHA-1 (`EVALSHA`, loaded again after `NOSCRIPT`).
@@ -44,7 +44,7 @@ impl fmt::Display for FleetError {
     }
 }
 
-/// The names of one person's three keys. They share a hash tag (the UID, as the host's
+/// The names of one person's five keys. They share a hash tag (the UID, as the host's
 /// file state is keyed; digits cannot end the tag early), which keeps them in one slot of
 /// a Redis Cluster. Every host of a fleet must agree on UIDs, as NFS homes need anyway.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,6 +55,10 @@ pub struct RecordKeys {
     pub person: String,
     /// Failure tallies and lockouts per source.
     pub sources: String,
+    /// `person` for the failures with the administrator's enrollments.
+    pub protected_person: String,
+    /// `sources` for the failures with the administrator's enrollments.
+    pub protected_sources: String,
 }
 
 impl RecordKeys {
@@ -67,12 +71,20 @@ impl RecordKeys {
             enrollments: key("enrollments"),
             person: key("person"),
             sources: key("sources"),
+            protected_person: key("protected-person"),
+            protected_sources: key("protected-sources"),
         }
     }
 
     /// The keys in the order the script expects them.
-    pub fn all(&self) -> [&str; 3] {
-        [&self.enrollments, &self.person, &self.sources]
+    pub fn all(&self) -> [&str; 5] {
+        [
+            &self.enrollments,
+            &self.person,
+            &self.sources,
+            &self.protected_person,
+            &self.protected_sources,
+        ]
     }
 }
 
@@ -122,6 +134,8 @@ pub enum Call<'a> {
         fingerprint: &'a str,
         /// Where the login comes from.
         source: &'a Source,
+        /// Who can change the enrollment: which tallies guard it.
+        custody: Custody,
     },
     /// The decision: accept `candidate` if it is newer than record and floor, else count a failure.
     Decide {
@@ -129,6 +143,8 @@ pub enum Call<'a> {
         fingerprint: &'a str,
         /// Where the login comes from.
         source: &'a Source,
+        /// Who can change the enrollment: which tallies guard it.
+        custody: Custody,
         /// What the host recognised the answer as.
         candidate: Candidate,
         /// The host's own record of this enrollment (its file state).
@@ -164,6 +180,14 @@ fn idle_seconds(limits: &Limits) -> u64 {
     limits.max_lockout.saturating_mul(2).saturating_add(86_400)
 }
 
+/// The script's name for a custody.
+fn custody_argument(custody: Custody) -> &'static str {
+    match custody {
+        Custody::User => "user",
+        Custody::Administrator => "administrator",
+    }
+}
+
 impl Call<'_> {
     /// The script's arguments (`ARGV`).
     pub fn arguments(&self) -> Result<Vec<String>, FleetError> {
@@ -171,15 +195,18 @@ impl Call<'_> {
             Call::Check {
                 fingerprint,
                 source,
+                custody,
             } => vec![
                 "check".into(),
                 fingerprint.to_string(),
                 source.as_str().to_string(),
                 MAX_SOURCES.to_string(),
+                custody_argument(*custody).into(),
             ],
             Call::Decide {
                 fingerprint,
                 source,
+                custody,
                 candidate,
                 floor,
                 limits,
@@ -195,6 +222,7 @@ impl Call<'_> {
                     fingerprint.to_string(),
                     source.to_string(),
                     MAX_SOURCES.to_string(),
+                    custody_argument(*custody).into(),
                     kind.into(),
                     value,
                     optional(floor.last_totp_step)?,
@@ -295,12 +323,10 @@ pub enum Reply {
 pub struct SharedRecord {
     /// (field, value) of the enrollments hash: `FINGERPRINT:step|hotp|spent|used`.
     pub enrollments: Vec<(String, String)>,
-    /// The user-wide tally.
-    pub user: Tally,
-    /// The tally of sources the record could not remember.
-    pub overflow: Tally,
-    /// Per source.
-    pub sources: Vec<(String, Tally)>,
+    /// The failures with every enrollment.
+    pub all: Tallies,
+    /// The failures with the administrator's enrollments (see `State::protected`).
+    pub protected: Tallies,
 }
 
 fn bad(why: impl Into<String>) -> FleetError {
@@ -375,19 +401,17 @@ fn tally(packed: &str) -> Result<Tally, FleetError> {
     })
 }
 
-fn record(
-    enrollments: Vec<(String, String)>,
+fn tallies(
     person: Vec<(String, String)>,
     sources: Vec<(String, String)>,
-) -> Result<SharedRecord, FleetError> {
+) -> Result<Tallies, FleetError> {
     let person_tally = |name: &str| {
         person
             .iter()
             .find(|(k, _)| k == name)
             .map_or(Ok(Tally::default()), |(_, v)| tally(v))
     };
-    Ok(SharedRecord {
-        enrollments,
+    Ok(Tallies {
         user: person_tally("user")?,
         overflow: person_tally("overflow")?,
         sources: sources
@@ -440,7 +464,11 @@ pub fn parse_reply(value: &Value) -> Result<Reply, FleetError> {
         }
         "status" => Ok(Reply::Status {
             now,
-            record: record(pairs(field(2))?, pairs(field(3))?, pairs(field(4))?)?,
+            record: SharedRecord {
+                enrollments: pairs(field(2))?,
+                all: tallies(pairs(field(3))?, pairs(field(4))?)?,
+                protected: tallies(pairs(field(5))?, pairs(field(6))?)?,
+            },
         }),
         "changed" => Ok(Reply::Changed {
             removed: unsigned(field(2))?,
@@ -569,6 +597,7 @@ mod tests {
         let call = Call::Decide {
             fingerprint: "fp",
             source: &local,
+            custody: Custody::User,
             candidate: Candidate::Totp(101),
             floor: &floor,
             limits: &limits,
@@ -577,13 +606,14 @@ mod tests {
         assert_eq!(
             args,
             [
-                "decide", "fp", "local", "32", "totp", "101", "100", "-1", "5", "20", "60",
+                "decide", "fp", "local", "32", "user", "totp", "101", "100", "-1", "5", "20", "60",
                 "86400", "259200"
             ]
         );
         let huge = Call::Decide {
             fingerprint: "fp",
             source: &local,
+            custody: Custody::User,
             candidate: Candidate::Hotp(1 << 60),
             floor: &floor,
             limits: &limits,
@@ -689,7 +719,7 @@ mod tests {
     #[test]
     fn a_used_up_step_is_a_replay_and_a_fresh_one_a_candidate() {
         let e = totp_enrollment();
-        let enrolled = EnrollmentRef::new(&e, "/f");
+        let enrolled = EnrollmentRef::new(&e, "/f", Custody::User);
         let local = Source::from_rhost("");
         let now = 1_700_000_000;
         let fresh = EnrollmentRecord::default();
@@ -723,7 +753,7 @@ mod tests {
     #[test]
     fn the_floor_only_moves_forward() {
         let e = totp_enrollment();
-        let enrolled = EnrollmentRef::new(&e, "/f");
+        let enrolled = EnrollmentRef::new(&e, "/f", Custody::User);
         let mut floor = State::default();
         assert!(floor.accept(
             &enrolled,

@@ -16,8 +16,9 @@ use crate::core::source::{Source, MAX_SOURCE_BYTES};
 /// The state format written and read: a compact binary form (postcard: the fields in
 /// declaration order, integers as varints), which a login reads and writes far faster
 /// than text. 1 was TOML with one enrollment per user name, 2 TOML per UID; both are
-/// still read, once, when upgrading.
-pub const STATE_VERSION: u32 = 3;
+/// still read, once, when upgrading. 3 had one set of tallies for every enrollment and is
+/// refused (it never left development; `otp-admin reset` is the way out).
+pub const STATE_VERSION: u32 = 4;
 /// The TOML format of a whole state file before the binary one, read by
 /// [`State::from_toml_bytes`].
 const TOML_STATE_VERSION: u32 = 2;
@@ -104,16 +105,20 @@ pub struct EnrollmentRef<'a> {
     pub key: HotpKey,
     /// The enrollment file's path, as the record remembers it.
     pub file: String,
+    /// Who can change that file.
+    pub custody: Custody,
 }
 
 impl<'a> EnrollmentRef<'a> {
-    /// Fingerprints `enrollment` (read from `file`) for one login.
-    pub fn new(enrollment: &'a Enrollment, file: &str) -> EnrollmentRef<'a> {
+    /// Fingerprints `enrollment` (read from `file`, which `custody` can change) for one
+    /// login.
+    pub fn new(enrollment: &'a Enrollment, file: &str, custody: Custody) -> EnrollmentRef<'a> {
         EnrollmentRef {
             enrollment,
             fingerprint: enrollment.fingerprint(),
             key: enrollment.hotp_key(),
             file: file.to_string(),
+            custody,
         }
     }
 
@@ -128,6 +133,18 @@ impl<'a> EnrollmentRef<'a> {
             ..EnrollmentRecord::default()
         }
     }
+}
+
+/// Who can change an enrollment's file. It decides what a success with that enrollment
+/// may clear: a success with a file the user can write proves only that someone running
+/// as the user wrote a code into it, so it must not lower what guards an enrollment the
+/// user cannot even read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Custody {
+    /// The user, and so anything running as the user: the user's own file.
+    User,
+    /// Only the administrator: a root-owned file in the store, which the user cannot read.
+    Administrator,
 }
 
 /// What a lockout covers.
@@ -153,26 +170,22 @@ pub struct Lock {
 /// What [`State::unlock`] clears.
 #[derive(Clone, Copy, Debug)]
 pub enum Unlock<'a> {
-    /// What a success from this source clears: the source's tally and the user-wide one.
-    /// Other sources stay as they are (a stranger's locked address stays locked).
+    /// What a success from this source with an enrollment of this custody clears: the
+    /// source's tally and the user-wide one; those guarding the administrator's enrollments
+    /// only if the success was with one of them. Other sources stay as they are (a
+    /// stranger's locked address stays locked).
+    Success(&'a Source, Custody),
+    /// `otp-admin unlock --source`: the source's tallies and the user-wide ones.
     Source(&'a Source),
-    /// Every tally: the user-wide one, every source, the overflow.
+    /// `otp-admin unlock`: every tally.
     Everything,
 }
 
-/// What the module remembers between logins for one person (one UID).
-///
-/// The binary form is the fields in declaration order: reordering, adding or removing a
-/// field here (or in [`Tally`] or [`EnrollmentRecord`]) is a new [`STATE_VERSION`]. The
-/// `default`s are for the TOML of format 2, which left out empty and absent values.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// Failures and lockouts of one set of enrollments: the person's from all sources
+/// together, per source, and of the sources that did not fit in the table.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct State {
-    /// The format version, [`STATE_VERSION`].
-    pub version: u32,
-    /// Unix time of the last accepted code, whichever enrollment (0: never).
-    #[serde(default)]
-    pub last_success: u64,
+pub struct Tallies {
     /// The person's failures and lockouts from all sources together.
     #[serde(default)]
     pub user: Tally,
@@ -182,44 +195,9 @@ pub struct State {
     /// Per source key (`Source`), at most [`MAX_SOURCES`].
     #[serde(default)]
     pub sources: BTreeMap<String, Tally>,
-    /// Per enrollment fingerprint, at most [`MAX_ENROLLMENTS`].
-    #[serde(default)]
-    pub enrollments: BTreeMap<String, EnrollmentRecord>,
 }
 
-impl Default for State {
-    fn default() -> State {
-        State {
-            version: STATE_VERSION,
-            last_success: 0,
-            user: Tally::default(),
-            overflow: Tally::default(),
-            sources: BTreeMap::new(),
-            enrollments: BTreeMap::new(),
-        }
-    }
-}
-
-/// Why a state file could not be read, or a state not written.
-#[derive(Debug, PartialEq, Eq)]
-pub struct StateParseError(pub String);
-
-impl fmt::Display for StateParseError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "corrupt state: {}", self.0)
-    }
-}
-
-impl State {
-    /// The record of this enrollment: the stored one, else a fresh one (a new enrollment
-    /// starts its replay guard, counter and recovery codes afresh; failures stay).
-    pub fn record(&self, enrolled: &EnrollmentRef) -> EnrollmentRecord {
-        self.enrollments
-            .get(&enrolled.fingerprint)
-            .cloned()
-            .unwrap_or_else(|| enrolled.fresh_record())
-    }
-
+impl Tallies {
     /// Whether `source` has its own entry, may get one, or counts with the overflow.
     fn routes_to_overflow(&self, source: &Source, now: u64) -> bool {
         !self.sources.contains_key(source.as_str())
@@ -256,6 +234,13 @@ impl State {
             .map(|(k, t)| (k.as_str(), t))
     }
 
+    /// Whether anything is locked at `now`, user-wide or from any source.
+    pub fn any_locked(&self, now: u64) -> bool {
+        self.user.is_locked(now)
+            || self.overflow.is_locked(now)
+            || self.locked_sources(now).next().is_some()
+    }
+
     /// Counts one failed answer from `source` against the source and against the person.
     /// Returns the source's failures, the person's, and the lockout it started, if any.
     ///
@@ -267,7 +252,7 @@ impl State {
     /// from a new address is then not locked out by strangers' sources. Only with the
     /// ceiling off (`max_failures_user=0`) do such sources share one overflow tally, which
     /// locks them all like one source (else they would be unlimited).
-    pub fn record_failure(
+    fn record_failure(
         &mut self,
         source: &Source,
         limits: &Limits,
@@ -319,18 +304,148 @@ impl State {
         (own_failures, self.user.failures, lock)
     }
 
+    /// Clears the user-wide tally and `source`'s (every source's and the overflow with
+    /// `None`).
+    fn clear(&mut self, source: Option<&Source>) {
+        self.user = Tally::default();
+        match source {
+            Some(source) => {
+                self.sources.remove(source.as_str());
+            }
+            None => {
+                self.sources.clear();
+                self.overflow = Tally::default();
+            }
+        }
+    }
+}
+
+/// The later of two lockouts.
+fn later(a: Option<Lock>, b: Option<Lock>) -> Option<Lock> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(if b.until > a.until { b } else { a }),
+        (a, b) => a.or(b),
+    }
+}
+
+/// What the module remembers between logins for one person (one UID).
+///
+/// The binary form is the fields in declaration order: reordering, adding or removing a
+/// field here (or in [`Tallies`], [`Tally`] or [`EnrollmentRecord`]) is a new
+/// [`STATE_VERSION`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct State {
+    /// The format version, [`STATE_VERSION`].
+    pub version: u32,
+    /// Unix time of the last accepted code, whichever enrollment (0: never).
+    pub last_success: u64,
+    /// Failures with every enrollment. A success with any enrollment clears its source's
+    /// tally and the user-wide one.
+    pub all: Tallies,
+    /// Failures with the enrollments only the administrator can change (the store),
+    /// counted here as well as in `all`. Only a success with such an enrollment, or
+    /// `otp-admin unlock`, clears them: a success with a file the user can write never
+    /// lowers what guards the store.
+    pub protected: Tallies,
+    /// Per enrollment fingerprint, at most [`MAX_ENROLLMENTS`].
+    pub enrollments: BTreeMap<String, EnrollmentRecord>,
+}
+
+impl Default for State {
+    fn default() -> State {
+        State {
+            version: STATE_VERSION,
+            last_success: 0,
+            all: Tallies::default(),
+            protected: Tallies::default(),
+            enrollments: BTreeMap::new(),
+        }
+    }
+}
+
+/// Why a state file could not be read, or a state not written.
+#[derive(Debug, PartialEq, Eq)]
+pub struct StateParseError(pub String);
+
+impl fmt::Display for StateParseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "corrupt state: {}", self.0)
+    }
+}
+
+impl std::error::Error for StateParseError {}
+
+impl State {
+    /// The record of this enrollment: the stored one, else a fresh one (a new enrollment
+    /// starts its replay guard, counter and recovery codes afresh; failures stay).
+    pub fn record(&self, enrolled: &EnrollmentRef) -> EnrollmentRecord {
+        self.enrollments
+            .get(&enrolled.fingerprint)
+            .cloned()
+            .unwrap_or_else(|| enrolled.fresh_record())
+    }
+
+    /// The tallies that guard an enrollment of `custody`.
+    fn guarding(&self, custody: Custody) -> impl Iterator<Item = &Tallies> {
+        let protected = (custody == Custody::Administrator).then_some(&self.protected);
+        std::iter::once(&self.all).chain(protected)
+    }
+
+    /// The lockout that refuses a login from `source` with an enrollment of `custody` at
+    /// `now`, if any: the latest of those in force.
+    pub fn lock_for(&self, source: &Source, custody: Custody, now: u64) -> Option<Lock> {
+        self.guarding(custody)
+            .map(|tallies| tallies.lock_for(source, now))
+            .fold(None, later)
+    }
+
+    /// Whether anything is locked at `now`, in any set, user-wide or from any source.
+    pub fn any_locked(&self, now: u64) -> bool {
+        self.all.any_locked(now) || self.protected.any_locked(now)
+    }
+
+    /// Counts one failed answer from `source` with an enrollment of `custody`: in `all`,
+    /// and for the administrator's enrollments in `protected` too. Returns the source's
+    /// failures and the person's (the higher of the sets counted) and the lockout it
+    /// started, if any (the later one). See [`Tallies::record_failure`] for the rules.
+    pub fn record_failure(
+        &mut self,
+        source: &Source,
+        custody: Custody,
+        limits: &Limits,
+        now: u64,
+    ) -> (u32, u32, Option<Lock>) {
+        let mut counted = self.all.record_failure(source, limits, now);
+        if custody == Custody::Administrator {
+            let (own, user, lock) = self.protected.record_failure(source, limits, now);
+            counted = (
+                counted.0.max(own),
+                counted.1.max(user),
+                later(counted.2, lock),
+            );
+        }
+        counted
+    }
+
     /// The one way failures and lockouts are cleared, by a success and by `otp-admin unlock`.
     /// Returns whether anything changed.
     pub fn unlock(&mut self, what: Unlock) -> bool {
         let before = self.clone();
-        self.user = Tally::default();
         match what {
+            Unlock::Success(source, custody) => {
+                self.all.clear(Some(source));
+                if custody == Custody::Administrator {
+                    self.protected.clear(Some(source));
+                }
+            }
             Unlock::Source(source) => {
-                self.sources.remove(source.as_str());
+                self.all.clear(Some(source));
+                self.protected.clear(Some(source));
             }
             Unlock::Everything => {
-                self.sources.clear();
-                self.overflow = Tally::default();
+                self.all.clear(None);
+                self.protected.clear(None);
             }
         }
         *self != before
@@ -418,14 +533,21 @@ impl State {
                 old.version
             )));
         }
-        let mut state = State {
-            last_success: old.last_success,
+        // Format 1 kept one tally for every enrollment: it guards both sets, so the
+        // upgrade lifts no lockout that guarded the administrator's store.
+        let tallies = Tallies {
             user: Tally {
                 failures: old.failures,
                 lockouts: old.lockouts,
                 locked_until: old.locked_until,
                 last_failure: 0,
             },
+            ..Tallies::default()
+        };
+        let mut state = State {
+            last_success: old.last_success,
+            protected: tallies.clone(),
+            all: tallies,
             ..State::default()
         };
         state.enrollments.insert(
@@ -489,18 +611,46 @@ impl State {
     /// files), as the module before this one wrote it; the state comes back in the current
     /// format, keeping every guard and lockout, for the next save to write.
     pub fn from_toml_bytes(bytes: &[u8]) -> Result<State, StateParseError> {
+        /// Format 2's fields: one set of tallies, at the top level.
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Format2 {
+            version: u32,
+            #[serde(default)]
+            last_success: u64,
+            #[serde(default)]
+            user: Tally,
+            #[serde(default)]
+            overflow: Tally,
+            #[serde(default)]
+            sources: BTreeMap<String, Tally>,
+            #[serde(default)]
+            enrollments: BTreeMap<String, EnrollmentRecord>,
+        }
         check_size(bytes)?;
         let text =
             std::str::from_utf8(bytes).map_err(|_| StateParseError("not UTF-8 text".into()))?;
-        let mut state: State =
-            toml::from_str(text).map_err(|e| StateParseError(e.message().into()))?;
-        if state.version != TOML_STATE_VERSION {
+        let old: Format2 = toml::from_str(text).map_err(|e| StateParseError(e.message().into()))?;
+        if old.version != TOML_STATE_VERSION {
             return Err(StateParseError(format!(
                 "version {} is not the older text format {TOML_STATE_VERSION}",
-                state.version
+                old.version
             )));
         }
-        state.version = STATE_VERSION;
+        // Format 2 kept one set of tallies for every enrollment: they become both sets, so
+        // the upgrade lifts no lockout that guarded the administrator's store.
+        let tallies = Tallies {
+            user: old.user,
+            overflow: old.overflow,
+            sources: old.sources,
+        };
+        let state = State {
+            last_success: old.last_success,
+            protected: tallies.clone(),
+            all: tallies,
+            enrollments: old.enrollments,
+            ..State::default()
+        };
         state.check_bounds()?;
         Ok(state)
     }
@@ -509,8 +659,16 @@ impl State {
         let too_many = |what: &str, n: usize, max: usize| {
             StateParseError(format!("{n} {what} (at most {max})"))
         };
-        if self.sources.len() > MAX_SOURCES {
-            return Err(too_many("sources", self.sources.len(), MAX_SOURCES));
+        for tallies in [&self.all, &self.protected] {
+            if tallies.sources.len() > MAX_SOURCES {
+                return Err(too_many("sources", tallies.sources.len(), MAX_SOURCES));
+            }
+            if let Some(key) = tallies.sources.keys().find(|k| k.len() > MAX_SOURCE_BYTES) {
+                return Err(StateParseError(format!(
+                    "source key of {} bytes",
+                    key.len()
+                )));
+            }
         }
         if self.enrollments.len() > MAX_ENROLLMENTS {
             return Err(too_many(
@@ -518,12 +676,6 @@ impl State {
                 self.enrollments.len(),
                 MAX_ENROLLMENTS,
             ));
-        }
-        if let Some(key) = self.sources.keys().find(|k| k.len() > MAX_SOURCE_BYTES) {
-            return Err(StateParseError(format!(
-                "source key of {} bytes",
-                key.len()
-            )));
         }
         for record in self.enrollments.values() {
             if record.file.len() > MAX_FILE_BYTES {
@@ -571,7 +723,7 @@ mod tests {
     /// A state with something in every field.
     fn busy_state() -> State {
         let e = enrollment("totp");
-        let enrolled = EnrollmentRef::new(&e, "/home/a/.otp.toml");
+        let enrolled = EnrollmentRef::new(&e, "/home/a/.otp.toml", Custody::User);
         let mut state = State::default();
         let record = EnrollmentRecord {
             last_totp_step: Some(123),
@@ -579,17 +731,22 @@ mod tests {
             ..enrolled.fresh_record()
         };
         assert!(state.accept(&enrolled, record, 7));
-        state.record_failure(&Source::from_rhost("2001:db8::1"), &limits(), 9);
-        state.record_failure(&Source::from_rhost(""), &limits(), 9);
-        state.overflow.failures = 1;
+        state.record_failure(
+            &Source::from_rhost("2001:db8::1"),
+            Custody::User,
+            &limits(),
+            9,
+        );
+        state.record_failure(&Source::from_rhost(""), Custody::User, &limits(), 9);
+        state.all.overflow.failures = 1;
         state
     }
 
     #[test]
     fn binary_form_round_trips() {
         let state = busy_state();
-        assert!(state.sources.contains_key("2001:db8::/64"));
-        assert!(state.sources.contains_key("local"));
+        assert!(state.all.sources.contains_key("2001:db8::/64"));
+        assert!(state.all.sources.contains_key("local"));
         let bytes = state.to_bytes().unwrap();
         assert_eq!(State::from_bytes(&bytes).unwrap(), state);
         assert_eq!(bytes[0], STATE_VERSION as u8, "the version leads");
@@ -603,11 +760,14 @@ mod tests {
     fn every_u64_round_trips() {
         let state = State {
             last_success: u64::MAX,
-            user: Tally {
-                failures: u32::MAX,
-                lockouts: u32::MAX,
-                locked_until: u64::MAX,
-                last_failure: u64::MAX,
+            all: Tallies {
+                user: Tally {
+                    failures: u32::MAX,
+                    lockouts: u32::MAX,
+                    locked_until: u64::MAX,
+                    last_failure: u64::MAX,
+                },
+                ..Tallies::default()
             },
             enrollments: BTreeMap::from([(
                 "f".to_string(),
@@ -630,11 +790,13 @@ mod tests {
         let mut crowded = State::default();
         for i in 0..=MAX_SOURCES {
             crowded
+                .all
                 .sources
                 .insert(format!("10.0.0.{i}"), Tally::default());
         }
         let mut long_key = State::default();
         long_key
+            .protected
             .sources
             .insert("x".repeat(MAX_SOURCE_BYTES + 1), Tally::default());
         let mut spent = State::default();
@@ -661,13 +823,13 @@ mod tests {
         let state = State::default();
         assert_eq!(
             state
-                .record(&EnrollmentRef::new(&h, "/f"))
+                .record(&EnrollmentRef::new(&h, "/f", Custody::User))
                 .next_hotp_counter,
             Some(5)
         );
         assert_eq!(
             state
-                .record(&EnrollmentRef::new(&t, "/f"))
+                .record(&EnrollmentRef::new(&t, "/f", Custody::User))
                 .next_hotp_counter,
             None
         );
@@ -677,8 +839,8 @@ mod tests {
     fn enrollments_keep_their_own_records_and_share_the_tally() {
         let (h, t) = (enrollment("hotp"), enrollment("totp"));
         let (a, b) = (
-            EnrollmentRef::new(&h, "/home/u/.otp.toml"),
-            EnrollmentRef::new(&t, "/var/lib/pam-otp/secrets/u.toml"),
+            EnrollmentRef::new(&h, "/home/u/.otp.toml", Custody::User),
+            EnrollmentRef::new(&t, "/var/lib/pam-otp/secrets/u.toml", Custody::User),
         );
         let mut state = State::default();
         let used = EnrollmentRecord {
@@ -688,19 +850,19 @@ mod tests {
         assert!(state.accept(&a, used, 100));
         assert_eq!(state.record(&a).next_hotp_counter, Some(50));
         assert_eq!(state.record(&b), b.fresh_record());
-        state.record_failure(&Source::from_rhost(""), &limits(), 200);
+        state.record_failure(&Source::from_rhost(""), Custody::User, &limits(), 200);
         assert!(state.accept(&b, b.fresh_record(), 300));
         assert_eq!(state.record(&a).next_hotp_counter, Some(50), "b wiped a");
-        assert_eq!(state.user.failures, 1, "accept must not clear failures");
+        assert_eq!(state.all.user.failures, 1, "accept must not clear failures");
     }
 
     #[test]
     fn a_new_enrollment_in_the_same_file_replaces_the_old_record() {
         let (h, t) = (enrollment("hotp"), enrollment("totp"));
         let mut state = State::default();
-        let old = EnrollmentRef::new(&h, "/home/u/.otp.toml");
+        let old = EnrollmentRef::new(&h, "/home/u/.otp.toml", Custody::User);
         assert!(state.accept(&old, old.fresh_record(), 1));
-        let new = EnrollmentRef::new(&t, "/home/u/.otp.toml");
+        let new = EnrollmentRef::new(&t, "/home/u/.otp.toml", Custody::User);
         assert!(state.accept(&new, new.fresh_record(), 2));
         assert_eq!(state.enrollments.len(), 1);
         assert!(state.enrollments.contains_key(&new.fingerprint));
@@ -720,7 +882,7 @@ mod tests {
         let refs: Vec<EnrollmentRef> = all
             .iter()
             .enumerate()
-            .map(|(i, e)| EnrollmentRef::new(e, &format!("/etc/otp/{i}")))
+            .map(|(i, e)| EnrollmentRef::new(e, &format!("/etc/otp/{i}"), Custody::User))
             .collect();
         let mut state = State::default();
         for (i, r) in refs.iter().take(8).enumerate() {
@@ -776,9 +938,12 @@ mod tests {
             assert!(State::from_bytes(&good[..end]).is_err(), "cut at {end}");
         }
         let crowded = State {
-            sources: (0..=MAX_SOURCES)
-                .map(|i| (format!("10.0.0.{i}"), Tally::default()))
-                .collect(),
+            protected: Tallies {
+                sources: (0..=MAX_SOURCES)
+                    .map(|i| (format!("10.0.0.{i}"), Tally::default()))
+                    .collect(),
+                ..Tallies::default()
+            },
             ..State::default()
         };
         let crowded = postcard::to_allocvec(&crowded).unwrap();
@@ -815,9 +980,7 @@ mod tests {
                    [enrollments.abc]\nfile = \"/home/a/.otp.toml\"\nlast_used = 7\n\
                    next_hotp_counter = 12\nspent_recovery_codes = [0, 3]\n";
         let state = State::from_toml_bytes(old.as_bytes()).unwrap();
-        let expected = State {
-            version: STATE_VERSION,
-            last_success: 7,
+        let tallies = Tallies {
             user: Tally {
                 failures: 2,
                 lockouts: 1,
@@ -833,6 +996,12 @@ mod tests {
                     ..Tally::default()
                 },
             )]),
+        };
+        let expected = State {
+            version: STATE_VERSION,
+            last_success: 7,
+            protected: tallies.clone(),
+            all: tallies,
             enrollments: BTreeMap::from([(
                 "abc".to_string(),
                 EnrollmentRecord {
@@ -854,7 +1023,7 @@ mod tests {
         let mut state = State::default();
         for i in 0..MAX_SOURCES {
             let key = format!("{i:0>width$}", width = MAX_SOURCE_BYTES);
-            state.sources.insert(
+            state.all.sources.insert(
                 key,
                 Tally {
                     failures: u32::MAX,
@@ -887,9 +1056,9 @@ mod tests {
         let state = State::from_legacy_bytes(old.as_bytes()).unwrap();
         assert_eq!(
             (
-                state.user.failures,
-                state.user.lockouts,
-                state.user.locked_until
+                state.all.user.failures,
+                state.all.user.lockouts,
+                state.all.user.locked_until
             ),
             (2, 1, 99)
         );

@@ -39,6 +39,7 @@ pub(super) fn check(
     let check = Call::Check {
         fingerprint: &context.enrolled.fingerprint,
         source: context.source,
+        custody: context.enrolled.custody,
     };
     match host.shared_record(context.account.uid, &check) {
         Ok(Reply::Open { guards, .. }) => Ok(guards),
@@ -110,6 +111,7 @@ pub(super) fn settle(
         let decide = Call::Decide {
             fingerprint: &enrolled.fingerprint,
             source: context.source,
+            custody: enrolled.custody,
             candidate: found,
             floor: &record,
             limits,

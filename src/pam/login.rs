@@ -13,7 +13,7 @@ use crate::core::decision::{decide, Method, Replay, Verdict};
 use crate::core::enrollment::Enrollment;
 use crate::core::fleet::{Call, RecordKeys, Reply, SharedGuards};
 use crate::core::source::Source;
-use crate::core::state::{EnrollmentRef, Lock, LockScope, State};
+use crate::core::state::{Custody, EnrollmentRef, Lock, LockScope, State};
 use crate::pam::conversation::Conversation;
 use crate::pam::fleet_login;
 use crate::sys::account::{Account, AccountError};
@@ -22,7 +22,7 @@ use crate::sys::policy::{expand_secret_path, PassMode, Policy, RedisSettings, St
 use crate::sys::redis_client::RedisClient;
 use crate::sys::redis_store::RedisStoreError;
 use crate::sys::store::{Durability, Snapshot, StateStore, StoreError};
-use crate::sys::user_file::{read_enrollment, UserFileError};
+use crate::sys::user_file::{read_enrollment_as, ReadAs, UserFileError};
 
 /// What the user is told when a code was used before.
 pub(crate) const REPLAY_MESSAGE: &str = "This code was already used; wait for the next one.";
@@ -31,8 +31,13 @@ pub(crate) const REPLAY_MESSAGE: &str = "This code was already used; wait for th
 pub(crate) trait Host {
     /// The account called `name`; `Ok(None)` if there is none.
     fn account(&self, name: &str) -> Result<Option<Account>, AccountError>;
-    /// The enrollment at `path`, read with the rights `sys::user_file` gives it.
-    fn enrollment(&self, path: &Path, account: &Account) -> Result<Enrollment, UserFileError>;
+    /// The enrollment at `path`, read with the rights `sys::user_file` gives it, and who
+    /// can change it (the administrator only if it was read from the store as root).
+    fn enrollment(
+        &self,
+        path: &Path,
+        account: &Account,
+    ) -> Result<(Enrollment, Custody), UserFileError>;
     /// The state of the person (the account's UID) as last saved, read without the lock
     /// (the pre-prompt check).
     fn peek_state(&self, account: &Account) -> Result<Option<State>, StoreError>;
@@ -115,8 +120,17 @@ impl Host for SystemHost<'_> {
         Account::lookup(name)
     }
 
-    fn enrollment(&self, path: &Path, account: &Account) -> Result<Enrollment, UserFileError> {
-        read_enrollment(path, account)
+    fn enrollment(
+        &self,
+        path: &Path,
+        account: &Account,
+    ) -> Result<(Enrollment, Custody), UserFileError> {
+        let (enrollment, read_as) = read_enrollment_as(path, account)?;
+        let custody = match read_as {
+            ReadAs::Root => Custody::Administrator,
+            ReadAs::User => Custody::User,
+        };
+        Ok((enrollment, custody))
     }
 
     fn peek_state(&self, account: &Account) -> Result<Option<State>, StoreError> {
@@ -235,31 +249,33 @@ pub(crate) fn login(
     // is checked while locked, and a flood against a locked account costs the least. The
     // lock is not taken here; each decision re-reads the state under it. A store that
     // cannot be read matters only once the user turns out to be enrolled.
+    let checked_at = now();
     let peeked = match &policy.store {
-        Store::File => {
-            let before = now();
-            let stored = host.peek_state(&account);
-            let lock = stored
-                .as_ref()
-                .ok()
-                .and_then(|stored| stored.as_ref()?.lock_for(&request.source, before));
-            if let Some(lock) = lock {
-                return report_locked(lock, before, conversation, log).into();
-            }
-            stored.map(drop)
-        }
-        Store::Redis(_) => Ok(()),
+        Store::File => host.peek_state(&account),
+        Store::Redis(_) => Ok(None),
     };
-    let (enrollment, path) = match load_enrollment(host, &account, policy, log) {
+    let lock_on = |custody| {
+        let stored = peeked.as_ref().ok()?.as_ref()?;
+        stored.lock_for(&request.source, custody, checked_at)
+    };
+    if let Some(lock) = lock_on(Custody::User) {
+        return report_locked(lock, checked_at, conversation, log).into();
+    }
+    let (enrollment, path, custody) = match load_enrollment(host, &account, policy, log) {
         Ok(loaded) => loaded,
         Err(code) => return code.into(),
     };
+    // The administrator's enrollment has tallies of its own, which only its successes
+    // clear: known once the enrollment is read.
+    if let Some(lock) = lock_on(custody) {
+        return report_locked(lock, checked_at, conversation, log).into();
+    }
     if let Err(e) = peeked {
         return unavailable(log, &e).into();
     }
     let context = Context {
         account: &account,
-        enrolled: EnrollmentRef::new(&enrollment, &path.to_string_lossy()),
+        enrolled: EnrollmentRef::new(&enrollment, &path.to_string_lossy(), custody),
         source: &request.source,
         policy,
     };
@@ -352,7 +368,7 @@ fn enrolled_digits(request: &Request, host: &dyn Host, log: &Logger) -> Option<u
     let account = host.account(request.user).ok()??;
     let path = expand_secret_path(&request.policy.secret, &account.name, &account.home).ok()?;
     match host.enrollment(&path, &account) {
-        Ok(enrollment) => Some(enrollment.digits),
+        Ok((enrollment, _)) => Some(enrollment.digits),
         Err(e) => {
             log.debug(&format!(
                 "split_pass: {}: {e}; the whole answer is the password",
@@ -433,13 +449,13 @@ fn load_enrollment(
     account: &Account,
     policy: &Policy,
     log: &Logger,
-) -> Result<(Enrollment, PathBuf), PamResultCode> {
+) -> Result<(Enrollment, PathBuf, Custody), PamResultCode> {
     let path = expand_secret_path(&policy.secret, &account.name, &account.home).map_err(|e| {
         log.error(&e.to_string());
         PamResultCode::PAM_AUTHINFO_UNAVAIL
     })?;
     match host.enrollment(&path, account) {
-        Ok(enrollment) => Ok((enrollment, path)),
+        Ok((enrollment, custody)) => Ok((enrollment, path, custody)),
         Err(UserFileError::NotEnrolled) if policy.nullok => {
             log.debug(&format!(
                 "{} does not exist; nullok lets the user pass",
@@ -605,9 +621,24 @@ fn report(
             ));
             PamResultCode::PAM_SUCCESS
         }
+        Verdict::Replayed(Replay::ClockWentBack { seconds }) => {
+            log.warning(&format!(
+                "refused a code of a time already used: a code {seconds} seconds ahead of this \
+                 host's clock was accepted before, so the clock went back (or was ahead then); \
+                 codes work again once the clock has caught up, or at once after \
+                 otp-admin reset (not counted as a failure)"
+            ));
+            let _ = conversation.error(&format!(
+                "This code is refused: this computer's clock is {} behind the time of an earlier login. Ask an administrator to check the clock.",
+                wait_in_words(seconds)
+            ));
+            PamResultCode::PAM_AUTH_ERR
+        }
         Verdict::Replayed(replay) => {
             let (what, told) = match replay {
-                Replay::Code => ("a code already used", REPLAY_MESSAGE),
+                Replay::Code | Replay::ClockWentBack { .. } => {
+                    ("a code already used", REPLAY_MESSAGE)
+                }
                 Replay::RecoveryCode => (
                     "a recovery code already spent",
                     "This recovery code was already used.",
@@ -742,6 +773,8 @@ mod tests {
         /// How durably each changed state was to be saved, in order.
         durabilities: RefCell<Vec<Durability>>,
         save_fails: bool,
+        /// Who can change the scripted enrollment.
+        custody: Custody,
     }
 
     impl ScriptedHost {
@@ -758,6 +791,7 @@ mod tests {
                 saves: RefCell::new(0),
                 durabilities: RefCell::new(Vec::new()),
                 save_fails: false,
+                custody: Custody::User,
             }
         }
 
@@ -782,13 +816,18 @@ mod tests {
             Ok((name == self.account.name).then(|| self.account.clone()))
         }
 
-        fn enrollment(&self, path: &Path, account: &Account) -> Result<Enrollment, UserFileError> {
+        fn enrollment(
+            &self,
+            path: &Path,
+            account: &Account,
+        ) -> Result<(Enrollment, Custody), UserFileError> {
             assert_eq!(path, account.home.join(".otp.toml"));
             let text = self
                 .enrollment
                 .as_deref()
                 .ok_or(UserFileError::NotEnrolled)?;
-            Enrollment::parse(text).map_err(UserFileError::Invalid)
+            let enrollment = Enrollment::parse(text).map_err(UserFileError::Invalid)?;
+            Ok((enrollment, self.custody))
         }
 
         fn peek_state(&self, account: &Account) -> Result<Option<State>, StoreError> {
@@ -1030,8 +1069,11 @@ mod tests {
     #[test]
     fn a_lock_holds_even_when_the_enrollment_is_gone_or_broken() {
         let locked = State {
-            user: crate::core::state::Tally {
-                locked_until: T1.0 + 100,
+            all: crate::core::state::Tallies {
+                user: crate::core::state::Tally {
+                    locked_until: T1.0 + 100,
+                    ..Default::default()
+                },
                 ..Default::default()
             },
             ..State::default()
@@ -1306,8 +1348,8 @@ mod tests {
         let Stored::State(state) = &*host.stored.borrow() else {
             panic!("no state")
         };
-        assert_eq!(state.user.failures, 0);
-        assert!(state.sources.is_empty());
+        assert_eq!(state.all.user.failures, 0);
+        assert!(state.all.sources.is_empty());
     }
 
     #[test]
@@ -1327,7 +1369,7 @@ mod tests {
         let Stored::State(state) = host.stored.borrow().clone() else {
             panic!("no state")
         };
-        assert_eq!(state.user.failures, 0, "the success clears the miss");
+        assert_eq!(state.all.user.failures, 0, "the success clears the miss");
         // A miss and then a wrong code: both were checked, both count.
         let mut script = answering(&["00000000"]);
         let (ending, _) = attempt_with(&host, &p, &mut script, T2.0, Some("48291300"));
@@ -1335,7 +1377,7 @@ mod tests {
         let Stored::State(state) = host.stored.borrow().clone() else {
             panic!("no state")
         };
-        assert_eq!(state.user.failures, 2);
+        assert_eq!(state.all.user.failures, 2);
     }
 
     #[test]

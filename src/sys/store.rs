@@ -376,7 +376,7 @@ mod tests {
         let locked = store.lock(1000).unwrap();
         assert_eq!(locked.load().unwrap(), None);
         let mut state = State::default();
-        state.user.failures = 3;
+        state.all.user.failures = 3;
         locked.save(&state, Durability::Synced).unwrap();
         assert_eq!(locked.load().unwrap(), Some(state));
         let names: Vec<_> = fs::read_dir(&dir)
@@ -482,7 +482,7 @@ mod tests {
                     for _ in 0..25 {
                         let locked = store.lock(1002).unwrap();
                         let mut state = locked.load().unwrap().unwrap_or_default();
-                        state.user.failures += 1;
+                        state.all.user.failures += 1;
                         locked.save(&state, Durability::Synced).unwrap();
                     }
                 })
@@ -497,6 +497,7 @@ mod tests {
             .load()
             .unwrap()
             .unwrap()
+            .all
             .user
             .failures;
         assert_eq!(total, 200, "lost updates");

@@ -10,7 +10,7 @@ use pam_otp::core::decision::{decide, lockout_length, Limits, Verdict};
 use pam_otp::core::enrollment::Enrollment;
 use pam_otp::core::otp::{format_code, hotp, totp_step};
 use pam_otp::core::source::Source;
-use pam_otp::core::state::{EnrollmentRef, State, Tally};
+use pam_otp::core::state::{Custody, EnrollmentRef, State, Tally};
 
 use crate::support::Rng;
 
@@ -33,7 +33,7 @@ struct Attack {
 /// The codes `decide` would accept right now: TOTP steps in the window newer than the last
 /// accepted one, or HOTP counters in the look-ahead.
 fn acceptable_codes(e: &Enrollment, state: &State, limits: &Limits, now: u64) -> Vec<String> {
-    let record = state.record(&EnrollmentRef::new(e, FILE));
+    let record = state.record(&EnrollmentRef::new(e, FILE, Custody::User));
     let counters: Vec<u64> = match e.kind {
         pam_otp::core::enrollment::Kind::Totp { period } => {
             let current = totp_step(now, period);
@@ -92,9 +92,9 @@ fn would_block_owner(
             && tally.failures + 1 >= threshold
             && now + lockout_length(limits, tally.lockouts.saturating_add(1)) > login_at
     };
-    ends_after_login(Some(&state.user), limits.max_failures_user)
+    ends_after_login(Some(&state.all.user), limits.max_failures_user)
         || (source == owner_source
-            && ends_after_login(state.sources.get(source.as_str()), limits.max_failures))
+            && ends_after_login(state.all.sources.get(source.as_str()), limits.max_failures))
 }
 
 /// An attacker guessing as fast as the module lets them for `duration` seconds from
@@ -110,7 +110,7 @@ fn attack(
     addresses: u32,
     seed: u64,
 ) -> Attack {
-    let enrolled = EnrollmentRef::new(e, FILE);
+    let enrolled = EnrollmentRef::new(e, FILE, Custody::User);
     let mut rng = Rng::seeded(seed);
     let mut state = State::default();
     let mut now = START;
@@ -131,7 +131,7 @@ fn attack(
     while now < end {
         let unlocked = (0..addresses)
             .map(attacker_source)
-            .find(|s| state.lock_for(s, now).is_none());
+            .find(|s| state.lock_for(s, Custody::User, now).is_none());
         if let (Some(login_at), Some(owner)) = (next_owner_login, owner) {
             let blocks = unlocked.as_ref().is_some_and(|s| {
                 would_block_owner(&state, limits, s, &owner_source, now, login_at)
@@ -154,7 +154,7 @@ fn attack(
         let Some(source) = unlocked else {
             // Every address is locked: wait for the first lock to end (or the owner).
             let first_unlock = (0..addresses)
-                .filter_map(|n| state.lock_for(&attacker_source(n), now))
+                .filter_map(|n| state.lock_for(&attacker_source(n), Custody::User, now))
                 .map(|lock| lock.until)
                 .min()
                 .expect("some address is locked");
@@ -338,13 +338,13 @@ fn without_lockout_the_figure_explodes() {
         max_failures: 0,
         ..Limits::default()
     };
-    let enrolled = EnrollmentRef::new(&e, FILE);
+    let enrolled = EnrollmentRef::new(&e, FILE, Custody::User);
     let source = attacker_source(0);
     let mut state = State::default();
     for i in 0..1000 {
         state = decide(&enrolled, &source, &state, &limits, "000000", START + i).state;
     }
-    assert_eq!(state.lock_for(&source, START + 1000), None);
+    assert_eq!(state.lock_for(&source, Custody::User, START + 1000), None);
     let per_year_at_one_a_second = YEAR as f64 * 3.0 / 1e6;
     assert!(per_year_at_one_a_second > 90.0);
 }
@@ -418,33 +418,33 @@ fn one_address_gains_nothing_from_the_owner_logging_in_elsewhere() {
 fn owner_exposure_to_one_address(owner_returns: bool) -> (u32, u64) {
     let e = totp_enrollment();
     let limits = Limits::default();
-    let enrolled = EnrollmentRef::new(&e, FILE);
+    let enrolled = EnrollmentRef::new(&e, FILE, Custody::User);
     let (attacker, owner) = (attacker_source(0), Source::from_rhost("192.0.2.1"));
     let mut state = State::default();
     let mut now = START;
     let (mut lockouts, mut seconds) = (0, 0);
     while now < START + YEAR {
-        if owner_returns && state.user.lockouts > 0 && !state.user.is_locked(now) {
+        if owner_returns && state.all.user.lockouts > 0 && !state.all.user.is_locked(now) {
             let right = &acceptable_codes(&e, &state, &limits, now)[0];
             let d = decide(&enrolled, &owner, &state, &limits, right, now);
             assert!(matches!(d.verdict, Verdict::Accepted(_)), "{d:?}");
             state = d.state;
         }
-        match state.lock_for(&attacker, now) {
+        match state.lock_for(&attacker, Custody::User, now) {
             Some(lock) => {
-                let next = if owner_returns && state.user.is_locked(now) {
-                    lock.until.min(state.user.locked_until)
+                let next = if owner_returns && state.all.user.is_locked(now) {
+                    lock.until.min(state.all.user.locked_until)
                 } else {
                     lock.until
                 };
-                if let Some(owner_lock) = state.lock_for(&owner, now) {
+                if let Some(owner_lock) = state.lock_for(&owner, Custody::User, now) {
                     seconds += owner_lock.until.min(next) - now;
                 }
                 now = next;
             }
             None => {
                 let d = decide(&enrolled, &attacker, &state, &limits, "000000x", now);
-                lockouts += u32::from(d.state.user.is_locked(now));
+                lockouts += u32::from(d.state.all.user.is_locked(now));
                 state = d.state;
             }
         }
@@ -463,4 +463,59 @@ fn the_owners_exposure_to_one_address() {
     eprintln!("one address, owner returns: {lockouts} user-wide lockouts, {seconds} s");
     // Each return resets the doubling: 93 lockouts of 60 s.
     assert_eq!((lockouts, seconds), (93, 93 * 60));
+}
+
+#[test]
+fn a_year_against_the_store_with_home_successes_between_every_guess() {
+    // Malware running as the user, with the password, guesses the store's code through
+    // sudo (source "local") and, after every lockout, logs in with a right code
+    // from the user's own HOTP file, which it can write. Those successes clear what
+    // guards the user's own file, never the store's tallies: the store still gives one
+    // source's 1 875 guesses a year.
+    let store = totp_enrollment();
+    let home = Enrollment::parse(&format!("type = \"hotp\"\nsecret = \"{SECRET}\"")).unwrap();
+    let store_ref = EnrollmentRef::new(
+        &store,
+        "/var/lib/pam-otp/secrets/victim.toml",
+        Custody::Administrator,
+    );
+    let home_ref = EnrollmentRef::new(&home, FILE, Custody::User);
+    let limits = Limits::default();
+    let local = Source::from_rhost("");
+    let mut rng = Rng::seeded(0x5eed_0021);
+    let mut state = State::default();
+    let (mut now, end) = (START, START + YEAR);
+    let (mut guesses, mut expected, mut home_successes) = (0u64, 0f64, 0u64);
+    while now < end {
+        if let Some(lock) = state.lock_for(&local, Custody::Administrator, now) {
+            // Store failures count on the home file's tallies too: wait them out, then
+            // clear those with a home success.
+            now = lock.until;
+            let right = &acceptable_codes(&home, &state, &limits, now)[0];
+            let d = decide(&home_ref, &local, &state, &limits, right, now);
+            assert!(matches!(d.verdict, Verdict::Accepted(_)), "{d:?}");
+            assert_eq!(
+                d.state.protected, state.protected,
+                "a home success lowered the store's tallies"
+            );
+            state = d.state;
+            home_successes += 1;
+            continue;
+        }
+        let acceptable = acceptable_codes(&store, &state, &limits, now);
+        let guess = format_code((rng.next() % 1_000_000) as u32, 6);
+        expected += acceptable.len() as f64 / 1e6;
+        let d = decide(&store_ref, &local, &state, &limits, &guess, now);
+        assert!(!matches!(d.verdict, Verdict::Locked(_)));
+        guesses += 1;
+        state = d.state;
+        now += 1;
+    }
+    let formula = formula_guesses(5, 60, 86_400, YEAR);
+    eprintln!(
+        "store attacked with home successes, one year: {guesses} guesses, E = {expected}, {home_successes} home successes; formula {formula}"
+    );
+    assert!(home_successes > 300, "{home_successes}");
+    assert_close(guesses as f64, formula as f64, 0.01, "guesses per year");
+    assert!((0.0055..0.0058).contains(&expected), "{expected}");
 }

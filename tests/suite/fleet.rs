@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use crate::support::admin::otp_admin;
 use crate::support::hostile::run_logged;
 use crate::support::redis::{Host, RedisServer};
+use crate::support::secret_store::{StoreSecret, STORE_SECRET};
 use crate::support::state_record::stored_state;
 use crate::support::{
     finish, hotp, module_path, new_secret, pamtester_argv, runnable_copy, spawn, Outcome, Service,
@@ -503,4 +504,48 @@ fn try_first_pass_counts_a_code_shaped_password_once_in_the_shared_record() {
     );
     right.assert_success("password, then the right code");
     assert_eq!(failures(), 0, "the success cleared the user-wide tally");
+}
+
+#[test]
+fn a_success_with_the_users_own_file_does_not_reset_the_stores_lockout_in_the_shared_record() {
+    // As on one host: wrong guesses at the store's code, a right code from the user's own
+    // file (which malware running as the user can write) after every two, over Redis.
+    let redis = RedisServer::start();
+    let (user, home_secret) = hotp_user();
+    let store_secret = new_secret();
+    let _stored = StoreSecret::write(
+        &user.name,
+        &format!("type = \"hotp\"\nsecret = \"{store_secret}\"\n"),
+    );
+    let args = format!("{} max_failures=3 lockout=60", redis.socket_args());
+    let home = Host::new(&args);
+    let store = Service::otp(&home.state, &format!("{args} {STORE_SECRET}"));
+    let wrong = "000000";
+    assert_ne!(hotp(&store_secret, 0), wrong);
+    let mut counter = 0;
+    for round in 1..=3 {
+        for guess in 1..=2 {
+            let out = finish(
+                spawn(&pamtester_argv(&store, &user.name, None, None)),
+                wrong,
+            );
+            assert!(
+                out.failed_with(AUTH_ERR) || out.failed_with(LOCKED),
+                "round {round}, wrong store code {guess}: {out:?}"
+            );
+        }
+        login(&home, &user, &hotp(&home_secret, counter), None)
+            .assert_success(&format!("round {round}, the user's own file"));
+        counter += 1;
+    }
+    let locked = finish(
+        spawn(&pamtester_argv(&store, &user.name, None, None)),
+        &hotp(&store_secret, 0),
+    );
+    locked.assert_failure(
+        LOCKED,
+        "the right store code while the store's lockout holds",
+    );
+    login(&home, &user, &hotp(&home_secret, counter), None)
+        .assert_success("the user's own file after the store locked");
 }

@@ -120,7 +120,7 @@ fn next_hotp_counter(state: &Option<StoredState>) -> u64 {
 
 /// The user-wide failure count (0 before the first login).
 fn user_failures(state: &Option<StoredState>) -> u32 {
-    state.as_ref().map_or(0, |s| s.user.failures)
+    state.as_ref().map_or(0, |s| s.all.user.failures)
 }
 
 /// Codes for HOTP counters (= TOTP steps) `first..first+count`, from one oathtool call.
@@ -454,7 +454,7 @@ fn full_state_dir_saves_in_place_and_refuses_what_needs_a_new_file() {
     let run = run_logged(&service, &f.user.name, "000000x", Some("+30s"));
     run.outcome
         .assert_failure(AUTH_ERR, "wrong code on a full disk");
-    let failures = stored_state(&f.state.state_file(&f.user.name)).map(|s| s.user.failures);
+    let failures = stored_state(&f.state.state_file(&f.user.name)).map(|s| s.all.user.failures);
     assert_eq!(failures, Some(1), "the failure was counted");
 
     // A user without a record yet needs a new file: refused, not a free pass.

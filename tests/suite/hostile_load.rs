@@ -152,14 +152,14 @@ fn two_hundred_wrong_codes_are_each_counted() {
     );
     let state = stored_state(&f.state.state_file(&f.user.name)).expect("a state file");
     assert_eq!(
-        state.user.failures, STAMPEDE as u32,
+        state.all.user.failures, STAMPEDE as u32,
         "lost or doubled updates"
     );
     assert_eq!(
-        state.sources["local"].failures, STAMPEDE as u32,
+        state.all.sources["local"].failures, STAMPEDE as u32,
         "lost or doubled updates of the source"
     );
-    assert_eq!(state.user.lockouts, 0);
+    assert_eq!(state.all.user.lockouts, 0);
 }
 
 #[test]
@@ -180,9 +180,9 @@ fn two_hundred_wrong_codes_lock_the_user_and_nothing_slips_through() {
     let path = f.state.state_file(&f.user.name);
     let state = stored_state(&path).expect("a state file");
     // pamtester sets no PAM_RHOST: the source "local" is locked, after 5 user-wide failures.
-    let local = &state.sources["local"];
+    let local = &state.all.sources["local"];
     assert_eq!((local.lockouts, local.failures), (1, 0));
-    assert_eq!(state.user.failures, 5);
+    assert_eq!(state.all.user.failures, 5);
     let until = local.locked_until as i64;
     assert!(
         until >= started + 60 && until <= now() + 60,
@@ -228,7 +228,7 @@ fn two_hundred_logins_with_one_right_code_succeed_exactly_once() {
     );
     let state = stored_state(&f.state.state_file(&f.user.name)).expect("a state file");
     // The 199 others decided after it: replays, refused and not counted as failures.
-    assert_eq!(state.user.failures, 0);
+    assert_eq!(state.all.user.failures, 0);
     let accepted = state.enrollment().unwrap().last_totp_step;
     assert_eq!(
         accepted,

@@ -156,6 +156,31 @@ fn code_from_a_faked_later_clock_is_accepted() {
         .assert_success("code of ten minutes from now, clock 10 minutes ahead");
 }
 
+#[test]
+fn after_the_clock_went_back_a_current_code_is_refused_with_the_reason() {
+    // A login while the clock read an hour ahead spent that hour's step; back at the real
+    // time every current code is a step at or before it. Refused, as a replay must be, but
+    // the person is told that the clock went back, and the log says what to do.
+    let fx = Fixture::totp();
+    let service = fx.service("");
+    let ahead = totp_at(&fx.secret, now() + 3600, &[]);
+    fx.login_at(&service, &ahead, "+3600s")
+        .assert_success("a code of an hour from now, clock an hour ahead");
+    let run = crate::support::hostile::run_logged(&service, &fx.user.name, &totp(&fx.secret), None);
+    let out = &run.outcome;
+    out.assert_failure(AUTH_ERR, "the current code, clock back at the real time");
+    assert!(
+        out.stderr.contains("clock is")
+            && out.stderr.contains("behind the time of an earlier login"),
+        "the person is not told the clock went back: {out:?}"
+    );
+    assert!(!out.stderr.contains("already used"), "{out:?}");
+    run.assert_logged(
+        &["the clock went back", "otp-admin reset", &fx.user.name],
+        "the clock went back",
+    );
+}
+
 // ---- lockout ----
 
 #[test]

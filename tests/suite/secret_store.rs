@@ -21,15 +21,15 @@ use enrollment_tools::{
 use hostile::run_logged;
 use secret_store::{enroll_confirmed, StoreSecret, STORE_DIR, STORE_SECRET};
 use support::{
-    new_secret, scratch_path, totp, totp_enrollment, wait_for_step_margin, wrong_totp, Service,
-    StateDir, TestUser, AUTHINFO_UNAVAIL,
+    hotp, new_secret, scratch_path, totp, totp_enrollment, wait_for_step_margin, wrong_totp,
+    Service, StateDir, TestUser, AUTHINFO_UNAVAIL,
 };
 
 /// A user with a shell and a password, sudo through the shipped `sudo-otp` for them only.
 /// Fields drop in order: the sudoers rule first, the service, then the user.
 struct SudoUser {
     _rule: SudoRule,
-    _service: InstalledService,
+    service: InstalledService,
     user: ShellUser,
     password: String,
 }
@@ -42,7 +42,7 @@ impl SudoUser {
         let rule = SudoRule::install(&user.name, &service);
         SudoUser {
             _rule: rule,
-            _service: service,
+            service,
             user,
             password,
         }
@@ -204,6 +204,72 @@ fn the_user_cannot_read_a_store_secret_but_can_read_a_home_one() {
     }
     let (listed, output) = as_user(&["su", &user.name, "-c"], &format!("ls {STORE_DIR}"));
     assert!(!listed && output.contains("Permission denied"), "{output}");
+}
+
+/// Malware running as the user, with the user's password, guesses the store's code
+/// through real sudo, and after every four guesses logs in once through a service that
+/// reads the user's own HOTP file (as the shipped pam-auth-update profile puts pam_otp
+/// into common-auth), in the same state directory. The home successes must not lower
+/// what guards the store: its source locks after 5 guesses, the right store code is then
+/// refused, status says so, and the user's own file still works.
+#[test]
+fn a_success_with_the_users_own_file_does_not_reset_the_stores_lockout() {
+    let s = SudoUser::new();
+    let store_secret = new_secret();
+    let _stored = StoreSecret::write(&s.user.name, &totp_enrollment(&store_secret));
+    let home_secret = new_secret();
+    s.user
+        .enroll(&format!("type = \"hotp\"\nsecret = \"{home_secret}\"\n"));
+    let home_service = Service::with_lines(&[
+        format!(
+            "auth required {} policy={} nullok",
+            support::module_ref(),
+            s.service.policy_file.display()
+        ),
+        "auth required pam_permit.so".to_string(),
+    ]);
+    let mut counter = 0;
+    for round in 1..=3 {
+        for guess in 1..=4 {
+            let run = s.sudo(&wrong_totp(&store_secret));
+            assert_refused(&run, &format!("round {round}, wrong store code {guess}"));
+        }
+        let code = hotp(&home_secret, counter);
+        counter += 1;
+        home_service
+            .login(&s.user, &code)
+            .assert_success(&format!("round {round}, the user's own HOTP file"));
+    }
+    assert_refused(
+        &s.sudo(&right_code(&store_secret)),
+        "the right store code while the store's lockout holds",
+    );
+    let status = otp_admin(&[
+        "--state-dir",
+        &s.service.state.path.display().to_string(),
+        "--secret",
+        "/var/lib/pam-otp/secrets/%u.toml",
+        "status",
+        &s.user.name,
+    ]);
+    assert!(
+        status
+            .stdout
+            .lines()
+            .any(|l| l.starts_with("store failures:") && l.contains("LOCKED until")),
+        "{status:#?}"
+    );
+    assert!(
+        status
+            .stdout
+            .lines()
+            .any(|l| l.starts_with("locked:") && l.contains("YES")),
+        "{status:#?}"
+    );
+    // The store's lockout guards the store only: the user's own file still works.
+    home_service
+        .login(&s.user, &hotp(&home_secret, counter))
+        .assert_success("the user's own file after the store locked");
 }
 
 /// A service reading the store, with its own state directory.

@@ -37,12 +37,12 @@ fn format_2_text(state: &StoredState) -> String {
     let mut text = format!(
         "version = 2\nlast_success = {}\n\n[user]\n{}",
         state.last_success,
-        tally(&state.user)
+        tally(&state.all.user)
     );
-    if state.overflow != StoredTally::default() {
-        text += &format!("\n[overflow]\n{}", tally(&state.overflow));
+    if state.all.overflow != StoredTally::default() {
+        text += &format!("\n[overflow]\n{}", tally(&state.all.overflow));
     }
-    for (source, t) in &state.sources {
+    for (source, t) in &state.all.sources {
         text += &format!("\n[sources.{source:?}]\n{}", tally(t));
     }
     for (fingerprint, record) in &state.enrollments {
@@ -148,7 +148,7 @@ fn a_state_file_of_the_earlier_format_is_read_once_and_replaced() {
         upgraded.enrollments, state.enrollments,
         "the upgrade kept every enrollment record"
     );
-    assert_eq!(upgraded.user.failures, state.user.failures + 1);
+    assert_eq!(upgraded.all.user.failures, state.all.user.failures + 1);
     f.login(&service, &hotp(&f.secret, 2))
         .assert_success("counter 2");
     assert_eq!(next_counter(&stored_state(&path).unwrap()), 3);

@@ -238,7 +238,7 @@ fn try_first_pass_with_a_code_shaped_password_still_asks_for_the_code() {
         run.assert_success(&format!("login {round}: password, then the code"));
         assert!(run.prompted("Verification code: "), "{run:?}");
         let state = stored_state(&f.state.state_file(&f.user.name));
-        assert_eq!(state.map(|s| s.user.failures), Some(0), "round {round}");
+        assert_eq!(state.map(|s| s.all.user.failures), Some(0), "round {round}");
     }
     // A wrong code after the miss: two failures for that login (both were checked).
     let run = login_from(
@@ -249,7 +249,7 @@ fn try_first_pass_with_a_code_shaped_password_still_asks_for_the_code() {
     );
     run.assert_failure(AUTH_ERR, "password, then a wrong code");
     let state = stored_state(&f.state.state_file(&f.user.name));
-    assert_eq!(state.map(|s| s.user.failures), Some(2));
+    assert_eq!(state.map(|s| s.all.user.failures), Some(2));
 }
 
 /// Sleeps until the clock is in a later 30 s step than the Unix time `used_at`, so a
@@ -315,7 +315,7 @@ fn a_thousand_addresses_keep_the_state_bounded_and_the_lock_in_place() {
     assert_eq!(refused, 1000, "every distinct address checked and refused");
     let path = f.state.state_file(&f.user.name);
     let size = fs::metadata(&path).unwrap().len();
-    let sources = stored_state(&path).unwrap().sources;
+    let sources = stored_state(&path).unwrap().all.sources;
     eprintln!(
         "after 1000 addresses: {} sources, {size} bytes",
         sources.len()

@@ -120,8 +120,8 @@ pub struct InstalledService {
     pub name: String,
     pub pam_file: PathBuf,
     pub policy_file: PathBuf,
-    /// Kept for its drop, which removes the directory.
-    _state: StateDir,
+    /// The state directory its policy file names; removed on drop.
+    pub state: StateDir,
 }
 
 impl InstalledService {
@@ -157,7 +157,7 @@ impl InstalledService {
             name,
             pam_file,
             policy_file,
-            _state: state,
+            state,
         }
     }
 }

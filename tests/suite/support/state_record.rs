@@ -77,7 +77,7 @@ pub fn newest(slots: &[Option<Slot>; 2]) -> Option<&Slot> {
 }
 
 /// The state format of a record's payload.
-pub const STATE_FORMAT: u32 = 3;
+pub const STATE_FORMAT: u32 = 4;
 
 /// Failures and lockouts of one scope, as stored.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -98,15 +98,25 @@ pub struct StoredEnrollment {
     pub spent_recovery_codes: Vec<u32>,
 }
 
+/// One set of failure tallies: user-wide, the overflow, per source.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredTallies {
+    pub user: StoredTally,
+    pub overflow: StoredTally,
+    pub sources: BTreeMap<String, StoredTally>,
+}
+
 /// A person's state, as stored: postcard writes the fields in this order (varints for
 /// integers, a length before strings, lists and maps, a 0/1 tag before an option).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StoredState {
     pub version: u32,
     pub last_success: u64,
-    pub user: StoredTally,
-    pub overflow: StoredTally,
-    pub sources: BTreeMap<String, StoredTally>,
+    /// The failures with every enrollment.
+    pub all: StoredTallies,
+    /// The failures with the administrator's store's enrollments, which only a code from
+    /// such an enrollment clears.
+    pub protected: StoredTallies,
     /// Keyed by the enrollment's fingerprint, which the tests do not compute.
     pub enrollments: BTreeMap<String, StoredEnrollment>,
 }
