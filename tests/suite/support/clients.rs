@@ -639,7 +639,7 @@ impl SudoRule {
         SudoRule::install_with(user, service, &[])
     }
 
-    /// `install` with more `Defaults:USER` settings (e.g. `!pam_silent`).
+    /// `install` with more `Defaults:USER` settings (e.g. `passwd_tries=3`).
     pub fn install_with(user: &str, service: &InstalledService, defaults: &[&str]) -> SudoRule {
         SudoRule::install_text(
             user,
