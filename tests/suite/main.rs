@@ -7,6 +7,7 @@ mod support;
 mod brute_force;
 mod config_files;
 mod demo;
+mod doc_lines;
 mod docs_agree;
 mod doctor;
 mod fleet;

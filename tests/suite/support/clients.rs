@@ -216,11 +216,7 @@ impl Sshd {
     ) -> Sshd {
         assert_root();
         require_program(SSHD, "openssh-server");
-        // Privilege separation needs this directory (the packaged service makes it).
-        if !Path::new("/run/sshd").exists() {
-            let _ = fs::create_dir("/run/sshd");
-            fs::set_permissions("/run/sshd", fs::Permissions::from_mode(0o755)).unwrap();
-        }
+        ensure_privsep_dir();
         let dir = scratch_path("txsshd");
         fs::create_dir(&dir).unwrap();
         let host_key = dir.join("ssh_host_ed25519_key");
@@ -354,7 +350,17 @@ impl Sshd {
     }
 }
 
-fn sshd_test(program: &Path, args: &[String], options: &[&str]) -> Result<(), String> {
+/// Makes /run/sshd, which sshd (even `sshd -t`) needs for privilege separation and
+/// which the packaged service makes only when it starts.
+pub fn ensure_privsep_dir() {
+    if !Path::new("/run/sshd").exists() {
+        let _ = fs::create_dir("/run/sshd");
+        fs::set_permissions("/run/sshd", fs::Permissions::from_mode(0o755)).unwrap();
+    }
+}
+
+/// `PROGRAM -t ARGS [-o OPTION]...`: Ok, or sshd's complaint.
+pub fn sshd_test(program: &Path, args: &[String], options: &[&str]) -> Result<(), String> {
     let mut cmd = Command::new(program);
     cmd.arg("-t").args(args);
     for option in options {
@@ -633,7 +639,7 @@ impl SudoRule {
         SudoRule::install_with(user, service, &[])
     }
 
-    /// `install` with more `Defaults:USER` settings (e.g. `!pam_silent`).
+    /// `install` with more `Defaults:USER` settings (e.g. `passwd_tries=3`).
     pub fn install_with(user: &str, service: &InstalledService, defaults: &[&str]) -> SudoRule {
         SudoRule::install_text(
             user,

@@ -91,6 +91,15 @@ fn pam_module_dirs() -> Vec<PathBuf> {
     dirs
 }
 
+/// The directory libpam finds modules named without a path in (`pam_permit.so`, and
+/// `pam_otp.so` once installed).
+pub fn system_pam_module_dir() -> PathBuf {
+    pam_module_dirs()
+        .into_iter()
+        .find(|dir| dir.join("pam_permit.so").is_file())
+        .expect("no PAM module directory with pam_permit.so (libpam-modules)")
+}
+
 /// Whether the tests run against the installed files: `PAM_OTP_MODULE` is a bare name.
 pub fn installed() -> bool {
     std::env::var("PAM_OTP_MODULE").is_ok_and(|m| !m.is_empty() && !m.contains('/'))
