@@ -13,7 +13,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::process::Command;
 
-use admin::{otp_admin, StateDir, User};
+use admin::{otp_admin, otp_admin_bounded, AdminRun, StateDir, User};
 use clients::{policy_text, read_shipped, shipped};
 use support::module_ref;
 use support::secret_store::StoreSecret;
@@ -126,7 +126,7 @@ impl Fixture {
             &sshd_config,
         ];
         all.extend_from_slice(args);
-        let run = otp_admin(&all);
+        let run = finished(otp_admin_bounded(&all));
         let json: serde_json::Value = serde_json::from_str(&run.stdout)
             .unwrap_or_else(|e| panic!("doctor --json is not JSON ({e}): {run:#?}"));
         Doctor {
@@ -134,6 +134,19 @@ impl Fixture {
             json,
         }
     }
+}
+
+/// The run, once it is known to have ended by itself: not killed by the time limit
+/// (124) nor aborted by the memory limit (a signal, or no status at all).
+#[track_caller]
+fn finished(run: AdminRun) -> AdminRun {
+    assert!(
+        matches!(run.status, Some(0..=2)),
+        "otp-admin doctor did not finish by itself (124: killed after the time limit; \
+         above 128: killed by a signal, as an allocation past the memory limit aborts):\n\
+         {run:#?}"
+    );
+    run
 }
 
 impl Drop for Fixture {
@@ -562,4 +575,29 @@ fn the_text_report_names_severity_place_and_fix() {
         "{run:#?}"
     );
     assert!(run.stdout.contains(&format!("{pam_dir}/sudo:")), "{run:#?}");
+}
+
+#[test]
+fn a_hostile_service_name_is_printed_escaped() {
+    let fixture = Fixture::shipped();
+    let pam_dir = fixture.pam_dir.display().to_string();
+    let hostile = "a\u{1b}]0;x\u{7}\u{202e}\u{2028}b";
+    let run = finished(otp_admin_bounded(&[
+        "doctor",
+        hostile,
+        "--pam-dir",
+        &pam_dir,
+    ]));
+    for raw in ['\u{1b}', '\u{7}', '\u{202e}', '\u{2028}'] {
+        assert!(
+            !run.stdout.contains(raw),
+            "raw {raw:?} reached the terminal:\n{:?}",
+            run.stdout
+        );
+    }
+    let last = run.stdout.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("checked a\\u{1b}]0;x\\u{7}\\u{202e}\\u{2028}b: 1 error(s)"),
+        "the service name is not shown escaped: {last:?}\n{run:#?}"
+    );
 }
