@@ -577,6 +577,74 @@ fn the_text_report_names_severity_place_and_fix() {
     assert!(run.stdout.contains(&format!("{pam_dir}/sudo:")), "{run:#?}");
 }
 
+/// Asserts an error finding `id` about sudo whose message says `message_part`.
+#[track_caller]
+fn assert_pam_finding(run: &Doctor, id: &str, what: &str, message_part: &str) {
+    let finding = run.assert_found(id, "error", what);
+    assert_eq!(finding["service"], "sudo", "{what}: {finding:#}");
+    let message = finding["message"].as_str().unwrap();
+    assert!(
+        message.contains(message_part),
+        "{what}: the message does not say {message_part:?}: {finding:#}"
+    );
+}
+
+#[test]
+fn an_include_of_a_fifo_is_a_finding_not_a_hang() {
+    let user = enrolled_user();
+    let fixture = Fixture::shipped();
+    let fifo = fixture.dir.join("td-fifo");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let line = format!("@include {}", fifo.display());
+    fixture.edit_pam("sudo", |t| format!("{line}\n{t}"));
+    let run = fixture.doctor(&["sudo", "--user", &user.name]);
+    assert_pam_finding(&run, "pam-file-unreadable", "a FIFO", "a FIFO");
+}
+
+#[test]
+fn an_include_of_dev_zero_is_a_finding_not_a_read_without_end() {
+    let user = enrolled_user();
+    let fixture = Fixture::shipped();
+    fixture.edit_pam("sudo", |t| format!("@include /dev/zero\n{t}"));
+    let run = fixture.doctor(&["sudo", "--user", &user.name]);
+    assert_pam_finding(
+        &run,
+        "pam-file-unreadable",
+        "/dev/zero",
+        "a character device",
+    );
+}
+
+#[test]
+fn includes_eight_wide_and_sixteen_deep_end_at_the_depth_limit() {
+    let user = enrolled_user();
+    let fixture = Fixture::shipped();
+    // td-tree-1 includes td-tree-2 eight times, and so on: libpam would read 8^15 copies
+    // of the last file, which holds one rule.
+    for level in 1..16 {
+        let line = format!("@include td-tree-{}\n", level + 1);
+        fs::write(
+            fixture.pam_dir.join(format!("td-tree-{level}")),
+            line.repeat(8),
+        )
+        .unwrap();
+    }
+    fs::write(
+        fixture.pam_dir.join("td-tree-16"),
+        "auth optional pam_permit.so\n",
+    )
+    .unwrap();
+    fixture.edit_pam("sudo", |t| format!("@include td-tree-1\n{t}"));
+    let run = fixture.doctor(&["sudo", "--user", &user.name]);
+    assert_pam_finding(&run, "pam-include-depth", "16 levels of includes", "16");
+    assert_pam_finding(
+        &run,
+        "pam-stack-too-large",
+        "8^15 copies of one file",
+        "files",
+    );
+}
+
 #[test]
 fn a_hostile_service_name_is_printed_escaped() {
     let fixture = Fixture::shipped();
