@@ -14,7 +14,7 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
-use checks::{EnrollmentCheck, PathFacts};
+use checks::{EnrollmentCheck, PathFacts, WHY_ONLY_REGULAR_FILES};
 use findings::{Finding, Report, Severity};
 use pam_stack::{AuthStack, LoadError, Rule};
 
@@ -185,9 +185,7 @@ fn unreadable_service(service: &str, pam_dir: &Path, why: &str) -> Finding {
         Severity::Error,
         "pam-file-unreadable",
         format!("{} {why}: not read", pam_dir.join(service).display()),
-        "make it a regular file of PAM lines (libpam waits on a FIFO for ever and reads a \
-         device without end)"
-            .into(),
+        format!("make it a regular file of PAM lines ({WHY_ONLY_REGULAR_FILES})"),
     )
     .service(service)
 }

@@ -20,6 +20,10 @@ const PASSWORD_MODULES: &[&str] = &[
     "pam_radius_auth.so",
 ];
 
+/// Why a PAM file that is not a regular file is an error, not only a file doctor skips.
+pub const WHY_ONLY_REGULAR_FILES: &str =
+    "libpam waits on a FIFO for ever and reads a device without end";
+
 /// The auth stack: is pam_otp there, does its failure count, can anything end the stack
 /// or jump over it before it runs.
 pub fn stack_findings(service: &str, stack: &AuthStack) -> Vec<Finding> {
@@ -31,27 +35,30 @@ pub fn stack_findings(service: &str, stack: &AuthStack) -> Vec<Finding> {
                 ProblemKind::Syntax => (
                     "pam-syntax",
                     format!("libpam cannot use this line as written: {}", p.message),
-                    "correct or remove the line (libpam fails or skips it)",
+                    "correct or remove the line (libpam fails or skips it)".into(),
                 ),
                 ProblemKind::Unreadable => (
                     "pam-file-unreadable",
                     p.message.clone(),
-                    "name a regular file of PAM lines there, or remove the line (libpam \
-                     waits on a FIFO for ever and reads a device without end)",
+                    format!(
+                        "name a regular file of PAM lines there, or remove the line \
+                         ({WHY_ONLY_REGULAR_FILES})"
+                    ),
                 ),
                 ProblemKind::TooDeep => (
                     "pam-include-depth",
                     p.message.clone(),
-                    "remove the loop, or include the files from fewer levels",
+                    "remove the loop, or include the files from fewer levels".into(),
                 ),
                 ProblemKind::TooLarge => (
                     "pam-stack-too-large",
                     p.message.clone(),
                     "include each file once, from fewer levels: libpam reads every include \
-                     again at each login",
+                     again at each login"
+                        .into(),
                 ),
             };
-            Finding::new(Severity::Error, id, message, fix.into())
+            Finding::new(Severity::Error, id, message, fix)
                 .service(service)
                 .at(p.origin.clone())
         })
