@@ -9,13 +9,14 @@ pub(crate) mod pam_stack;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
-use std::os::unix::fs::MetadataExt;
+use std::io::{self, Read};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
-use checks::{EnrollmentCheck, PathFacts};
+use checks::{EnrollmentCheck, PathFacts, WHY_ONLY_REGULAR_FILES};
 use findings::{Finding, Report, Severity};
-use pam_stack::{AuthStack, Rule};
+use pam_stack::{AuthStack, LoadError, Rule};
 
 use crate::sys::account::Account;
 use crate::sys::policy::{self, expand_secret_path, Policy, DEFAULT_POLICY_FILE};
@@ -71,9 +72,16 @@ fn examine(args: &DoctorArgs) -> Report {
     let mut sshd_settings = None;
     for service in &services {
         let load = |name: &str| load_pam_file(&args.pam_dir, name);
-        let Some(stack) = pam_stack::auth_stack(service, &load) else {
-            found.push(missing_service(service, &args.pam_dir, explicit));
-            continue;
+        let stack = match pam_stack::auth_stack(service, &load) {
+            Ok(stack) => stack,
+            Err(LoadError::Missing) => {
+                found.push(missing_service(service, &args.pam_dir, explicit));
+                continue;
+            }
+            Err(LoadError::NotRead(why)) => {
+                found.push(unreadable_service(service, &args.pam_dir, &why));
+                continue;
+            }
         };
         found.extend(checks::stack_findings(service, &stack));
         let is_sshd = service.starts_with("sshd");
@@ -172,6 +180,16 @@ fn missing_service(service: &str, pam_dir: &Path, explicit: bool) -> Finding {
     }
 }
 
+fn unreadable_service(service: &str, pam_dir: &Path, why: &str) -> Finding {
+    Finding::new(
+        Severity::Error,
+        "pam-file-unreadable",
+        format!("{} {why}: not read", pam_dir.join(service).display()),
+        format!("make it a regular file of PAM lines ({WHY_ONLY_REGULAR_FILES})"),
+    )
+    .service(service)
+}
+
 /// Notes about the stack that are neither right nor wrong on their own.
 fn stack_notes(service: &str, stack: &AuthStack) -> Vec<Finding> {
     stack
@@ -234,18 +252,70 @@ fn examine_otp_rule(service: &str, rule: &Rule) -> (Vec<Finding>, Option<Policy>
     }
 }
 
-/// `load` for `pam_stack`: a service or include name, relative to the PAM directory
-/// unless absolute.
 /// The text of a PAM file named in a stack (relative to `pam_dir`, or absolute) and the
-/// path to report it as.
-pub(crate) fn load_pam_file(pam_dir: &Path, name: &str) -> Option<(String, String)> {
+/// path to report it as: the loader of `pam_stack`. Only a regular file is read, and at
+/// most [`MAX_PAM_FILE_BYTES`] of it, so that no name in /etc/pam.d can hang doctor or
+/// take the memory of the machine it is run to repair.
+pub(crate) fn load_pam_file(pam_dir: &Path, name: &str) -> Result<(String, String), LoadError> {
     let path = if name.starts_with('/') {
         PathBuf::from(name)
     } else {
         pam_dir.join(name)
     };
-    let text = fs::read_to_string(&path).ok()?;
-    Some((path.display().to_string(), text))
+    // Judged before opening, following links as libpam does: opening a FIFO waits for a
+    // writer, and opening a device can act on it (a tape rewinds, a serial line rises).
+    let before = fs::metadata(&path).map_err(not_read)?;
+    regular_file(&before.file_type())?;
+    // Swapped for a FIFO or a device since: O_NONBLOCK returns at once, and the kind is
+    // judged again on what was opened.
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(&path)
+        .map_err(not_read)?;
+    regular_file(&file.metadata().map_err(not_read)?.file_type())?;
+    let mut bytes = Vec::new();
+    file.take(MAX_PAM_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(not_read)?;
+    if bytes.len() as u64 > MAX_PAM_FILE_BYTES {
+        return Err(LoadError::NotRead(format!(
+            "is larger than {} KiB (a PAM file is a few lines)",
+            MAX_PAM_FILE_BYTES / 1024
+        )));
+    }
+    let text = String::from_utf8_lossy(&bytes).into_owned();
+    Ok((path.display().to_string(), text))
+}
+
+/// The largest PAM file doctor reads; real ones are a few kilobytes.
+const MAX_PAM_FILE_BYTES: u64 = 64 * 1024;
+
+fn not_read(e: io::Error) -> LoadError {
+    match e.kind() {
+        io::ErrorKind::NotFound => LoadError::Missing,
+        _ => LoadError::NotRead(format!("cannot be read ({e})")),
+    }
+}
+
+/// Ok for a regular file; otherwise what it is instead.
+fn regular_file(kind: &fs::FileType) -> Result<(), LoadError> {
+    let what = if kind.is_file() {
+        return Ok(());
+    } else if kind.is_fifo() {
+        "a FIFO"
+    } else if kind.is_char_device() {
+        "a character device"
+    } else if kind.is_block_device() {
+        "a block device"
+    } else if kind.is_dir() {
+        "a directory"
+    } else if kind.is_socket() {
+        "a socket"
+    } else {
+        "of an unknown kind"
+    };
+    Err(LoadError::NotRead(format!("is {what}, not a regular file")))
 }
 
 /// Where libpam finds a module named without a path.
@@ -366,4 +436,43 @@ fn enrollments(
             Some((name, check))
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_regular_files_are_read_and_only_so_much() {
+        let dir = std::env::temp_dir().join(format!("doctor-load-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(dir.join("small"), "auth required pam_otp.so\n").unwrap();
+        let big = "# a comment line\n".repeat(MAX_PAM_FILE_BYTES as usize / 16 + 1);
+        fs::write(dir.join("big"), big).unwrap();
+        fs::create_dir_all(dir.join("sub")).unwrap();
+
+        let (path, text) = load_pam_file(&dir, "small").unwrap();
+        assert_eq!(path, dir.join("small").display().to_string());
+        assert_eq!(text, "auth required pam_otp.so\n");
+        assert_eq!(
+            load_pam_file(&dir, "big"),
+            Err(LoadError::NotRead(
+                "is larger than 64 KiB (a PAM file is a few lines)".into()
+            ))
+        );
+        assert_eq!(
+            load_pam_file(&dir, "sub"),
+            Err(LoadError::NotRead(
+                "is a directory, not a regular file".into()
+            ))
+        );
+        assert_eq!(
+            load_pam_file(&dir, "/dev/null"),
+            Err(LoadError::NotRead(
+                "is a character device, not a regular file".into()
+            ))
+        );
+        assert_eq!(load_pam_file(&dir, "absent"), Err(LoadError::Missing));
+        fs::remove_dir_all(&dir).unwrap();
+    }
 }

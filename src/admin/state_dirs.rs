@@ -8,7 +8,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use crate::admin::doctor::load_pam_file;
-use crate::admin::doctor::pam_stack::auth_stack;
+use crate::admin::doctor::pam_stack::{auth_stack, Load};
 use crate::sys::policy;
 
 /// Services grouped by the state directory they use; more than one key means the replay
@@ -48,11 +48,9 @@ pub fn state_dirs_of_services(pam_dir: &Path) -> Vec<(String, PathBuf)> {
 }
 
 /// The arguments of every pam_otp line in `service`'s auth stack.
-fn pam_otp_arguments(
-    service: &str,
-    load: &dyn Fn(&str) -> Option<(String, String)>,
-) -> Vec<Vec<String>> {
+fn pam_otp_arguments(service: &str, load: Load) -> Vec<Vec<String>> {
     auth_stack(service, load)
+        .ok()
         .map(|stack| {
             stack
                 .rules
@@ -67,6 +65,7 @@ fn pam_otp_arguments(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::admin::doctor::pam_stack::LoadError;
 
     #[test]
     fn pam_otp_lines_are_found_with_their_arguments() {
@@ -79,9 +78,9 @@ mod tests {
             @include common-auth\n";
         let common = "auth required pam_otp.so state_dir=/var/lib/c\n";
         let load = |name: &str| match name {
-            "svc" => Some(("svc".to_string(), text.to_string())),
-            "common-auth" => Some(("common-auth".to_string(), common.to_string())),
-            _ => None,
+            "svc" => Ok(("svc".to_string(), text.to_string())),
+            "common-auth" => Ok(("common-auth".to_string(), common.to_string())),
+            _ => Err(LoadError::Missing),
         };
         assert_eq!(
             pam_otp_arguments("svc", &load),

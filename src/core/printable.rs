@@ -9,14 +9,25 @@ pub const MAX_FIELD_CHARS: usize = 256;
 /// `text` (at most `max_chars` of it) on one line, every character that is invisible,
 /// moves the cursor or could end a quoted value escaped as Rust's `escape_debug` does.
 pub fn escape(text: &str, max_chars: usize) -> String {
+    // An apostrophe closes nothing here (values are in double quotes) and is common in
+    // messages ("alice's"), so it stays as it is.
+    escape_all_but(text, max_chars, &['\''])
+}
+
+/// A whole line of prose on one line of a terminal: escaped as [`escape`] escapes, but
+/// quotes and backslashes kept, as its values were quoted when it was composed.
+pub fn visible(text: &str) -> String {
+    escape_all_but(text, usize::MAX, &['\'', '"', '\\'])
+}
+
+fn escape_all_but(text: &str, max_chars: usize, kept: &[char]) -> String {
     let mut chars = text.chars();
     let mut out = String::new();
     for c in chars.by_ref().take(max_chars) {
-        // An apostrophe closes nothing here (values are in double quotes) and is common
-        // in messages ("alice's"), so it stays as it is.
-        match c {
-            '\'' => out.push(c),
-            c => out.extend(c.escape_debug()),
+        if kept.contains(&c) {
+            out.push(c);
+        } else {
+            out.extend(c.escape_debug());
         }
     }
     if chars.next().is_some() {
@@ -68,6 +79,14 @@ mod tests {
                 "{invisible:?}"
             );
         }
+    }
+
+    #[test]
+    fn visible_prose_keeps_its_quotes_and_escapes_the_rest() {
+        assert_eq!(
+            visible("is \"required\" in C:\\x, alice's\u{1b}]0;x\u{7}\u{202e}\u{2028}"),
+            "is \"required\" in C:\\x, alice's\\u{1b}]0;x\\u{7}\\u{202e}\\u{2028}"
+        );
     }
 
     #[test]

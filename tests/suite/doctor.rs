@@ -13,7 +13,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::process::Command;
 
-use admin::{otp_admin, StateDir, User};
+use admin::{otp_admin, otp_admin_bounded, AdminRun, StateDir, User};
 use clients::{policy_text, read_shipped, shipped};
 use support::module_ref;
 use support::secret_store::StoreSecret;
@@ -126,7 +126,7 @@ impl Fixture {
             &sshd_config,
         ];
         all.extend_from_slice(args);
-        let run = otp_admin(&all);
+        let run = finished(otp_admin_bounded(&all));
         let json: serde_json::Value = serde_json::from_str(&run.stdout)
             .unwrap_or_else(|e| panic!("doctor --json is not JSON ({e}): {run:#?}"));
         Doctor {
@@ -134,6 +134,19 @@ impl Fixture {
             json,
         }
     }
+}
+
+/// The run, once it is known to have ended by itself: not killed by the time limit
+/// (124) nor aborted by the memory limit (a signal, or no status at all).
+#[track_caller]
+fn finished(run: AdminRun) -> AdminRun {
+    assert!(
+        matches!(run.status, Some(0..=2)),
+        "otp-admin doctor did not finish by itself (124: killed after the time limit; \
+         above 128: killed by a signal, as an allocation past the memory limit aborts):\n\
+         {run:#?}"
+    );
+    run
 }
 
 impl Drop for Fixture {
@@ -562,4 +575,97 @@ fn the_text_report_names_severity_place_and_fix() {
         "{run:#?}"
     );
     assert!(run.stdout.contains(&format!("{pam_dir}/sudo:")), "{run:#?}");
+}
+
+/// Asserts an error finding `id` about sudo whose message says `message_part`.
+#[track_caller]
+fn assert_pam_finding(run: &Doctor, id: &str, what: &str, message_part: &str) {
+    let finding = run.assert_found(id, "error", what);
+    assert_eq!(finding["service"], "sudo", "{what}: {finding:#}");
+    let message = finding["message"].as_str().unwrap();
+    assert!(
+        message.contains(message_part),
+        "{what}: the message does not say {message_part:?}: {finding:#}"
+    );
+}
+
+#[test]
+fn an_include_of_a_fifo_is_a_finding_not_a_hang() {
+    let user = enrolled_user();
+    let fixture = Fixture::shipped();
+    let fifo = fixture.dir.join("td-fifo");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let line = format!("@include {}", fifo.display());
+    fixture.edit_pam("sudo", |t| format!("{line}\n{t}"));
+    let run = fixture.doctor(&["sudo", "--user", &user.name]);
+    assert_pam_finding(&run, "pam-file-unreadable", "a FIFO", "a FIFO");
+}
+
+#[test]
+fn an_include_of_dev_zero_is_a_finding_not_a_read_without_end() {
+    let user = enrolled_user();
+    let fixture = Fixture::shipped();
+    fixture.edit_pam("sudo", |t| format!("@include /dev/zero\n{t}"));
+    let run = fixture.doctor(&["sudo", "--user", &user.name]);
+    assert_pam_finding(
+        &run,
+        "pam-file-unreadable",
+        "/dev/zero",
+        "a character device",
+    );
+}
+
+#[test]
+fn includes_eight_wide_and_sixteen_deep_end_at_the_depth_limit() {
+    let user = enrolled_user();
+    let fixture = Fixture::shipped();
+    // td-tree-1 includes td-tree-2 eight times, and so on: libpam would read 8^15 copies
+    // of the last file, which holds one rule.
+    for level in 1..16 {
+        let line = format!("@include td-tree-{}\n", level + 1);
+        fs::write(
+            fixture.pam_dir.join(format!("td-tree-{level}")),
+            line.repeat(8),
+        )
+        .unwrap();
+    }
+    fs::write(
+        fixture.pam_dir.join("td-tree-16"),
+        "auth optional pam_permit.so\n",
+    )
+    .unwrap();
+    fixture.edit_pam("sudo", |t| format!("@include td-tree-1\n{t}"));
+    let run = fixture.doctor(&["sudo", "--user", &user.name]);
+    assert_pam_finding(&run, "pam-include-depth", "16 levels of includes", "16");
+    assert_pam_finding(
+        &run,
+        "pam-stack-too-large",
+        "8^15 copies of one file",
+        "files",
+    );
+}
+
+#[test]
+fn a_hostile_service_name_is_printed_escaped() {
+    let fixture = Fixture::shipped();
+    let pam_dir = fixture.pam_dir.display().to_string();
+    let hostile = "a\u{1b}]0;x\u{7}\u{202e}\u{2028}b";
+    let run = finished(otp_admin_bounded(&[
+        "doctor",
+        hostile,
+        "--pam-dir",
+        &pam_dir,
+    ]));
+    for raw in ['\u{1b}', '\u{7}', '\u{202e}', '\u{2028}'] {
+        assert!(
+            !run.stdout.contains(raw),
+            "raw {raw:?} reached the terminal:\n{:?}",
+            run.stdout
+        );
+    }
+    let last = run.stdout.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("checked a\\u{1b}]0;x\\u{7}\\u{202e}\\u{2028}b: 1 error(s)"),
+        "the service name is not shown escaped: {last:?}\n{run:#?}"
+    );
 }

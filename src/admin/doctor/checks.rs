@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use super::findings::{Finding, Severity};
-use super::pam_stack::{AuthStack, Control, Rule};
+use super::pam_stack::{AuthStack, Control, ProblemKind, Rule};
 
 /// Modules that check a password: `required` before pam_otp, they let a stranger who
 /// does not know it still reach pam_otp and spend the user's tries.
@@ -20,6 +20,10 @@ const PASSWORD_MODULES: &[&str] = &[
     "pam_radius_auth.so",
 ];
 
+/// Why a PAM file that is not a regular file is an error, not only a file doctor skips.
+pub const WHY_ONLY_REGULAR_FILES: &str =
+    "libpam waits on a FIFO for ever and reads a device without end";
+
 /// The auth stack: is pam_otp there, does its failure count, can anything end the stack
 /// or jump over it before it runs.
 pub fn stack_findings(service: &str, stack: &AuthStack) -> Vec<Finding> {
@@ -27,14 +31,36 @@ pub fn stack_findings(service: &str, stack: &AuthStack) -> Vec<Finding> {
         .problems
         .iter()
         .map(|p| {
-            Finding::new(
-                Severity::Error,
-                "pam-syntax",
-                format!("libpam cannot use this line as written: {}", p.message),
-                "correct or remove the line (libpam fails or skips it)".into(),
-            )
-            .service(service)
-            .at(p.origin.clone())
+            let (id, message, fix) = match p.kind {
+                ProblemKind::Syntax => (
+                    "pam-syntax",
+                    format!("libpam cannot use this line as written: {}", p.message),
+                    "correct or remove the line (libpam fails or skips it)".into(),
+                ),
+                ProblemKind::Unreadable => (
+                    "pam-file-unreadable",
+                    p.message.clone(),
+                    format!(
+                        "name a regular file of PAM lines there, or remove the line \
+                         ({WHY_ONLY_REGULAR_FILES})"
+                    ),
+                ),
+                ProblemKind::TooDeep => (
+                    "pam-include-depth",
+                    p.message.clone(),
+                    "remove the loop, or include the files from fewer levels".into(),
+                ),
+                ProblemKind::TooLarge => (
+                    "pam-stack-too-large",
+                    p.message.clone(),
+                    "include each file once, from fewer levels: libpam reads every include \
+                     again at each login"
+                        .into(),
+                ),
+            };
+            Finding::new(Severity::Error, id, message, fix)
+                .service(service)
+                .at(p.origin.clone())
         })
         .collect();
     let otp_positions: Vec<usize> = (0..stack.rules.len())
@@ -500,7 +526,7 @@ pub fn state_dir_split_findings(dirs: &BTreeMap<PathBuf, BTreeSet<String>>) -> V
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::admin::doctor::pam_stack::auth_stack;
+    use crate::admin::doctor::pam_stack::{auth_stack, LoadError};
 
     fn ids(findings: &[Finding]) -> Vec<&'static str> {
         findings.iter().map(|f| f.id).collect()
@@ -510,9 +536,9 @@ mod tests {
         let common = "auth [success=1 default=ignore] pam_unix.so nullok\n\
                       auth requisite pam_deny.so\nauth required pam_permit.so\n";
         let load = |name: &str| match name {
-            "svc" => Some(("svc".to_string(), service_text.to_string())),
-            "common-auth" => Some(("common-auth".to_string(), common.to_string())),
-            _ => None,
+            "svc" => Ok(("svc".to_string(), service_text.to_string())),
+            "common-auth" => Ok(("common-auth".to_string(), common.to_string())),
+            _ => Err(LoadError::Missing),
         };
         let stack = auth_stack("svc", &load).unwrap();
         ids(&stack_findings("svc", &stack))
@@ -566,12 +592,12 @@ mod tests {
     #[test]
     fn a_substack_ends_only_itself() {
         let load = |name: &str| match name {
-            "svc" => Some((
+            "svc" => Ok((
                 "svc".into(),
                 "auth substack inner\nauth required pam_otp.so\n".into(),
             )),
-            "inner" => Some(("inner".into(), "auth sufficient pam_unix.so\n".into())),
-            _ => None,
+            "inner" => Ok(("inner".into(), "auth sufficient pam_unix.so\n".into())),
+            _ => Err(LoadError::Missing),
         };
         let stack = auth_stack("svc", &load).unwrap();
         assert!(stack_findings("svc", &stack).is_empty());

@@ -5,6 +5,8 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
+use crate::core::printable::visible;
+
 /// How bad a finding is; the worst one decides the exit status.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -109,35 +111,36 @@ impl Report {
         }
     }
 
-    /// One block per finding; control characters from file names or file contents are
-    /// shown as `?`, so nothing can forge a line.
+    /// One block per finding; control and invisible characters from the command line,
+    /// file names or file contents are shown escaped (`\u{1b}`), so nothing can forge a
+    /// line or command the terminal.
     pub fn to_text(&self) -> String {
         let mut out = String::new();
         for f in &self.findings {
             let mut head = String::new();
             if let Some(service) = &f.service {
-                let _ = write!(head, "{}: ", printable(service));
+                let _ = write!(head, "{}: ", visible(service));
             }
             let _ = writeln!(
                 out,
                 "{:<8}{head}{}",
                 f.severity.label(),
-                printable(&f.message)
+                visible(&f.message)
             );
             if let Some(location) = &f.location {
-                let _ = writeln!(out, "        at:    {}", printable(location));
+                let _ = writeln!(out, "        at:    {}", visible(location));
             }
             if !f.users.is_empty() {
-                let _ = writeln!(out, "        users: {}", printable(&f.users.join(", ")));
+                let _ = writeln!(out, "        users: {}", visible(&f.users.join(", ")));
             }
             if !f.fix.is_empty() {
-                let _ = writeln!(out, "        fix:   {}", printable(&f.fix));
+                let _ = writeln!(out, "        fix:   {}", visible(&f.fix));
             }
         }
         let _ = writeln!(
             out,
             "checked {}: {} error(s), {} warning(s)",
-            self.services.join(", "),
+            visible(&self.services.join(", ")),
             self.errors,
             self.warnings
         );
@@ -152,12 +155,6 @@ impl Report {
         text.push('\n');
         text
     }
-}
-
-fn printable(text: &str) -> String {
-    text.chars()
-        .map(|c| if c.is_control() { '?' } else { c })
-        .collect()
 }
 
 #[cfg(test)]

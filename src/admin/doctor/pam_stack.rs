@@ -1,6 +1,9 @@
 //! A PAM service's auth stack as libpam builds it: the lines of its file, with
 //! `@include`, `include` and `substack` followed. Pure: files come from a loader.
 
+use std::collections::{HashMap, HashSet};
+use std::rc::Rc;
+
 /// How a rule's result steers the stack.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Control {
@@ -93,11 +96,27 @@ impl Rule {
     }
 }
 
-/// Something in the files that libpam would not read as meant.
+/// Something in the files that libpam would not read as meant, or that doctor would not
+/// read at all.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StackProblem {
     pub origin: String,
+    pub kind: ProblemKind,
     pub message: String,
+}
+
+/// What kind of problem: each is its own finding, with its own fix.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProblemKind {
+    /// A line libpam cannot use as written (including an include of a missing file).
+    Syntax,
+    /// A file named in the stack that is there but was not read (not a regular file, too
+    /// large, unreadable).
+    Unreadable,
+    /// Includes nested deeper than libpam follows them.
+    TooDeep,
+    /// Includes that fan out past what doctor follows for one service.
+    TooLarge,
 }
 
 /// A service's auth stack, flattened, and what got in the way of reading it.
@@ -107,111 +126,218 @@ pub struct AuthStack {
     pub problems: Vec<StackProblem>,
 }
 
-/// How deep includes may nest before they count as a loop.
-const MAX_INCLUDE_DEPTH: usize = 16;
-
-/// Reads the auth stack of `service`. `load(name)` returns the text of a file named in
-/// the stack (the service itself, or an include: a name relative to the PAM directory or
-/// an absolute path) and the path to report it as, or `None` if there is no such file.
-pub fn auth_stack(
-    service: &str,
-    load: &dyn Fn(&str) -> Option<(String, String)>,
-) -> Option<AuthStack> {
-    let (path, text) = load(service)?;
-    let mut stack = AuthStack::default();
-    read_file(&path, &text, 0, 0, load, &mut stack);
-    Some(stack)
+/// Why the loader did not return a file named in the stack.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LoadError {
+    /// There is no such file.
+    Missing,
+    /// It is there but was not read; why, said of the file ("is a FIFO, not a regular
+    /// file").
+    NotRead(String),
 }
 
-fn read_file(
-    path: &str,
-    text: &str,
-    nesting: usize,
-    substack_depth: usize,
-    load: &dyn Fn(&str) -> Option<(String, String)>,
-    stack: &mut AuthStack,
-) {
-    for (number, line) in logical_lines(text) {
-        let origin = format!("{path}:{number}");
-        let problem = |stack: &mut AuthStack, message: String| {
-            stack.problems.push(StackProblem {
-                origin: origin.clone(),
-                message,
+/// The loader: the text of a file named in the stack (the service itself, or an include:
+/// a name relative to the PAM directory or an absolute path) and the path to report it as.
+pub type Load<'a> = &'a dyn Fn(&str) -> Result<(String, String), LoadError>;
+
+/// How many files deep libpam follows includes, the service's own file counted: it
+/// refuses to open one more.
+pub const MAX_INCLUDE_DEPTH: usize = 16;
+
+/// How much one service's stack may make doctor read, counting a file each time it is
+/// included: includes that fan out multiply (eight per file, sixteen deep, is 8^15
+/// copies of the last file), and doctor must finish on a machine it is repairing.
+pub const MAX_FILES_FOLLOWED: usize = 256;
+pub const MAX_TEXT_FOLLOWED: usize = 1024 * 1024;
+
+/// Reads the auth stack of `service`; the loader's error if the service's own file cannot
+/// be read.
+pub fn auth_stack(service: &str, load: Load) -> Result<AuthStack, LoadError> {
+    let mut walk = Walk {
+        load,
+        files: HashMap::new(),
+        files_followed: 0,
+        text_followed: 0,
+        exhausted: false,
+        seen_problems: HashSet::new(),
+        stack: AuthStack::default(),
+    };
+    let file = walk.file(service)?;
+    walk.follow(&file, "", 0, 0);
+    Ok(walk.stack)
+}
+
+/// A file's logical lines, parsed once however often it is included.
+struct ParsedFile {
+    path: String,
+    text_len: usize,
+    lines: Vec<(usize, String)>,
+}
+
+/// One reading of a stack: the files loaded so far and the budget spent.
+struct Walk<'a> {
+    load: Load<'a>,
+    files: HashMap<String, Result<Rc<ParsedFile>, LoadError>>,
+    files_followed: usize,
+    text_followed: usize,
+    /// The budget is spent: nothing more is read.
+    exhausted: bool,
+    /// A file included many times would repeat its problems; each is said once.
+    seen_problems: HashSet<(String, String)>,
+    stack: AuthStack,
+}
+
+impl Walk<'_> {
+    fn file(&mut self, name: &str) -> Result<Rc<ParsedFile>, LoadError> {
+        if let Some(known) = self.files.get(name) {
+            return known.clone();
+        }
+        let parsed = (self.load)(name).map(|(path, text)| {
+            Rc::new(ParsedFile {
+                path,
+                text_len: text.len(),
+                lines: logical_lines(&text),
             })
+        });
+        self.files.insert(name.to_string(), parsed.clone());
+        parsed
+    }
+
+    fn problem(&mut self, origin: &str, kind: ProblemKind, message: String) {
+        // Nesting too deep is one fault of the whole tree, however many lines reach it.
+        let place = match kind {
+            ProblemKind::TooDeep => "",
+            ProblemKind::Syntax | ProblemKind::Unreadable | ProblemKind::TooLarge => origin,
         };
-        let words = split_words(&line);
-        let Some(first) = words.first() else { continue };
-        // `@include FILE`: every line of FILE, whatever its type (only auth lines are kept).
-        if first == "@include" {
-            let Some(target) = words.get(1) else {
-                problem(stack, "@include without a file name".into());
+        if self
+            .seen_problems
+            .insert((place.to_string(), message.clone()))
+        {
+            self.stack.problems.push(StackProblem {
+                origin: origin.to_string(),
+                kind,
+                message,
+            });
+        }
+    }
+
+    /// Counts `file` against the budget (`origin`: the line that includes it); false,
+    /// with the problem said once, when it is spent.
+    fn spend(&mut self, file: &ParsedFile, origin: &str) -> bool {
+        self.files_followed += 1;
+        self.text_followed = self.text_followed.saturating_add(file.text_len);
+        if self.files_followed > MAX_FILES_FOLLOWED || self.text_followed > MAX_TEXT_FOLLOWED {
+            self.exhausted = true;
+            let origin = if origin.is_empty() {
+                &file.path
+            } else {
+                origin
+            };
+            self.problem(
+                origin,
+                ProblemKind::TooLarge,
+                format!(
+                    "following the includes reads more than {MAX_FILES_FOLLOWED} files or \
+                     {} MiB (includes fan out): doctor stopped there, and checked only \
+                     the stack before it",
+                    MAX_TEXT_FOLLOWED / (1024 * 1024)
+                ),
+            );
+        }
+        !self.exhausted
+    }
+
+    /// Adds the auth lines of `file` (at `nesting` files below the service's own, included
+    /// from `origin`) to the stack.
+    fn follow(&mut self, file: &ParsedFile, origin: &str, nesting: usize, substack_depth: usize) {
+        if !self.spend(file, origin) {
+            return;
+        }
+        for (number, line) in &file.lines {
+            if self.exhausted {
+                return;
+            }
+            let origin = format!("{}:{number}", file.path);
+            let syntax = |walk: &mut Walk, message: String| {
+                walk.problem(&origin, ProblemKind::Syntax, message)
+            };
+            let words = split_words(line);
+            let Some(first) = words.first() else { continue };
+            // `@include FILE`: every line of FILE, whatever its type (only auth lines are kept).
+            if first == "@include" {
+                let Some(target) = words.get(1) else {
+                    syntax(self, "@include without a file name".into());
+                    continue;
+                };
+                self.include(target, nesting, substack_depth, &origin);
+                continue;
+            }
+            let kind = first.trim_start_matches('-').to_ascii_lowercase();
+            if kind != "auth" {
+                if !matches!(kind.as_str(), "account" | "session" | "password") {
+                    syntax(self, format!("unknown type {first:?}"));
+                }
+                continue;
+            }
+            let Some(control_word) = words.get(1) else {
+                syntax(self, "no control field".into());
                 continue;
             };
-            include(target, nesting, substack_depth, &origin, load, stack);
-            continue;
-        }
-        let kind = first.trim_start_matches('-').to_ascii_lowercase();
-        if kind != "auth" {
-            if !matches!(kind.as_str(), "account" | "session" | "password") {
-                problem(stack, format!("unknown type {first:?}"));
-            }
-            continue;
-        }
-        let Some(control_word) = words.get(1) else {
-            problem(stack, "no control field".into());
-            continue;
-        };
-        let Some(module) = words.get(2) else {
-            problem(stack, "no module".into());
-            continue;
-        };
-        let control = match control_word.to_ascii_lowercase().as_str() {
-            "required" => Control::Required,
-            "requisite" => Control::Requisite,
-            "sufficient" => Control::Sufficient,
-            "optional" => Control::Optional,
-            "include" | "substack" => {
-                let depth = substack_depth + usize::from(control_word == "substack");
-                include(module, nesting, depth, &origin, load, stack);
+            let Some(module) = words.get(2) else {
+                syntax(self, "no module".into());
                 continue;
-            }
-            word if word.starts_with('[') => Control::Bracket(bracket_actions(word)),
-            word => {
-                problem(stack, format!("unknown control {word:?}"));
-                continue;
-            }
-        };
-        stack.rules.push(Rule {
-            origin: origin.clone(),
-            control,
-            module: module.clone(),
-            args: words[3..].to_vec(),
-            substack_depth,
-        });
+            };
+            let control = match control_word.to_ascii_lowercase().as_str() {
+                "required" => Control::Required,
+                "requisite" => Control::Requisite,
+                "sufficient" => Control::Sufficient,
+                "optional" => Control::Optional,
+                "include" | "substack" => {
+                    let depth = substack_depth + usize::from(control_word == "substack");
+                    self.include(module, nesting, depth, &origin);
+                    continue;
+                }
+                word if word.starts_with('[') => Control::Bracket(bracket_actions(word)),
+                word => {
+                    syntax(self, format!("unknown control {word:?}"));
+                    continue;
+                }
+            };
+            self.stack.rules.push(Rule {
+                origin: origin.clone(),
+                control,
+                module: module.clone(),
+                args: words[3..].to_vec(),
+                substack_depth,
+            });
+        }
     }
-}
 
-fn include(
-    target: &str,
-    nesting: usize,
-    substack_depth: usize,
-    origin: &str,
-    load: &dyn Fn(&str) -> Option<(String, String)>,
-    stack: &mut AuthStack,
-) {
-    if nesting >= MAX_INCLUDE_DEPTH {
-        stack.problems.push(StackProblem {
-            origin: origin.into(),
-            message: format!("includes nest more than {MAX_INCLUDE_DEPTH} deep (a loop?)"),
-        });
-        return;
-    }
-    match load(target) {
-        Some((path, text)) => read_file(&path, &text, nesting + 1, substack_depth, load, stack),
-        None => stack.problems.push(StackProblem {
-            origin: origin.into(),
-            message: format!("includes {target:?}, which does not exist"),
-        }),
+    fn include(&mut self, target: &str, nesting: usize, substack_depth: usize, origin: &str) {
+        if nesting + 1 >= MAX_INCLUDE_DEPTH {
+            self.problem(
+                origin,
+                ProblemKind::TooDeep,
+                format!(
+                    "includes nest more than {MAX_INCLUDE_DEPTH} files deep (a loop?): libpam \
+                     reads no deeper"
+                ),
+            );
+            return;
+        }
+        match self.file(target) {
+            Ok(file) => self.follow(&file, origin, nesting + 1, substack_depth),
+            Err(LoadError::Missing) => self.problem(
+                origin,
+                ProblemKind::Syntax,
+                format!("includes {target:?}, which does not exist"),
+            ),
+            Err(LoadError::NotRead(why)) => self.problem(
+                origin,
+                ProblemKind::Unreadable,
+                format!("includes {target:?}, which {why}: not read"),
+            ),
+        }
     }
 }
 
@@ -312,6 +438,7 @@ mod tests {
             files
                 .get(name)
                 .map(|text| (format!("/etc/pam.d/{name}"), text.clone()))
+                .ok_or(LoadError::Missing)
         };
         auth_stack(service, &load).expect("service exists")
     }
@@ -390,6 +517,86 @@ auth	required			pam_permit.so
         assert!(messages.iter().any(|m| m.contains("unknown control")));
         assert!(messages.iter().any(|m| m.contains("no module")));
         assert!(messages.iter().any(|m| m.contains("a loop?")));
+    }
+
+    /// `svc` includes `f1`, `f1` includes `f2` (`wide` times each), down to `f<deep>`,
+    /// which holds one rule.
+    fn tree(wide: usize, deep: usize) -> Vec<(String, String)> {
+        let mut files = vec![("svc".to_string(), "@include f1\n".to_string())];
+        for level in 1..deep {
+            let line = format!("@include f{}\n", level + 1);
+            files.push((format!("f{level}"), line.repeat(wide)));
+        }
+        files.push((format!("f{deep}"), "auth required pam_otp.so\n".into()));
+        files
+    }
+
+    fn problems_of(stack: &AuthStack, kind: ProblemKind) -> Vec<&StackProblem> {
+        stack.problems.iter().filter(|p| p.kind == kind).collect()
+    }
+
+    #[test]
+    fn includes_nest_as_deep_as_libpam_reads_them_and_no_deeper() {
+        // The service's file and fifteen below it: sixteen files, as libpam reads.
+        let files = tree(1, MAX_INCLUDE_DEPTH - 1);
+        let files: Vec<(&str, &str)> = files.iter().map(|(n, t)| (&n[..], &t[..])).collect();
+        let s = stack(&files, "svc");
+        assert!(s.problems.is_empty(), "{:?}", s.problems);
+        assert_eq!(s.rules.len(), 1);
+
+        let files = tree(1, MAX_INCLUDE_DEPTH);
+        let files: Vec<(&str, &str)> = files.iter().map(|(n, t)| (&n[..], &t[..])).collect();
+        let s = stack(&files, "svc");
+        let deep = problems_of(&s, ProblemKind::TooDeep);
+        assert_eq!(deep.len(), 1, "{:?}", s.problems);
+        assert_eq!(deep[0].origin, "/etc/pam.d/f15:1");
+        assert!(s.rules.is_empty());
+    }
+
+    #[test]
+    fn fan_out_stops_at_the_budget_and_each_file_is_loaded_once() {
+        let files: HashMap<String, String> = tree(8, 14).into_iter().collect();
+        let loads = std::cell::Cell::new(0);
+        let load = |name: &str| {
+            loads.set(loads.get() + 1);
+            files
+                .get(name)
+                .map(|text| (name.to_string(), text.clone()))
+                .ok_or(LoadError::Missing)
+        };
+        let s = auth_stack("svc", &load).expect("service exists");
+        assert_eq!(loads.get(), 15, "one load per file");
+        let large = problems_of(&s, ProblemKind::TooLarge);
+        assert_eq!(large.len(), 1, "{:?}", s.problems);
+        assert!(large[0].message.contains("256 files"), "{large:?}");
+        assert!(s.rules.len() < MAX_FILES_FOLLOWED, "{}", s.rules.len());
+    }
+
+    #[test]
+    fn a_file_not_read_is_a_problem_of_its_own() {
+        let load = |name: &str| match name {
+            "svc" => Ok(("svc".into(), "@include /tmp/fifo\n".into())),
+            _ => Err(LoadError::NotRead("is a FIFO, not a regular file".into())),
+        };
+        let s = auth_stack("svc", &load).expect("service exists");
+        assert_eq!(
+            s.problems,
+            [StackProblem {
+                origin: "svc:1".into(),
+                kind: ProblemKind::Unreadable,
+                message: "includes \"/tmp/fifo\", which is a FIFO, not a regular file: not read"
+                    .into(),
+            }]
+        );
+        let refused = |_: &str| {
+            Err(LoadError::NotRead(
+                "is a directory, not a regular file".into(),
+            ))
+        };
+        assert!(matches!(
+            auth_stack("svc", &refused),
+            Err(LoadError::NotRead(_))
+        ));
     }
 
     #[test]

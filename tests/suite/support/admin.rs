@@ -92,6 +92,25 @@ pub fn otp_admin(args: &[&str]) -> AdminRun {
     run(cmd)
 }
 
+/// How long a bounded otp-admin run may take, and how much address space it may map
+/// (512 MiB, in bytes: prlimit 2.38 reads no unit suffix).
+const BOUNDED_SECS: &str = "20";
+const BOUNDED_ADDRESS_SPACE: &str = "536870912";
+
+/// `otp-admin ARGS` as root under `timeout` and `prlimit --as`: a run that hangs is killed
+/// (status 124) and one that allocates without end aborts, so either fails the test
+/// instead of blocking the suite or the machine.
+pub fn otp_admin_bounded(args: &[&str]) -> AdminRun {
+    let mut cmd = Command::new("timeout");
+    cmd.args(["-k", "5", BOUNDED_SECS])
+        .arg("prlimit")
+        .arg(format!("--as={BOUNDED_ADDRESS_SPACE}"))
+        .arg("--")
+        .arg(otp_admin_path())
+        .args(args);
+    run(cmd)
+}
+
 /// `otp-admin ARGS` as another user (uid and gid dropped with setpriv). The binary is
 /// copied to a world-readable place first: the build tree may be under a private home.
 pub fn otp_admin_as(user: &User, args: &[&str]) -> AdminRun {
