@@ -76,10 +76,6 @@ outside() {
     HOST_KEY=$KEY_DIR/ssh_host_ed25519_key
     if [ -n "$INFO" ]; then
         INFO=$(realpath -m "$INFO")
-        # Written from inside: under an overlaid tree the caller would never see it.
-        case "$INFO" in
-        /etc/* | /home/* | /var/lib/* | /run/*) fail "--info must be outside /etc, /home, /var/lib and /run" ;;
-        esac
         rm -f "$INFO"
     fi
 
@@ -180,6 +176,18 @@ inside() {
     # it ends the namespace: nothing to remove by hand.
     trap 'echo; echo "demo: stopping; the user, its home, the PAM file, the sshd and the state go with it"; exit 0' INT TERM HUP
 
+    # The mounts below hide the host's /etc, /home, /var/lib and /run, where the build,
+    # the host key or --info may be. Directories opened before stay reachable through
+    # /proc/self/fd (inherited by the commands run here).
+    local host_key
+    host_key=$(cat "$HOST_KEY")
+    exec 8<"$BIN_DIR"
+    local bin=/proc/self/fd/8 info_at=""
+    if [ -n "$INFO" ]; then
+        exec 9<"$(dirname "$INFO")"
+        info_at=/proc/self/fd/9/$(basename "$INFO")
+    fi
+
     # The overlays' changes go to a tmpfs on /run (not overlaid itself), which also
     # gives sshd a /run/sshd of its own and hides the host's daemons' sockets (nscd
     # would answer for the host's users, not the demo's).
@@ -195,8 +203,9 @@ inside() {
 
     install -d -m 0755 "$RUN"
     # Copies any user can run (the build tree may be in a private home).
-    install -m 0755 "$BIN_DIR/otp-setup" "$RUN/otp-setup"
-    install -m 0644 "$BIN_DIR/libpam_otp.so" "$RUN/pam_otp.so"
+    install -m 0755 "$bin/otp-setup" "$RUN/otp-setup"
+    install -m 0644 "$bin/libpam_otp.so" "$RUN/pam_otp.so"
+    (umask 077 && printf '%s\n' "$host_key" >"$RUN/ssh_host_ed25519_key")
     install -d -m 0700 "$RUN/state"
 
     echo "demo: user $NAME, seen only by the demo's sshd (gone when the demo stops)"
@@ -207,7 +216,7 @@ inside() {
 
     echo "demo: enrolling $NAME with otp-setup; scan the QR code with your phone's app:"
     (cd / && runuser -u "$NAME" -- "$RUN/otp-setup" --no-confirm --issuer "pam-otp demo" \
-        --label "$NAME@127.0.0.1:$PORT")
+        --label "$NAME@127.0.0.1:$PORT" 8<&- 9<&-)
     secret=$(sed -n 's/^secret = "\(.*\)"$/\1/p' "$(getent passwd "$NAME" | cut -d: -f6)/.otp.toml")
     [ -n "$secret" ] || fail "otp-setup wrote no secret"
 
@@ -222,7 +231,7 @@ inside() {
 # The pam-otp demo's own sshd: 127.0.0.1 only, one user, password then code.
 ListenAddress 127.0.0.1
 Port $PORT
-HostKey $HOST_KEY
+HostKey $RUN/ssh_host_ed25519_key
 PidFile $RUN/sshd.pid
 UsePAM yes
 KbdInteractiveAuthentication yes
@@ -242,7 +251,7 @@ EOF
         args+=(-o "PAMServiceName=$SERVICE")
     fi
     "$RUN/$SERVICE" -t "${args[@]}" || fail "sshd -t refuses the demo configuration"
-    "$RUN/$SERVICE" -D -e "${args[@]}" >"$RUN/sshd.log" 2>&1 </dev/null &
+    "$RUN/$SERVICE" -D -e "${args[@]}" >"$RUN/sshd.log" 2>&1 </dev/null 8<&- 9<&- &
     local sshd_pid=$!
     for _ in $(seq 100); do
         grep -q "Server listening on 127.0.0.1 port $PORT" "$RUN/sshd.log" && break
@@ -265,18 +274,17 @@ EOF
  The user $NAME, its PAM file $PAM_FILE and the state exist only for this
  demo (a private mount namespace): your own sshd does not know the user.
  Host key (kept in $KEY_DIR for the next run):
-   $(ssh-keygen -l -f "$HOST_KEY")
+   $(ssh-keygen -l -f "$RUN/ssh_host_ed25519_key")
  Press Ctrl-C here to stop: the user, its home, the PAM file, the sshd and the
  state all go.
 ==================================================================================
 EOF
 
     # Last, so that whoever waits for this file finds the instructions already printed.
-    if [ -n "$INFO" ]; then
-        printf 'user=%s\npassword=%s\nsecret=%s\nport=%s\nservice=%s\nrun=%s\n' \
-            "$NAME" "$password" "$secret" "$PORT" "$SERVICE" "$RUN" >"$INFO.tmp"
-        chmod 0600 "$INFO.tmp"
-        mv "$INFO.tmp" "$INFO"
+    if [ -n "$info_at" ]; then
+        (umask 077 && printf 'user=%s\npassword=%s\nsecret=%s\nport=%s\nservice=%s\nrun=%s\n' \
+            "$NAME" "$password" "$secret" "$PORT" "$SERVICE" "$RUN" >"$info_at.tmp")
+        mv "$info_at.tmp" "$info_at"
     fi
 
     # Until Ctrl-C or SIGTERM (the trap above), or until sshd stops by itself.
