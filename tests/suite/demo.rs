@@ -341,16 +341,6 @@ fn while_the_demo_runs_the_host_has_no_such_user_and_its_own_sshd_refuses_the_pa
     let port = free_port();
     let key_dir = KeyDir::new();
     let mut demo = Demo::start(&name, port, &key_dir);
-    // Outside the demo: no user, no home, no PAM file (its sshd and port are the demo's).
-    let found: Vec<String> = leftovers(&name, port)
-        .into_iter()
-        .filter(|l| !l.starts_with("the demo's sshd") && !l.starts_with("a listener"))
-        .collect();
-    assert!(
-        found.is_empty(),
-        "the host sees {found:?} while the demo runs"
-    );
-
     // The machine's own sshd as Debian ships it, asked for the printed password.
     let stock = StockSshd::start();
     let info = demo.info();
@@ -374,13 +364,23 @@ fn while_the_demo_runs_the_host_has_no_such_user_and_its_own_sshd_refuses_the_pa
     run.sshd_log = stock.log();
     run.assert_refused(&marker, "the printed password on the stock sshd");
     assert!(!run.sshd_log.contains("Accepted"), "{}", run.describe());
-    // The password was asked for and was the right one: the demo's sshd takes it.
+    // The password was asked for (and is the right one: log_in below shows it).
     assert!(
         run.prompts.iter().any(|p| p.contains("assword")),
         "{}",
         run.describe()
     );
     drop(stock);
+    // Outside the demo: no user, no home, no PAM file (its sshd and port are the demo's).
+    let found: Vec<String> = leftovers(&name, port)
+        .into_iter()
+        .filter(|l| !l.starts_with("the demo's sshd") && !l.starts_with("a listener"))
+        .collect();
+    assert!(
+        found.is_empty(),
+        "the host sees {found:?} while the demo runs"
+    );
+
     log_in(&demo, &[]);
     demo.stop();
     assert_nothing_left(&name, port);
