@@ -38,10 +38,12 @@ clean:
 # or PAM files.
 DEMO_PORT ?= 2222
 DEMO_NAME ?= otpdemo
+# Its host key, kept so that ssh knows it at the next run.
+DEMO_KEY_DIR ?= /var/lib/pam-otp-demo
 demo:
 	@$(DEPS) demo
 	$(CARGO) build --release
-	bash packaging/demo.sh --port $(DEMO_PORT) --name $(DEMO_NAME)
+	bash packaging/demo.sh --port $(DEMO_PORT) --name $(DEMO_NAME) --key-dir $(DEMO_KEY_DIR)
 
 # ---- Installing, with or without a package manager ----
 # `make install` puts the same files in the same places as the Debian package;

@@ -33,9 +33,9 @@ struct Demo {
     log: PathBuf,
 }
 
-/// A scratch --key-dir, so the tests never touch the real demo's /var/lib/pam-otp-demo;
-/// removed on drop. Two demos given the same one share the host key, as two runs of
-/// `make demo` do.
+/// A scratch path removed on drop (file or directory). As --key-dir it keeps the tests
+/// away from the real demo's /var/lib/pam-otp-demo; two demos given the same one share
+/// the host key, as two runs of `make demo` do.
 struct KeyDir(PathBuf);
 
 impl KeyDir {
@@ -47,6 +47,7 @@ impl KeyDir {
 impl Drop for KeyDir {
     fn drop(&mut self) {
         let _ = fs::remove_dir_all(&self.0);
+        let _ = fs::remove_file(&self.0);
     }
 }
 
@@ -144,6 +145,8 @@ impl Drop for Demo {
         }
         let _ = fs::remove_file(&self.log);
         let _ = fs::remove_file(self.log.with_extension("err"));
+        // A demo killed with SIGKILL cannot remove its --info file itself.
+        let _ = fs::remove_file(&self.info_file);
     }
 }
 
@@ -421,8 +424,8 @@ fn a_second_run_logs_in_with_the_printed_command_and_the_known_hosts_of_the_firs
     let key_dir = KeyDir::new();
     // The administrator's known_hosts: ssh adds the demo's key at the first login
     // (accept-new: as answering "yes" to the question) and refuses a different one later.
-    let known_hosts = scratch_path("tdm-known-hosts");
-    let known = format!("UserKnownHostsFile={}", known_hosts.display());
+    let known_hosts = KeyDir(scratch_path("tdm-known-hosts"));
+    let known = format!("UserKnownHostsFile={}", known_hosts.0.display());
     let options = [
         "-o",
         known.as_str(),
@@ -434,7 +437,7 @@ fn a_second_run_logs_in_with_the_printed_command_and_the_known_hosts_of_the_firs
     let command = printed_ssh_command(&first);
     log_in(&first, &options);
     first.stop();
-    let remembered = fs::read_to_string(&known_hosts).unwrap_or_default();
+    let remembered = fs::read_to_string(&known_hosts.0).unwrap_or_default();
     assert!(
         remembered.contains(&format!("[127.0.0.1]:{port}")),
         "ssh remembered no host key: {remembered:?}"
@@ -444,7 +447,6 @@ fn a_second_run_logs_in_with_the_printed_command_and_the_known_hosts_of_the_firs
     assert_eq!(printed_ssh_command(&second), command);
     log_in(&second, &options);
     second.stop();
-    let _ = fs::remove_file(&known_hosts);
     assert_nothing_left(&name, port);
 }
 
@@ -498,7 +500,11 @@ fn ctrl_c_at_a_terminal_ends_make_demo_with_exit_0() {
     let port = free_port();
     // A terminal (script's pseudo-terminal) whose Ctrl-C goes to its foreground process
     // group, as when an administrator types it; script -e exits as make did.
-    let make = format!("make -s demo DEMO_PORT={port} DEMO_NAME={name}");
+    let key_dir = KeyDir::new();
+    let make = format!(
+        "make -s demo DEMO_PORT={port} DEMO_NAME={name} DEMO_KEY_DIR={}",
+        key_dir.0.display()
+    );
     let log = scratch_path("tdm-tty");
     let mut child = Command::new("script")
         .args(["-q", "-e", "-c", &make, "/dev/null"])
