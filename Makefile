@@ -32,13 +32,18 @@ lint:
 clean:
 	$(CARGO) clean
 
-# A second sshd on 127.0.0.1:$(DEMO_PORT) asking a throw-away user for password + code;
-# Ctrl-C removes everything it made. Never touches the system's sshd or PAM files.
+# A second sshd on 127.0.0.1:$(DEMO_PORT) asking a throw-away user for password + code,
+# all in a private mount and PID namespace: the system's sshd never sees the user, and
+# everything goes when the demo stops (Ctrl-C) or dies. Never touches the system's sshd
+# or PAM files.
 DEMO_PORT ?= 2222
+DEMO_NAME ?= otpdemo
+# Its host key, kept so that ssh knows it at the next run.
+DEMO_KEY_DIR ?= /var/lib/pam-otp-demo
 demo:
 	@$(DEPS) demo
 	$(CARGO) build --release
-	bash packaging/demo.sh --port $(DEMO_PORT)
+	bash packaging/demo.sh --port $(DEMO_PORT) --name $(DEMO_NAME) --key-dir $(DEMO_KEY_DIR)
 
 # ---- Installing, with or without a package manager ----
 # `make install` puts the same files in the same places as the Debian package;

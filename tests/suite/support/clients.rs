@@ -530,7 +530,8 @@ impl SshClient {
         self.run_at_with(&[], port, user, answers, code_tries, command)
     }
 
-    fn run_at_with(
+    /// `run_at` with more ssh arguments first (see `run_with`).
+    pub fn run_at_with(
         &self,
         extra_args: &[&str],
         port: u16,
