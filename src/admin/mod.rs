@@ -636,12 +636,7 @@ fn describe(
     let other_sources = (state.all.overflow != Tally::default())
         .then(|| source_status("(other sources)", &state.all.overflow, now));
     let protected = &state.protected;
-    let store_locked_until = [&protected.user, &protected.overflow]
-        .into_iter()
-        .chain(protected.sources.values())
-        .filter(|t| t.is_locked(now))
-        .map(|t| t.locked_until)
-        .max();
+    let store_locked_until = protected.latest_lock_end(now);
     let store_enrollment = (*protected != Tallies::default()).then(|| StoreTallies {
         failures: protected.user.failures,
         lockouts: protected.user.lockouts,

@@ -234,11 +234,14 @@ impl Tallies {
             .map(|(k, t)| (k.as_str(), t))
     }
 
-    /// Whether anything is locked at `now`, user-wide or from any source.
-    pub fn any_locked(&self, now: u64) -> bool {
-        self.user.is_locked(now)
-            || self.overflow.is_locked(now)
-            || self.locked_sources(now).next().is_some()
+    /// The latest end of a lockout in force at `now`, user-wide or of any source.
+    pub fn latest_lock_end(&self, now: u64) -> Option<u64> {
+        [&self.user, &self.overflow]
+            .into_iter()
+            .chain(self.sources.values())
+            .filter(|t| t.is_locked(now))
+            .map(|t| t.locked_until)
+            .max()
     }
 
     /// Counts one failed answer from `source` against the source and against the person.
@@ -402,7 +405,9 @@ impl State {
 
     /// Whether anything is locked at `now`, in any set, user-wide or from any source.
     pub fn any_locked(&self, now: u64) -> bool {
-        self.all.any_locked(now) || self.protected.any_locked(now)
+        [&self.all, &self.protected]
+            .iter()
+            .any(|tallies| tallies.latest_lock_end(now).is_some())
     }
 
     /// Counts one failed answer from `source` with an enrollment of `custody`: in `all`,

@@ -267,8 +267,10 @@ pub(crate) fn login(
     };
     // The administrator's enrollment has tallies of its own, which only its successes
     // clear: known once the enrollment is read.
-    if let Some(lock) = lock_on(custody) {
-        return report_locked(lock, checked_at, conversation, log).into();
+    if custody == Custody::Administrator {
+        if let Some(lock) = lock_on(custody) {
+            return report_locked(lock, checked_at, conversation, log).into();
+        }
     }
     if let Err(e) = peeked {
         return unavailable(log, &e).into();
@@ -592,6 +594,36 @@ fn wait_in_words(seconds: u64) -> String {
     format!("{amount} {unit}{plural}")
 }
 
+/// What the log and the person are told of a replay (refused, never counted).
+fn replay_words(replay: Replay) -> (String, String) {
+    let plain = |what: &str, told: &str| {
+        (
+            format!("replay: {what} was given again (refused, not counted as a failure)"),
+            told.to_string(),
+        )
+    };
+    match replay {
+        Replay::Code => plain("a code already used", REPLAY_MESSAGE),
+        Replay::RecoveryCode => plain(
+            "a recovery code already spent",
+            "This recovery code was already used.",
+        ),
+        Replay::ClockWentBack { seconds } => (
+            format!(
+                "refused a code of a time already used: a code {seconds} seconds ahead of this \
+                 host's clock was accepted before, so the clock went back (or was ahead then); \
+                 codes work again once the clock has caught up, or at once after \
+                 otp-admin reset (not counted as a failure)"
+            ),
+            format!(
+                "This code is refused: this computer's clock is {} behind the time of an \
+                 earlier login. Ask an administrator to check the clock.",
+                wait_in_words(seconds)
+            ),
+        ),
+    }
+}
+
 fn report(
     verdict: Verdict,
     time: u64,
@@ -621,33 +653,10 @@ fn report(
             ));
             PamResultCode::PAM_SUCCESS
         }
-        Verdict::Replayed(Replay::ClockWentBack { seconds }) => {
-            log.warning(&format!(
-                "refused a code of a time already used: a code {seconds} seconds ahead of this \
-                 host's clock was accepted before, so the clock went back (or was ahead then); \
-                 codes work again once the clock has caught up, or at once after \
-                 otp-admin reset (not counted as a failure)"
-            ));
-            let _ = conversation.error(&format!(
-                "This code is refused: this computer's clock is {} behind the time of an earlier login. Ask an administrator to check the clock.",
-                wait_in_words(seconds)
-            ));
-            PamResultCode::PAM_AUTH_ERR
-        }
         Verdict::Replayed(replay) => {
-            let (what, told) = match replay {
-                Replay::Code | Replay::ClockWentBack { .. } => {
-                    ("a code already used", REPLAY_MESSAGE)
-                }
-                Replay::RecoveryCode => (
-                    "a recovery code already spent",
-                    "This recovery code was already used.",
-                ),
-            };
-            log.warning(&format!(
-                "replay: {what} was given again (refused, not counted as a failure)"
-            ));
-            let _ = conversation.error(told);
+            let (logged, told) = replay_words(replay);
+            log.warning(&logged);
+            let _ = conversation.error(&told);
             PamResultCode::PAM_AUTH_ERR
         }
         Verdict::Rejected {

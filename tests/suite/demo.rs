@@ -12,13 +12,12 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::io::Write;
 use std::net::TcpListener;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-use clients::{checked, Answers, SshClient, SSHD};
+use clients::{checked, ensure_privsep_dir, new_host_key, Answers, SshClient, SSHD};
 use support::{assert_root, scratch_path, totp, unique, user_db, wrong_totp};
 
 /// How long a demo killed with SIGKILL may take to be gone entirely.
@@ -262,22 +261,10 @@ struct StockSshd {
 impl StockSshd {
     fn start() -> StockSshd {
         clients::require_program(SSHD, "openssh-server");
-        // Privilege separation needs this directory (the packaged service makes it).
-        if !Path::new("/run/sshd").exists() {
-            let _ = fs::create_dir("/run/sshd");
-            fs::set_permissions("/run/sshd", fs::Permissions::from_mode(0o755)).unwrap();
-        }
+        ensure_privsep_dir();
         let dir = scratch_path("tdm-stock");
         fs::create_dir(&dir).unwrap();
-        let host_key = dir.join("ssh_host_ed25519_key");
-        checked(
-            "ssh-keygen (host key)",
-            Command::new("ssh-keygen")
-                .args(["-q", "-t", "ed25519", "-N", "", "-f"])
-                .arg(&host_key)
-                .output()
-                .unwrap(),
-        );
+        let host_key = new_host_key(&dir);
         let stock = fs::read_to_string("/etc/ssh/sshd_config").unwrap();
         let port = free_port();
         // sshd keeps the first value of a keyword: these win over the stock file's.

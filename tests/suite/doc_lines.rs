@@ -13,7 +13,7 @@ use std::process::Command;
 
 use pam_otp::sys::policy;
 
-use crate::support::clients::{ensure_privsep_dir, require_program, sshd_test, SSHD};
+use crate::support::clients::{ensure_privsep_dir, new_host_key, require_program, sshd_test, SSHD};
 use crate::support::hostile::run_argv_logged;
 use crate::support::{
     assert_root, in_private_mounts, module_path, scratch_path, system_pam_module_dir, unique,
@@ -421,13 +421,7 @@ fn doc_lines_sshd_config_is_accepted_by_sshd_t() {
     ensure_privsep_dir();
     let dir = scratch_path("tdsshd");
     fs::create_dir(&dir).unwrap();
-    let host_key = dir.join("host_key");
-    let keygen = Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
-        .arg(&host_key)
-        .output()
-        .expect("run ssh-keygen");
-    assert!(keygen.status.success(), "ssh-keygen: {keygen:?}");
+    let host_key = new_host_key(&dir);
     let config = dir.join("sshd_config");
     let mut refused = Vec::new();
     for line in lines_of(Kind::Sshd) {

@@ -11,10 +11,9 @@ use crate::support::clients;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
-use std::process::Command;
 
 use admin::{otp_admin, otp_admin_bounded, AdminRun, StateDir, User};
-use clients::{policy_text, read_shipped, shipped};
+use clients::{new_host_key, policy_text, read_shipped, shipped};
 use support::module_ref;
 use support::secret_store::StoreSecret;
 use support::{assert_root, new_secret, scratch_path, totp_enrollment};
@@ -49,13 +48,7 @@ impl Fixture {
         let state_dir = format!("\"{}\"", state.path.display());
         fs::write(&policy, policy_text(&[("state_dir", &state_dir)])).unwrap();
         fs::set_permissions(&policy, fs::Permissions::from_mode(0o644)).unwrap();
-        let host_key = dir.join("ssh_host_ed25519_key");
-        let out = Command::new("ssh-keygen")
-            .args(["-q", "-t", "ed25519", "-N", "", "-f"])
-            .arg(&host_key)
-            .output()
-            .expect("run ssh-keygen");
-        assert!(out.status.success(), "ssh-keygen: {out:?}");
+        new_host_key(&dir);
         let fixture = Fixture {
             sshd_config: dir.join("sshd_config"),
             dir,

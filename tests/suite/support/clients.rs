@@ -219,15 +219,7 @@ impl Sshd {
         ensure_privsep_dir();
         let dir = scratch_path("txsshd");
         fs::create_dir(&dir).unwrap();
-        let host_key = dir.join("ssh_host_ed25519_key");
-        checked(
-            "ssh-keygen (host key)",
-            Command::new("ssh-keygen")
-                .args(["-q", "-t", "ed25519", "-N", "", "-f"])
-                .arg(&host_key)
-                .output()
-                .expect("run ssh-keygen"),
-        );
+        let host_key = new_host_key(&dir);
         // OpenSSH names its PAM service after argv[0]; it must be started by absolute path.
         let program = dir.join(&service.name);
         symlink(SSHD, &program).unwrap();
@@ -352,6 +344,20 @@ impl Sshd {
 
 /// Makes /run/sshd, which sshd (even `sshd -t`) needs for privilege separation and
 /// which the packaged service makes only when it starts.
+/// A fresh ed25519 host key for a test sshd, `DIR/ssh_host_ed25519_key`.
+pub fn new_host_key(dir: &Path) -> PathBuf {
+    let host_key = dir.join("ssh_host_ed25519_key");
+    checked(
+        "ssh-keygen (host key)",
+        Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+            .arg(&host_key)
+            .output()
+            .expect("run ssh-keygen"),
+    );
+    host_key
+}
+
 pub fn ensure_privsep_dir() {
     if !Path::new("/run/sshd").exists() {
         let _ = fs::create_dir("/run/sshd");
