@@ -1,16 +1,126 @@
-//! pam-otp: a PAM module, and the two tools around it, for RFC 4226 HOTP and RFC 6238 TOTP
-//! codes.
-//!
-//! The folders are the layers, and each depends only on those above it in this list:
-//! - [`core`]: the pure rules (codes, enrollments, state, the login decision); no I/O.
-//! - [`sys`]: one kind of system I/O per file (accounts, the user's file, the policy,
-//!   the state store, private files, syslog, the clock).
-//! - `pam`: the module itself: libpam's hooks, the conversation, one login's flow.
-//! - [`setup`] and [`admin`]: the `otp-setup` and `otp-admin` tools; `src/bin/` only
-//!   calls their `main`.
+//! The PAM glue: libpam's hooks, arguments and items in, return codes out; never a panic.
 
-pub mod admin;
-pub mod core;
-pub(crate) mod pam;
-pub mod setup;
-pub mod sys;
+// A rule that cannot be decided fails closed with an error, never by a panic (tests may).
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod authtok;
+mod conversation;
+mod fleet_login;
+mod login;
+mod split_code;
+
+use std::ffi::CStr;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use ::pam::constants::{PamFlag, PamResultCode, PAM_SILENT};
+use ::pam::conv::Conv;
+use ::pam::items::{RHost, Service, Tty};
+use ::pam::module::{PamHandle, PamHooks};
+
+use self::conversation::PamConversation;
+use self::login::{login, Request, SystemHost};
+use pam_otp_core::source::Source;
+use pam_otp_sys::clock::unix_now;
+use pam_otp_sys::log::Logger;
+use pam_otp_sys::policy::{self, PassMode};
+
+pub struct PamOtp;
+
+impl PamHooks for PamOtp {
+    fn sm_authenticate(pamh: &mut PamHandle, args: Vec<&CStr>, flags: PamFlag) -> PamResultCode {
+        // A panic must never unwind into sshd or sudo: it fails closed as a service error.
+        catch_unwind(AssertUnwindSafe(|| authenticate(pamh, &args, flags)))
+            .unwrap_or(PamResultCode::PAM_SERVICE_ERR)
+    }
+
+    fn sm_setcred(_: &mut PamHandle, _: Vec<&CStr>, _: PamFlag) -> PamResultCode {
+        PamResultCode::PAM_SUCCESS
+    }
+}
+
+fn item_text<'a, T>(pamh: &'a PamHandle) -> String
+where
+    T: ::pam::items::Item<'a> + std::ops::Deref<Target = &'a CStr>,
+{
+    match pamh.get_item::<T>() {
+        Ok(Some(item)) => item.to_string_lossy().into_owned(),
+        _ => String::new(),
+    }
+}
+
+fn authenticate(pamh: &mut PamHandle, args: &[&CStr], flags: PamFlag) -> PamResultCode {
+    let mut log = Logger::syslog(&item_text::<Service>(pamh));
+    let rhost = item_text::<RHost>(pamh);
+    log.set_rhost(&rhost);
+    log.set_tty(&item_text::<Tty>(pamh));
+
+    let args: Vec<String> = args
+        .iter()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let policy = match policy::load(&args) {
+        Ok(policy) => policy,
+        Err(e) => {
+            log.error(&format!(
+                "{e}; refusing all logins until the PAM configuration is fixed"
+            ));
+            return PamResultCode::PAM_SERVICE_ERR;
+        }
+    };
+    log.set_debug(policy.debug);
+
+    let user = match pamh.get_user(None) {
+        Ok(user) => user,
+        Err(code) => {
+            log.error(&format!("cannot get the user name: {code:?}"));
+            return code;
+        }
+    };
+    log.set_user(&user);
+
+    let kept = match policy.pass_mode {
+        PassMode::UseSplitCode => match split_code::take(pamh) {
+            Ok(kept) => kept,
+            Err(code) => {
+                log.error(&format!(
+                    "use_split_code: cannot read the kept code: {code:?}"
+                ));
+                return code;
+            }
+        },
+        _ => None,
+    };
+    let request = Request {
+        user: &user,
+        policy: &policy,
+        authtok: authtok::get(pamh),
+        split_code: kept,
+        source: Source::from_rhost(&rhost),
+    };
+    let host = SystemHost::new(&policy);
+    let ending = {
+        let Ok(Some(conv)) = pamh.get_item::<Conv>() else {
+            log.error("the application gave no conversation function");
+            return PamResultCode::PAM_CONV_ERR;
+        };
+        let mut conversation = PamConversation::new(conv, flags & PAM_SILENT != 0);
+        login(&request, &host, &mut conversation, &unix_now, &log)
+    };
+    if policy.pass_mode == PassMode::SplitPass {
+        // Always written, so a code kept by an earlier attempt on this handle is gone.
+        if let Err(code) = split_code::keep(pamh, ending.split_code) {
+            log.error(&format!("split_pass: cannot keep the code: {code:?}"));
+            return code;
+        }
+    }
+    if let Some(password) = &ending.forward_password {
+        if let Err(code) = authtok::set(pamh, password) {
+            log.error("cannot set PAM_AUTHTOK to hand the password on");
+            return code;
+        }
+    }
+    ending.code
+}
+
+::pam::pam_hooks!(PamOtp);

@@ -8,13 +8,13 @@
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
-use pam_otp::core::answer::{as_code, split_password_and_code};
-use pam_otp::core::decision::{decide, Limits, Method, Verdict};
-use pam_otp::core::enrollment::{Enrollment, Kind};
-use pam_otp::core::otp::{format_code, hotp, totp_step};
-use pam_otp::core::recovery::{normalise, RecoveryHash};
-use pam_otp::core::source::Source;
-use pam_otp::core::state::{Custody, EnrollmentRecord, EnrollmentRef, State, Tally};
+use pam_otp_core::answer::{as_code, split_password_and_code};
+use pam_otp_core::decision::{decide, Limits, Method, Verdict};
+use pam_otp_core::enrollment::{Enrollment, Kind};
+use pam_otp_core::otp::{format_code, hotp, totp_step};
+use pam_otp_core::recovery::{normalise, RecoveryHash};
+use pam_otp_core::source::Source;
+use pam_otp_core::state::{Custody, EnrollmentRecord, EnrollmentRef, State, Tally};
 
 /// RFC 6238 Appendix B time; the seeds carry the right codes for it.
 const BASE_TIME: u64 = 1_111_111_109;

@@ -2,7 +2,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use pam_otp::core::enrollment::{Enrollment, Kind};
+use pam_otp_core::enrollment::{Enrollment, Kind};
 
 fuzz_target!(|data: &[u8]| {
     // The module refuses a file that is not UTF-8 before parsing (user_file::read_enrollment).

@@ -8,9 +8,9 @@
 use std::path::{Component, Path};
 
 use libfuzzer_sys::fuzz_target;
-use pam_otp::core::decision::lockout_length;
-use pam_otp::sys::account::is_safe_user_name;
-use pam_otp::sys::policy::{expand_secret_path, parse};
+use pam_otp_core::decision::lockout_length;
+use pam_otp_sys::account::is_safe_user_name;
+use pam_otp_sys::policy::{expand_secret_path, parse};
 
 const HOSTILE_NAMES: [&str; 7] = ["alice", "..", "../root", "a/b", ".hidden", "a\0b", "x\ny"];
 

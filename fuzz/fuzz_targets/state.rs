@@ -6,10 +6,10 @@
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
-use pam_otp::core::decision::{decide, Limits, Verdict};
-use pam_otp::core::enrollment::Enrollment;
-use pam_otp::core::source::Source;
-use pam_otp::core::state::{Custody, EnrollmentRef, State, MAX_SOURCES};
+use pam_otp_core::decision::{decide, Limits, Verdict};
+use pam_otp_core::enrollment::Enrollment;
+use pam_otp_core::source::Source;
+use pam_otp_core::state::{Custody, EnrollmentRef, State, MAX_SOURCES};
 
 const NOW: u64 = 1_700_000_000;
 

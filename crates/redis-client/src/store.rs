@@ -1,0 +1,279 @@
+//! The fleet's Redis: one connection per login (TLS, ACL user, password from a root-only
+//! file), the record's script run with `EVALSHA`, and `WAIT` for replicas; every step
+//! bounded by `redis_timeout_ms`, every failure an error that refuses the login.
+//!
+//! `otp-admin` uses this directly; the PAM module reaches it through the client object
+//! `pam_otp_redis.so` (`sys::redis_client`), which serves [`ClientRequest`]s with it.
+
+use std::fs::File;
+use std::io::Read;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::Path;
+use std::time::Duration;
+
+use redis::{Client, ClientTlsConfig, IntoConnectionInfo, TlsCertificates};
+use zeroize::Zeroizing;
+
+use pam_otp_core::fleet::{parse_reply, Call, FleetError, RecordKeys, Reply, Value, SCRIPT};
+use pam_otp_sys::policy::RedisSettings;
+use pam_otp_sys::redis_protocol::{ClientReply, ClientRequest, RedisStoreError};
+use pam_otp_sys::safe_path::open_root_owned_file;
+
+const MAX_CREDENTIAL_FILE_BYTES: u64 = 64 * 1024;
+
+/// Reads a file only root may have written and no one else may read: a regular file, not
+/// a link, owned by root, mode 0600 or stricter, in directories only root can change.
+fn read_root_only_file(path: &Path) -> Result<Zeroizing<Vec<u8>>, RedisStoreError> {
+    let fail = |why: String| RedisStoreError::File {
+        path: path.into(),
+        why,
+    };
+    let file = open_root_owned_file(path).map_err(|e| fail(e.to_string()))?;
+    let meta = file.metadata().map_err(|e| fail(e.to_string()))?;
+    if meta.mode() & 0o077 != 0 {
+        return Err(fail(format!(
+            "mode {:04o}: must be 0600 or stricter (readable by root only)",
+            meta.mode() & 0o7777
+        )));
+    }
+    let mut bytes = Zeroizing::new(Vec::new());
+    file.take(MAX_CREDENTIAL_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| fail(e.to_string()))?;
+    if bytes.len() as u64 > MAX_CREDENTIAL_FILE_BYTES {
+        return Err(fail("larger than 64 KiB".into()));
+    }
+    Ok(bytes)
+}
+
+/// Reads a public file (a certificate), refusing anything but a regular file.
+fn read_public_file(path: &Path) -> Result<Vec<u8>, RedisStoreError> {
+    let fail = |why: String| RedisStoreError::File {
+        path: path.into(),
+        why,
+    };
+    let file = File::options()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+        .map_err(|e| fail(e.to_string()))?;
+    if !file.metadata().map_err(|e| fail(e.to_string()))?.is_file() {
+        return Err(fail("not a regular file".into()));
+    }
+    let mut bytes = Vec::new();
+    file.take(MAX_CREDENTIAL_FILE_BYTES)
+        .read_to_end(&mut bytes)
+        .map_err(|e| fail(e.to_string()))?;
+    Ok(bytes)
+}
+
+/// The password: the file's first line, without its line ending.
+fn read_password(path: &Path) -> Result<Zeroizing<String>, RedisStoreError> {
+    let bytes = read_root_only_file(path)?;
+    let text = std::str::from_utf8(&bytes).map_err(|_| RedisStoreError::File {
+        path: path.into(),
+        why: "not UTF-8".into(),
+    })?;
+    let line = text.lines().next().unwrap_or("");
+    if line.is_empty() {
+        return Err(RedisStoreError::File {
+            path: path.into(),
+            why: "holds no password".into(),
+        });
+    }
+    Ok(Zeroizing::new(line.to_string()))
+}
+
+fn client(settings: &RedisSettings) -> Result<Client, RedisStoreError> {
+    let connect_error = |why: String| RedisStoreError::Connect {
+        url: settings.url.clone(),
+        why,
+    };
+    let info = settings
+        .url
+        .as_str()
+        .into_connection_info()
+        .map_err(|e| connect_error(e.to_string()))?;
+    // CLIENT SETINFO would be two more replies, each waited for with the whole timeout.
+    let mut redis = info.redis_settings().clone().set_skip_set_lib_name();
+    if let Some(user) = &settings.user {
+        redis = redis.set_username(user);
+    }
+    if let Some(path) = &settings.password_file {
+        redis = redis.set_password(read_password(path)?.as_str());
+    }
+    let info = info.set_redis_settings(redis);
+    if !settings.url.starts_with("rediss://") {
+        return Client::open(info).map_err(|e| connect_error(e.to_string()));
+    }
+    let client_tls = match (&settings.cert_file, &settings.key_file) {
+        (Some(cert), Some(key)) => Some(ClientTlsConfig {
+            client_cert: read_public_file(cert)?,
+            client_key: read_root_only_file(key)?.to_vec(),
+        }),
+        _ => None,
+    };
+    let root_cert = settings
+        .ca_file
+        .as_deref()
+        .map(read_public_file)
+        .transpose()?;
+    install_crypto_provider();
+    Client::build_with_tls(
+        info,
+        TlsCertificates {
+            client_tls,
+            root_cert,
+        },
+    )
+    .map_err(|e| connect_error(e.to_string()))
+}
+
+/// rustls needs a process-wide crypto provider; the module brings ring. Another copy of
+/// rustls in the same process (the host program's) is a different crate instance and
+/// keeps its own.
+fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// One connection to the fleet's Redis, for the length of one login.
+pub struct RedisStore {
+    connection: redis::Connection,
+    timeout: Duration,
+    replicas: u32,
+}
+
+fn command_error(what: &'static str) -> impl Fn(redis::RedisError) -> RedisStoreError {
+    move |e| RedisStoreError::Command {
+        what,
+        why: e.to_string(),
+    }
+}
+
+fn to_value(value: redis::Value) -> Result<Value, RedisStoreError> {
+    Ok(match value {
+        redis::Value::Nil => Value::Nil,
+        redis::Value::Int(n) => Value::Int(n),
+        redis::Value::BulkString(bytes) => {
+            Value::Text(String::from_utf8_lossy(&bytes).into_owned())
+        }
+        redis::Value::SimpleString(text) => Value::Text(text),
+        redis::Value::Okay => Value::Text("OK".into()),
+        redis::Value::Array(items) => {
+            Value::List(items.into_iter().map(to_value).collect::<Result<_, _>>()?)
+        }
+        other => {
+            return Err(RedisStoreError::Reply(FleetError::Reply(format!(
+                "unexpected value {other:?}"
+            ))))
+        }
+    })
+}
+
+impl RedisStore {
+    /// Connects, with TLS and AUTH as configured; each of connect, handshake and AUTH is
+    /// bounded by the timeout, as is every command afterwards.
+    pub fn connect(settings: &RedisSettings) -> Result<RedisStore, RedisStoreError> {
+        let timeout = Duration::from_millis(settings.timeout_ms);
+        let connection = client(settings)?
+            .get_connection_with_timeout(timeout)
+            .map_err(|e| RedisStoreError::Connect {
+                url: settings.url.clone(),
+                why: e.to_string(),
+            })?;
+        let bounded = connection
+            .set_read_timeout(Some(timeout))
+            .and_then(|()| connection.set_write_timeout(Some(timeout)));
+        bounded.map_err(command_error("setting the timeout"))?;
+        Ok(RedisStore {
+            connection,
+            timeout,
+            replicas: settings.replicas,
+        })
+    }
+
+    /// Runs the record's script for `keys` (`EVALSHA`; loaded again on `NOSCRIPT`).
+    pub fn run(&mut self, keys: &RecordKeys, call: &Call) -> Result<Reply, RedisStoreError> {
+        let keys = keys.all().map(str::to_string);
+        let arguments = call.arguments().map_err(RedisStoreError::Reply)?;
+        parse_reply(&self.run_script(&keys, &arguments)?).map_err(RedisStoreError::Reply)
+    }
+
+    /// The script's raw reply for these keys and arguments.
+    pub fn run_script(
+        &mut self,
+        keys: &[String],
+        arguments: &[String],
+    ) -> Result<Value, RedisStoreError> {
+        let script = redis::Script::new(SCRIPT);
+        let mut invocation = script.prepare_invoke();
+        for key in keys {
+            invocation.key(key);
+        }
+        for argument in arguments {
+            invocation.arg(argument);
+        }
+        let value: redis::Value = invocation
+            .invoke(&mut self.connection)
+            .map_err(command_error("the fleet script"))?;
+        to_value(value)
+    }
+
+    /// After an accepted code: waits until `redis_replicas` replicas have it, at most the
+    /// timeout; fewer is an error. Sent on its own, as `WAIT` inside a script does not block.
+    pub fn wait_for_replicas(&mut self) -> Result<(), RedisStoreError> {
+        if self.replicas == 0 {
+            return Ok(());
+        }
+        let wait_ms = self.timeout.as_millis() as u64;
+        // The reply comes after up to wait_ms; give the read that much more time.
+        self.connection
+            .set_read_timeout(Some(self.timeout * 2))
+            .map_err(command_error("setting the timeout"))?;
+        let acknowledged: i64 = redis::cmd("WAIT")
+            .arg(self.replicas)
+            .arg(wait_ms)
+            .query(&mut self.connection)
+            .map_err(command_error("WAIT"))?;
+        let acknowledged = u32::try_from(acknowledged).unwrap_or(0);
+        if acknowledged < self.replicas {
+            return Err(RedisStoreError::Replicas {
+                acknowledged,
+                wanted: self.replicas,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// The client object's side: serves one request on a session (`None` until connected).
+pub fn serve(session: &mut Option<RedisStore>, request: &[u8]) -> Vec<u8> {
+    let reply = match serde_json::from_slice::<ClientRequest>(request) {
+        Err(e) => ClientReply::Failed(format!("redis: bad request to the client object: {e}")),
+        Ok(ClientRequest::Connect(settings)) => match RedisStore::connect(&settings) {
+            Ok(store) => {
+                *session = Some(store);
+                ClientReply::Done
+            }
+            Err(e) => ClientReply::Failed(e.to_string()),
+        },
+        Ok(request) => match (session.as_mut(), request) {
+            (None, _) => ClientReply::Failed("redis: not connected".into()),
+            (Some(store), ClientRequest::Script { keys, arguments }) => {
+                match store.run_script(&keys, &arguments) {
+                    Ok(value) => ClientReply::Value(value),
+                    Err(e) => ClientReply::Failed(e.to_string()),
+                }
+            }
+            (Some(store), ClientRequest::WaitForReplicas) => match store.wait_for_replicas() {
+                Ok(()) => ClientReply::Done,
+                Err(e) => ClientReply::Failed(e.to_string()),
+            },
+            (Some(_), ClientRequest::Connect(_)) => {
+                ClientReply::Failed("redis: the session is connected already".into())
+            }
+        },
+    };
+    serde_json::to_vec(&reply)
+        .unwrap_or_else(|_| br#"{"Failed":"redis: the reply cannot be encoded"}"#.to_vec())
+}

@@ -1,0 +1,720 @@
+//! The administrator's policy: module arguments and the policy file, merged and validated.
+
+use std::fmt;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::account::is_safe_user_name;
+use crate::safe_path::open_root_owned_file;
+use pam_otp_core::decision::Limits;
+
+pub const DEFAULT_POLICY_FILE: &str = "/etc/security/pam_otp.toml";
+pub const DEFAULT_SECRET: &str = "~/.otp.toml";
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/pam-otp";
+/// The administrator's secret store (`otp-admin enroll`): root-owned files the module
+/// reads as root, inside the default state directory.
+pub const STORE_SECRET: &str = "/var/lib/pam-otp/secrets/%u.toml";
+pub const DEFAULT_PROMPT: &str = "Verification code: ";
+pub const DEFAULT_FORWARD_PROMPT: &str = "Password and verification code: ";
+const MAX_POLICY_FILE_BYTES: u64 = 64 * 1024;
+
+/// Where the code comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum PassMode {
+    /// Ask for the code.
+    #[default]
+    Prompt,
+    /// Use PAM_AUTHTOK from an earlier module if it is a code, else ask.
+    TryFirstPass,
+    /// Use PAM_AUTHTOK from an earlier module; never ask.
+    UseFirstPass,
+    /// Ask once for password followed by code, pass the password on as PAM_AUTHTOK,
+    /// and check the code at once, before any module has checked the password.
+    /// Deprecated: strangers can spend codes and collect failures; see `SplitPass`.
+    ForwardPass,
+    /// Ask once for password followed by code, pass the password on as PAM_AUTHTOK and
+    /// keep the code, unchecked, for a later `UseSplitCode` line; change no state.
+    SplitPass,
+    /// Check the code a `SplitPass` line kept (run after the password module); never ask.
+    UseSplitCode,
+}
+
+/// Everything the module was told to do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Policy {
+    pub secret: String,
+    pub state_dir: PathBuf,
+    pub limits: Limits,
+    pub nullok: bool,
+    pub prompt: Option<String>,
+    pub pass_mode: PassMode,
+    pub debug: bool,
+    /// Where replay guards and lockouts are kept.
+    pub store: Store,
+}
+
+/// Where the login state lives.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Store {
+    /// One file per user under `state_dir` (single hosts; the default).
+    #[default]
+    File,
+    /// One shared record per user in Redis, with the host's file state as a floor.
+    Redis(RedisSettings),
+}
+
+pub const DEFAULT_REDIS_TIMEOUT_MS: u64 = 500;
+pub const DEFAULT_REDIS_PREFIX: &str = "pam-otp:";
+
+/// How to reach the fleet's Redis (`redis_*` keys).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RedisSettings {
+    /// `redis://HOST:PORT`, `rediss://HOST:PORT` (TLS) or `unix:///PATH`.
+    pub url: String,
+    /// The ACL user; `None`: the connection's default user.
+    pub user: Option<String>,
+    /// Root-owned, mode 0600 file holding the password (never on a module line).
+    pub password_file: Option<PathBuf>,
+    /// PEM CA certificates that sign the server's certificate (else the system's roots).
+    pub ca_file: Option<PathBuf>,
+    /// PEM client certificate and key, for servers with `tls-auth-clients yes`.
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    /// Bound of each step (connect, TLS and AUTH; each script call; WAIT).
+    pub timeout_ms: u64,
+    /// Replicas that must acknowledge an accepted code (`WAIT`) before it counts.
+    pub replicas: u32,
+    /// Start of every key, so fleets can share one Redis.
+    pub prefix: String,
+}
+
+impl Policy {
+    /// The prompt to show: the administrator's, else one that fits the mode.
+    pub fn prompt_text(&self) -> &str {
+        match (&self.prompt, self.pass_mode) {
+            (Some(p), _) => p,
+            (None, PassMode::ForwardPass | PassMode::SplitPass) => DEFAULT_FORWARD_PROMPT,
+            (None, _) => DEFAULT_PROMPT,
+        }
+    }
+}
+
+/// A setting that could not be accepted; the module fails closed with PAM_SERVICE_ERR.
+#[derive(Debug, PartialEq, Eq)]
+pub enum PolicyError {
+    UnknownArgument(String),
+    BadValue { key: String, why: String },
+    ConflictingPassModes,
+    PolicyFile { path: PathBuf, why: String },
+}
+
+impl fmt::Display for PolicyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PolicyError::UnknownArgument(arg) => write!(f, "unknown module argument {arg:?}"),
+            PolicyError::BadValue { key, why } => write!(f, "bad value for {key}: {why}"),
+            PolicyError::ConflictingPassModes => write!(
+                f,
+                "only one of try_first_pass, use_first_pass, forward_pass, split_pass and use_split_code may be given"
+            ),
+            PolicyError::PolicyFile { path, why } => {
+                write!(f, "policy file {}: {why}", path.display())
+            }
+        }
+    }
+}
+
+/// Settings from one source; `None` means "not said here".
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Settings {
+    secret: Option<String>,
+    state_dir: Option<String>,
+    window: Option<u64>,
+    hotp_lookahead: Option<u64>,
+    max_failures: Option<u32>,
+    max_failures_user: Option<u32>,
+    lockout: Option<u64>,
+    max_lockout: Option<u64>,
+    nullok: Option<bool>,
+    prompt: Option<String>,
+    try_first_pass: Option<bool>,
+    use_first_pass: Option<bool>,
+    forward_pass: Option<bool>,
+    debug: Option<bool>,
+    store: Option<String>,
+    redis_url: Option<String>,
+    redis_user: Option<String>,
+    redis_password_file: Option<String>,
+    redis_ca_file: Option<String>,
+    redis_cert_file: Option<String>,
+    redis_key_file: Option<String>,
+    redis_timeout_ms: Option<u64>,
+    redis_replicas: Option<u32>,
+    redis_prefix: Option<String>,
+    #[serde(skip)]
+    policy: Option<String>,
+    // Module arguments only: in the policy file they would apply to every pam_otp line,
+    // and a stack whose every line only splits never checks a code.
+    #[serde(skip)]
+    split_pass: Option<bool>,
+    #[serde(skip)]
+    use_split_code: Option<bool>,
+}
+
+fn number<T: std::str::FromStr>(key: &str, value: &str) -> Result<Option<T>, PolicyError> {
+    value.parse().map(Some).map_err(|_| PolicyError::BadValue {
+        key: key.into(),
+        why: format!("{value:?} is not a whole number"),
+    })
+}
+
+/// A flag's explicit value on the module line (`nullok=false`), so that one service can
+/// turn off what the policy file turns on.
+fn flag(key: &str, value: &str) -> Result<Option<bool>, PolicyError> {
+    match value {
+        "1" | "true" | "yes" => Ok(Some(true)),
+        "0" | "false" | "no" => Ok(Some(false)),
+        _ => Err(PolicyError::BadValue {
+            key: key.into(),
+            why: format!("{value:?} is not one of true, false, yes, no, 1, 0"),
+        }),
+    }
+}
+
+fn parse_args(args: &[&str]) -> Result<Settings, PolicyError> {
+    let mut s = Settings::default();
+    for &arg in args {
+        let (key, value) = match arg.split_once('=') {
+            Some((k, v)) => (k, Some(v)),
+            None => (arg, None),
+        };
+        match (key, value) {
+            ("nullok", None) => s.nullok = Some(true),
+            ("debug", None) => s.debug = Some(true),
+            ("try_first_pass", None) => s.try_first_pass = Some(true),
+            ("use_first_pass", None) => s.use_first_pass = Some(true),
+            ("forward_pass", None) => s.forward_pass = Some(true),
+            ("nullok", Some(v)) => s.nullok = flag(key, v)?,
+            ("debug", Some(v)) => s.debug = flag(key, v)?,
+            ("try_first_pass", Some(v)) => s.try_first_pass = flag(key, v)?,
+            ("use_first_pass", Some(v)) => s.use_first_pass = flag(key, v)?,
+            ("forward_pass", Some(v)) => s.forward_pass = flag(key, v)?,
+            ("split_pass", None) => s.split_pass = Some(true),
+            ("use_split_code", None) => s.use_split_code = Some(true),
+            ("split_pass", Some(v)) => s.split_pass = flag(key, v)?,
+            ("use_split_code", Some(v)) => s.use_split_code = flag(key, v)?,
+            ("secret", Some(v)) => s.secret = Some(v.into()),
+            ("state_dir", Some(v)) => s.state_dir = Some(v.into()),
+            ("prompt", Some(v)) => s.prompt = Some(v.into()),
+            ("policy", Some(v)) => s.policy = Some(v.into()),
+            ("window", Some(v)) => s.window = number(key, v)?,
+            ("hotp_lookahead", Some(v)) => s.hotp_lookahead = number(key, v)?,
+            ("max_failures", Some(v)) => s.max_failures = number(key, v)?,
+            ("max_failures_user", Some(v)) => s.max_failures_user = number(key, v)?,
+            ("store", Some(v)) => s.store = Some(v.into()),
+            ("redis_url", Some(v)) => s.redis_url = Some(v.into()),
+            ("redis_user", Some(v)) => s.redis_user = Some(v.into()),
+            ("redis_password_file", Some(v)) => s.redis_password_file = Some(v.into()),
+            ("redis_ca_file", Some(v)) => s.redis_ca_file = Some(v.into()),
+            ("redis_cert_file", Some(v)) => s.redis_cert_file = Some(v.into()),
+            ("redis_key_file", Some(v)) => s.redis_key_file = Some(v.into()),
+            ("redis_timeout_ms", Some(v)) => s.redis_timeout_ms = number(key, v)?,
+            ("redis_replicas", Some(v)) => s.redis_replicas = number(key, v)?,
+            ("redis_prefix", Some(v)) => s.redis_prefix = Some(v.into()),
+            ("lockout", Some(v)) => s.lockout = number(key, v)?,
+            ("max_lockout", Some(v)) => s.max_lockout = number(key, v)?,
+            _ => return Err(PolicyError::UnknownArgument(arg.into())),
+        }
+    }
+    Ok(s)
+}
+
+fn parse_policy_text(path: &Path, text: &str) -> Result<Settings, PolicyError> {
+    toml::from_str(text).map_err(|e| PolicyError::PolicyFile {
+        path: path.into(),
+        why: e.message().into(),
+    })
+}
+
+/// Module arguments win over the policy file, which wins over the defaults.
+fn merge(file: Settings, args: Settings) -> Result<Policy, PolicyError> {
+    macro_rules! pick {
+        ($field:ident) => {
+            args.$field.clone().or(file.$field.clone())
+        };
+    }
+    let bad = |key: &str, why: String| PolicyError::BadValue {
+        key: key.into(),
+        why,
+    };
+    let defaults = Limits::default();
+    let limits = Limits {
+        window: pick!(window).unwrap_or(defaults.window),
+        hotp_lookahead: pick!(hotp_lookahead).unwrap_or(defaults.hotp_lookahead),
+        max_failures: pick!(max_failures).unwrap_or(defaults.max_failures),
+        max_failures_user: pick!(max_failures_user).unwrap_or(defaults.max_failures_user),
+        lockout: pick!(lockout).unwrap_or(defaults.lockout),
+        max_lockout: pick!(max_lockout).unwrap_or(defaults.max_lockout),
+    };
+    if limits.window > 100 {
+        return Err(bad(
+            "window",
+            format!("{} is over 100 steps", limits.window),
+        ));
+    }
+    if limits.hotp_lookahead > 1000 {
+        return Err(bad(
+            "hotp_lookahead",
+            format!("{} is over 1000", limits.hotp_lookahead),
+        ));
+    }
+    if !(1..=31_536_000).contains(&limits.lockout) {
+        return Err(bad(
+            "lockout",
+            format!("{} is not 1 to 31536000 seconds", limits.lockout),
+        ));
+    }
+    if !(limits.lockout..=31_536_000).contains(&limits.max_lockout) {
+        return Err(bad(
+            "max_lockout",
+            format!(
+                "{} is not between lockout ({}) and 31536000 seconds",
+                limits.max_lockout, limits.lockout
+            ),
+        ));
+    }
+    let chosen = |flag: Option<bool>| flag.unwrap_or(false);
+    let modes = [
+        (chosen(pick!(try_first_pass)), PassMode::TryFirstPass),
+        (chosen(pick!(use_first_pass)), PassMode::UseFirstPass),
+        (chosen(pick!(forward_pass)), PassMode::ForwardPass),
+        (chosen(pick!(split_pass)), PassMode::SplitPass),
+        (chosen(pick!(use_split_code)), PassMode::UseSplitCode),
+    ];
+    let mut selected = modes.iter().filter(|(on, _)| *on).map(|(_, mode)| *mode);
+    let pass_mode = selected.next().unwrap_or_default();
+    if selected.next().is_some() {
+        return Err(PolicyError::ConflictingPassModes);
+    }
+    let state_dir = PathBuf::from(pick!(state_dir).unwrap_or_else(|| DEFAULT_STATE_DIR.into()));
+    if !state_dir.is_absolute() {
+        return Err(bad(
+            "state_dir",
+            format!("{} is not an absolute path", state_dir.display()),
+        ));
+    }
+    let secret = pick!(secret).unwrap_or_else(|| DEFAULT_SECRET.into());
+    if !(secret.starts_with('/') || secret.starts_with('~') || secret.starts_with("%h")) {
+        return Err(bad(
+            "secret",
+            format!("{secret:?} must start with /, ~ or %h"),
+        ));
+    }
+    let prompt = pick!(prompt);
+    if let Some(p) = &prompt {
+        if p.is_empty() || p.len() > 200 || p.contains('\0') {
+            return Err(bad("prompt", "must be 1 to 200 characters".into()));
+        }
+    }
+    let store = match pick!(store).as_deref() {
+        None | Some("file") => Store::File,
+        Some("redis") => Store::Redis(redis_settings(&file, &args)?),
+        Some(other) => {
+            return Err(bad(
+                "store",
+                format!("{other:?} is not \"file\" or \"redis\""),
+            ))
+        }
+    };
+    Ok(Policy {
+        secret,
+        state_dir,
+        limits,
+        nullok: chosen(pick!(nullok)),
+        prompt,
+        pass_mode,
+        debug: chosen(pick!(debug)),
+        store,
+    })
+}
+
+/// The `redis_*` keys, checked: a URL of a known scheme with no password in it, absolute
+/// file paths, certificate and key together, TLS files only with `rediss://`.
+fn redis_settings(file: &Settings, args: &Settings) -> Result<RedisSettings, PolicyError> {
+    macro_rules! pick {
+        ($field:ident) => {
+            args.$field.clone().or(file.$field.clone())
+        };
+    }
+    let bad = |key: &str, why: String| PolicyError::BadValue {
+        key: key.into(),
+        why,
+    };
+    let url =
+        pick!(redis_url).ok_or_else(|| bad("redis_url", "store = \"redis\" needs it".into()))?;
+    let scheme = ["redis://", "rediss://", "unix://"]
+        .into_iter()
+        .find(|scheme| url.starts_with(scheme))
+        .ok_or_else(|| {
+            bad(
+                "redis_url",
+                format!("{url:?} is not redis://, rediss:// or unix://"),
+            )
+        })?;
+    let rest = &url[scheme.len()..];
+    let authority = rest.split(['/', '?']).next().unwrap_or("");
+    if authority.contains('@') || rest.contains("password=") {
+        return Err(bad(
+            "redis_url",
+            "must not carry credentials: use redis_user and redis_password_file".into(),
+        ));
+    }
+    let path = |key: &str, value: Option<String>| -> Result<Option<PathBuf>, PolicyError> {
+        match value.map(PathBuf::from) {
+            Some(p) if !p.is_absolute() => {
+                Err(bad(key, format!("{} is not an absolute path", p.display())))
+            }
+            other => Ok(other),
+        }
+    };
+    let settings = RedisSettings {
+        user: pick!(redis_user),
+        password_file: path("redis_password_file", pick!(redis_password_file))?,
+        ca_file: path("redis_ca_file", pick!(redis_ca_file))?,
+        cert_file: path("redis_cert_file", pick!(redis_cert_file))?,
+        key_file: path("redis_key_file", pick!(redis_key_file))?,
+        timeout_ms: pick!(redis_timeout_ms).unwrap_or(DEFAULT_REDIS_TIMEOUT_MS),
+        replicas: pick!(redis_replicas).unwrap_or(0),
+        prefix: pick!(redis_prefix).unwrap_or_else(|| DEFAULT_REDIS_PREFIX.into()),
+        url,
+    };
+    if settings.cert_file.is_some() != settings.key_file.is_some() {
+        return Err(bad(
+            "redis_cert_file",
+            "redis_cert_file and redis_key_file go together".into(),
+        ));
+    }
+    let tls_files = settings.ca_file.is_some() || settings.cert_file.is_some();
+    if tls_files && scheme != "rediss://" {
+        return Err(bad(
+            "redis_url",
+            "redis_ca_file, redis_cert_file and redis_key_file need a rediss:// URL".into(),
+        ));
+    }
+    if !(1..=60_000).contains(&settings.timeout_ms) {
+        return Err(bad(
+            "redis_timeout_ms",
+            format!("{} is not 1 to 60000", settings.timeout_ms),
+        ));
+    }
+    if settings.replicas > 64 {
+        return Err(bad(
+            "redis_replicas",
+            format!("{} is over 64", settings.replicas),
+        ));
+    }
+    if !pam_otp_core::fleet::is_valid_prefix(&settings.prefix) {
+        return Err(bad(
+            "redis_prefix",
+            "must be at most 64 printable characters without spaces or braces".into(),
+        ));
+    }
+    Ok(settings)
+}
+
+/// Reads the policy file: a regular root-owned file, writable by no one else, with every
+/// directory above it root-owned, writable by no one else and no symbolic link on the way.
+/// The default file may be absent; one named by `policy=` must exist.
+fn read_policy_file(path: &Path, required: bool) -> Result<Option<String>, PolicyError> {
+    let fail = |why: String| PolicyError::PolicyFile {
+        path: path.into(),
+        why,
+    };
+    let file = match open_root_owned_file(path) {
+        Ok(file) => file,
+        Err(e) if e.is_not_found() && !required => return Ok(None),
+        Err(e) => return Err(fail(e.to_string())),
+    };
+    let meta = file.metadata().map_err(|e| fail(e.to_string()))?;
+    if meta.len() > MAX_POLICY_FILE_BYTES {
+        return Err(fail("larger than 64 KiB".into()));
+    }
+    let mut text = String::new();
+    file.take(MAX_POLICY_FILE_BYTES)
+        .read_to_string(&mut text)
+        .map_err(|e| fail(e.to_string()))?;
+    Ok(Some(text))
+}
+
+/// Parses module arguments (already split by libpam; `[a b]` arrives as `a b`)
+/// and the policy file they name (or the default one).
+pub fn load(args: &[&str]) -> Result<Policy, PolicyError> {
+    let from_args = parse_args(args)?;
+    let (path, required) = match &from_args.policy {
+        Some(p) => (PathBuf::from(p), true),
+        None => (PathBuf::from(DEFAULT_POLICY_FILE), false),
+    };
+    let from_file = match read_policy_file(&path, required)? {
+        Some(text) => parse_policy_text(&path, &text)?,
+        None => Settings::default(),
+    };
+    merge(from_file, from_args)
+}
+
+/// Parses module arguments and a policy file's text without touching the file system.
+pub fn parse(args: &[&str], policy_text: Option<&str>) -> Result<Policy, PolicyError> {
+    let from_args = parse_args(args)?;
+    let from_file = match policy_text {
+        Some(text) => parse_policy_text(Path::new(DEFAULT_POLICY_FILE), text)?,
+        None => Settings::default(),
+    };
+    merge(from_file, from_args)
+}
+
+/// Expands `~` (at the start), `%h` (home) and `%u` (user name) in the `secret=` template.
+pub fn expand_secret_path(template: &str, user: &str, home: &Path) -> Result<PathBuf, PolicyError> {
+    let bad = |why: String| PolicyError::BadValue {
+        key: "secret".into(),
+        why,
+    };
+    if !is_safe_user_name(user) {
+        return Err(bad(format!("user name {user:?} cannot be used in a path")));
+    }
+    let home = home
+        .to_str()
+        .ok_or_else(|| bad("home directory is not UTF-8".into()))?;
+    let rest = template.strip_prefix('~').map(|r| format!("{home}{r}"));
+    let expanded = rest
+        .unwrap_or_else(|| template.to_string())
+        .replace("%h", home)
+        .replace("%u", user);
+    let path = PathBuf::from(&expanded);
+    if !path.is_absolute() {
+        return Err(bad(format!("{expanded:?} is not an absolute path")));
+    }
+    if path
+        .components()
+        .any(|c| matches!(c, std::path::Component::ParentDir))
+    {
+        return Err(bad(format!("{expanded:?} contains \"..\"")));
+    }
+    Ok(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_match_spec() {
+        let p = parse(&[], None).unwrap();
+        assert_eq!(p.secret, "~/.otp.toml");
+        assert_eq!(p.state_dir, PathBuf::from("/var/lib/pam-otp"));
+        assert_eq!(
+            p.limits,
+            Limits {
+                window: 1,
+                hotp_lookahead: 10,
+                max_failures: 5,
+                max_failures_user: 20,
+                lockout: 60,
+                max_lockout: 86400
+            }
+        );
+        assert!(!p.nullok && !p.debug);
+        assert_eq!(p.pass_mode, PassMode::Prompt);
+        assert_eq!(p.prompt_text(), "Verification code: ");
+    }
+
+    #[test]
+    fn every_argument_is_understood() {
+        let p = parse(
+            &[
+                "secret=/etc/otp/%u.toml",
+                "state_dir=/run/otp",
+                "window=3",
+                "hotp_lookahead=20",
+                "max_failures=0",
+                "max_failures_user=7",
+                "lockout=10",
+                "max_lockout=100",
+                "nullok",
+                "prompt=Code please: ",
+                "forward_pass",
+                "debug",
+            ],
+            None,
+        )
+        .unwrap();
+        assert_eq!(p.secret, "/etc/otp/%u.toml");
+        assert_eq!(p.state_dir, PathBuf::from("/run/otp"));
+        assert_eq!(
+            p.limits,
+            Limits {
+                window: 3,
+                hotp_lookahead: 20,
+                max_failures: 0,
+                max_failures_user: 7,
+                lockout: 10,
+                max_lockout: 100
+            }
+        );
+        assert!(p.nullok && p.debug);
+        assert_eq!(p.pass_mode, PassMode::ForwardPass);
+        assert_eq!(p.prompt_text(), "Code please: ");
+        assert_eq!(
+            parse(&["try_first_pass"], None).unwrap().pass_mode,
+            PassMode::TryFirstPass
+        );
+        assert_eq!(
+            parse(&["use_first_pass"], None).unwrap().pass_mode,
+            PassMode::UseFirstPass
+        );
+        assert_eq!(
+            parse(&["forward_pass"], None).unwrap().prompt_text(),
+            DEFAULT_FORWARD_PROMPT
+        );
+        let split = parse(&["split_pass"], None).unwrap();
+        assert_eq!(split.pass_mode, PassMode::SplitPass);
+        assert_eq!(split.prompt_text(), DEFAULT_FORWARD_PROMPT);
+        let verify = parse(&["use_split_code"], None).unwrap();
+        assert_eq!(verify.pass_mode, PassMode::UseSplitCode);
+    }
+
+    #[test]
+    fn split_modes_are_module_arguments_only() {
+        // One policy-file key would turn every pam_otp line of every service into a
+        // splitter that never checks a code.
+        for text in ["split_pass = true", "use_split_code = true"] {
+            assert!(
+                matches!(parse(&[], Some(text)), Err(PolicyError::PolicyFile { .. })),
+                "{text:?}"
+            );
+        }
+        // And they exclude the other modes, in either source.
+        assert_eq!(
+            parse(&["split_pass"], Some("forward_pass = true")),
+            Err(PolicyError::ConflictingPassModes)
+        );
+    }
+
+    #[test]
+    fn arguments_win_over_the_policy_file() {
+        let file = "window = 4\nmax_failures = 9\nmax_failures_user = 30\nnullok = true\n";
+        let p = parse(&["window=2", "max_failures_user=0"], Some(file)).unwrap();
+        assert_eq!(p.limits.window, 2);
+        assert_eq!(p.limits.max_failures, 9);
+        assert_eq!(p.limits.max_failures_user, 0);
+        assert!(p.nullok);
+    }
+
+    #[test]
+    fn flags_on_the_line_turn_the_policy_files_off() {
+        let file = "nullok = true\ndebug = true\ntry_first_pass = true\n";
+        for off in ["false", "no", "0"] {
+            let args = [
+                format!("nullok={off}"),
+                format!("debug={off}"),
+                format!("try_first_pass={off}"),
+            ];
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let p = parse(&args, Some(file)).unwrap();
+            assert!(!p.nullok && !p.debug, "{off}");
+            assert_eq!(p.pass_mode, PassMode::Prompt, "{off}");
+        }
+        for on in ["true", "yes", "1"] {
+            let p = parse(&[&format!("nullok={on}")], None).unwrap();
+            assert!(p.nullok, "{on}");
+        }
+        // Switching the file's pass mode off makes room for another on the line.
+        let p = parse(&["try_first_pass=false", "forward_pass"], Some(file)).unwrap();
+        assert_eq!(p.pass_mode, PassMode::ForwardPass);
+    }
+
+    #[test]
+    fn bad_arguments_are_refused() {
+        let cases: &[&[&str]] = &[
+            &["bogus"],
+            &["nullok=maybe"],
+            &["nullok="],
+            &["debug=2"],
+            &["forward_pass=off"],
+            &["window"],
+            &["window=-1"],
+            &["window=abc"],
+            &["window=101"],
+            &["hotp_lookahead=1001"],
+            &["lockout=0"],
+            &["lockout=100", "max_lockout=50"],
+            &["state_dir=relative/dir"],
+            &["secret=relative.toml"],
+            &["prompt="],
+            &["try_first_pass", "forward_pass"],
+            &["split_pass", "use_split_code"],
+            &["max_failures=99999999999"],
+            &["max_failures_user=-1"],
+            &["max_failures_user"],
+        ];
+        for args in cases {
+            assert!(parse(args, None).is_err(), "{args:?}");
+        }
+    }
+
+    #[test]
+    fn bad_policy_files_are_refused() {
+        for text in [
+            "window = \"1\"",
+            "unknown = 1",
+            "policy = \"/x\"",
+            "garbage",
+        ] {
+            assert!(
+                matches!(parse(&[], Some(text)), Err(PolicyError::PolicyFile { .. })),
+                "{text:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn secret_templates_expand() {
+        let home = Path::new("/home/alice");
+        assert_eq!(
+            expand_secret_path("~/.otp.toml", "alice", home).unwrap(),
+            PathBuf::from("/home/alice/.otp.toml")
+        );
+        assert_eq!(
+            expand_secret_path("%h/x/%u.toml", "alice", home).unwrap(),
+            PathBuf::from("/home/alice/x/alice.toml")
+        );
+        assert_eq!(
+            expand_secret_path("/etc/otp/%u", "alice", home).unwrap(),
+            PathBuf::from("/etc/otp/alice")
+        );
+    }
+
+    #[test]
+    fn user_names_that_escape_are_refused() {
+        let home = Path::new("/home/x");
+        for name in [
+            "../root",
+            "a/b",
+            "..",
+            ".",
+            "",
+            "a\0b",
+            "a\nb",
+            &"x".repeat(201),
+        ] {
+            assert!(!is_safe_user_name(name), "{name:?}");
+            assert!(
+                expand_secret_path("/etc/otp/%u", name, home).is_err(),
+                "{name:?}"
+            );
+        }
+        assert!(is_safe_user_name("alice.smith-2"));
+        assert!(expand_secret_path("/etc/otp/../%u", "alice", home).is_err());
+    }
+}

@@ -1,0 +1,236 @@
+//! How `pam_otp.so` reaches Redis: through the client object `pam_otp_redis.so`, installed
+//! next to it and loaded only when a login has `store = "redis"`, so that file-store logins
+//! never map the Redis client and TLS (measured: +15–22 µs per `dlopen` when linked in).
+//! Requests and replies cross the C boundary as JSON (`sys::redis_store::ClientRequest`).
+
+use std::ffi::{c_void, CStr, CString};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use crate::policy::RedisSettings;
+use crate::redis_protocol::{ClientReply, ClientRequest, RedisStoreError, CLIENT_PROTOCOL};
+use pam_otp_core::fleet::{parse_reply, Call, RecordKeys, Reply};
+
+/// The names the client object may have next to the module: installed, and as cargo
+/// builds it (`target/*/libpam_otp_redis.so` beside `libpam_otp.so`).
+const CLIENT_NAMES: [&str; 2] = ["pam_otp_redis.so", "libpam_otp_redis.so"];
+
+type Protocol = unsafe extern "C" fn() -> u32;
+type NewSession = unsafe extern "C" fn() -> *mut c_void;
+type Serve = unsafe extern "C" fn(*mut c_void, *const u8, usize, *mut usize) -> *mut u8;
+type Free = unsafe extern "C" fn(*mut u8, usize);
+type DropSession = unsafe extern "C" fn(*mut c_void);
+
+/// The client object's entry points.
+struct Api {
+    new_session: NewSession,
+    serve: Serve,
+    free: Free,
+    drop_session: DropSession,
+}
+
+/// Loaded once per process and never unloaded (a Rust object may not be unloaded safely).
+static API: OnceLock<Result<Api, String>> = OnceLock::new();
+
+fn client_error(why: String) -> RedisStoreError {
+    RedisStoreError::Client(format!("redis: {why}; refused"))
+}
+
+/// The directory `pam_otp.so` was loaded from.
+fn module_directory() -> Result<PathBuf, String> {
+    let mut info = libc::Dl_info {
+        dli_fname: std::ptr::null(),
+        dli_fbase: std::ptr::null_mut(),
+        dli_sname: std::ptr::null(),
+        dli_saddr: std::ptr::null_mut(),
+    };
+    let here = module_directory as *const c_void;
+    // SAFETY: `here` is an address inside this object and `info` a valid out-parameter;
+    // dladdr only writes into it.
+    let found = unsafe { libc::dladdr(here, &mut info) };
+    if found == 0 || info.dli_fname.is_null() {
+        return Err("cannot tell where pam_otp.so was loaded from".into());
+    }
+    // SAFETY: dladdr succeeded, so dli_fname is a NUL-terminated path owned by the loader.
+    let path = unsafe { CStr::from_ptr(info.dli_fname) };
+    let path = Path::new(std::ffi::OsStr::from_bytes(path.to_bytes()));
+    let path = std::fs::canonicalize(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(path.parent().unwrap_or(Path::new("/")).to_path_buf())
+}
+
+/// The client object beside the module; root's, and writable by root only, like the module.
+fn client_path() -> Result<PathBuf, String> {
+    let dir = module_directory()?;
+    let path = CLIENT_NAMES
+        .iter()
+        .map(|name| dir.join(name))
+        .find(|p| p.exists())
+        .ok_or_else(|| {
+            format!(
+                "store = \"redis\" needs pam_otp_redis.so next to pam_otp.so in {}",
+                dir.display()
+            )
+        })?;
+    for checked in [&path, &dir] {
+        let meta = std::fs::symlink_metadata(checked)
+            .map_err(|e| format!("{}: {e}", checked.display()))?;
+        if meta.uid() != 0 || meta.mode() & 0o022 != 0 {
+            return Err(format!(
+                "{} must be root's and writable by root only",
+                checked.display()
+            ));
+        }
+    }
+    Ok(path)
+}
+
+/// A symbol of the loaded client object.
+fn symbol(handle: *mut c_void, name: &str) -> Result<*mut c_void, String> {
+    let c_name = CString::new(name).expect("symbol names have no NUL");
+    // SAFETY: `handle` came from a successful dlopen and is never closed; `c_name` is a
+    // NUL-terminated string.
+    let address = unsafe { libc::dlsym(handle, c_name.as_ptr()) };
+    if address.is_null() {
+        return Err(format!("pam_otp_redis.so has no {name}"));
+    }
+    Ok(address)
+}
+
+fn load() -> Result<Api, String> {
+    let path = client_path()?;
+    let c_path = CString::new(path.as_os_str().as_bytes()).map_err(|e| e.to_string())?;
+    // SAFETY: a NUL-terminated path to a root-owned object beside the module. RTLD_LOCAL
+    // keeps its symbols (a second Rust standard library) out of the process's namespace;
+    // RTLD_NODELETE keeps it mapped, as Rust code must not be unloaded.
+    let handle = unsafe {
+        libc::dlopen(
+            c_path.as_ptr(),
+            libc::RTLD_NOW | libc::RTLD_LOCAL | libc::RTLD_NODELETE,
+        )
+    };
+    if handle.is_null() {
+        // SAFETY: dlerror returns NULL or a NUL-terminated message owned by libdl.
+        let why = unsafe {
+            let message = libc::dlerror();
+            if message.is_null() {
+                "unknown error".into()
+            } else {
+                CStr::from_ptr(message).to_string_lossy().into_owned()
+            }
+        };
+        return Err(format!("cannot load {}: {why}", path.display()));
+    }
+    let address = symbol(handle, "pam_otp_redis_protocol")?;
+    // SAFETY: this and each transmute below: the symbols are the client object's
+    // `extern "C"` functions of exactly these signatures (`redis-client/lib.rs`, same
+    // build); the protocol number is checked before any other is called.
+    let protocol = unsafe { std::mem::transmute::<*mut c_void, Protocol>(address) };
+    // SAFETY: see above; takes no arguments.
+    let version = unsafe { protocol() };
+    if version != CLIENT_PROTOCOL {
+        return Err(format!(
+            "{} speaks protocol {version}, pam_otp.so {CLIENT_PROTOCOL}: install both from one build",
+            path.display()
+        ));
+    }
+    // SAFETY: as above.
+    unsafe {
+        Ok(Api {
+            new_session: std::mem::transmute::<*mut c_void, NewSession>(symbol(
+                handle,
+                "pam_otp_redis_new_session",
+            )?),
+            serve: std::mem::transmute::<*mut c_void, Serve>(symbol(
+                handle,
+                "pam_otp_redis_serve",
+            )?),
+            free: std::mem::transmute::<*mut c_void, Free>(symbol(handle, "pam_otp_redis_free")?),
+            drop_session: std::mem::transmute::<*mut c_void, DropSession>(symbol(
+                handle,
+                "pam_otp_redis_drop_session",
+            )?),
+        })
+    }
+}
+
+/// One connection to the fleet's Redis, held by the client object, for one login.
+pub struct RedisClient {
+    api: &'static Api,
+    session: *mut c_void,
+}
+
+impl RedisClient {
+    /// Loads the client object (once per process) and connects as `settings` say.
+    pub fn connect(settings: &RedisSettings) -> Result<RedisClient, RedisStoreError> {
+        let api = API
+            .get_or_init(load)
+            .as_ref()
+            .map_err(|why| client_error(why.clone()))?;
+        // SAFETY: takes no arguments; returns an owned session or NULL.
+        let session = unsafe { (api.new_session)() };
+        if session.is_null() {
+            return Err(client_error("the client object made no session".into()));
+        }
+        let mut client = RedisClient { api, session };
+        match client.ask(&ClientRequest::Connect(settings.clone()))? {
+            ClientReply::Done => Ok(client),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    fn ask(&mut self, request: &ClientRequest) -> Result<ClientReply, RedisStoreError> {
+        let bytes = serde_json::to_vec(request).map_err(|e| client_error(e.to_string()))?;
+        let mut length = 0usize;
+        // SAFETY: `session` is this client's own live session; `bytes` is valid for its
+        // length; the client object writes the reply's length into `length`.
+        let reply =
+            unsafe { (self.api.serve)(self.session, bytes.as_ptr(), bytes.len(), &mut length) };
+        if reply.is_null() {
+            return Err(client_error("the client object failed".into()));
+        }
+        // SAFETY: the client object returned `length` initialised bytes at `reply`, which
+        // stay valid until handed back to its `free` below.
+        let decoded = serde_json::from_slice(unsafe { std::slice::from_raw_parts(reply, length) });
+        // SAFETY: the pointer and length the client object returned, given back once.
+        unsafe { (self.api.free)(reply, length) };
+        match decoded.map_err(|e| client_error(format!("unreadable reply: {e}")))? {
+            ClientReply::Failed(text) => Err(RedisStoreError::Client(text)),
+            reply => Ok(reply),
+        }
+    }
+
+    /// Runs the record's script for `keys`.
+    pub fn run(&mut self, keys: &RecordKeys, call: &Call) -> Result<Reply, RedisStoreError> {
+        let request = ClientRequest::Script {
+            keys: keys.all().map(str::to_string).to_vec(),
+            arguments: call.arguments().map_err(RedisStoreError::Reply)?,
+        };
+        match self.ask(&request)? {
+            ClientReply::Value(value) => parse_reply(&value).map_err(RedisStoreError::Reply),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// After an accepted code: Ok once `redis_replicas` replicas hold it.
+    pub fn wait_for_replicas(&mut self) -> Result<(), RedisStoreError> {
+        match self.ask(&ClientRequest::WaitForReplicas)? {
+            ClientReply::Done => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+}
+
+fn unexpected(reply: ClientReply) -> RedisStoreError {
+    client_error(format!(
+        "unexpected reply from the client object: {reply:?}"
+    ))
+}
+
+impl Drop for RedisClient {
+    fn drop(&mut self) {
+        // SAFETY: the session is this client's and is dropped exactly once, here.
+        unsafe { (self.api.drop_session)(self.session) };
+    }
+}

@@ -1,0 +1,1415 @@
+//! The whole flow of one login: enrollment, lockout check, answer, decision, new state,
+//! return code. The system is reached only through [`Host`], so the flow is unit-tested
+//! with a scripted host and conversation, without root or a file system.
+
+use std::cell::{OnceCell, RefCell};
+use std::path::{Path, PathBuf};
+
+use ::pam::constants::PamResultCode;
+use zeroize::Zeroizing;
+
+use crate::conversation::Conversation;
+use crate::fleet_login;
+use pam_otp_core::answer::{as_code, split_password_and_code};
+use pam_otp_core::decision::{decide, Method, Replay, Verdict};
+use pam_otp_core::enrollment::Enrollment;
+use pam_otp_core::fleet::{Call, RecordKeys, Reply, SharedGuards};
+use pam_otp_core::source::Source;
+use pam_otp_core::state::{Custody, EnrollmentRef, Lock, LockScope, State};
+use pam_otp_sys::account::{Account, AccountError};
+use pam_otp_sys::log::Logger;
+use pam_otp_sys::policy::{expand_secret_path, PassMode, Policy, RedisSettings, Store};
+use pam_otp_sys::redis_client::RedisClient;
+use pam_otp_sys::redis_protocol::RedisStoreError;
+use pam_otp_sys::store::{Durability, Snapshot, StateStore, StoreError};
+use pam_otp_sys::user_file::{read_enrollment_as, ReadAs, UserFileError};
+
+/// What the user is told when a code was used before.
+pub(crate) const REPLAY_MESSAGE: &str = "This code was already used; wait for the next one.";
+
+/// What one login needs from the system.
+pub(crate) trait Host {
+    /// The account called `name`; `Ok(None)` if there is none.
+    fn account(&self, name: &str) -> Result<Option<Account>, AccountError>;
+    /// The enrollment at `path`, read with the rights `sys::user_file` gives it, and who
+    /// can change it (the administrator only if it was read from the store as root).
+    fn enrollment(
+        &self,
+        path: &Path,
+        account: &Account,
+    ) -> Result<(Enrollment, Custody), UserFileError>;
+    /// The state of the person (the account's UID) as last saved, read without the lock
+    /// (the pre-prompt check).
+    fn peek_state(&self, account: &Account) -> Result<Option<State>, StoreError>;
+    /// Under the person's lock: loads the state, gives it to `change`, and saves the
+    /// state `change` returns, as durably as it says, if it differs; an error means
+    /// nothing was saved.
+    fn update_state(
+        &self,
+        account: &Account,
+        change: &mut dyn FnMut(Option<State>) -> (State, Durability),
+    ) -> Result<(), StoreError>;
+    /// Fleet mode: one call of the shared record's script for the person with `uid`.
+    fn shared_record(&self, uid: u32, call: &Call) -> Result<Reply, RedisStoreError>;
+    /// Fleet mode, after an accepted code is on the local floor: Ok once as many replicas
+    /// as the policy wants hold it.
+    fn shared_replicated(&self) -> Result<(), RedisStoreError>;
+}
+
+/// The system itself: the user database, the user's file, the state directory, and in
+/// fleet mode the Redis connection (opened at its first use, kept for the login).
+pub(crate) struct SystemHost<'a> {
+    pub state_dir: &'a Path,
+    /// The state as the check before the prompt read it.
+    pub peeked: RefCell<Option<Snapshot>>,
+    /// The state directory, checked once per login: only root can change the directories
+    /// it was found safe in, so a second walk down to it would find the same.
+    store: OnceCell<StateStore>,
+    redis: Option<&'a RedisSettings>,
+    connection: RefCell<Option<RedisClient>>,
+}
+
+impl<'a> SystemHost<'a> {
+    pub fn new(policy: &'a Policy) -> SystemHost<'a> {
+        SystemHost {
+            state_dir: &policy.state_dir,
+            redis: match &policy.store {
+                Store::Redis(settings) => Some(settings),
+                Store::File => None,
+            },
+            connection: RefCell::new(None),
+            peeked: RefCell::new(None),
+            store: OnceCell::new(),
+        }
+    }
+
+    /// The state store, opened (and checked) at its first use in this login.
+    fn store(&self) -> Result<&StateStore, StoreError> {
+        if let Some(store) = self.store.get() {
+            return Ok(store);
+        }
+        let store = StateStore::open(self.state_dir)?;
+        Ok(self.store.get_or_init(|| store))
+    }
+
+    /// Runs `action` on the connection, connecting first if need be. After any error the
+    /// connection is dropped: a reply may still be on its way.
+    fn with_redis<T>(
+        &self,
+        action: impl FnOnce(&mut RedisClient, &RedisSettings) -> Result<T, RedisStoreError>,
+    ) -> Result<T, RedisStoreError> {
+        let settings = self.redis.ok_or(RedisStoreError::Command {
+            what: "the fleet store",
+            why: "store is not \"redis\"".into(),
+        })?;
+        let mut slot = self.connection.borrow_mut();
+        let connection = match slot.as_mut() {
+            Some(connection) => connection,
+            None => slot.insert(RedisClient::connect(settings)?),
+        };
+        let result = action(connection, settings);
+        if result.is_err() {
+            *slot = None;
+        }
+        result
+    }
+}
+
+impl Host for SystemHost<'_> {
+    fn account(&self, name: &str) -> Result<Option<Account>, AccountError> {
+        Account::lookup(name)
+    }
+
+    fn enrollment(
+        &self,
+        path: &Path,
+        account: &Account,
+    ) -> Result<(Enrollment, Custody), UserFileError> {
+        let (enrollment, read_as) = read_enrollment_as(path, account)?;
+        let custody = match read_as {
+            ReadAs::Root => Custody::Administrator,
+            ReadAs::User => Custody::User,
+        };
+        Ok((enrollment, custody))
+    }
+
+    fn peek_state(&self, account: &Account) -> Result<Option<State>, StoreError> {
+        let store = self.store()?;
+        store.check_writable()?;
+        let snapshot = store.peek(account.uid)?;
+        let state = match &snapshot {
+            Some(snapshot) => Some(snapshot.state.clone()),
+            None => store.peek_legacy(&account.name)?,
+        };
+        *self.peeked.borrow_mut() = snapshot;
+        Ok(state)
+    }
+
+    fn update_state(
+        &self,
+        account: &Account,
+        change: &mut dyn FnMut(Option<State>) -> (State, Durability),
+    ) -> Result<(), StoreError> {
+        let store = self.store()?;
+        let locked = store.lock(account.uid)?;
+        let stored = match locked.load_after(self.peeked.borrow().as_ref())? {
+            Some(state) => Some(state),
+            // Upgraded from the per-name format: carry its guards over on first save.
+            None => store.peek_legacy(&account.name)?,
+        };
+        let unchanged = stored.clone();
+        let (next, durability) = change(stored);
+        if unchanged.as_ref() != Some(&next) {
+            // Not saved means not accepted: a code that cannot be retired must not work.
+            locked.save(&next, durability)?;
+        }
+        Ok(())
+    }
+
+    fn shared_record(&self, uid: u32, call: &Call) -> Result<Reply, RedisStoreError> {
+        self.with_redis(|redis, settings| redis.run(&RecordKeys::new(&settings.prefix, uid), call))
+    }
+
+    fn shared_replicated(&self) -> Result<(), RedisStoreError> {
+        self.with_redis(|redis, _| redis.wait_for_replicas())
+    }
+}
+
+/// The code a `split_pass` line kept for the `use_split_code` line after the password
+/// module, with the user it was typed for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct SplitCode {
+    pub user: String,
+    pub code: Zeroizing<String>,
+}
+
+/// How a login ended: the return code and, with `forward_pass` or `split_pass`, the
+/// password to hand on; with `split_pass`, the code to keep (`None`: keep nothing).
+pub(crate) struct Ending {
+    pub code: PamResultCode,
+    pub forward_password: Option<Zeroizing<String>>,
+    pub split_code: Option<SplitCode>,
+}
+
+impl From<PamResultCode> for Ending {
+    fn from(code: PamResultCode) -> Ending {
+        Ending {
+            code,
+            forward_password: None,
+            split_code: None,
+        }
+    }
+}
+
+/// One login attempt for the user called `user` under `policy`.
+pub(crate) struct Request<'a> {
+    pub user: &'a str,
+    pub policy: &'a Policy,
+    /// PAM_AUTHTOK as an earlier module left it (for try_first_pass / use_first_pass).
+    pub authtok: Option<Zeroizing<String>>,
+    /// What a `split_pass` line kept (for use_split_code), taken so it is used once.
+    pub split_code: Option<SplitCode>,
+    /// Where the login comes from (PAM_RHOST), as lockout counts it.
+    pub source: Source,
+}
+
+/// One login's fixed parts: whose state, which enrollment, from where.
+pub(super) struct Context<'a> {
+    pub account: &'a Account,
+    pub enrolled: EnrollmentRef<'a>,
+    pub source: &'a Source,
+    pub policy: &'a Policy,
+}
+
+/// Runs one login. `now` gives the Unix time; it is read once before prompting (the
+/// lockout check) and once after each answer (the decision).
+pub(crate) fn login(
+    request: &Request,
+    host: &dyn Host,
+    conversation: &mut dyn Conversation,
+    now: &dyn Fn() -> u64,
+    log: &Logger,
+) -> Ending {
+    if request.policy.pass_mode == PassMode::SplitPass {
+        return split_pass(request, host, conversation, log);
+    }
+    let policy = request.policy;
+    let account = match host.account(request.user) {
+        Ok(Some(account)) => account,
+        Ok(None) | Err(AccountError::UnsafeName(_)) => {
+            log.warning("unknown or unusable user name");
+            return PamResultCode::PAM_USER_UNKNOWN.into();
+        }
+        Err(e) => {
+            log.error(&e.to_string());
+            return PamResultCode::PAM_AUTHINFO_UNAVAIL.into();
+        }
+    };
+    // A locked user or source is refused before anything else is read or asked: no code
+    // is checked while locked, and a flood against a locked account costs the least. The
+    // lock is not taken here; each decision re-reads the state under it. A store that
+    // cannot be read matters only once the user turns out to be enrolled.
+    let checked_at = now();
+    let peeked = match &policy.store {
+        Store::File => host.peek_state(&account),
+        Store::Redis(_) => Ok(None),
+    };
+    let lock_on = |custody| {
+        let stored = peeked.as_ref().ok()?.as_ref()?;
+        stored.lock_for(&request.source, custody, checked_at)
+    };
+    if let Some(lock) = lock_on(Custody::User) {
+        return report_locked(lock, checked_at, conversation, log).into();
+    }
+    let (enrollment, path, custody) = match load_enrollment(host, &account, policy, log) {
+        Ok(loaded) => loaded,
+        Err(code) => return code.into(),
+    };
+    // The administrator's enrollment has tallies of its own, which only its successes
+    // clear: known once the enrollment is read.
+    if custody == Custody::Administrator {
+        if let Some(lock) = lock_on(custody) {
+            return report_locked(lock, checked_at, conversation, log).into();
+        }
+    }
+    if let Err(e) = peeked {
+        return unavailable(log, &e).into();
+    }
+    let context = Context {
+        account: &account,
+        enrolled: EnrollmentRef::new(&enrollment, &path.to_string_lossy(), custody),
+        source: &request.source,
+        policy,
+    };
+    // In fleet mode the shared record holds the lockouts: its guards are fetched, and a
+    // lock there refuses the login before the prompt.
+    let shared = match &policy.store {
+        Store::File => None,
+        Store::Redis(_) => match fleet_login::check(&context, host, conversation, log) {
+            Ok(guards) => Some(guards),
+            Err(code) => return code.into(),
+        },
+    };
+
+    if policy.pass_mode == PassMode::TryFirstPass {
+        if let Some(token) = first_pass_code(request, &enrollment) {
+            // Every code checked counts, this one too: an attacker who can choose the
+            // token gets no guess for free. The owner whose password merely looks like a
+            // code loses one failure, which the right code asked for next clears.
+            match settle(&context, shared.as_ref(), host, &token, now, log) {
+                Ok((Verdict::Rejected { locked: None, .. } | Verdict::Replayed(_), _)) => {
+                    log.info("try_first_pass: the earlier password is not a valid code (counted as one failure); asking for the code");
+                }
+                Ok((verdict, time)) => {
+                    return report(verdict, time, policy, conversation, log).into();
+                }
+                Err(code) => return code.into(),
+            }
+        }
+    }
+
+    let (answer, forward_password) = match obtain_answer(request, &enrollment, conversation, log) {
+        Ok(answered) => answered,
+        Err(code) => return code.into(),
+    };
+    let code = match settle(&context, shared.as_ref(), host, &answer, now, log) {
+        Ok((verdict, time)) => report(verdict, time, policy, conversation, log),
+        Err(code) => code,
+    };
+    Ending {
+        code,
+        forward_password,
+        split_code: None,
+    }
+}
+
+/// `split_pass`: asks for password followed by code, hands the password on and keeps
+/// the code for `use_split_code`; checks nothing and changes no state, so a stranger
+/// without the password can neither spend a code nor count a failure. Every user,
+/// enrolled or not, known or not, is asked the same question and gets the same
+/// PAM_IGNORE: for anyone not enrolled the whole answer is the password, so nothing
+/// here tells an outsider who is enrolled.
+fn split_pass(
+    request: &Request,
+    host: &dyn Host,
+    conversation: &mut dyn Conversation,
+    log: &Logger,
+) -> Ending {
+    let digits = enrolled_digits(request, host, log);
+    let full = match conversation.prompt(request.policy.prompt_text()) {
+        Ok(full) => full,
+        Err(e) => {
+            log.error(&e.to_string());
+            return PamResultCode::PAM_CONV_ERR.into();
+        }
+    };
+    let (password, code) = match digits {
+        None => (full, None),
+        Some(digits) => match split_password_and_code(&full, digits) {
+            Some((password, code)) => (password, Some(code)),
+            None => {
+                // Kept as an empty code: after a right password it fails like a wrong code.
+                log.debug("split_pass: answer does not end in a code");
+                (full, Some(Zeroizing::new(String::new())))
+            }
+        },
+    };
+    Ending {
+        code: PamResultCode::PAM_IGNORE,
+        forward_password: Some(password),
+        split_code: code.map(|code| SplitCode {
+            user: request.user.to_string(),
+            code,
+        }),
+    }
+}
+
+/// The number of digits of the user's codes, if the user is known and enrolled. Any
+/// other case is decided by the `use_split_code` line, after the password.
+fn enrolled_digits(request: &Request, host: &dyn Host, log: &Logger) -> Option<u32> {
+    let account = host.account(request.user).ok()??;
+    let path = expand_secret_path(&request.policy.secret, &account.name, &account.home).ok()?;
+    match host.enrollment(&path, &account) {
+        Ok((enrollment, _)) => Some(enrollment.digits),
+        Err(e) => {
+            log.debug(&format!(
+                "split_pass: {}: {e}; the whole answer is the password",
+                path.display()
+            ));
+            None
+        }
+    }
+}
+
+/// Decides `answer` under the person's lock and saves the outcome; the verdict and the
+/// time it was decided at, or the return code if nothing could be decided or saved.
+/// With `shared` guards (fleet mode) the shared record decides.
+fn settle(
+    context: &Context,
+    shared: Option<&SharedGuards>,
+    host: &dyn Host,
+    answer: &str,
+    now: &dyn Fn() -> u64,
+    log: &Logger,
+) -> Result<(Verdict, u64), PamResultCode> {
+    if let Some(guards) = shared {
+        return fleet_login::settle(context, guards, host, answer, now, log);
+    }
+    let mut decided = None;
+    let saved = host.update_state(context.account, &mut |stored| {
+        let state = stored.unwrap_or_default();
+        let time = now();
+        let decision = decide(
+            &context.enrolled,
+            context.source,
+            &state,
+            &context.policy.limits,
+            answer,
+            time,
+        );
+        let durability = durability_of(&decision.verdict);
+        decided = Some((decision.verdict, time));
+        (decision.state, durability)
+    });
+    match (saved, decided) {
+        (Ok(()), Some(decided)) => Ok(decided),
+        (Ok(()), None) => Err(unreachable_host(log)),
+        (Err(e), _) => Err(unavailable(log, &e)),
+    }
+}
+
+/// How durably a decision's state must be saved. A spent code (and a lockout imposed)
+/// is on stable storage before the verdict is given; a failure that locks nothing is
+/// only buffered: after a machine crash the failure count may be lower (SECURITY.md has
+/// the arithmetic), never a spent code usable again.
+fn durability_of(verdict: &Verdict) -> Durability {
+    match verdict {
+        Verdict::Accepted(_)
+        | Verdict::Rejected {
+            locked: Some(_), ..
+        } => Durability::Synced,
+        Verdict::Rejected { locked: None, .. }
+        | Verdict::Replayed(_)
+        | Verdict::Locked(_)
+        | Verdict::NoRoom => Durability::Buffered,
+    }
+}
+
+/// A host that reports success without calling back has decided nothing: fail closed.
+pub(super) fn unreachable_host(log: &Logger) -> PamResultCode {
+    log.error("the state store saved without deciding; refused");
+    PamResultCode::PAM_AUTHINFO_UNAVAIL
+}
+
+pub(super) fn unavailable(log: &Logger, error: &StoreError) -> PamResultCode {
+    log.error(&error.to_string());
+    PamResultCode::PAM_AUTHINFO_UNAVAIL
+}
+
+fn load_enrollment(
+    host: &dyn Host,
+    account: &Account,
+    policy: &Policy,
+    log: &Logger,
+) -> Result<(Enrollment, PathBuf, Custody), PamResultCode> {
+    let path = expand_secret_path(&policy.secret, &account.name, &account.home).map_err(|e| {
+        log.error(&e.to_string());
+        PamResultCode::PAM_AUTHINFO_UNAVAIL
+    })?;
+    match host.enrollment(&path, account) {
+        Ok((enrollment, custody)) => Ok((enrollment, path, custody)),
+        Err(UserFileError::NotEnrolled) if policy.nullok => {
+            log.debug(&format!(
+                "{} does not exist; nullok lets the user pass",
+                path.display()
+            ));
+            Err(PamResultCode::PAM_IGNORE)
+        }
+        Err(UserFileError::NotEnrolled) => {
+            log.warning(&format!(
+                "{} does not exist: user not enrolled, refused",
+                path.display()
+            ));
+            Err(PamResultCode::PAM_AUTHINFO_UNAVAIL)
+        }
+        Err(e) => {
+            // A broken file never means "no second factor", not even with nullok.
+            log.error(&format!("{}: {e}", path.display()));
+            Err(PamResultCode::PAM_AUTHINFO_UNAVAIL)
+        }
+    }
+}
+
+/// try_first_pass: the earlier module's token, if it has the shape of a code (a
+/// password that does not is no guess at all, and is not tried).
+fn first_pass_code(request: &Request, enrollment: &Enrollment) -> Option<Zeroizing<String>> {
+    request
+        .authtok
+        .as_ref()
+        .filter(|token| as_code(token, enrollment.digits).is_some())
+        .cloned()
+}
+
+/// The answer to check and, with `forward_pass`, the password to hand on.
+type Answered = (Zeroizing<String>, Option<Zeroizing<String>>);
+
+fn obtain_answer(
+    request: &Request,
+    enrollment: &Enrollment,
+    conversation: &mut dyn Conversation,
+    log: &Logger,
+) -> Result<Answered, PamResultCode> {
+    let policy = request.policy;
+    let mut ask = || {
+        conversation.prompt(policy.prompt_text()).map_err(|e| {
+            log.error(&e.to_string());
+            PamResultCode::PAM_CONV_ERR
+        })
+    };
+    match policy.pass_mode {
+        // try_first_pass: the token, if it was a code, has been tried already.
+        PassMode::Prompt | PassMode::TryFirstPass => Ok((ask()?, None)),
+        PassMode::UseFirstPass => match &request.authtok {
+            Some(token) => Ok((token.clone(), None)),
+            None => {
+                log.error("use_first_pass: no PAM_AUTHTOK from an earlier module");
+                Err(PamResultCode::PAM_AUTH_ERR)
+            }
+        },
+        PassMode::UseSplitCode => match &request.split_code {
+            Some(kept) if kept.user == request.user => Ok((kept.code.clone(), None)),
+            Some(_) => {
+                log.error("use_split_code: the kept code was typed for another user; refused");
+                Err(PamResultCode::PAM_AUTH_ERR)
+            }
+            None => {
+                log.error(
+                    "use_split_code: no code kept by an earlier \"pam_otp.so split_pass\" line; refused",
+                );
+                Err(PamResultCode::PAM_AUTH_ERR)
+            }
+        },
+        PassMode::SplitPass => unreachable_split(log),
+        PassMode::ForwardPass => {
+            log.warning(
+                "forward_pass is deprecated: it checks the code before the password, so \
+                 strangers can lock users out; use split_pass and use_split_code",
+            );
+            let full = ask()?;
+            match split_password_and_code(&full, enrollment.digits) {
+                Some((password, code)) => Ok((code, Some(password))),
+                None => {
+                    log.debug("forward_pass: answer does not end in a code");
+                    Ok((Zeroizing::new(String::new()), Some(full)))
+                }
+            }
+        }
+    }
+}
+
+/// `split_pass` never reaches the answer of a checking login; fail closed if it does.
+fn unreachable_split(log: &Logger) -> Result<Answered, PamResultCode> {
+    log.error("split_pass reached the code check; refused");
+    Err(PamResultCode::PAM_SERVICE_ERR)
+}
+
+fn scope_text(scope: LockScope) -> &'static str {
+    match scope {
+        LockScope::User => "user locked out from every source",
+        LockScope::Source => "this source is locked out",
+        LockScope::OtherSources => "sources not remembered individually are locked out",
+    }
+}
+
+pub(super) fn report_locked(
+    lock: Lock,
+    time: u64,
+    conversation: &mut dyn Conversation,
+    log: &Logger,
+) -> PamResultCode {
+    let wait = lock.until.saturating_sub(time);
+    log.warning(&format!(
+        "{} for {wait} more seconds; no code checked",
+        scope_text(lock.scope)
+    ));
+    // sshd shows this before "Permission denied (keyboard-interactive)"; no code is
+    // asked for while locked, so it is the only thing that says why.
+    let _ = conversation.error(&format!(
+        "Locked out after too many failed attempts; try again in {}, or ask an administrator to unlock you.",
+        wait_in_words(wait)
+    ));
+    // Not PAM_MAXTRIES: on that sshd offers the client no method at all, and the OpenSSH
+    // client falls back to asking for a password that can never work.
+    PamResultCode::PAM_PERM_DENIED
+}
+
+/// A lockout's remaining time as a person reads it: seconds, minutes or hours, rounded up.
+fn wait_in_words(seconds: u64) -> String {
+    let (amount, unit) = match seconds {
+        0..120 => (seconds, "second"),
+        120..7200 => (seconds.div_ceil(60), "minute"),
+        _ => (seconds.div_ceil(3600), "hour"),
+    };
+    let plural = if amount == 1 { "" } else { "s" };
+    format!("{amount} {unit}{plural}")
+}
+
+/// What the log and the person are told of a replay (refused, never counted).
+fn replay_words(replay: Replay) -> (String, String) {
+    let plain = |what: &str, told: &str| {
+        (
+            format!("replay: {what} was given again (refused, not counted as a failure)"),
+            told.to_string(),
+        )
+    };
+    match replay {
+        Replay::Code => plain("a code already used", REPLAY_MESSAGE),
+        Replay::RecoveryCode => plain(
+            "a recovery code already spent",
+            "This recovery code was already used.",
+        ),
+        Replay::ClockWentBack { seconds } => (
+            format!(
+                "refused a code of a time already used: a code {seconds} seconds ahead of this \
+                 host's clock was accepted before, so the clock went back (or was ahead then); \
+                 codes work again once the clock has caught up, or at once after \
+                 otp-admin reset (not counted as a failure)"
+            ),
+            format!(
+                "This code is refused: this computer's clock is {} behind the time of an \
+                 earlier login. Ask an administrator to check the clock.",
+                wait_in_words(seconds)
+            ),
+        ),
+    }
+}
+
+fn report(
+    verdict: Verdict,
+    time: u64,
+    policy: &Policy,
+    conversation: &mut dyn Conversation,
+    log: &Logger,
+) -> PamResultCode {
+    match verdict {
+        Verdict::Accepted(Method::Totp { step }) => {
+            log.info(&format!("accepted TOTP code (step {step})"));
+            PamResultCode::PAM_SUCCESS
+        }
+        Verdict::Accepted(Method::Hotp { counter }) => {
+            log.info(&format!("accepted HOTP code (counter {counter})"));
+            PamResultCode::PAM_SUCCESS
+        }
+        Verdict::Accepted(Method::Recovery { remaining, .. }) => {
+            log.warning(&format!("accepted a recovery code; {remaining} left"));
+            let advice = if remaining == 0 {
+                " Run otp-setup to make new ones."
+            } else {
+                ""
+            };
+            let _ = conversation.info(&format!(
+                "Recovery code accepted; {remaining} recovery code{} left.{advice}",
+                if remaining == 1 { "" } else { "s" }
+            ));
+            PamResultCode::PAM_SUCCESS
+        }
+        Verdict::Replayed(replay) => {
+            let (logged, told) = replay_words(replay);
+            log.warning(&logged);
+            let _ = conversation.error(&told);
+            PamResultCode::PAM_AUTH_ERR
+        }
+        Verdict::Rejected {
+            failures,
+            user_failures,
+            locked: None,
+        } => {
+            let limits = &policy.limits;
+            let limit = match (limits.max_failures, limits.max_failures_user) {
+                (0, _) => "no lockout".to_string(),
+                (max, 0) => format!("lockout after {max}"),
+                (max, user) => {
+                    format!("lockout after {max}; {user_failures} of {user} for the user")
+                }
+            };
+            log.warning(&format!(
+                "wrong code ({failures} consecutive failures from this source, {limit})"
+            ));
+            PamResultCode::PAM_AUTH_ERR
+        }
+        Verdict::Rejected {
+            locked: Some(lock), ..
+        } => {
+            let wait = lock.until.saturating_sub(time);
+            log.warning(&format!(
+                "wrong code: {} for {wait} seconds",
+                scope_text(lock.scope)
+            ));
+            let _ = conversation.error(&format!(
+                "Too many failed attempts; locked for {wait} seconds."
+            ));
+            PamResultCode::PAM_AUTH_ERR
+        }
+        Verdict::Locked(lock) => report_locked(lock, time, conversation, log),
+        Verdict::NoRoom => {
+            log.error(
+                "the right code, but the state already holds 8 enrollments used within a \
+                 week and cannot remember a ninth; refused (see otp-admin status)",
+            );
+            PamResultCode::PAM_AUTHINFO_UNAVAIL
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::conversation::ConversationError;
+    use pam_otp_sys::log::Level;
+    use std::cell::RefCell;
+    use std::collections::VecDeque;
+    use std::path::PathBuf;
+
+    /// RFC 6238 Appendix B's SHA-1 seed, so expected codes come from the RFC, not from us.
+    const RFC_SECRET: &str = "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ";
+    /// (time, 8-digit code) rows of RFC 6238 Appendix B (SHA-1).
+    const T1: (u64, &str) = (1111111109, "07081804");
+    const T2: (u64, &str) = (1234567890, "89005924");
+
+    /// A scripted conversation: answers from a queue, records what it was told. Every
+    /// scripted answer must be used: one left over means the login asked less than the
+    /// test expected, and fails the test when the script is dropped.
+    #[derive(Default)]
+    struct Script {
+        answers: VecDeque<&'static str>,
+        prompts: Vec<String>,
+        infos: Vec<String>,
+        errors: Vec<String>,
+    }
+
+    impl Drop for Script {
+        fn drop(&mut self) {
+            if !std::thread::panicking() {
+                assert!(
+                    self.answers.is_empty(),
+                    "unused answers: {:?}",
+                    self.answers
+                );
+            }
+        }
+    }
+
+    impl Conversation for Script {
+        fn prompt(&mut self, text: &str) -> Result<Zeroizing<String>, ConversationError> {
+            self.prompts.push(text.into());
+            self.answers
+                .pop_front()
+                .map(|a| Zeroizing::new(a.to_string()))
+                .ok_or_else(|| ConversationError("script ran out".into()))
+        }
+        fn info(&mut self, text: &str) -> Result<(), ConversationError> {
+            self.infos.push(text.into());
+            Ok(())
+        }
+        fn error(&mut self, text: &str) -> Result<(), ConversationError> {
+            self.errors.push(text.into());
+            Ok(())
+        }
+    }
+
+    fn answering(answers: &[&'static str]) -> Script {
+        let mut script = Script::default();
+        script.answers = answers.iter().copied().collect();
+        script
+    }
+
+    /// What the scripted host holds in place of the state file.
+    #[derive(Clone, Debug, PartialEq)]
+    enum Stored {
+        Nothing,
+        State(State),
+        /// A file that does not parse: every read fails, and it is never overwritten.
+        Corrupt,
+    }
+
+    /// The system as a login sees it: one account, its enrollment file's text (or none),
+    /// the state, and whether saving fails.
+    struct ScriptedHost {
+        account: Account,
+        enrollment: Option<String>,
+        stored: RefCell<Stored>,
+        saves: RefCell<u32>,
+        /// How durably each changed state was to be saved, in order.
+        durabilities: RefCell<Vec<Durability>>,
+        save_fails: bool,
+        /// Who can change the scripted enrollment.
+        custody: Custody,
+    }
+
+    impl ScriptedHost {
+        fn new(enrollment: Option<&str>) -> ScriptedHost {
+            ScriptedHost {
+                account: Account {
+                    name: "tester".into(),
+                    uid: 1000,
+                    gid: 1000,
+                    home: PathBuf::from("/home/tester"),
+                },
+                enrollment: enrollment.map(str::to_string),
+                stored: RefCell::new(Stored::Nothing),
+                saves: RefCell::new(0),
+                durabilities: RefCell::new(Vec::new()),
+                save_fails: false,
+                custody: Custody::User,
+            }
+        }
+
+        fn corrupt(&self) -> StoreError {
+            StoreError::Corrupt {
+                path: "/state/tester.state".into(),
+                why: "not a state file".into(),
+            }
+        }
+
+        fn read(&self) -> Result<Option<State>, StoreError> {
+            match &*self.stored.borrow() {
+                Stored::Nothing => Ok(None),
+                Stored::State(state) => Ok(Some(state.clone())),
+                Stored::Corrupt => Err(self.corrupt()),
+            }
+        }
+    }
+
+    impl Host for ScriptedHost {
+        fn account(&self, name: &str) -> Result<Option<Account>, AccountError> {
+            Ok((name == self.account.name).then(|| self.account.clone()))
+        }
+
+        fn enrollment(
+            &self,
+            path: &Path,
+            account: &Account,
+        ) -> Result<(Enrollment, Custody), UserFileError> {
+            assert_eq!(path, account.home.join(".otp.toml"));
+            let text = self
+                .enrollment
+                .as_deref()
+                .ok_or(UserFileError::NotEnrolled)?;
+            let enrollment = Enrollment::parse(text).map_err(UserFileError::Invalid)?;
+            Ok((enrollment, self.custody))
+        }
+
+        fn peek_state(&self, account: &Account) -> Result<Option<State>, StoreError> {
+            assert_eq!(account.uid, self.account.uid);
+            self.read()
+        }
+
+        fn update_state(
+            &self,
+            account: &Account,
+            change: &mut dyn FnMut(Option<State>) -> (State, Durability),
+        ) -> Result<(), StoreError> {
+            assert_eq!(account.uid, self.account.uid);
+            let stored = self.read()?;
+            let (next, durability) = change(stored.clone());
+            if stored.as_ref() != Some(&next) {
+                self.durabilities.borrow_mut().push(durability);
+                if self.save_fails {
+                    return Err(StoreError::Io {
+                        path: "/state/tester.state".into(),
+                        action: "write",
+                        error: std::io::Error::from_raw_os_error(libc::ENOSPC),
+                    });
+                }
+                *self.saves.borrow_mut() += 1;
+                *self.stored.borrow_mut() = Stored::State(next);
+            }
+            Ok(())
+        }
+
+        fn shared_record(&self, _: u32, _: &Call) -> Result<Reply, RedisStoreError> {
+            Err(RedisStoreError::Command {
+                what: "the fleet script",
+                why: "the scripted host has no Redis".into(),
+            })
+        }
+
+        fn shared_replicated(&self) -> Result<(), RedisStoreError> {
+            self.shared_record(0, &Call::Status).map(|_| ())
+        }
+    }
+
+    fn policy(args: &[&str]) -> Policy {
+        pam_otp_sys::policy::parse(args, None).unwrap()
+    }
+
+    fn totp8() -> String {
+        format!("secret = \"{RFC_SECRET}\"\ndigits = 8\n")
+    }
+
+    /// One login of "tester" at `time`; its return code and what it logged.
+    fn attempt_with(
+        host: &ScriptedHost,
+        policy: &Policy,
+        script: &mut Script,
+        time: u64,
+        authtok: Option<&str>,
+    ) -> (Ending, Logger) {
+        let request = Request {
+            user: "tester",
+            policy,
+            authtok: authtok.map(|t| Zeroizing::new(t.to_string())),
+            split_code: None,
+            source: Source::from_rhost(""),
+        };
+        run(&request, host, script, time)
+    }
+
+    fn run(
+        request: &Request,
+        host: &ScriptedHost,
+        script: &mut Script,
+        time: u64,
+    ) -> (Ending, Logger) {
+        let log = Logger::memory("test");
+        (login(request, host, script, &|| time, &log), log)
+    }
+
+    /// A `use_split_code` login of "tester" at `time`, given what the `split_pass` line
+    /// kept: (the user it was typed for, the code).
+    fn use_kept(
+        host: &ScriptedHost,
+        kept: Option<(&str, &str)>,
+        time: u64,
+    ) -> (PamResultCode, Logger) {
+        let p = policy(&["use_split_code"]);
+        let request = Request {
+            user: "tester",
+            policy: &p,
+            authtok: None,
+            split_code: kept.map(|(user, code)| SplitCode {
+                user: user.into(),
+                code: Zeroizing::new(code.into()),
+            }),
+            source: Source::from_rhost(""),
+        };
+        let mut script = answering(&[]);
+        let (ending, log) = run(&request, host, &mut script, time);
+        assert!(script.prompts.is_empty(), "use_split_code asked");
+        assert!(ending.forward_password.is_none() && ending.split_code.is_none());
+        (ending.code, log)
+    }
+
+    /// A `split_pass` login of `user` answering `answer`: what it handed on and kept.
+    fn split(host: &ScriptedHost, user: &str, args: &[&str], answer: &'static str) -> Ending {
+        let p = policy(&[&["split_pass"], args].concat());
+        let request = Request {
+            user,
+            policy: &p,
+            authtok: None,
+            split_code: None,
+            source: Source::from_rhost(""),
+        };
+        let mut script = answering(&[answer]);
+        let (ending, log) = run(&request, host, &mut script, T1.0);
+        assert_eq!(script.prompts, vec!["Password and verification code: "]);
+        assert!(script.errors.is_empty() && script.infos.is_empty());
+        assert!(!log.lines().iter().any(|(_, l)| l.contains(answer)));
+        ending
+    }
+
+    fn attempt(
+        host: &ScriptedHost,
+        policy: &Policy,
+        script: &mut Script,
+        time: u64,
+    ) -> (PamResultCode, Logger) {
+        let (ending, log) = attempt_with(host, policy, script, time, None);
+        (ending.code, log)
+    }
+
+    #[test]
+    fn lockout_waits_read_in_the_largest_sensible_unit() {
+        let cases = [
+            (1, "1 second"),
+            (59, "59 seconds"),
+            (119, "119 seconds"),
+            (120, "2 minutes"),
+            (121, "3 minutes"),
+            (3600, "60 minutes"),
+            (7199, "120 minutes"),
+            (7200, "2 hours"),
+            (86400, "24 hours"),
+        ];
+        for (seconds, words) in cases {
+            assert_eq!(wait_in_words(seconds), words, "{seconds} s");
+        }
+    }
+
+    #[test]
+    fn right_code_then_replay() {
+        let host = ScriptedHost::new(Some(&totp8()));
+        let p = policy(&[]);
+        let (code, log) = attempt(&host, &p, &mut answering(&[T1.1]), T1.0);
+        assert_eq!(code, PamResultCode::PAM_SUCCESS);
+        assert!(log.lines()[0].1.contains("accepted TOTP code"));
+        let (code, log) = attempt(&host, &p, &mut answering(&[T1.1]), T1.0);
+        assert_eq!(code, PamResultCode::PAM_AUTH_ERR);
+        assert_eq!(log.lines()[0].0, Level::Warning);
+        // No line ever carries the code or the secret.
+        assert!(!log
+            .lines()
+            .iter()
+            .any(|(_, l)| l.contains(T1.1) || l.contains(RFC_SECRET)));
+    }
+
+    #[test]
+    fn unknown_user_is_refused_before_anything_is_read() {
+        let host = ScriptedHost::new(Some(&totp8()));
+        let log = Logger::memory("test");
+        let p = policy(&[]);
+        let request = Request {
+            user: "nobody-here",
+            policy: &p,
+            authtok: None,
+            split_code: None,
+            source: Source::from_rhost(""),
+        };
+        let ending = login(&request, &host, &mut answering(&[]), &|| T1.0, &log);
+        assert_eq!(ending.code, PamResultCode::PAM_USER_UNKNOWN);
+        assert_eq!(*host.stored.borrow(), Stored::Nothing);
+    }
+
+    #[test]
+    fn prompt_is_the_configured_one() {
+        let host = ScriptedHost::new(Some(&totp8()));
+        let mut script = answering(&[T2.1]);
+        let code = attempt(&host, &policy(&["prompt=Code? "]), &mut script, T2.0).0;
+        assert_eq!(code, PamResultCode::PAM_SUCCESS);
+        assert_eq!(script.prompts, vec!["Code? "]);
+    }
+
+    #[test]
+    fn lockout_stops_asking_and_tells_the_user() {
+        let host = ScriptedHost::new(Some(&totp8()));
+        let p = policy(&["max_failures=2", "lockout=100"]);
+        let code = attempt(&host, &p, &mut answering(&["00000000"]), T1.0).0;
+        assert_eq!(code, PamResultCode::PAM_AUTH_ERR);
+        let mut script = answering(&["00000001"]);
+        assert_eq!(
+            attempt(&host, &p, &mut script, T1.0).0,
+            PamResultCode::PAM_AUTH_ERR
+        );
+        assert!(
+            script.errors[0].contains("locked for 100 seconds"),
+            "{:?}",
+            script.errors
+        );
+        let saves = *host.saves.borrow();
+        let mut script = answering(&[]);
+        let code = attempt(&host, &p, &mut script, T1.0 + 10).0;
+        assert_eq!(code, PamResultCode::PAM_PERM_DENIED);
+        assert!(script.prompts.is_empty(), "asked while locked");
+        assert!(script.errors[0].contains("90 seconds"));
+        assert_eq!(
+            *host.saves.borrow(),
+            saves,
+            "a refused login wrote the state"
+        );
+        // After the lockout the right code works.
+        let code = attempt(&host, &p, &mut answering(&[T2.1]), T2.0).0;
+        assert_eq!(code, PamResultCode::PAM_SUCCESS);
+        // A failure is buffered; the lockout and the spent code are synced.
+        assert_eq!(
+            *host.durabilities.borrow(),
+            [Durability::Buffered, Durability::Synced, Durability::Synced]
+        );
+    }
+
+    #[test]
+    fn not_enrolled_depends_on_nullok() {
+        let host = ScriptedHost::new(None);
+        let code = attempt(&host, &policy(&[]), &mut answering(&[]), T1.0).0;
+        assert_eq!(code, PamResultCode::PAM_AUTHINFO_UNAVAIL);
+        let code = attempt(&host, &policy(&["nullok"]), &mut answering(&[]), T1.0).0;
+        assert_eq!(code, PamResultCode::PAM_IGNORE);
+    }
+
+    #[test]
+    fn a_lock_holds_even_when_the_enrollment_is_gone_or_broken() {
+        let locked = State {
+            all: pam_otp_core::state::Tallies {
+                user: pam_otp_core::state::Tally {
+                    locked_until: T1.0 + 100,
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
+            ..State::default()
+        };
+        for enrollment in [None, Some("secret = \"JBSWY3DPEHPK3PXP\"\nwindow = 9\n")] {
+            let host = ScriptedHost::new(enrollment);
+            *host.stored.borrow_mut() = Stored::State(locked.clone());
+            let mut script = answering(&[]);
+            let code = attempt(&host, &policy(&["nullok"]), &mut script, T1.0).0;
+            assert_eq!(code, PamResultCode::PAM_PERM_DENIED, "{enrollment:?}");
+            assert!(script.prompts.is_empty());
+            assert!(
+                script.errors[0].contains("100 seconds"),
+                "{:?}",
+                script.errors
+            );
+        }
+    }
+
+    #[test]
+    fn an_unreadable_store_refuses_only_users_who_need_it() {
+        for (enrollment, args, expected) in [
+            (None, &["nullok"][..], PamResultCode::PAM_IGNORE),
+            (None, &[][..], PamResultCode::PAM_AUTHINFO_UNAVAIL),
+            (
+                Some(totp8()),
+                &["nullok"][..],
+                PamResultCode::PAM_AUTHINFO_UNAVAIL,
+            ),
+        ] {
+            let host = ScriptedHost::new(enrollment.as_deref());
+            *host.stored.borrow_mut() = Stored::Corrupt;
+            let mut script = answering(&[]);
+            let code = attempt(&host, &policy(args), &mut script, T1.0).0;
+            assert_eq!(code, expected, "{enrollment:?} {args:?}");
+            assert!(script.prompts.is_empty());
+        }
+    }
+
+    #[test]
+    fn broken_file_fails_closed_even_with_nullok() {
+        let host = ScriptedHost::new(Some("secret = \"JBSWY3DPEHPK3PXP\"\nwindow = 9\n"));
+        let mut script = answering(&[]);
+        let (code, log) = attempt(&host, &policy(&["nullok"]), &mut script, T1.0);
+        assert_eq!(code, PamResultCode::PAM_AUTHINFO_UNAVAIL);
+        assert!(script.prompts.is_empty());
+        let line = &log.lines()[0].1;
+        assert!(
+            line.contains(".otp.toml") && line.contains("window"),
+            "{line}"
+        );
+        assert!(!line.contains("JBSWY3DPEHPK3PXP"));
+    }
+
+    #[test]
+    fn forward_pass_splits_password_and_code() {
+        let host = ScriptedHost::new(Some(&totp8()));
+        let mut script = answering(&["correct horse07081804"]);
+        let (ending, _) = attempt_with(&host, &policy(&["forward_pass"]), &mut script, T1.0, None);
+        assert_eq!(ending.code, PamResultCode::PAM_SUCCESS);
+        assert_eq!(ending.forward_password.unwrap().as_str(), "correct horse");
+        assert_eq!(script.prompts, vec!["Password and verification code: "]);
+    }
+
+    #[test]
+    fn forward_pass_still_works_and_says_it_is_deprecated() {
+        let host = ScriptedHost::new(Some(&totp8()));
+        let mut script = answering(&["pw07081804"]);
+        let (ending, log) =
+            attempt_with(&host, &policy(&["forward_pass"]), &mut script, T1.0, None);
+        assert_eq!(ending.code, PamResultCode::PAM_SUCCESS);
+        assert!(log
+            .lines()
+            .iter()
+            .any(|(level, l)| *level == Level::Warning && l.contains("split_pass")));
+    }
+
+    #[test]
+    fn split_pass_checks_nothing_and_keeps_the_code() {
+        let host = ScriptedHost::new(Some(&totp8()));
+        let ending = split(&host, "tester", &[], "correct horse07081804\n");
+        assert_eq!(ending.code, PamResultCode::PAM_IGNORE);
+        assert_eq!(ending.forward_password.unwrap().as_str(), "correct horse");
+        let kept = ending.split_code.unwrap();
+        assert_eq!((kept.user.as_str(), kept.code.as_str()), ("tester", T1.1));
+        // Nothing was checked, so nothing was written: no code spent, no failure counted.
+        assert_eq!(*host.stored.borrow(), Stored::Nothing);
+
+        // An answer without a code: all of it is the password, and an empty code is
+        // kept, which fails like a wrong code once the password has passed.
+        let ending = split(&host, "tester", &[], "correct horse");
+        assert_eq!(ending.forward_password.unwrap().as_str(), "correct horse");
+        assert_eq!(ending.split_code.unwrap().code.as_str(), "");
+    }
+
+    #[test]
+    fn split_pass_asks_a_locked_user_the_same_and_changes_nothing() {
+        let host = ScriptedHost::new(Some(&totp8()));
+        let p = policy(&["max_failures=1", "lockout=100"]);
+        attempt(&host, &p, &mut answering(&["00000000"]), T1.0);
+        let locked = host.stored.borrow().clone();
+        let ending = split(&host, "tester", &["max_failures=1"], "pw07081804");
+        assert_eq!(ending.code, PamResultCode::PAM_IGNORE);
+        assert!(ending.split_code.is_some());
+        assert_eq!(*host.stored.borrow(), locked);
+    }
+
+    #[test]
+    fn split_pass_tells_no_one_who_is_enrolled() {
+        // Not enrolled (with or without nullok), broken file, unknown user: the same
+        // question, the same PAM_IGNORE, the whole answer handed on as the password,
+        // nothing kept (use_split_code decides them after the password).
+        let unenrolled = ScriptedHost::new(None);
+        let broken = ScriptedHost::new(Some("secret = \"JBSWY3DPEHPK3PXP\"\nwindow = 9\n"));
+        for (host, user, args) in [
+            (&unenrolled, "tester", &[][..]),
+            (&unenrolled, "tester", &["nullok"][..]),
+            (&broken, "tester", &["nullok"][..]),
+            (&unenrolled, "nobody-here", &[][..]),
+        ] {
+            let ending = split(host, user, args, "hunter2-07081804");
+            assert_eq!(ending.code, PamResultCode::PAM_IGNORE, "{user} {args:?}");
+            assert_eq!(
+                ending.forward_password.unwrap().as_str(),
+                "hunter2-07081804"
+            );
+            assert!(ending.split_code.is_none());
+            assert_eq!(*host.stored.borrow(), Stored::Nothing);
+        }
+    }
+
+    #[test]
+    fn use_split_code_checks_the_kept_code_once() {
+        let host = ScriptedHost::new(Some(&totp8()));
+        let (code, _) = use_kept(&host, Some(("tester", T1.1)), T1.0);
+        assert_eq!(code, PamResultCode::PAM_SUCCESS);
+        let (code, _) = use_kept(&host, Some(("tester", T1.1)), T1.0);
+        assert_eq!(code, PamResultCode::PAM_AUTH_ERR, "replayed");
+        // An answer that held no code counts like a wrong code: the password was right.
+        let saves = *host.saves.borrow();
+        let (code, log) = use_kept(&host, Some(("tester", "")), T1.0);
+        assert_eq!(code, PamResultCode::PAM_AUTH_ERR);
+        assert!(log.lines()[0].1.contains("wrong code"), "{:?}", log.lines());
+        assert_eq!(
+            *host.saves.borrow(),
+            saves + 1,
+            "the failure was not counted"
+        );
+    }
+
+    #[test]
+    fn use_split_code_without_a_kept_code_fails_closed_and_counts_nothing() {
+        let host = ScriptedHost::new(Some(&totp8()));
+        for (kept, logged) in [
+            (None, "no code kept by an earlier"),
+            (Some(("someone-else", T1.1)), "typed for another user"),
+        ] {
+            let (code, log) = use_kept(&host, kept, T1.0);
+            assert_eq!(code, PamResultCode::PAM_AUTH_ERR, "{kept:?}");
+            assert!(log.lines()[0].1.contains(logged), "{:?}", log.lines());
+            assert_eq!(*host.stored.borrow(), Stored::Nothing);
+        }
+    }
+
+    #[test]
+    fn use_split_code_decides_the_unenrolled_and_the_locked() {
+        let unenrolled = ScriptedHost::new(None);
+        let (code, _) = use_kept(&unenrolled, None, T1.0);
+        assert_eq!(code, PamResultCode::PAM_AUTHINFO_UNAVAIL);
+        let p = policy(&["use_split_code", "nullok"]);
+        let request = Request {
+            user: "tester",
+            policy: &p,
+            authtok: None,
+            split_code: None,
+            source: Source::from_rhost(""),
+        };
+        let (ending, _) = run(&request, &unenrolled, &mut answering(&[]), T1.0);
+        assert_eq!(ending.code, PamResultCode::PAM_IGNORE);
+
+        let host = ScriptedHost::new(Some(&totp8()));
+        let p = policy(&["max_failures=1", "lockout=100"]);
+        attempt(&host, &p, &mut answering(&["00000000"]), T1.0);
+        let (code, _) = use_kept(&host, Some(("tester", T2.1)), T1.0 + 1);
+        assert_eq!(code, PamResultCode::PAM_PERM_DENIED);
+    }
+
+    #[test]
+    fn first_pass_modes_use_the_earlier_token() {
+        let host = ScriptedHost::new(Some(&totp8()));
+        let p = policy(&["use_first_pass"]);
+        let mut script = answering(&[]);
+        let (ending, _) = attempt_with(&host, &p, &mut script, T1.0, Some(T1.1));
+        assert_eq!(ending.code, PamResultCode::PAM_SUCCESS);
+        assert!(script.prompts.is_empty());
+        let (ending, _) = attempt_with(&host, &p, &mut script, T2.0, None);
+        assert_eq!(ending.code, PamResultCode::PAM_AUTH_ERR);
+
+        let host = ScriptedHost::new(Some(&totp8()));
+        let p = policy(&["try_first_pass"]);
+        let mut script = answering(&[T1.1]);
+        // A password-shaped token is not tried; the user is asked instead.
+        let (ending, _) = attempt_with(&host, &p, &mut script, T1.0, Some("hunter2"));
+        assert_eq!(ending.code, PamResultCode::PAM_SUCCESS);
+        assert_eq!(script.prompts.len(), 1);
+    }
+
+    #[test]
+    fn recovery_code_reports_what_is_left() {
+        let hash = pam_otp_core::recovery::RecoveryHash::new("abcd-efgh", [9; 16]).to_stored();
+        let host = ScriptedHost::new(Some(&format!("{}recovery_codes = [\"{hash}\"]\n", totp8())));
+        let p = policy(&[]);
+        let mut script = answering(&["ABCD-EFGH"]);
+        let (code, log) = attempt(&host, &p, &mut script, T1.0);
+        assert_eq!(code, PamResultCode::PAM_SUCCESS);
+        assert!(
+            script.infos[0].contains("0 recovery codes left"),
+            "{:?}",
+            script.infos
+        );
+        assert_eq!(log.lines()[0].0, Level::Warning);
+        let code = attempt(&host, &p, &mut answering(&["abcd-efgh"]), T1.0).0;
+        assert_eq!(code, PamResultCode::PAM_AUTH_ERR);
+    }
+
+    #[test]
+    fn conversation_failure_changes_nothing() {
+        let host = ScriptedHost::new(Some(&totp8()));
+        let code = attempt(&host, &policy(&[]), &mut answering(&[]), T1.0).0;
+        assert_eq!(code, PamResultCode::PAM_CONV_ERR);
+        assert_eq!(*host.stored.borrow(), Stored::Nothing);
+    }
+
+    #[test]
+    fn corrupt_state_fails_closed_and_is_kept() {
+        let host = ScriptedHost::new(Some(&totp8()));
+        *host.stored.borrow_mut() = Stored::Corrupt;
+        let mut script = answering(&[]);
+        let (code, log) = attempt(&host, &policy(&[]), &mut script, T2.0);
+        assert_eq!(code, PamResultCode::PAM_AUTHINFO_UNAVAIL);
+        assert!(script.prompts.is_empty());
+        assert_eq!(*host.stored.borrow(), Stored::Corrupt);
+        assert!(log.lines()[0].1.contains("otp-admin reset"));
+    }
+
+    #[test]
+    fn a_code_that_cannot_be_saved_is_not_accepted() {
+        let mut host = ScriptedHost::new(Some(&totp8()));
+        host.save_fails = true;
+        let (code, log) = attempt(&host, &policy(&[]), &mut answering(&[T1.1]), T1.0);
+        assert_eq!(code, PamResultCode::PAM_AUTHINFO_UNAVAIL);
+        assert!(log.lines()[0].1.contains("cannot write"));
+        // Once the store works again, the same code is still good: it was never spent.
+        host.save_fails = false;
+        let code = attempt(&host, &policy(&[]), &mut answering(&[T1.1]), T1.0).0;
+        assert_eq!(code, PamResultCode::PAM_SUCCESS);
+    }
+
+    #[test]
+    fn a_replay_is_named_to_the_user_and_not_counted() {
+        let host = ScriptedHost::new(Some(&totp8()));
+        let p = policy(&["max_failures=1"]);
+        let code = attempt(&host, &p, &mut answering(&[T1.1]), T1.0).0;
+        assert_eq!(code, PamResultCode::PAM_SUCCESS);
+        for _ in 0..3 {
+            let mut script = answering(&[T1.1]);
+            let (code, log) = attempt(&host, &p, &mut script, T1.0);
+            assert_eq!(code, PamResultCode::PAM_AUTH_ERR);
+            assert_eq!(script.errors, [REPLAY_MESSAGE]);
+            assert!(log.lines()[0].1.contains("replay"), "{:?}", log.lines());
+        }
+        let Stored::State(state) = &*host.stored.borrow() else {
+            panic!("no state")
+        };
+        assert_eq!(state.all.user.failures, 0);
+        assert!(state.all.sources.is_empty());
+    }
+
+    #[test]
+    fn try_first_pass_counts_a_code_shaped_miss_once_then_asks() {
+        let host = ScriptedHost::new(Some(&totp8()));
+        let p = policy(&["try_first_pass"]);
+        // The earlier password looks like an 8-digit code but is not this one.
+        let mut script = answering(&[T1.1]);
+        let (ending, log) = attempt_with(&host, &p, &mut script, T1.0, Some("48291300"));
+        assert_eq!(ending.code, PamResultCode::PAM_SUCCESS);
+        assert_eq!(script.prompts.len(), 1, "the code was not asked for");
+        assert!(
+            log.lines()[0].1.contains("try_first_pass"),
+            "{:?}",
+            log.lines()
+        );
+        let Stored::State(state) = host.stored.borrow().clone() else {
+            panic!("no state")
+        };
+        assert_eq!(state.all.user.failures, 0, "the success clears the miss");
+        // A miss and then a wrong code: both were checked, both count.
+        let mut script = answering(&["00000000"]);
+        let (ending, _) = attempt_with(&host, &p, &mut script, T2.0, Some("48291300"));
+        assert_eq!(ending.code, PamResultCode::PAM_AUTH_ERR);
+        let Stored::State(state) = host.stored.borrow().clone() else {
+            panic!("no state")
+        };
+        assert_eq!(state.all.user.failures, 2);
+    }
+
+    #[test]
+    fn a_locked_source_is_refused_before_the_prompt_and_others_are_asked() {
+        let host = ScriptedHost::new(Some(&totp8()));
+        let p = policy(&["max_failures=1"]);
+        let log = Logger::memory("test");
+        let from = |rhost: &str| Request {
+            user: "tester",
+            policy: &p,
+            authtok: None,
+            source: Source::from_rhost(rhost),
+            split_code: None,
+        };
+        let mut script = answering(&["00000000"]);
+        let ending = login(&from("192.0.2.9"), &host, &mut script, &|| T1.0, &log);
+        assert_eq!(ending.code, PamResultCode::PAM_AUTH_ERR);
+        let mut script = answering(&[]);
+        let ending = login(&from("192.0.2.9"), &host, &mut script, &|| T1.0, &log);
+        assert_eq!(ending.code, PamResultCode::PAM_PERM_DENIED);
+        assert!(script.prompts.is_empty());
+        let mut script = answering(&[T1.1]);
+        let ending = login(&from("198.51.100.1"), &host, &mut script, &|| T1.0, &log);
+        assert_eq!(ending.code, PamResultCode::PAM_SUCCESS);
+    }
+}
