@@ -19,15 +19,20 @@ build:
 	@$(DEPS) build
 	$(CARGO) build --release
 
-# The integration tests load the built pam_otp.so through real libpam, so build it first.
+# The integration tests load the built pam_otp.so through real libpam, so build it first
+# (and the release build, which the suite's `make demo` runs).
+# The system suite (root, real sshd/sudo/Redis) is behind this feature; a plain
+# `cargo test` runs only what needs no root.
+SYSTEM_TESTS := pam-otp-tools/system-tests
 test:
 	@$(DEPS) test
-	$(CARGO) build --all-targets
-	$(CARGO) test --all-targets -- --test-threads=4
+	$(CARGO) build --all-targets --features $(SYSTEM_TESTS)
+	$(CARGO) build --release
+	$(CARGO) test --all-targets --features $(SYSTEM_TESTS) -- --test-threads=4
 
 lint:
 	$(CARGO) fmt --all -- --check
-	$(CARGO) clippy --all-targets -- -D warnings
+	$(CARGO) clippy --workspace --all-targets --features $(SYSTEM_TESTS) -- -D warnings
 
 clean:
 	$(CARGO) clean

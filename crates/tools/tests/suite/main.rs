@@ -1,14 +1,14 @@
 //! The integration suite, one binary: each module is one area of the product, driven
 //! through the real libpam, pamtester, sshd, sudo and the two tools; `support` holds the
 //! shared helpers (users, PAM services, state directories, clients, syslog capture).
+//! It needs root and changes the system it runs on: `make test` runs it, as root, in a
+//! private mount namespace (the `system-tests` feature builds it); the tests that need
+//! no root are in `tests/unprivileged`.
 
 mod support;
 
-mod brute_force;
-mod config_files;
 mod demo;
 mod doc_lines;
-mod docs_agree;
 mod doctor;
 mod fleet;
 mod hostile;

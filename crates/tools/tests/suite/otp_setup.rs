@@ -726,3 +726,94 @@ fn malformed_google_authenticator_files_exit_2_and_write_nothing() {
         "cannot read no-such-file",
     );
 }
+
+/// otp-setup(1), as shipped.
+fn otp_setup_man_page() -> String {
+    std::fs::read_to_string(crate::support::repo_root().join("packaging/man/otp-setup.1"))
+        .expect("packaging/man/otp-setup.1")
+        .replace("\\-", "-")
+}
+
+/// `(low, high)` from otp-setup(1)'s "LOW to HIGH" for an option.
+fn documented_range(man: &str, option: &str) -> (u64, u64) {
+    let at = man
+        .find(&format!(".BI --{option}"))
+        .unwrap_or_else(|| panic!("otp-setup(1) does not document --{option}"));
+    let paragraph = &man[at..man[at + 1..]
+        .find(".TP")
+        .map_or(man.len(), |end| at + 1 + end)];
+    let number =
+        |w: &str| -> Option<u64> { w.trim_matches(|c: char| !c.is_ascii_digit()).parse().ok() };
+    let words: Vec<&str> = paragraph.split_whitespace().collect();
+    words
+        .windows(3)
+        .find_map(|w| match (number(w[0]), w[1], number(w[2])) {
+            (Some(low), "to", Some(high)) => Some((low, high)),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("otp-setup(1) gives no range for --{option}: {paragraph}"))
+}
+
+#[test]
+fn otp_setup_1_ranges_and_exit_status_are_what_otp_setup_does() {
+    let man = otp_setup_man_page();
+    let exit_status = &man[man
+        .find(".SH EXIT STATUS")
+        .expect("otp-setup(1) has EXIT STATUS")..];
+    for status in ["0", "1", "2"] {
+        assert!(
+            exit_status.contains(&format!(".B {status}\n")),
+            "otp-setup(1) EXIT STATUS does not explain {status}"
+        );
+    }
+    let user = ts_user();
+    let workspace = Workspace::new();
+    let binary = workspace.binary();
+    let exit = |option: &str, value: u64| -> Option<i32> {
+        let value = value.to_string();
+        let out = run_as(
+            &user,
+            "C.UTF-8",
+            binary.to_str().unwrap(),
+            &[
+                "--no-confirm",
+                "--qr",
+                "none",
+                "--force",
+                &format!("--{option}"),
+                &value,
+            ],
+        );
+        if !matches!(out.status.code(), Some(0 | 2)) {
+            panic!(
+                "--{option} {value}: {:?}\n{}",
+                out.status,
+                text(&out.stderr)
+            );
+        }
+        out.status.code()
+    };
+    for option in ["period", "recovery-codes"] {
+        let (low, high) = documented_range(&man, option);
+        assert_eq!(exit(option, low), Some(0), "--{option} {low} (documented)");
+        assert_eq!(
+            exit(option, high),
+            Some(0),
+            "--{option} {high} (documented)"
+        );
+        assert_eq!(
+            exit(option, high + 1),
+            Some(2),
+            "--{option} {} (above)",
+            high + 1
+        );
+        if low > 0 {
+            assert_eq!(
+                exit(option, low - 1),
+                Some(2),
+                "--{option} {} (below)",
+                low - 1
+            );
+        }
+    }
+}

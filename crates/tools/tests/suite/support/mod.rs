@@ -6,6 +6,8 @@
 //! directory, all removed again on drop, so the tests can run in parallel.
 //! They must run as root.
 
+pub mod rng;
+pub use rng::Rng;
 pub mod admin;
 pub mod clients;
 pub mod enrollment_tools;
@@ -811,37 +813,6 @@ impl Fixture {
 
     pub fn login_at(&self, service: &Service, answer: &str, faketime: &str) -> Outcome {
         run_pamtester(service, &self.user.name, answer, Some(faketime))
-    }
-}
-
-/// xorshift64*: seeded from the OS and printed, so a failing run can be replayed, or with
-/// a fixed seed for a repeatable simulation.
-pub struct Rng(u64);
-
-impl Rng {
-    /// A fixed, non-zero seed (xorshift stays at zero forever).
-    pub fn seeded(seed: u64) -> Rng {
-        assert_ne!(seed, 0, "xorshift needs a non-zero seed");
-        Rng(seed)
-    }
-
-    pub fn from_os(what: &str) -> Rng {
-        let bytes = crate::support::random_bytes(8);
-        let seed = u64::from_le_bytes(bytes.try_into().unwrap()) | 1;
-        eprintln!("{what}: random seed {seed:#x}");
-        Rng::seeded(seed)
-    }
-
-    pub fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    /// Uniform in `0..n`.
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
     }
 }
 

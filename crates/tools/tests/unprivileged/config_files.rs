@@ -8,7 +8,7 @@ use std::fs;
 use pam_otp_sys::policy;
 
 fn shipped(rel: &str) -> String {
-    let path = crate::support::repo_root().join("config").join(rel);
+    let path = crate::repo_root().join("config").join(rel);
     fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
 }
 

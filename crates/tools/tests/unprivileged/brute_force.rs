@@ -12,7 +12,7 @@ use pam_otp_core::otp::{format_code, hotp, totp_step};
 use pam_otp_core::source::Source;
 use pam_otp_core::state::{Custody, EnrollmentRef, State, Tally};
 
-use crate::support::Rng;
+use crate::rng::Rng;
 
 const DAY: u64 = 86_400;
 const YEAR: u64 = 365 * DAY;

@@ -1,18 +1,14 @@
 //! README, the man pages and the shipped `config/` files tell the same, true story: the
 //! drop-in's settings are all named where the steps list them, every `$EXAMPLES/…` path
 //! exists, the shipped PAM files are this machine's Debian files with only the pam_otp
-//! lines changed, pam_otp(8) shows the tested sshd configuration, and otp-setup(1)'s
-//! value ranges are the ones otp-setup enforces. (That the files work with the real
-//! sshd and sudo is shown by the sshd, sudo and sudo_login tests.)
-
-use crate::support::enrollment_tools;
+//! lines changed, and pam_otp(8) shows the tested sshd configuration. (That the files
+//! work with the real sshd and sudo, and that otp-setup(1)'s ranges are the ones
+//! otp-setup enforces, the system suite shows.)
 
 use std::fs;
 
-use enrollment_tools::{run_as, text, ts_user, Workspace};
-
 fn read(rel: &str) -> String {
-    let path = crate::support::repo_root().join(rel);
+    let path = crate::repo_root().join(rel);
     fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
 }
 
@@ -68,7 +64,7 @@ fn every_examples_path_in_the_docs_is_shipped() {
                 continue;
             }
             seen += 1;
-            let shipped = crate::support::repo_root().join("config").join(path);
+            let shipped = crate::repo_root().join("config").join(path);
             assert!(
                 shipped.is_file() || shipped.is_dir(),
                 "the docs name {marker}{path}, which config/ does not ship"
@@ -131,88 +127,4 @@ fn pam_otp_8_shows_the_tested_key_then_code_stack() {
         examples.contains("replace\n.B @include common-auth"),
         "pam_otp(8) must say that @include common-auth goes for key + code"
     );
-}
-
-/// `(low, high)` from otp-setup(1)'s "LOW to HIGH" for an option.
-fn documented_range(man: &str, option: &str) -> (u64, u64) {
-    let at = man
-        .find(&format!(".BI --{option}"))
-        .unwrap_or_else(|| panic!("otp-setup(1) does not document --{option}"));
-    let paragraph = &man[at..man[at + 1..]
-        .find(".TP")
-        .map_or(man.len(), |end| at + 1 + end)];
-    let number =
-        |w: &str| -> Option<u64> { w.trim_matches(|c: char| !c.is_ascii_digit()).parse().ok() };
-    let words: Vec<&str> = paragraph.split_whitespace().collect();
-    words
-        .windows(3)
-        .find_map(|w| match (number(w[0]), w[1], number(w[2])) {
-            (Some(low), "to", Some(high)) => Some((low, high)),
-            _ => None,
-        })
-        .unwrap_or_else(|| panic!("otp-setup(1) gives no range for --{option}: {paragraph}"))
-}
-
-#[test]
-fn otp_setup_1_ranges_and_exit_status_are_what_otp_setup_does() {
-    let man = man_page("otp-setup.1");
-    let exit_status = &man[man
-        .find(".SH EXIT STATUS")
-        .expect("otp-setup(1) has EXIT STATUS")..];
-    for status in ["0", "1", "2"] {
-        assert!(
-            exit_status.contains(&format!(".B {status}\n")),
-            "otp-setup(1) EXIT STATUS does not explain {status}"
-        );
-    }
-    let user = ts_user();
-    let workspace = Workspace::new();
-    let binary = workspace.binary();
-    let exit = |option: &str, value: u64| -> Option<i32> {
-        let value = value.to_string();
-        let out = run_as(
-            &user,
-            "C.UTF-8",
-            binary.to_str().unwrap(),
-            &[
-                "--no-confirm",
-                "--qr",
-                "none",
-                "--force",
-                &format!("--{option}"),
-                &value,
-            ],
-        );
-        if !matches!(out.status.code(), Some(0 | 2)) {
-            panic!(
-                "--{option} {value}: {:?}\n{}",
-                out.status,
-                text(&out.stderr)
-            );
-        }
-        out.status.code()
-    };
-    for option in ["period", "recovery-codes"] {
-        let (low, high) = documented_range(&man, option);
-        assert_eq!(exit(option, low), Some(0), "--{option} {low} (documented)");
-        assert_eq!(
-            exit(option, high),
-            Some(0),
-            "--{option} {high} (documented)"
-        );
-        assert_eq!(
-            exit(option, high + 1),
-            Some(2),
-            "--{option} {} (above)",
-            high + 1
-        );
-        if low > 0 {
-            assert_eq!(
-                exit(option, low - 1),
-                Some(2),
-                "--{option} {} (below)",
-                low - 1
-            );
-        }
-    }
 }
