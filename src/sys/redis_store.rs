@@ -61,6 +61,19 @@ impl fmt::Display for RedisStoreError {
     }
 }
 
+impl std::error::Error for RedisStoreError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            RedisStoreError::Reply(e) => Some(e),
+            RedisStoreError::File { .. }
+            | RedisStoreError::Connect { .. }
+            | RedisStoreError::Command { .. }
+            | RedisStoreError::Replicas { .. }
+            | RedisStoreError::Client(_) => None,
+        }
+    }
+}
+
 /// Reads a file only root may have written and no one else may read: a regular file, not
 /// a link, owned by root, mode 0600 or stricter, in directories only root can change.
 fn read_root_only_file(path: &Path) -> Result<Zeroizing<Vec<u8>>, RedisStoreError> {
@@ -340,4 +353,22 @@ pub fn serve(session: &mut Option<RedisStore>, request: &[u8]) -> Vec<u8> {
     };
     serde_json::to_vec(&reply)
         .unwrap_or_else(|_| br#"{"Failed":"redis: the reply cannot be encoded"}"#.to_vec())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::error::Error;
+
+    #[test]
+    fn the_scripts_unexpected_reply_is_the_source() {
+        let e = RedisStoreError::Reply(FleetError::OutOfRange(1 << 60));
+        assert_eq!(
+            e.source().and_then(|e| e.downcast_ref::<FleetError>()),
+            Some(&FleetError::OutOfRange(1 << 60))
+        );
+        assert!(RedisStoreError::Client("no client".into())
+            .source()
+            .is_none());
+    }
 }
