@@ -3,7 +3,7 @@
 //! `secret=` templates, state directories and policy files. Each must be refused, logged
 //! (captured from the module's own syslog socket), without hanging and without the module
 //! reading anything with root's rights; where a repaired file then works, the test shows it.
-//! Run as root: `cargo test --test hostile`.
+//! Run as root: `cargo test --test suite -- hostile::`.
 
 use crate::support;
 use crate::support::hostile;

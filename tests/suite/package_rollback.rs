@@ -4,11 +4,11 @@
 //! without a code.
 //!
 //! The test removes the package, so it only runs when asked for:
-//! `packaging/check-deb.sh` runs it after `dpkg -i` (`cargo test --test package_rollback
-//! -- --ignored`) and installs the package again afterwards. The services are test copies
-//! (`/etc/pam.d/tx-rb-…`), made from `config/pam.d/sshd-otp` and `sudo-otp`, and their
-//! "originals" are this machine's Debian `/etc/pam.d/sshd` and `/etc/pam.d/sudo`; the
-//! system's own files are never touched.
+//! `packaging/check-deb.sh` runs it after `dpkg -i` (`cargo test --test suite -- --ignored
+//! --exact package_rollback::<test>`) and installs the package again afterwards. The
+//! services are test copies (`/etc/pam.d/tx-rb-…`), made from `config/pam.d/sshd-otp`
+//! and `sudo-otp`, and their "originals" are this machine's Debian `/etc/pam.d/sshd` and
+//! `/etc/pam.d/sudo`; the system's own files are never touched.
 
 use crate::support;
 use crate::support::clients;
