@@ -4,17 +4,9 @@
 //! (That the files work with sshd and sudo is shown by tests/suite/sshd.rs and
 //! tests/suite/sudo.rs.)
 
-use std::fs;
-use std::path::Path;
-
 use pam_otp::sys::policy;
 
-fn shipped(rel: &str) -> String {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("config")
-        .join(rel);
-    fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
-}
+use crate::support::clients::read_shipped;
 
 /// The documented settings: every `# key = value` line (a comment of prose never
 /// has ` = ` right after one word).
@@ -59,7 +51,7 @@ fn settings_fields() -> Vec<String> {
 
 #[test]
 fn shipped_policy_file_documents_every_setting_once() {
-    let text = shipped("pam_otp.toml");
+    let text = read_shipped("pam_otp.toml");
     let documented: Vec<String> = documented_settings(&text)
         .into_iter()
         .map(|(k, _)| k)
@@ -82,7 +74,7 @@ fn shipped_policy_file_documents_every_setting_once() {
 
 #[test]
 fn shipped_policy_file_parses_and_gives_the_defaults_when_uncommented() {
-    let text = shipped("pam_otp.toml");
+    let text = read_shipped("pam_otp.toml");
     // As shipped (all commented out) it is valid and changes nothing.
     assert_eq!(
         policy::parse(&[], Some(&text)).expect("the shipped file does not parse"),
@@ -127,7 +119,7 @@ fn shipped_pam_files_name_the_installed_module() {
         ("pam.d/sudo-otp", &[store][..]),
         ("pam.d/sudo-i-otp", &[store][..]),
     ] {
-        let text = shipped(file);
+        let text = read_shipped(file);
         let otp_lines: Vec<&str> = text
             .lines()
             .filter(|l| !l.trim_start().starts_with('#') && l.contains("pam_otp"))
@@ -151,7 +143,7 @@ fn shipped_pam_files_name_the_installed_module() {
 
 #[test]
 fn shipped_one_prompt_file_checks_the_code_after_the_password() {
-    let text = shipped("pam.d/sshd-password-code-one-prompt");
+    let text = read_shipped("pam.d/sshd-password-code-one-prompt");
     assert!(
         !text.lines().any(|l| l.trim() == "@include common-auth"),
         "common-auth would ask for the password a second time"
@@ -178,7 +170,7 @@ fn shipped_one_prompt_file_checks_the_code_after_the_password() {
 
 #[test]
 fn shipped_sshd_drop_in_asks_for_key_then_code() {
-    let text = shipped("sshd_config.d/pam-otp.conf");
+    let text = read_shipped("sshd_config.d/pam-otp.conf");
     let settings: Vec<Vec<&str>> = text
         .lines()
         .map(str::trim)

@@ -6,20 +6,16 @@
 //! sshd and sudo is shown by the sshd, sudo and sudo_login tests.)
 
 use crate::support::enrollment_tools;
+use crate::support::repo_file;
 
 use std::fs;
 use std::path::Path;
 
 use enrollment_tools::{run_as, text, ts_user, Workspace};
 
-fn read(rel: &str) -> String {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(rel);
-    fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
-}
-
 /// A man page as the reader sees its words: roff's `\-` is a plain hyphen.
 fn man_page(name: &str) -> String {
-    read(&format!("packaging/man/{name}")).replace("\\-", "-")
+    repo_file(&format!("packaging/man/{name}")).replace("\\-", "-")
 }
 
 /// The lines of a config file without comments (`#` to the end of the line) and blanks.
@@ -33,9 +29,9 @@ fn settings(text: &str) -> Vec<String> {
 
 #[test]
 fn every_drop_in_setting_is_named_in_readme_and_pam_otp_8() {
-    let drop_in = settings(&read("config/sshd_config.d/pam-otp.conf"));
+    let drop_in = settings(&repo_file("config/sshd_config.d/pam-otp.conf"));
     assert!(drop_in.len() >= 4, "{drop_in:?}");
-    let readme = read("README.md");
+    let readme = repo_file("README.md");
     let man = man_page("pam_otp.8");
     for setting in &drop_in {
         assert!(
@@ -55,7 +51,7 @@ fn every_drop_in_setting_is_named_in_readme_and_pam_otp_8() {
 
 #[test]
 fn every_examples_path_in_the_docs_is_shipped() {
-    let docs = read("README.md") + &man_page("pam_otp.8");
+    let docs = repo_file("README.md") + &man_page("pam_otp.8");
     let mut seen = 0;
     for marker in ["$EXAMPLES/", "examples/"] {
         for (at, _) in docs.match_indices(marker) {
@@ -95,7 +91,7 @@ fn assert_is_debians_plus_pam_otp(shipped: &str, debian: &str, replaces_common_a
     if replaces_common_auth {
         expected.retain(|l| l != "@include common-auth");
     }
-    let ours: Vec<String> = settings(&read(&format!("config/pam.d/{shipped}")))
+    let ours: Vec<String> = settings(&repo_file(&format!("config/pam.d/{shipped}")))
         .into_iter()
         .filter(|l| {
             !l.starts_with("auth required pam_otp.so") && l != "auth required pam_permit.so"
@@ -119,7 +115,7 @@ fn shipped_pam_files_are_debians_with_only_the_pam_otp_lines_changed() {
 fn pam_otp_8_shows_the_tested_key_then_code_stack() {
     let man = man_page("pam_otp.8");
     let examples = &man[man.find(".SH EXAMPLES").expect("pam_otp(8) has EXAMPLES")..];
-    let auth: Vec<String> = settings(&read("config/pam.d/sshd-otp"))
+    let auth: Vec<String> = settings(&repo_file("config/pam.d/sshd-otp"))
         .into_iter()
         .filter(|l| l.starts_with("auth "))
         .collect();
