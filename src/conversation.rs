@@ -17,6 +17,8 @@ impl fmt::Display for ConversationError {
     }
 }
 
+impl std::error::Error for ConversationError {}
+
 /// What the module needs from the application: ask (without echo), tell, warn.
 pub trait Conversation {
     fn prompt(&mut self, text: &str) -> Result<Zeroizing<String>, ConversationError>;

@@ -44,6 +44,8 @@ impl fmt::Display for FleetError {
     }
 }
 
+impl std::error::Error for FleetError {}
+
 /// The names of one person's five keys. They share a hash tag (the UID, as the host's
 /// file state is keyed; digits cannot end the tag early), which keeps them in one slot of
 /// a Redis Cluster. Every host of a fleet must agree on UIDs, as NFS homes need anyway.

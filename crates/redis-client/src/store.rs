@@ -277,3 +277,21 @@ pub fn serve(session: &mut Option<RedisStore>, request: &[u8]) -> Vec<u8> {
     serde_json::to_vec(&reply)
         .unwrap_or_else(|_| br#"{"Failed":"redis: the reply cannot be encoded"}"#.to_vec())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::error::Error;
+
+    #[test]
+    fn the_scripts_unexpected_reply_is_the_source() {
+        let e = RedisStoreError::Reply(FleetError::OutOfRange(1 << 60));
+        assert_eq!(
+            e.source().and_then(|e| e.downcast_ref::<FleetError>()),
+            Some(&FleetError::OutOfRange(1 << 60))
+        );
+        assert!(RedisStoreError::Client("no client".into())
+            .source()
+            .is_none());
+    }
+}

@@ -31,6 +31,15 @@ impl fmt::Display for AccountError {
     }
 }
 
+impl std::error::Error for AccountError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            AccountError::UnsafeName(_) => None,
+            AccountError::Database(e) => Some(e),
+        }
+    }
+}
+
 impl Account {
     /// Looks `name` up in the system's user database (NSS); `Ok(None)` if there is no such user.
     pub fn lookup(name: &str) -> Result<Option<Account>, AccountError> {
@@ -82,5 +91,16 @@ mod tests {
             Err(AccountError::UnsafeName(_))
         ));
         assert!(Account::lookup("root").unwrap().is_some_and(|a| a.uid == 0));
+    }
+
+    #[test]
+    fn the_user_databases_error_is_the_source() {
+        use std::error::Error;
+        let e = AccountError::Database(nix::Error::EIO);
+        assert_eq!(
+            e.source().and_then(|e| e.downcast_ref::<nix::Error>()),
+            Some(&nix::Error::EIO)
+        );
+        assert!(AccountError::UnsafeName("..".into()).source().is_none());
     }
 }

@@ -126,6 +126,8 @@ impl fmt::Display for PolicyError {
     }
 }
 
+impl std::error::Error for PolicyError {}
+
 /// Settings from one source; `None` means "not said here".
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]

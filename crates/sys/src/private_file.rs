@@ -43,7 +43,11 @@ impl std::fmt::Display for WriteError {
     }
 }
 
-impl std::error::Error for WriteError {}
+impl std::error::Error for WriteError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.source)
+    }
+}
 
 fn failed<'a>(path: &'a Path, action: &'static str) -> impl FnOnce(io::Error) -> WriteError + 'a {
     move |source| WriteError {
@@ -235,6 +239,22 @@ mod tests {
             err.to_string()
                 .starts_with("cannot create a file in /nonexistent-otp-setup"),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn the_io_error_is_the_source() {
+        use std::error::Error;
+        let e = WriteError {
+            path: "/x".into(),
+            action: "create",
+            source: io::Error::from(io::ErrorKind::PermissionDenied),
+        };
+        assert_eq!(
+            e.source()
+                .and_then(|e| e.downcast_ref::<io::Error>())
+                .map(io::Error::kind),
+            Some(io::ErrorKind::PermissionDenied)
         );
     }
 }

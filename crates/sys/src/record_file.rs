@@ -25,6 +25,7 @@
 //! Slots sit in their own 4 KiB blocks, which the file owns from its creation on:
 //! rewriting one changes no metadata, so a sync needs no journal commit.
 
+use std::fmt;
 use std::fs::{self, File};
 use std::io::{self, Write};
 use std::os::fd::AsRawFd;
@@ -68,6 +69,28 @@ pub enum RecordError {
     },
     /// A record file with no intact record: never silently read as empty.
     Corrupt { path: PathBuf, why: String },
+}
+
+impl fmt::Display for RecordError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RecordError::Io {
+                path,
+                action,
+                error,
+            } => write!(f, "{}: cannot {action}: {error}", path.display()),
+            RecordError::Corrupt { path, why } => write!(f, "{}: {why}", path.display()),
+        }
+    }
+}
+
+impl std::error::Error for RecordError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            RecordError::Io { error, .. } => Some(error),
+            RecordError::Corrupt { .. } => None,
+        }
+    }
 }
 
 impl RecordError {

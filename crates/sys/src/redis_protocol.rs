@@ -50,6 +50,19 @@ impl fmt::Display for RedisStoreError {
     }
 }
 
+impl std::error::Error for RedisStoreError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            RedisStoreError::Reply(e) => Some(e),
+            RedisStoreError::File { .. }
+            | RedisStoreError::Connect { .. }
+            | RedisStoreError::Command { .. }
+            | RedisStoreError::Replicas { .. }
+            | RedisStoreError::Client(_) => None,
+        }
+    }
+}
+
 /// The version of the protocol between `pam_otp.so` and `pam_otp_redis.so` (see
 /// `sys::redis_client`); both come from one build, this only catches a mismatched install.
 pub const CLIENT_PROTOCOL: u32 = 1;

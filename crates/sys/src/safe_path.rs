@@ -77,7 +77,14 @@ impl fmt::Display for UnsafePath {
     }
 }
 
-impl std::error::Error for UnsafePath {}
+impl std::error::Error for UnsafePath {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match &self.problem {
+            Problem::Inspect(e) => Some(e),
+            _ => None,
+        }
+    }
+}
 
 /// The ownership and mode rule shared by directories and files.
 fn judge_owner_and_mode(uid: u32, mode: u32) -> Result<(), Problem> {
@@ -324,5 +331,24 @@ mod tests {
             Problem::NotDirectory
         ));
         fs::remove_dir_all(&top).unwrap();
+    }
+
+    #[test]
+    fn an_inspection_failure_is_the_source() {
+        use std::error::Error;
+        let unsafe_path = |problem| UnsafePath {
+            target: "/run/x".into(),
+            component: "/run".into(),
+            problem,
+        };
+        let failed = unsafe_path(Problem::Inspect(io::Error::from(io::ErrorKind::NotFound)));
+        assert_eq!(
+            failed
+                .source()
+                .and_then(|e| e.downcast_ref::<io::Error>())
+                .map(io::Error::kind),
+            Some(io::ErrorKind::NotFound)
+        );
+        assert!(unsafe_path(Problem::SymbolicLink).source().is_none());
     }
 }

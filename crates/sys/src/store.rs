@@ -63,6 +63,17 @@ impl fmt::Display for StoreError {
     }
 }
 
+impl std::error::Error for StoreError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            StoreError::Io { error, .. } => Some(error),
+            StoreError::Insecure { .. }
+            | StoreError::Corrupt { .. }
+            | StoreError::BadUserName(_) => None,
+        }
+    }
+}
+
 impl From<RecordError> for StoreError {
     fn from(error: RecordError) -> StoreError {
         match error {
@@ -501,5 +512,24 @@ mod tests {
             .user
             .failures;
         assert_eq!(total, 200, "lost updates");
+    }
+
+    #[test]
+    fn a_record_files_io_error_stays_the_source_of_the_store_error() {
+        use std::error::Error;
+        let record = RecordError::Io {
+            path: "/run/x".into(),
+            action: "read",
+            error: io::Error::from(io::ErrorKind::PermissionDenied),
+        };
+        let kind = |e: &dyn Error| e.source()?.downcast_ref::<io::Error>().map(io::Error::kind);
+        assert_eq!(kind(&record), Some(io::ErrorKind::PermissionDenied));
+        let store = StoreError::from(record);
+        assert_eq!(kind(&store), Some(io::ErrorKind::PermissionDenied));
+        let corrupt = StoreError::Corrupt {
+            path: "/run/x".into(),
+            why: "no intact record".into(),
+        };
+        assert!(corrupt.source().is_none());
     }
 }

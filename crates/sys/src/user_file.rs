@@ -38,6 +38,16 @@ impl fmt::Display for UserFileError {
     }
 }
 
+impl std::error::Error for UserFileError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            UserFileError::NotEnrolled | UserFileError::Insecure(_) => None,
+            UserFileError::Unreadable(e) => Some(e),
+            UserFileError::Invalid(e) => Some(e),
+        }
+    }
+}
+
 /// Switches the file-system identity of this thread to the user; restores it when dropped.
 /// setfsuid is per thread on Linux, so other threads of sshd or sudo are unaffected.
 struct UserFsIdentity {
@@ -486,5 +496,26 @@ mod tests {
             read_enrollment(&path, &me()),
             Err(UserFileError::Invalid(_))
         ));
+    }
+
+    #[test]
+    fn the_enrollment_error_and_the_io_error_are_the_sources() {
+        use std::error::Error;
+        let invalid = UserFileError::Invalid(EnrollmentError::SecretNotBase32);
+        assert_eq!(
+            invalid
+                .source()
+                .and_then(|e| e.downcast_ref::<EnrollmentError>()),
+            Some(&EnrollmentError::SecretNotBase32)
+        );
+        let unreadable = UserFileError::Unreadable(io::Error::from(io::ErrorKind::InvalidData));
+        assert_eq!(
+            unreadable
+                .source()
+                .and_then(|e| e.downcast_ref::<io::Error>())
+                .map(io::Error::kind),
+            Some(io::ErrorKind::InvalidData)
+        );
+        assert!(UserFileError::NotEnrolled.source().is_none());
     }
 }

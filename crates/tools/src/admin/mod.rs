@@ -141,6 +141,20 @@ impl fmt::Display for AdminError {
     }
 }
 
+impl std::error::Error for AdminError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            AdminError::NotRoot | AdminError::UnknownUser(_) | AdminError::NoState { .. } => None,
+            AdminError::Policy(e) => Some(e),
+            AdminError::Account(e) => Some(e),
+            AdminError::StateDir { error, .. } => Some(error),
+            AdminError::Store(e) => Some(e),
+            AdminError::Fleet(e) => Some(e),
+            AdminError::Output(e) => Some(e),
+        }
+    }
+}
+
 impl From<StoreError> for AdminError {
     fn from(e: StoreError) -> AdminError {
         AdminError::Store(e)
@@ -1136,5 +1150,40 @@ mod tests {
         .is_err());
         use clap::CommandFactory;
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn the_lower_layers_error_is_the_source() {
+        use std::error::Error;
+        let store = AdminError::Store(StoreError::Io {
+            path: "/run/x".into(),
+            action: "lock",
+            error: io::Error::from(io::ErrorKind::WouldBlock),
+        });
+        let inner = store
+            .source()
+            .and_then(|e| e.downcast_ref::<StoreError>())
+            .expect("the StoreError");
+        assert!(matches!(inner, StoreError::Io { action: "lock", .. }));
+        assert_eq!(
+            inner
+                .source()
+                .and_then(|e| e.downcast_ref::<io::Error>())
+                .map(io::Error::kind),
+            Some(io::ErrorKind::WouldBlock)
+        );
+        let policy = AdminError::Policy(PolicyError::ConflictingPassModes);
+        assert_eq!(
+            policy
+                .source()
+                .and_then(|e| e.downcast_ref::<PolicyError>()),
+            Some(&PolicyError::ConflictingPassModes)
+        );
+        let output = AdminError::Output(io::Error::from(io::ErrorKind::BrokenPipe));
+        assert!(output
+            .source()
+            .and_then(|e| e.downcast_ref::<io::Error>())
+            .is_some());
+        assert!(AdminError::NotRoot.source().is_none());
     }
 }

@@ -295,6 +295,8 @@ impl std::fmt::Display for SetupError {
     }
 }
 
+impl std::error::Error for SetupError {}
+
 fn bad(message: impl Into<String>) -> SetupError {
     SetupError::BadInput(message.into())
 }

@@ -18,7 +18,7 @@ use std::thread::sleep;
 use std::time::{Duration, Instant};
 
 use clients::{checked, ensure_privsep_dir, new_host_key, Answers, SshClient, SSHD};
-use support::{assert_root, scratch_path, totp, unique, user_db, wrong_totp};
+use support::{assert_root, free_port, scratch_path, totp, unique, user_db, wrong_totp};
 
 /// How long a demo killed with SIGKILL may take to be gone entirely.
 const GONE_WITHIN: Duration = Duration::from_secs(10);
@@ -48,12 +48,6 @@ impl Drop for KeyDir {
         let _ = fs::remove_dir_all(&self.0);
         let _ = fs::remove_file(&self.0);
     }
-}
-
-/// A port on 127.0.0.1 that nothing listens on right now.
-fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().port()
 }
 
 impl Demo {

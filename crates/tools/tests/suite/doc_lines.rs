@@ -16,7 +16,8 @@ use pam_otp_sys::policy;
 use crate::support::clients::{ensure_privsep_dir, new_host_key, require_program, sshd_test, SSHD};
 use crate::support::hostile::run_argv_logged;
 use crate::support::{
-    assert_root, in_private_mounts, module_path, scratch_path, system_pam_module_dir, unique,
+    assert_root, in_private_mounts, module_path, repo_file, scratch_path, system_pam_module_dir,
+    unique,
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -33,11 +34,6 @@ struct Shown {
     text: String,
 }
 
-fn read(rel: &str) -> String {
-    let path = crate::support::repo_root().join(rel);
-    fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
-}
-
 fn squeeze(text: &str) -> String {
     text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
@@ -45,7 +41,7 @@ fn squeeze(text: &str) -> String {
 /// README's code: every line of a fenced block, and every inline code span (which may
 /// run over a line break, as prose wraps).
 fn readme_lines() -> Vec<Shown> {
-    let text = read("README.md");
+    let text = repo_file("README.md");
     let mut shown = Vec::new();
     let mut in_block = false;
     // Prose since the last fence, with the number of its first line.
@@ -89,7 +85,7 @@ fn readme_lines() -> Vec<Shown> {
 /// A man page's no-fill (`.nf` … `.fi`) and example (`.EX` … `.EE`) blocks, as the reader
 /// sees them.
 fn man_lines(name: &str) -> Vec<Shown> {
-    let text = read(&format!("packaging/man/{name}"));
+    let text = repo_file(&format!("packaging/man/{name}"));
     let mut shown = Vec::new();
     let mut in_block = false;
     for (n, line) in text.lines().enumerate().map(|(i, l)| (i + 1, l)) {
@@ -141,7 +137,7 @@ fn config_lines() -> Vec<(Option<Kind>, Shown)> {
                 "config/{dir}/{}",
                 file.file_name().unwrap().to_string_lossy()
             );
-            let text = read(&rel);
+            let text = repo_file(&rel);
             let mut section: Option<&str> = None;
             for (n, line) in text.lines().enumerate().map(|(i, l)| (i + 1, l)) {
                 let origin = format!("{rel}:{n}");

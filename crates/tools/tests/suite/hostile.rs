@@ -3,26 +3,20 @@
 //! `secret=` templates, state directories and policy files. Each must be refused, logged
 //! (captured from the module's own syslog socket), without hanging and without the module
 //! reading anything with root's rights; where a repaired file then works, the test shows it.
-//! Run as root: `cargo test --test hostile`.
+//! Run as root: `cargo test --test suite -- hostile::`.
 
 use crate::support;
 use crate::support::hostile;
 
 use std::fs;
-use std::os::unix::fs::{chown, lchown, symlink, PermissionsExt};
+use std::os::unix::fs::{chown, lchown, symlink};
 use std::path::Path;
 
 use hostile::{run_logged, service_with_args, BadNameUser, Logged};
 use support::{
-    scratch_path, totp, totp_enrollment, wait_for_step_margin, Fixture, Service, StateDir,
-    TestUser, AUTHINFO_UNAVAIL, SERVICE_ERR, USER_UNKNOWN,
+    right_code, scratch_path, set_mode, totp_enrollment, Fixture, Service, StateDir, TestUser,
+    AUTHINFO_UNAVAIL, SERVICE_ERR, USER_UNKNOWN,
 };
-
-/// The current code, with enough of the step left for one login.
-fn right_code(secret: &str) -> String {
-    wait_for_step_margin(5);
-    totp(secret)
-}
 
 fn login(f: &Fixture, service: &Service, answer: &str) -> Logged {
     run_logged(service, &f.user.name, answer, None)
@@ -44,10 +38,6 @@ fn assert_accepted_after_repair(f: &Fixture, service: &Service, what: &str) {
     let run = login(f, service, &right_code(&f.secret));
     run.outcome.assert_success(&format!("{what}, repaired"));
     run.assert_logged(&["accepted TOTP code", &f.user.name], what);
-}
-
-fn set_mode(path: &Path, mode: u32) {
-    fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
 }
 
 #[test]

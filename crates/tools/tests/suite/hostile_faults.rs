@@ -2,7 +2,7 @@
 //! hundreds of times, and a state directory that is full or read-only. The state must
 //! always parse, no TOTP step may be accepted twice, the HOTP counter never moves back,
 //! and a state that cannot be saved means a refused login, with a clear log line.
-//! Run as root: `cargo test --test hostile_faults`.
+//! Run as root: `cargo test --test suite -- hostile_faults::`.
 
 use crate::support;
 use crate::support::hostile;

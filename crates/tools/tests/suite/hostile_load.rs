@@ -3,7 +3,7 @@
 //! answers are released at once, so all 200 decisions race for the user's state lock.
 //! Wrong codes: the failure count is exact and the lockout engages; right codes: exactly
 //! one success. Meanwhile another user of the same state directory keeps logging in.
-//! Run as root: `cargo test --test hostile_load`.
+//! Run as root: `cargo test --test suite -- hostile_load::`.
 
 use crate::support;
 

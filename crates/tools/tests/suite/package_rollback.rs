@@ -4,11 +4,11 @@
 //! without a code.
 //!
 //! The test removes the package, so it only runs when asked for:
-//! `packaging/check-deb.sh` runs it after `dpkg -i` (`cargo test --test package_rollback
-//! -- --ignored`) and installs the package again afterwards. The services are test copies
-//! (`/etc/pam.d/tx-rb-…`), made from `config/pam.d/sshd-otp` and `sudo-otp`, and their
-//! "originals" are this machine's Debian `/etc/pam.d/sshd` and `/etc/pam.d/sudo`; the
-//! system's own files are never touched.
+//! `packaging/check-deb.sh` runs it after `dpkg -i` (`cargo test --test suite -- --ignored
+//! --exact package_rollback::<test>`) and installs the package again afterwards. The
+//! services are test copies (`/etc/pam.d/tx-rb-…`), made from `config/pam.d/sshd-otp`
+//! and `sudo-otp`, and their "originals" are this machine's Debian `/etc/pam.d/sshd` and
+//! `/etc/pam.d/sudo`; the system's own files are never touched.
 
 use crate::support;
 use crate::support::clients;
@@ -17,6 +17,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use crate::support::enrollment_tools::text;
 use crate::support::secret_store::StoreSecret;
 use clients::{run_sudo, Answers, InstalledService, ShellUser, SshClient, Sshd, SudoRule, SudoRun};
 use support::{new_secret, now, scratch_path, totp_at, totp_enrollment, unique};
@@ -36,10 +37,6 @@ fn dpkg_remove() -> Output {
         .env_remove("PAM_OTP_FORCE_REMOVE")
         .output()
         .expect("run dpkg -r")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
 }
 
 /// The README's backup of a PAM file (`cp /etc/pam.d/sshd /etc/pam.d/sshd.orig`), made

@@ -7,19 +7,15 @@ use crate::support;
 use crate::support::hostile;
 
 use std::fs;
-use std::os::unix::fs::{chown, symlink, PermissionsExt};
+use std::os::unix::fs::{chown, symlink};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use hostile::{run_logged, service_with_args};
 use support::{
-    scratch_path, totp, unique, wait_for_step_margin, wrong_totp, Fixture, TestUser,
-    AUTHINFO_UNAVAIL, AUTH_ERR, LOCKED, SERVICE_ERR,
+    right_code, scratch_path, set_mode, unique, wrong_totp, Fixture, TestUser, AUTHINFO_UNAVAIL,
+    AUTH_ERR, LOCKED, SERVICE_ERR,
 };
-
-fn set_mode(path: &Path, mode: u32) {
-    fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
-}
 
 /// A directory `/run/pam-otp-tests/<prefix>…` (root, `mode`), removed with all in it on drop.
 struct Parent(PathBuf);
@@ -38,11 +34,6 @@ impl Drop for Parent {
         let _ = fs::remove_file(&self.0);
         let _ = fs::remove_dir_all(&self.0);
     }
-}
-
-fn right_code(secret: &str) -> String {
-    wait_for_step_margin(5);
-    totp(secret)
 }
 
 /// `auth required <module> state_dir=<dir> policy=<the fixture's empty policy>`.

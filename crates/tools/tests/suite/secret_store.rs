@@ -9,7 +9,7 @@ use crate::support;
 use crate::support::{admin, clients, enrollment_tools, hostile, secret_store};
 
 use std::fs;
-use std::os::unix::fs::{chown, symlink, MetadataExt, PermissionsExt};
+use std::os::unix::fs::{chown, symlink, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -21,8 +21,8 @@ use enrollment_tools::{
 use hostile::run_logged;
 use secret_store::{enroll_confirmed, StoreSecret, STORE_DIR, STORE_SECRET};
 use support::{
-    hotp, new_secret, scratch_path, totp, totp_enrollment, wait_for_step_margin, wrong_totp,
-    Service, StateDir, TestUser, AUTHINFO_UNAVAIL,
+    hotp, new_secret, right_code, scratch_path, set_mode, totp_enrollment, wrong_totp, Service,
+    StateDir, TestUser, AUTHINFO_UNAVAIL,
 };
 
 /// A user with a shell and a password, sudo through the shipped `sudo-otp` for them only.
@@ -51,16 +51,6 @@ impl SudoUser {
     fn sudo(&self, code: &str) -> SudoRun {
         run_sudo(&self.user.name, &[&self.password, code])
     }
-}
-
-/// The current code, with enough of the step left for one login.
-fn right_code(secret: &str) -> String {
-    wait_for_step_margin(5);
-    totp(secret)
-}
-
-fn set_mode(path: &Path, mode: u32) {
-    fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
 }
 
 #[test]

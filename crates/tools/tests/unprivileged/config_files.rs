@@ -1,7 +1,8 @@
 //! The shipped `config/` files agree with the module: the policy file
 //! documents every setting at its real default and parses with the module's own
 //! policy parser, and the PAM files name the module as it is installed.
-//! (That the files work with sshd and sudo is shown by tests/sshd.rs and tests/sudo.rs.)
+//! (That the files work with sshd and sudo is shown by the system suite's sshd and sudo
+//! tests.)
 
 use std::fs;
 

@@ -2,6 +2,7 @@
 //! `@include`, `include` and `substack` followed. Pure: files come from a loader.
 
 use std::collections::{HashMap, HashSet};
+use std::fmt;
 use std::rc::Rc;
 
 /// How a rule's result steers the stack.
@@ -135,6 +136,17 @@ pub enum LoadError {
     /// file").
     NotRead(String),
 }
+
+impl fmt::Display for LoadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LoadError::Missing => write!(f, "does not exist"),
+            LoadError::NotRead(why) => f.write_str(why),
+        }
+    }
+}
+
+impl std::error::Error for LoadError {}
 
 /// The loader: the text of a file named in the stack (the service itself, or an include:
 /// a name relative to the PAM directory or an absolute path) and the path to report it as.

@@ -11,7 +11,6 @@
 
 use std::fs;
 use std::io::Write;
-use std::net::TcpListener;
 use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -21,20 +20,16 @@ use std::time::{Duration, Instant};
 
 use crate::support::secret_store::StoreSecret;
 use crate::support::{
-    assert_root, hex, module_path, new_secret, passwd_entry, random_bytes, scratch_path,
-    totp_enrollment, unique, user_db_with_input, LocalUser, StateDir, UserOptions,
+    assert_root, free_port, hex, module_path, new_secret, passwd_entry, random_bytes, repo_file,
+    scratch_path, totp_enrollment, unique, user_db_with_input, LocalUser, StateDir, UserOptions,
 };
 
 /// The prefix of the names this helper makes: users, services, files.
 pub const PREFIX: &str = "tx";
-/// Ports this helper's sshd may listen on (127.0.0.1 only).
-const PORTS: std::ops::Range<u16> = 22200..22300;
 /// Seconds after which a hung ssh or sudo client is killed.
 const CLIENT_TIMEOUT_SECS: &str = "60";
 
 pub const SSHD: &str = "/usr/sbin/sshd";
-
-static NEXT_PORT: AtomicUsize = AtomicUsize::new(0);
 
 /// A file shipped in `config/`, e.g. `pam.d/sshd-otp`.
 pub fn shipped(rel: &str) -> PathBuf {
@@ -42,8 +37,7 @@ pub fn shipped(rel: &str) -> PathBuf {
 }
 
 pub fn read_shipped(rel: &str) -> String {
-    let path = shipped(rel);
-    fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
+    repo_file(&format!("config/{rel}"))
 }
 
 /// Fails with a clear message when a program the tests need is missing.
@@ -168,20 +162,6 @@ impl Drop for InstalledService {
 }
 
 // ---- sshd ----
-
-/// A port in this helper's range that nothing listens on right now.
-fn free_port() -> u16 {
-    let span = (PORTS.end - PORTS.start) as usize;
-    let start = std::process::id() as usize;
-    for _ in 0..span {
-        let offset = (start + NEXT_PORT.fetch_add(1, Ordering::SeqCst)) % span;
-        let port = PORTS.start + offset as u16;
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-    panic!("no free port in {PORTS:?} on 127.0.0.1");
-}
 
 /// A real OpenSSH sshd on 127.0.0.1 with its own configuration, host key, pid file
 /// and port, whose PAM service is `service` (chosen through its program name: a

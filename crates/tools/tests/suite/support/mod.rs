@@ -19,6 +19,7 @@ pub mod state_record;
 use std::fs;
 use std::io::{Read, Write};
 use std::marker::PhantomData;
+use std::net::TcpListener;
 use std::os::unix::fs::{chown, lchown, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -384,6 +385,39 @@ pub fn scratch_path(prefix: &str) -> PathBuf {
     scratch_root().join(unique(prefix))
 }
 
+pub fn set_mode(path: &Path, mode: u32) {
+    fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// A file of this repository (`rel` from its top, e.g. `README.md`), as text.
+pub fn repo_file(rel: &str) -> String {
+    let path = repo_root().join(rel);
+    fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
+}
+
+/// Ports the tests' servers (sshd, the demo's sshd, Redis) listen on, on 127.0.0.1 only:
+/// below the kernel's ephemeral range, so no client's outgoing connection takes one
+/// between the check and the listen.
+const PORTS: std::ops::Range<u16> = 22200..22300;
+
+static NEXT_PORT: AtomicUsize = AtomicUsize::new(0);
+
+/// A port in `PORTS` that nothing listens on right now; each call starts at the next one,
+/// so a port just handed out (a server not yet listening, or restarting) is not handed
+/// out again by this process before the range comes round.
+pub fn free_port() -> u16 {
+    let span = (PORTS.end - PORTS.start) as usize;
+    let start = std::process::id() as usize;
+    for _ in 0..span {
+        let offset = (start + NEXT_PORT.fetch_add(1, Ordering::SeqCst)) % span;
+        let port = PORTS.start + offset as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {PORTS:?} on 127.0.0.1");
+}
+
 /// Copies `binary` into a fresh directory `<tmp>/<unique(prefix)>`, both mode 0755, so that
 /// any user can run it (the build tree may be under a private home). Returns the copy's
 /// path; the caller removes its directory.
@@ -692,6 +726,12 @@ pub fn wait_for_step_margin(margin: i64) {
     while 30 - now().rem_euclid(30) < margin {
         sleep(Duration::from_millis(200));
     }
+}
+
+/// The current code, with enough of the step left for one login.
+pub fn right_code(secret: &str) -> String {
+    wait_for_step_margin(5);
+    totp(secret)
 }
 
 // ---- secrets and recovery codes ----

@@ -4,7 +4,6 @@
 //! with `openssl`; and "hosts", each a PAM service with its own local state directory.
 
 use std::fs;
-use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -12,7 +11,9 @@ use std::thread::sleep;
 use std::time::{Duration, Instant};
 
 use crate::support::clients::{self, read_shipped, require_program};
-use crate::support::{assert_root, hex, random_bytes, scratch_path, unique, Service, StateDir};
+use crate::support::{
+    assert_root, free_port, hex, random_bytes, scratch_path, unique, Service, StateDir,
+};
 
 pub const REDIS_SERVER: &str = "/usr/bin/redis-server";
 pub const REDIS_CLI: &str = "/usr/bin/redis-cli";
@@ -24,14 +25,6 @@ fn checked(what: &str, cmd: &mut Command) -> String {
         .output()
         .unwrap_or_else(|e| panic!("{what}: cannot run {cmd:?}: {e}"));
     String::from_utf8_lossy(&clients::checked(what, out).stdout).into_owned()
-}
-
-/// A free TCP port on 127.0.0.1 (asked of the kernel, then released).
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
 }
 
 /// A private CA and certificates it signs, made with `openssl` (EC P-256, quick).
