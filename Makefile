@@ -23,7 +23,7 @@ build:
 # (and the release build, which the suite's `make demo` runs).
 # The system suite (root, real sshd/sudo/Redis) is behind this feature; a plain
 # `cargo test` runs only what needs no root.
-SYSTEM_TESTS := pam-otp-tools/system-tests
+SYSTEM_TESTS := pam-otp-sys/system-tests,pam-otp-tools/system-tests
 test:
 	@$(DEPS) test
 	$(CARGO) build --all-targets --features $(SYSTEM_TESTS)

@@ -46,7 +46,7 @@ done
 run_installed_tests() {
     step "real-PAM tests against the installed files ($1): $2 ${3:-}"
     # shellcheck disable=SC2086 # the arguments are word lists
-    PAM_OTP_MODULE=pam_otp.so cargo test --features pam-otp-tools/system-tests $2 -- --test-threads=4 ${3:-}
+    PAM_OTP_MODULE=pam_otp.so cargo test --features pam-otp-sys/system-tests,pam-otp-tools/system-tests $2 -- --test-threads=4 ${3:-}
 }
 
 step "build the package"
@@ -80,7 +80,7 @@ run_installed_tests "dpkg -i" --tests
 
 step "dpkg -r refused while a PAM file names the module; README's roll-back with real sshd and sudo"
 # The test removes the package once the roll-back is done.
-PAM_OTP_MODULE=pam_otp.so cargo test --features pam-otp-tools/system-tests --test suite -- --ignored --exact \
+PAM_OTP_MODULE=pam_otp.so cargo test --features pam-otp-sys/system-tests,pam-otp-tools/system-tests --test suite -- --ignored --exact \
     package_rollback::package_removal_is_refused_until_the_documented_roll_back
 [ ! -e "$MODULE" ] || fail "the roll-back test left the package installed"
 dpkg -i "$DEB"

@@ -223,6 +223,10 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(
+        not(feature = "system-tests"),
+        ignore = "needs root: make test runs it"
+    )]
     fn root_owned_directories_and_files_pass() {
         let top = scratch("good");
         let dir = top.join("state");
@@ -236,6 +240,10 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(
+        not(feature = "system-tests"),
+        ignore = "needs root: make test runs it"
+    )]
     fn a_parent_owned_by_someone_else_is_named() {
         let top = scratch("foreign");
         let parent = top.join("p");
@@ -261,6 +269,10 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(
+        not(feature = "system-tests"),
+        ignore = "needs root: make test runs it"
+    )]
     fn writable_parents_are_refused_even_when_sticky() {
         let top = scratch("writable");
         let parent = top.join("p");
@@ -279,6 +291,10 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(
+        not(feature = "system-tests"),
+        ignore = "needs root: make test runs it"
+    )]
     fn links_relative_paths_and_dot_dot_are_refused() {
         let top = scratch("links");
         let real = top.join("real");
@@ -312,6 +328,10 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(
+        not(feature = "system-tests"),
+        ignore = "needs root: make test runs it"
+    )]
     fn special_and_missing_files_are_told_apart() {
         let top = scratch("special");
         assert!(matches!(

@@ -379,6 +379,10 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(
+        not(feature = "system-tests"),
+        ignore = "needs root: make test runs it"
+    )]
     fn saved_state_loads_back_and_no_temp_file_remains() {
         require_root();
         let dir = scratch("roundtrip");
@@ -403,6 +407,10 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(
+        not(feature = "system-tests"),
+        ignore = "needs root: make test runs it"
+    )]
     fn the_secret_store_inside_the_state_directory_is_left_alone() {
         // The administrator's secret store defaults to <state_dir>/secrets/.
         require_root();
@@ -429,6 +437,10 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(
+        not(feature = "system-tests"),
+        ignore = "needs root: make test runs it"
+    )]
     fn the_file_is_named_by_uid_only() {
         require_root();
         let dir = scratch("names");
@@ -445,6 +457,10 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(
+        not(feature = "system-tests"),
+        ignore = "needs root: make test runs it"
+    )]
     fn corrupt_state_is_an_error_not_a_reset() {
         require_root();
         let dir = scratch("corrupt");
@@ -459,6 +475,10 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(
+        not(feature = "system-tests"),
+        ignore = "needs root: make test runs it"
+    )]
     fn unsafe_directories_are_refused() {
         require_root();
         let dir = scratch("open");
@@ -479,6 +499,10 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(
+        not(feature = "system-tests"),
+        ignore = "needs root: make test runs it"
+    )]
     fn the_lock_serialises_read_modify_write() {
         require_root();
         let dir = scratch("race");

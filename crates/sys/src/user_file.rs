@@ -380,6 +380,10 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(
+        not(feature = "system-tests"),
+        ignore = "needs root: make test runs it"
+    )]
     fn a_root_owned_secret_in_a_root_only_chain_is_read_as_root() {
         let dir = root_scratch("store");
         let path = dir.join("someone.toml");
@@ -414,6 +418,10 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(
+        not(feature = "system-tests"),
+        ignore = "needs root: make test runs it"
+    )]
     fn a_root_owned_secret_outside_a_root_only_chain_is_refused() {
         let top = root_scratch("outside");
         let dir = top.join("secrets");
@@ -456,6 +464,10 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(
+        not(feature = "system-tests"),
+        ignore = "needs root: make test runs it"
+    )]
     fn a_users_file_in_a_root_only_chain_is_read_as_the_user() {
         let dir = root_scratch("users-file");
         let path = dir.join("someone.toml");
