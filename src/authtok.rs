@@ -22,7 +22,7 @@ pub fn get(pamh: &PamHandle) -> Option<Zeroizing<String>> {
     ))
 }
 
-/// Sets PAM_AUTHTOK (forward_pass hands the password on to the next module).
+/// Sets PAM_AUTHTOK (split_pass hands the password on to the next module).
 pub fn set(pamh: &mut PamHandle, password: &str) -> Result<(), PamResultCode> {
     if password.contains('\0') {
         return Err(PamResultCode::PAM_BUF_ERR);

@@ -114,7 +114,7 @@ fn authenticate(pamh: &mut PamHandle, args: &[&CStr], flags: PamFlag) -> PamResu
             return code;
         }
     }
-    if let Some(password) = &ending.forward_password {
+    if let Some(password) = &ending.password_to_hand_on {
         if let Err(code) = authtok::set(pamh, password) {
             log.error("cannot set PAM_AUTHTOK to hand the password on");
             return code;

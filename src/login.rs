@@ -137,10 +137,7 @@ impl Host for SystemHost<'_> {
         let store = self.store()?;
         store.check_writable()?;
         let snapshot = store.peek(account.uid)?;
-        let state = match &snapshot {
-            Some(snapshot) => Some(snapshot.state.clone()),
-            None => store.peek_legacy(&account.name)?,
-        };
+        let state = snapshot.as_ref().map(|snapshot| snapshot.state.clone());
         *self.peeked.borrow_mut() = snapshot;
         Ok(state)
     }
@@ -152,11 +149,7 @@ impl Host for SystemHost<'_> {
     ) -> Result<(), StoreError> {
         let store = self.store()?;
         let locked = store.lock(account.uid)?;
-        let stored = match locked.load_after(self.peeked.borrow().as_ref())? {
-            Some(state) => Some(state),
-            // Upgraded from the per-name format: carry its guards over on first save.
-            None => store.peek_legacy(&account.name)?,
-        };
+        let stored = locked.load_after(self.peeked.borrow().as_ref())?;
         let unchanged = stored.clone();
         let (next, durability) = change(stored);
         if unchanged.as_ref() != Some(&next) {
@@ -183,11 +176,11 @@ pub(crate) struct SplitCode {
     pub code: Zeroizing<String>,
 }
 
-/// How a login ended: the return code and, with `forward_pass` or `split_pass`, the
-/// password to hand on; with `split_pass`, the code to keep (`None`: keep nothing).
+/// How a login ended: the return code and, with `split_pass`, the password to hand on
+/// and the code to keep (`None`: keep nothing).
 pub(crate) struct Ending {
     pub code: PamResultCode,
-    pub forward_password: Option<Zeroizing<String>>,
+    pub password_to_hand_on: Option<Zeroizing<String>>,
     pub split_code: Option<SplitCode>,
 }
 
@@ -195,7 +188,7 @@ impl From<PamResultCode> for Ending {
     fn from(code: PamResultCode) -> Ending {
         Ending {
             code,
-            forward_password: None,
+            password_to_hand_on: None,
             split_code: None,
         }
     }
@@ -308,18 +301,13 @@ pub(crate) fn login(
         }
     }
 
-    let (answer, forward_password) = match obtain_answer(request, &enrollment, conversation, log) {
-        Ok(answered) => answered,
+    let answer = match obtain_answer(request, conversation, log) {
+        Ok(answer) => answer,
         Err(code) => return code.into(),
     };
-    let code = match settle(&context, shared.as_ref(), host, &answer, now, log) {
-        Ok((verdict, time)) => report(verdict, time, policy, conversation, log),
-        Err(code) => code,
-    };
-    Ending {
-        code,
-        forward_password,
-        split_code: None,
+    match settle(&context, shared.as_ref(), host, &answer, now, log) {
+        Ok((verdict, time)) => report(verdict, time, policy, conversation, log).into(),
+        Err(code) => code.into(),
     }
 }
 
@@ -356,7 +344,7 @@ fn split_pass(
     };
     Ending {
         code: PamResultCode::PAM_IGNORE,
-        forward_password: Some(password),
+        password_to_hand_on: Some(password),
         split_code: code.map(|code| SplitCode {
             user: request.user.to_string(),
             code,
@@ -490,15 +478,12 @@ fn first_pass_code(request: &Request, enrollment: &Enrollment) -> Option<Zeroizi
         .cloned()
 }
 
-/// The answer to check and, with `forward_pass`, the password to hand on.
-type Answered = (Zeroizing<String>, Option<Zeroizing<String>>);
-
+/// The answer to check.
 fn obtain_answer(
     request: &Request,
-    enrollment: &Enrollment,
     conversation: &mut dyn Conversation,
     log: &Logger,
-) -> Result<Answered, PamResultCode> {
+) -> Result<Zeroizing<String>, PamResultCode> {
     let policy = request.policy;
     let mut ask = || {
         conversation.prompt(policy.prompt_text()).map_err(|e| {
@@ -508,16 +493,16 @@ fn obtain_answer(
     };
     match policy.pass_mode {
         // try_first_pass: the token, if it was a code, has been tried already.
-        PassMode::Prompt | PassMode::TryFirstPass => Ok((ask()?, None)),
+        PassMode::Prompt | PassMode::TryFirstPass => ask(),
         PassMode::UseFirstPass => match &request.authtok {
-            Some(token) => Ok((token.clone(), None)),
+            Some(token) => Ok(token.clone()),
             None => {
                 log.error("use_first_pass: no PAM_AUTHTOK from an earlier module");
                 Err(PamResultCode::PAM_AUTH_ERR)
             }
         },
         PassMode::UseSplitCode => match &request.split_code {
-            Some(kept) if kept.user == request.user => Ok((kept.code.clone(), None)),
+            Some(kept) if kept.user == request.user => Ok(kept.code.clone()),
             Some(_) => {
                 log.error("use_split_code: the kept code was typed for another user; refused");
                 Err(PamResultCode::PAM_AUTH_ERR)
@@ -530,25 +515,11 @@ fn obtain_answer(
             }
         },
         PassMode::SplitPass => unreachable_split(log),
-        PassMode::ForwardPass => {
-            log.warning(
-                "forward_pass is deprecated: it checks the code before the password, so \
-                 strangers can lock users out; use split_pass and use_split_code",
-            );
-            let full = ask()?;
-            match split_password_and_code(&full, enrollment.digits) {
-                Some((password, code)) => Ok((code, Some(password))),
-                None => {
-                    log.debug("forward_pass: answer does not end in a code");
-                    Ok((Zeroizing::new(String::new()), Some(full)))
-                }
-            }
-        }
     }
 }
 
 /// `split_pass` never reaches the answer of a checking login; fail closed if it does.
-fn unreachable_split(log: &Logger) -> Result<Answered, PamResultCode> {
+fn unreachable_split(log: &Logger) -> Result<Zeroizing<String>, PamResultCode> {
     log.error("split_pass reached the code check; refused");
     Err(PamResultCode::PAM_SERVICE_ERR)
 }
@@ -936,7 +907,7 @@ mod tests {
         let mut script = answering(&[]);
         let (ending, log) = run(&request, host, &mut script, time);
         assert!(script.prompts.is_empty(), "use_split_code asked");
-        assert!(ending.forward_password.is_none() && ending.split_code.is_none());
+        assert!(ending.password_to_hand_on.is_none() && ending.split_code.is_none());
         (ending.code, log)
     }
 
@@ -1138,34 +1109,14 @@ mod tests {
     }
 
     #[test]
-    fn forward_pass_splits_password_and_code() {
-        let host = ScriptedHost::new(Some(&totp8()));
-        let mut script = answering(&["correct horse07081804"]);
-        let (ending, _) = attempt_with(&host, &policy(&["forward_pass"]), &mut script, T1.0, None);
-        assert_eq!(ending.code, PamResultCode::PAM_SUCCESS);
-        assert_eq!(ending.forward_password.unwrap().as_str(), "correct horse");
-        assert_eq!(script.prompts, vec!["Password and verification code: "]);
-    }
-
-    #[test]
-    fn forward_pass_still_works_and_says_it_is_deprecated() {
-        let host = ScriptedHost::new(Some(&totp8()));
-        let mut script = answering(&["pw07081804"]);
-        let (ending, log) =
-            attempt_with(&host, &policy(&["forward_pass"]), &mut script, T1.0, None);
-        assert_eq!(ending.code, PamResultCode::PAM_SUCCESS);
-        assert!(log
-            .lines()
-            .iter()
-            .any(|(level, l)| *level == Level::Warning && l.contains("split_pass")));
-    }
-
-    #[test]
     fn split_pass_checks_nothing_and_keeps_the_code() {
         let host = ScriptedHost::new(Some(&totp8()));
         let ending = split(&host, "tester", &[], "correct horse07081804\n");
         assert_eq!(ending.code, PamResultCode::PAM_IGNORE);
-        assert_eq!(ending.forward_password.unwrap().as_str(), "correct horse");
+        assert_eq!(
+            ending.password_to_hand_on.unwrap().as_str(),
+            "correct horse"
+        );
         let kept = ending.split_code.unwrap();
         assert_eq!((kept.user.as_str(), kept.code.as_str()), ("tester", T1.1));
         // Nothing was checked, so nothing was written: no code spent, no failure counted.
@@ -1174,7 +1125,10 @@ mod tests {
         // An answer without a code: all of it is the password, and an empty code is
         // kept, which fails like a wrong code once the password has passed.
         let ending = split(&host, "tester", &[], "correct horse");
-        assert_eq!(ending.forward_password.unwrap().as_str(), "correct horse");
+        assert_eq!(
+            ending.password_to_hand_on.unwrap().as_str(),
+            "correct horse"
+        );
         assert_eq!(ending.split_code.unwrap().code.as_str(), "");
     }
 
@@ -1206,7 +1160,7 @@ mod tests {
             let ending = split(host, user, args, "hunter2-07081804");
             assert_eq!(ending.code, PamResultCode::PAM_IGNORE, "{user} {args:?}");
             assert_eq!(
-                ending.forward_password.unwrap().as_str(),
+                ending.password_to_hand_on.unwrap().as_str(),
                 "hunter2-07081804"
             );
             assert!(ending.split_code.is_none());

@@ -1,5 +1,5 @@
 //! Fuzzes what the user types: `answer::as_code`, `answer::split_password_and_code`
-//! (forward_pass) and `decision::decide` on a fixed enrollment and state.
+//! (split_pass) and `decision::decide` on a fixed enrollment and state.
 //!
 //! Input layout: byte 0 picks digits (6, 7, 8) and TOTP/HOTP, byte 1 the state,
 //! bytes 2..10 a time offset, the rest (UTF-8) is the answer.
@@ -212,7 +212,7 @@ fuzz_target!(|data: &[u8]| {
     let state = state_for(&enrolled, data[1], now);
     check_code_parsing(answer, enrollment.digits);
     check_decision(&enrolled, &state, answer, now);
-    // forward_pass: the module decides on the split-off code, or on "" when there is none.
+    // split_pass keeps the split-off code, or "" when there is none, for use_split_code.
     let code = split_password_and_code(answer, enrollment.digits)
         .map(|(_, code)| code)
         .unwrap_or_default();

@@ -11,7 +11,7 @@ pub fn as_code(answer: &str, digits: u32) -> Option<u32> {
     trimmed.parse().ok()
 }
 
-/// `split_pass` (and `forward_pass`): one answer holds the password followed by the code.
+/// `split_pass`: one answer holds the password followed by the code.
 /// Returns (password, code); the code is the last `digits` characters after
 /// trailing white space is dropped. `None` when the answer is too short or does
 /// not end in digits, so that no part of a password is ever taken as a code.
@@ -56,7 +56,7 @@ mod tests {
     }
 
     #[test]
-    fn forward_pass_takes_the_trailing_digits() {
+    fn the_code_is_the_trailing_digits() {
         let (password, code) = split_password_and_code("hunter2123456", 6).unwrap();
         assert_eq!((password.as_str(), code.as_str()), ("hunter2", "123456"));
         let (password, code) = split_password_and_code("123456\n", 6).unwrap();

@@ -1,5 +1,5 @@
 //! What the module remembers about one person between logins, and its versioned binary
-//! form (the TOML text of earlier versions is read once, on upgrade); no I/O. Per person:
+//! form; no I/O. Per person:
 //! failures and lockouts, user-wide and per source. Per enrollment: the replay guard, the
 //! HOTP counter and the spent recovery codes.
 
@@ -15,13 +15,9 @@ use crate::source::{Source, MAX_SOURCE_BYTES};
 
 /// The state format written and read: a compact binary form (postcard: the fields in
 /// declaration order, integers as varints), which a login reads and writes far faster
-/// than text. 1 was TOML with one enrollment per user name, 2 TOML per UID; both are
-/// still read, once, when upgrading. 3 had one set of tallies for every enrollment and is
-/// refused (it never left development; `otp-admin reset` is the way out).
+/// than text. A state of any other format is refused, never guessed at: `otp-admin
+/// reset` is the way out.
 pub const STATE_VERSION: u32 = 4;
-/// The TOML format of a whole state file before the binary one, read by
-/// [`State::from_toml_bytes`].
-const TOML_STATE_VERSION: u32 = 2;
 /// Sources remembered per person; see [`State::record_failure`] for the eviction rule.
 pub const MAX_SOURCES: usize = 32;
 /// Enrollment records kept per person; see [`State::accept`] for the eviction rule.
@@ -29,8 +25,7 @@ pub const MAX_ENROLLMENTS: usize = 8;
 /// An enrollment record unused this long may make room for another enrollment: longer than
 /// any TOTP window can reach back (100 steps of at most 3600 s is 4.2 days).
 pub const ENROLLMENT_IDLE_SECONDS: u64 = 7 * 86_400;
-/// The largest encoded state (and earlier text form): every bound above at its maximum
-/// fits well inside it.
+/// The largest encoded state: every bound above at its maximum fits well inside it.
 pub const MAX_STATE_BYTES: usize = 64 * 1024;
 /// The longest enrollment file path kept in a record.
 const MAX_FILE_BYTES: usize = 4096;
@@ -41,16 +36,12 @@ const MAX_FILE_BYTES: usize = 4096;
 #[serde(deny_unknown_fields)]
 pub struct Tally {
     /// Failures since the last success or lockout of this scope.
-    #[serde(default)]
     pub failures: u32,
     /// Lockouts since the last success; each doubles the next one's length.
-    #[serde(default)]
     pub lockouts: u32,
     /// Unix time until which this scope is refused unseen (0: not locked).
-    #[serde(default)]
     pub locked_until: u64,
     /// Unix time of the last failure (0: none); the oldest unlocked source is forgotten first.
-    #[serde(default)]
     pub last_failure: u64,
 }
 
@@ -84,13 +75,10 @@ pub struct EnrollmentRecord {
     /// Unix time of the last accepted code.
     pub last_used: u64,
     /// TOTP: the newest time step accepted; no step at or before it is accepted again.
-    #[serde(default)]
     pub last_totp_step: Option<u64>,
     /// HOTP: the smallest counter value still acceptable.
-    #[serde(default)]
     pub next_hotp_counter: Option<u64>,
     /// Indexes into the enrollment's `recovery_codes` that have been used.
-    #[serde(default)]
     pub spent_recovery_codes: Vec<u32>,
 }
 
@@ -187,13 +175,10 @@ pub enum Unlock<'a> {
 #[serde(deny_unknown_fields)]
 pub struct Tallies {
     /// The person's failures and lockouts from all sources together.
-    #[serde(default)]
     pub user: Tally,
     /// Failures from sources that found every table entry locked (see `record_failure`).
-    #[serde(default)]
     pub overflow: Tally,
     /// Per source key (`Source`), at most [`MAX_SOURCES`].
-    #[serde(default)]
     pub sources: BTreeMap<String, Tally>,
 }
 
@@ -504,71 +489,6 @@ impl State {
         true
     }
 
-    /// Reads a state file of version 1 (one per user name, one enrollment), as the module
-    /// before this one wrote it: its replay guard, counter and spent recovery codes become
-    /// the record of the enrollment it names (file unknown: ""), its failures and lockout
-    /// the user-wide tally (where they applied). Nothing is dropped, so an upgrade
-    /// re-opens no spent code and lifts no lockout.
-    pub fn from_legacy_bytes(bytes: &[u8]) -> Result<State, StateParseError> {
-        #[derive(Deserialize)]
-        #[serde(deny_unknown_fields)]
-        struct Legacy {
-            version: u32,
-            fingerprint: String,
-            last_totp_step: Option<u64>,
-            next_hotp_counter: Option<u64>,
-            #[serde(default)]
-            failures: u32,
-            #[serde(default)]
-            lockouts: u32,
-            #[serde(default)]
-            locked_until: u64,
-            #[serde(default)]
-            spent_recovery_codes: Vec<u32>,
-            #[serde(default)]
-            last_success: u64,
-        }
-        check_size(bytes)?;
-        let text =
-            std::str::from_utf8(bytes).map_err(|_| StateParseError("not UTF-8 text".into()))?;
-        let old: Legacy = toml::from_str(text).map_err(|e| StateParseError(e.message().into()))?;
-        if old.version != 1 {
-            return Err(StateParseError(format!(
-                "version {} is not the older format 1",
-                old.version
-            )));
-        }
-        // Format 1 kept one tally for every enrollment: it guards both sets, so the
-        // upgrade lifts no lockout that guarded the administrator's store.
-        let tallies = Tallies {
-            user: Tally {
-                failures: old.failures,
-                lockouts: old.lockouts,
-                locked_until: old.locked_until,
-                last_failure: 0,
-            },
-            ..Tallies::default()
-        };
-        let mut state = State {
-            last_success: old.last_success,
-            protected: tallies.clone(),
-            all: tallies,
-            ..State::default()
-        };
-        state.enrollments.insert(
-            old.fingerprint,
-            EnrollmentRecord {
-                file: String::new(),
-                last_used: old.last_success,
-                last_totp_step: old.last_totp_step,
-                next_hotp_counter: old.next_hotp_counter,
-                spent_recovery_codes: old.spent_recovery_codes,
-            },
-        );
-        state.check_bounds()?;
-        Ok(state)
-    }
-
     /// Reads the binary form (a record's payload) strictly: exactly one state of this
     /// format, nothing after it, nothing out of bounds.
     pub fn from_bytes(bytes: &[u8]) -> Result<State, StateParseError> {
@@ -610,54 +530,6 @@ impl State {
             )));
         }
         Ok(bytes)
-    }
-
-    /// Reads a whole state file of format 2 (TOML text, one file per UID, before record
-    /// files), as the module before this one wrote it; the state comes back in the current
-    /// format, keeping every guard and lockout, for the next save to write.
-    pub fn from_toml_bytes(bytes: &[u8]) -> Result<State, StateParseError> {
-        /// Format 2's fields: one set of tallies, at the top level.
-        #[derive(Deserialize)]
-        #[serde(deny_unknown_fields)]
-        struct Format2 {
-            version: u32,
-            #[serde(default)]
-            last_success: u64,
-            #[serde(default)]
-            user: Tally,
-            #[serde(default)]
-            overflow: Tally,
-            #[serde(default)]
-            sources: BTreeMap<String, Tally>,
-            #[serde(default)]
-            enrollments: BTreeMap<String, EnrollmentRecord>,
-        }
-        check_size(bytes)?;
-        let text =
-            std::str::from_utf8(bytes).map_err(|_| StateParseError("not UTF-8 text".into()))?;
-        let old: Format2 = toml::from_str(text).map_err(|e| StateParseError(e.message().into()))?;
-        if old.version != TOML_STATE_VERSION {
-            return Err(StateParseError(format!(
-                "version {} is not the older text format {TOML_STATE_VERSION}",
-                old.version
-            )));
-        }
-        // Format 2 kept one set of tallies for every enrollment: they become both sets, so
-        // the upgrade lifts no lockout that guarded the administrator's store.
-        let tallies = Tallies {
-            user: old.user,
-            overflow: old.overflow,
-            sources: old.sources,
-        };
-        let state = State {
-            last_success: old.last_success,
-            protected: tallies.clone(),
-            all: tallies,
-            enrollments: old.enrollments,
-            ..State::default()
-        };
-        state.check_bounds()?;
-        Ok(state)
     }
 
     fn check_bounds(&self) -> Result<(), StateParseError> {
@@ -755,10 +627,6 @@ mod tests {
         let bytes = state.to_bytes().unwrap();
         assert_eq!(State::from_bytes(&bytes).unwrap(), state);
         assert_eq!(bytes[0], STATE_VERSION as u8, "the version leads");
-        assert!(
-            State::from_toml_bytes(&bytes).is_err(),
-            "not the older text"
-        );
     }
 
     #[test]
@@ -813,7 +681,7 @@ mod tests {
             },
         );
         let older = State {
-            version: TOML_STATE_VERSION,
+            version: STATE_VERSION - 1,
             ..State::default()
         };
         for state in [crowded, long_key, spent, older] {
@@ -933,8 +801,8 @@ mod tests {
             ("text", b"version = 3".to_vec()),
             ("trailing byte", trailing),
             ("Option tag 2", bad_option),
-            ("format 2", other_format(TOML_STATE_VERSION)),
-            ("format 4", other_format(STATE_VERSION + 1)),
+            ("format 3", other_format(STATE_VERSION - 1)),
+            ("format 5", other_format(STATE_VERSION + 1)),
             ("oversized", vec![STATE_VERSION as u8; MAX_STATE_BYTES + 1]),
         ] {
             assert!(State::from_bytes(&bad).is_err(), "{what}");
@@ -953,74 +821,6 @@ mod tests {
         };
         let crowded = postcard::to_allocvec(&crowded).unwrap();
         assert!(State::from_bytes(&crowded).is_err(), "out of bounds");
-    }
-
-    #[test]
-    fn corrupt_text_of_format_2_is_an_error() {
-        for bad in [
-            "",
-            "garbage",
-            "version = 1\nfingerprint = \"x\"",
-            "version = 3",
-            "version = 2\nextra = 1",
-            "version = 2\n[user]\nfailures = -1",
-            "version = 2\n[user]\nbogus = 1",
-            "version = 2\n[enrollments.x]\nlast_used = 1",
-        ] {
-            assert!(State::from_toml_bytes(bad.as_bytes()).is_err(), "{bad:?}");
-        }
-        let many: String = (0..=MAX_SOURCES)
-            .map(|i| format!("[sources.\"10.0.0.{i}\"]\nfailures = 1\n"))
-            .collect();
-        assert!(State::from_toml_bytes(format!("version = 2\n{many}").as_bytes()).is_err());
-        assert!(State::from_toml_bytes(&[0xff, 0xfe]).is_err());
-        assert!(State::from_toml_bytes(&vec![b' '; MAX_STATE_BYTES + 1]).is_err());
-    }
-
-    #[test]
-    fn a_format_2_file_keeps_everything_it_guarded() {
-        // As format 2 wrote it: empty and absent values left out.
-        let old = "version = 2\nlast_success = 7\n\n[user]\nfailures = 2\nlockouts = 1\n\
-                   locked_until = 99\n\n[sources.local]\nfailures = 2\nlast_failure = 9\n\n\
-                   [enrollments.abc]\nfile = \"/home/a/.otp.toml\"\nlast_used = 7\n\
-                   next_hotp_counter = 12\nspent_recovery_codes = [0, 3]\n";
-        let state = State::from_toml_bytes(old.as_bytes()).unwrap();
-        let tallies = Tallies {
-            user: Tally {
-                failures: 2,
-                lockouts: 1,
-                locked_until: 99,
-                last_failure: 0,
-            },
-            overflow: Tally::default(),
-            sources: BTreeMap::from([(
-                "local".to_string(),
-                Tally {
-                    failures: 2,
-                    last_failure: 9,
-                    ..Tally::default()
-                },
-            )]),
-        };
-        let expected = State {
-            version: STATE_VERSION,
-            last_success: 7,
-            protected: tallies.clone(),
-            all: tallies,
-            enrollments: BTreeMap::from([(
-                "abc".to_string(),
-                EnrollmentRecord {
-                    file: "/home/a/.otp.toml".into(),
-                    last_used: 7,
-                    last_totp_step: None,
-                    next_hotp_counter: Some(12),
-                    spent_recovery_codes: vec![0, 3],
-                },
-            )]),
-        };
-        assert_eq!(state, expected);
-        // The next save writes it in the current format.
-        assert_eq!(State::from_bytes(&state.to_bytes().unwrap()), Ok(expected));
     }
 
     #[test]
@@ -1054,33 +854,130 @@ mod tests {
         assert!(bytes.len() <= MAX_STATE_BYTES, "{}", bytes.len());
     }
 
-    #[test]
-    fn a_version_1_file_keeps_everything_it_guarded() {
-        let old = "version = 1\nfingerprint = \"abc\"\nlast_totp_step = 7\nfailures = 2\n\
-                   lockouts = 1\nlocked_until = 99\nspent_recovery_codes = [1]\nlast_success = 5\n";
-        let state = State::from_legacy_bytes(old.as_bytes()).unwrap();
-        assert_eq!(
-            (
-                state.all.user.failures,
-                state.all.user.lockouts,
-                state.all.user.locked_until
-            ),
-            (2, 1, 99)
-        );
-        let record = &state.enrollments["abc"];
-        assert_eq!(record.last_totp_step, Some(7));
-        assert_eq!(record.spent_recovery_codes, [1]);
-        assert!(State::from_legacy_bytes(b"version = 2").is_err());
-        assert!(State::from_legacy_bytes(b"version = 1\nfingerprint = \"x\"\nbogus = 1").is_err());
-    }
-
-    /// The fuzzing seeds: each state in both formats (`format2-NAME` as format 2 wrote
-    /// it, `NAME` the same state in the binary form), and one of a newer format.
+    /// The fuzzing seeds: states of this format (`NAME`), and one of a newer format.
     const SEEDS: [&str; 3] = ["totp", "hotp-locked", "huge-values"];
     const FUTURE_SEED: &str = "future-version";
 
     fn seed_dir() -> std::path::PathBuf {
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/seeds/state")
+    }
+
+    /// The same tallies in both sets, as for a user who only ever used the store's
+    /// enrollment.
+    fn seed_state(last_success: u64, tallies: Tallies, record: (&str, EnrollmentRecord)) -> State {
+        State {
+            last_success,
+            protected: tallies.clone(),
+            all: tallies,
+            enrollments: BTreeMap::from([(record.0.to_string(), record.1)]),
+            ..State::default()
+        }
+    }
+
+    /// The state each seed holds.
+    fn seed(name: &str) -> State {
+        match name {
+            // Two sources, one with a lockout, after a TOTP success.
+            "totp" => seed_state(
+                1_111_111_109,
+                Tallies {
+                    user: Tally {
+                        failures: 2,
+                        ..Tally::default()
+                    },
+                    sources: BTreeMap::from([
+                        (
+                            "192.0.2.1".to_string(),
+                            Tally {
+                                failures: 2,
+                                last_failure: 1_111_111_000,
+                                ..Tally::default()
+                            },
+                        ),
+                        (
+                            "2001:db8::/64".to_string(),
+                            Tally {
+                                lockouts: 1,
+                                locked_until: 1_111_111_169,
+                                last_failure: 1_111_111_109,
+                                ..Tally::default()
+                            },
+                        ),
+                    ]),
+                    ..Tallies::default()
+                },
+                (
+                    "00112233445566778899aabbccddeeff",
+                    EnrollmentRecord {
+                        file: "/home/u/.otp.toml".into(),
+                        last_used: 1_111_111_109,
+                        last_totp_step: Some(37_037_036),
+                        ..EnrollmentRecord::default()
+                    },
+                ),
+            ),
+            // The local source locked at the fuzzer's time, an HOTP counter, spent codes.
+            "hotp-locked" => seed_state(
+                0,
+                Tallies {
+                    user: Tally {
+                        failures: 3,
+                        ..Tally::default()
+                    },
+                    sources: BTreeMap::from([(
+                        "local".to_string(),
+                        Tally {
+                            lockouts: 3,
+                            locked_until: 1_700_000_240,
+                            last_failure: 1_700_000_000,
+                            ..Tally::default()
+                        },
+                    )]),
+                    ..Tallies::default()
+                },
+                (
+                    "ffeeddccbbaa99887766554433221100",
+                    EnrollmentRecord {
+                        file: "/home/u/.otp.toml".into(),
+                        last_used: 1_690_000_000,
+                        next_hotp_counter: Some(11),
+                        spent_recovery_codes: vec![0, 3],
+                        ..EnrollmentRecord::default()
+                    },
+                ),
+            ),
+            // Counters at their limits, an empty fingerprint and file.
+            "huge-values" => {
+                let huge = i64::MAX as u64;
+                seed_state(
+                    huge,
+                    Tallies {
+                        user: Tally {
+                            failures: u32::MAX,
+                            lockouts: u32::MAX,
+                            locked_until: huge,
+                            last_failure: huge,
+                        },
+                        overflow: Tally {
+                            failures: u32::MAX,
+                            ..Tally::default()
+                        },
+                        ..Tallies::default()
+                    },
+                    (
+                        "",
+                        EnrollmentRecord {
+                            file: String::new(),
+                            last_used: huge,
+                            last_totp_step: Some(huge),
+                            next_hotp_counter: Some(huge),
+                            spent_recovery_codes: vec![],
+                        },
+                    ),
+                )
+            }
+            _ => unreachable!("no seed {name}"),
+        }
     }
 
     fn future_seed() -> Vec<u8> {
@@ -1095,26 +992,22 @@ mod tests {
     fn the_fuzzing_seeds_are_in_these_formats() {
         let dir = seed_dir();
         for name in SEEDS {
-            let text = std::fs::read(dir.join(format!("format2-{name}"))).unwrap();
             let bytes = std::fs::read(dir.join(name)).unwrap();
-            let state = State::from_toml_bytes(&text).unwrap();
-            assert_eq!(State::from_bytes(&bytes), Ok(state), "{name}");
+            assert_eq!(State::from_bytes(&bytes), Ok(seed(name)), "{name}");
+            assert_eq!(bytes, seed(name).to_bytes().unwrap(), "{name}");
         }
         let future = std::fs::read(dir.join(FUTURE_SEED)).unwrap();
         assert_eq!(future, future_seed());
         assert!(State::from_bytes(&future).is_err());
     }
 
-    /// Writes the binary seeds from the format-2 ones:
-    /// `cargo test --lib -- --ignored write_the_binary_fuzzing_seeds`.
+    /// Writes the seeds: `cargo test --lib -- --ignored write_the_fuzzing_seeds`.
     #[test]
     #[ignore]
-    fn write_the_binary_fuzzing_seeds() {
+    fn write_the_fuzzing_seeds() {
         let dir = seed_dir();
         for name in SEEDS {
-            let text = std::fs::read(dir.join(format!("format2-{name}"))).unwrap();
-            let bytes = State::from_toml_bytes(&text).unwrap().to_bytes().unwrap();
-            std::fs::write(dir.join(name), bytes).unwrap();
+            std::fs::write(dir.join(name), seed(name).to_bytes().unwrap()).unwrap();
         }
         std::fs::write(dir.join(FUTURE_SEED), future_seed()).unwrap();
     }

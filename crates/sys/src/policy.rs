@@ -17,7 +17,7 @@ pub const DEFAULT_STATE_DIR: &str = "/var/lib/pam-otp";
 /// reads as root, inside the default state directory.
 pub const STORE_SECRET: &str = "/var/lib/pam-otp/secrets/%u.toml";
 pub const DEFAULT_PROMPT: &str = "Verification code: ";
-pub const DEFAULT_FORWARD_PROMPT: &str = "Password and verification code: ";
+pub const DEFAULT_SPLIT_PROMPT: &str = "Password and verification code: ";
 const MAX_POLICY_FILE_BYTES: u64 = 64 * 1024;
 
 /// Where the code comes from.
@@ -30,10 +30,6 @@ pub enum PassMode {
     TryFirstPass,
     /// Use PAM_AUTHTOK from an earlier module; never ask.
     UseFirstPass,
-    /// Ask once for password followed by code, pass the password on as PAM_AUTHTOK,
-    /// and check the code at once, before any module has checked the password.
-    /// Deprecated: strangers can spend codes and collect failures; see `SplitPass`.
-    ForwardPass,
     /// Ask once for password followed by code, pass the password on as PAM_AUTHTOK and
     /// keep the code, unchecked, for a later `UseSplitCode` line; change no state.
     SplitPass,
@@ -95,7 +91,7 @@ impl Policy {
     pub fn prompt_text(&self) -> &str {
         match (&self.prompt, self.pass_mode) {
             (Some(p), _) => p,
-            (None, PassMode::ForwardPass | PassMode::SplitPass) => DEFAULT_FORWARD_PROMPT,
+            (None, PassMode::SplitPass) => DEFAULT_SPLIT_PROMPT,
             (None, _) => DEFAULT_PROMPT,
         }
     }
@@ -117,7 +113,7 @@ impl fmt::Display for PolicyError {
             PolicyError::BadValue { key, why } => write!(f, "bad value for {key}: {why}"),
             PolicyError::ConflictingPassModes => write!(
                 f,
-                "only one of try_first_pass, use_first_pass, forward_pass, split_pass and use_split_code may be given"
+                "only one of try_first_pass, use_first_pass, split_pass and use_split_code may be given"
             ),
             PolicyError::PolicyFile { path, why } => {
                 write!(f, "policy file {}: {why}", path.display())
@@ -144,7 +140,6 @@ struct Settings {
     prompt: Option<String>,
     try_first_pass: Option<bool>,
     use_first_pass: Option<bool>,
-    forward_pass: Option<bool>,
     debug: Option<bool>,
     store: Option<String>,
     redis_url: Option<String>,
@@ -198,12 +193,10 @@ fn parse_args(args: &[&str]) -> Result<Settings, PolicyError> {
             ("debug", None) => s.debug = Some(true),
             ("try_first_pass", None) => s.try_first_pass = Some(true),
             ("use_first_pass", None) => s.use_first_pass = Some(true),
-            ("forward_pass", None) => s.forward_pass = Some(true),
             ("nullok", Some(v)) => s.nullok = flag(key, v)?,
             ("debug", Some(v)) => s.debug = flag(key, v)?,
             ("try_first_pass", Some(v)) => s.try_first_pass = flag(key, v)?,
             ("use_first_pass", Some(v)) => s.use_first_pass = flag(key, v)?,
-            ("forward_pass", Some(v)) => s.forward_pass = flag(key, v)?,
             ("split_pass", None) => s.split_pass = Some(true),
             ("use_split_code", None) => s.use_split_code = Some(true),
             ("split_pass", Some(v)) => s.split_pass = flag(key, v)?,
@@ -292,7 +285,6 @@ fn merge(file: Settings, args: Settings) -> Result<Policy, PolicyError> {
     let modes = [
         (chosen(pick!(try_first_pass)), PassMode::TryFirstPass),
         (chosen(pick!(use_first_pass)), PassMode::UseFirstPass),
-        (chosen(pick!(forward_pass)), PassMode::ForwardPass),
         (chosen(pick!(split_pass)), PassMode::SplitPass),
         (chosen(pick!(use_split_code)), PassMode::UseSplitCode),
     ];
@@ -545,7 +537,7 @@ mod tests {
                 "max_lockout=100",
                 "nullok",
                 "prompt=Code please: ",
-                "forward_pass",
+                "use_first_pass",
                 "debug",
             ],
             None,
@@ -565,23 +557,15 @@ mod tests {
             }
         );
         assert!(p.nullok && p.debug);
-        assert_eq!(p.pass_mode, PassMode::ForwardPass);
+        assert_eq!(p.pass_mode, PassMode::UseFirstPass);
         assert_eq!(p.prompt_text(), "Code please: ");
         assert_eq!(
             parse(&["try_first_pass"], None).unwrap().pass_mode,
             PassMode::TryFirstPass
         );
-        assert_eq!(
-            parse(&["use_first_pass"], None).unwrap().pass_mode,
-            PassMode::UseFirstPass
-        );
-        assert_eq!(
-            parse(&["forward_pass"], None).unwrap().prompt_text(),
-            DEFAULT_FORWARD_PROMPT
-        );
         let split = parse(&["split_pass"], None).unwrap();
         assert_eq!(split.pass_mode, PassMode::SplitPass);
-        assert_eq!(split.prompt_text(), DEFAULT_FORWARD_PROMPT);
+        assert_eq!(split.prompt_text(), DEFAULT_SPLIT_PROMPT);
         let verify = parse(&["use_split_code"], None).unwrap();
         assert_eq!(verify.pass_mode, PassMode::UseSplitCode);
     }
@@ -598,7 +582,7 @@ mod tests {
         }
         // And they exclude the other modes, in either source.
         assert_eq!(
-            parse(&["split_pass"], Some("forward_pass = true")),
+            parse(&["split_pass"], Some("try_first_pass = true")),
             Err(PolicyError::ConflictingPassModes)
         );
     }
@@ -632,8 +616,8 @@ mod tests {
             assert!(p.nullok, "{on}");
         }
         // Switching the file's pass mode off makes room for another on the line.
-        let p = parse(&["try_first_pass=false", "forward_pass"], Some(file)).unwrap();
-        assert_eq!(p.pass_mode, PassMode::ForwardPass);
+        let p = parse(&["try_first_pass=false", "use_first_pass"], Some(file)).unwrap();
+        assert_eq!(p.pass_mode, PassMode::UseFirstPass);
     }
 
     #[test]
@@ -643,7 +627,7 @@ mod tests {
             &["nullok=maybe"],
             &["nullok="],
             &["debug=2"],
-            &["forward_pass=off"],
+            &["use_first_pass=off"],
             &["window"],
             &["window=-1"],
             &["window=abc"],
@@ -654,7 +638,7 @@ mod tests {
             &["state_dir=relative/dir"],
             &["secret=relative.toml"],
             &["prompt="],
-            &["try_first_pass", "forward_pass"],
+            &["try_first_pass", "use_first_pass"],
             &["split_pass", "use_split_code"],
             &["max_failures=99999999999"],
             &["max_failures_user=-1"],
@@ -663,6 +647,22 @@ mod tests {
         for args in cases {
             assert!(parse(args, None).is_err(), "{args:?}");
         }
+    }
+
+    #[test]
+    fn forward_pass_is_an_unknown_argument() {
+        // It checked the code before the password; split_pass + use_split_code replace it.
+        for arg in ["forward_pass", "forward_pass=true", "forward_pass=false"] {
+            assert_eq!(
+                parse(&[arg], None),
+                Err(PolicyError::UnknownArgument(arg.into())),
+                "{arg}"
+            );
+        }
+        assert!(matches!(
+            parse(&[], Some("forward_pass = true")),
+            Err(PolicyError::PolicyFile { .. })
+        ));
     }
 
     #[test]

@@ -107,9 +107,9 @@ impl RecordError {
 pub enum Contents {
     /// A record file: the newest intact record, and the file ready for the next write.
     Record { payload: Vec<u8>, file: RecordFile },
-    /// Not a record file (a file of an earlier format, or garbage): its bytes, for the
-    /// caller to judge.
-    Foreign(Vec<u8>),
+    /// Not a record file (no file header: garbage, or a file something else wrote), for
+    /// the caller to judge.
+    Foreign,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -135,7 +135,7 @@ pub fn read(file: File, path: &Path, size: u64) -> Result<Contents, RecordError>
     file.read_exact_at(&mut bytes, 0)
         .map_err(RecordError::io(path, "read"))?;
     if !bytes.starts_with(FILE_MAGIC) {
-        return Ok(Contents::Foreign(bytes));
+        return Ok(Contents::Foreign);
     }
     let corrupt = |why: String| RecordError::Corrupt {
         path: path.into(),
@@ -430,7 +430,7 @@ mod tests {
     fn record(path: &Path) -> (Vec<u8>, RecordFile) {
         match open(path) {
             Contents::Record { payload, file } => (payload, file),
-            Contents::Foreign(_) => panic!("not a record file"),
+            Contents::Foreign => panic!("not a record file"),
         }
     }
 
@@ -518,8 +518,8 @@ mod tests {
             read(file, &path, length(&path)),
             Err(RecordError::Corrupt { .. })
         ));
-        fs::write(&path, b"version = 1\n").unwrap();
-        assert!(matches!(open(&path), Contents::Foreign(b) if b == b"version = 1\n"));
+        fs::write(&path, b"not a record\n").unwrap();
+        assert!(matches!(open(&path), Contents::Foreign));
         let mut short = fs::read(dir.join("r")).unwrap();
         short.truncate(16);
         short[..8].copy_from_slice(FILE_MAGIC);

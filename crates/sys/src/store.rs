@@ -13,7 +13,7 @@ use crate::record_file::{self, Contents, RecordError, RecordFile};
 use crate::safe_path::{
     check_root_owned_dir, check_root_owned_file_metadata, check_root_owned_parents, UnsafePath,
 };
-use pam_otp_core::state::{State, MAX_STATE_BYTES};
+use pam_otp_core::state::{State, MAX_STATE_BYTES, STATE_VERSION};
 
 pub use crate::record_file::Durability;
 
@@ -172,34 +172,6 @@ impl StateStore {
         Ok(read_state(&self.state_path(uid), false, None)?.map(|(snapshot, _)| snapshot))
     }
 
-    /// Where an older module kept the user's state (`NAME.state`); `None` for a name that
-    /// cannot name a file.
-    pub fn legacy_path(&self, user: &str) -> Option<PathBuf> {
-        crate::account::is_safe_user_name(user).then(|| self.dir.join(format!("{user}.state")))
-    }
-
-    /// The state an older module kept under the user's name (`NAME.state`, format 1), if
-    /// there is one: read once, when the UID's file does not exist yet, so that an upgrade
-    /// keeps the replay guard, spent recovery codes and lockout. Never written again.
-    pub fn peek_legacy(&self, user: &str) -> Result<Option<State>, StoreError> {
-        let Some(path) = self.legacy_path(user) else {
-            return Ok(None);
-        };
-        let Some((file, len)) = open_state_file(&path, false)? else {
-            return Ok(None);
-        };
-        let bytes = match record_file::read(file, &path, len)? {
-            Contents::Record { payload, .. } => payload,
-            Contents::Foreign(bytes) => bytes,
-        };
-        State::from_legacy_bytes(&bytes)
-            .map(Some)
-            .map_err(|e| StoreError::Corrupt {
-                path,
-                why: e.to_string(),
-            })
-    }
-
     /// Takes the person's exclusive lock, waiting for any other login of the same UID.
     pub fn lock(&self, uid: u32) -> Result<LockedState, StoreError> {
         let state_path = self.state_path(uid);
@@ -232,7 +204,7 @@ impl LockedState {
     /// The stored state, reusing `seen` if the bytes have not changed since.
     pub fn load_after(&self, seen: Option<&Snapshot>) -> Result<Option<State>, StoreError> {
         let (state, record) = match read_state(&self.state_path, true, seen)? {
-            Some((snapshot, record)) => (Some(snapshot.state), record),
+            Some((snapshot, record)) => (Some(snapshot.state), Some(record)),
             None => (None, None),
         };
         *self.record.borrow_mut() = record;
@@ -240,8 +212,8 @@ impl LockedState {
     }
 
     /// Saves `state` as the newest record. `Synced`: on stable storage before this
-    /// returns. A state file of the earlier format (TOML text), a missing one, or a record
-    /// grown past its slots is replaced by a new record file, atomically.
+    /// returns. A missing state file, or a record grown past its slots, is replaced by a
+    /// new record file, atomically.
     pub fn save(&self, state: &State, durability: Durability) -> Result<(), StoreError> {
         let bytes = state.to_bytes().map_err(|e| StoreError::Corrupt {
             path: self.state_path.clone(),
@@ -314,13 +286,12 @@ fn open_state_file(path: &Path, for_writing: bool) -> Result<Option<(File, u64)>
 }
 
 /// Reads a state file; `None` if there is none yet. With `for_writing`, also the record
-/// file open for rewriting (`None` for a file of the earlier format, which the next save
-/// replaces). `seen`: an earlier read to reuse.
+/// file open for rewriting. `seen`: an earlier read to reuse.
 fn read_state(
     path: &Path,
     for_writing: bool,
     seen: Option<&Snapshot>,
-) -> Result<Option<(Snapshot, Option<RecordFile>)>, StoreError> {
+) -> Result<Option<(Snapshot, RecordFile)>, StoreError> {
     let Some((file, len)) = open_state_file(path, for_writing)? else {
         return Ok(None);
     };
@@ -329,10 +300,14 @@ fn read_state(
         why,
     };
     let (bytes, record) = match record_file::read(file, path, len)? {
-        Contents::Record { payload, file } => (payload, Some(file)),
-        // A state file from before record files: TOML text (format 2), read once and
-        // replaced by the next save.
-        Contents::Foreign(bytes) => (bytes, None),
+        Contents::Record { payload, file } => (payload, file),
+        // Never replaced by the next save: whatever it held (a replay guard, a lockout)
+        // would be lost without anyone deciding so.
+        Contents::Foreign => {
+            return Err(corrupt(format!(
+                "not a state record file (this module reads state format {STATE_VERSION})"
+            )))
+        }
     };
     if bytes.len() > MAX_STATE_BYTES {
         return Err(corrupt(format!(
@@ -342,11 +317,7 @@ fn read_state(
     }
     let state = match seen {
         Some(seen) if seen.payload == bytes => seen.state.clone(),
-        _ => match record {
-            Some(_) => State::from_bytes(&bytes),
-            None => State::from_toml_bytes(&bytes),
-        }
-        .map_err(|e| corrupt(e.to_string()))?,
+        _ => State::from_bytes(&bytes).map_err(|e| corrupt(e.to_string()))?,
     };
     Ok(Some((
         Snapshot {
@@ -472,6 +443,48 @@ mod tests {
             fs::read_to_string(dir.join("uid-1001.state")).unwrap(),
             "garbage"
         );
+    }
+
+    #[test]
+    #[cfg_attr(
+        not(feature = "system-tests"),
+        ignore = "needs root: make test runs it"
+    )]
+    fn a_state_of_another_format_is_refused_with_the_way_out() {
+        require_root();
+        let dir = scratch("format");
+        let store = StateStore::open(&dir).unwrap();
+        let path = dir.join("uid-1003.state");
+        let older = postcard::to_allocvec(&State {
+            version: STATE_VERSION - 1,
+            ..State::default()
+        })
+        .unwrap();
+        // A record holding a state of format 3, and text that is no record file at all.
+        let text = b"version = 2\nlast_success = 7\n".to_vec();
+        for (what, make) in [("format 3", true), ("text", false)] {
+            if make {
+                record_file::create(&path, &dir.join(".tmp"), &older).unwrap();
+            } else {
+                fs::write(&path, &text).unwrap();
+            }
+            let before = fs::read(&path).unwrap();
+            let locked = store.lock(1003).unwrap();
+            match locked.load() {
+                Err(e @ StoreError::Corrupt { .. }) => {
+                    let e = e.to_string();
+                    assert!(
+                        e.contains("format 4") && e.contains("otp-admin reset"),
+                        "{e}"
+                    );
+                }
+                other => panic!("{what}: {:?}", other.map(|_| ())),
+            }
+            assert!(store.peek(1003).is_err(), "{what}");
+            assert!(locked.save(&State::default(), Durability::Synced).is_err());
+            assert_eq!(fs::read(&path).unwrap(), before, "{what}: changed");
+        }
+        fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

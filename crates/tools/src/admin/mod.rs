@@ -282,17 +282,12 @@ fn locked_state(target: &Target) -> Result<Option<(LockedState, Option<State>)>,
     };
     let account = &target.account;
     let missing = |path: &Path| matches!(fs::symlink_metadata(path), Err(e) if e.kind() == io::ErrorKind::NotFound);
-    let legacy = store.legacy_path(&account.name);
     // Anything but "not found" is for the store to judge (and report) under the lock.
-    if missing(&store.state_path(account.uid)) && legacy.as_deref().is_none_or(missing) {
+    if missing(&store.state_path(account.uid)) {
         return Ok(None);
     }
     let locked = store.lock(account.uid)?;
-    let state = match locked.load()? {
-        Some(state) => Some(state),
-        // Not upgraded yet: the per-name state, as the module's next login will read it.
-        None => store.peek_legacy(&account.name)?,
-    };
+    let state = locked.load()?;
     Ok(Some((locked, state)))
 }
 
@@ -403,39 +398,19 @@ fn reset(target: &Target) -> Result<String, AdminError> {
     let user = &target.account.name;
     let store = existing_store(&target.policy.state_dir)?.ok_or_else(|| no_state(target))?;
     let path = store.state_path(target.account.uid);
-    let legacy = store
-        .legacy_path(user)
-        .filter(|p| fs::symlink_metadata(p).is_ok());
-    if matches!(fs::symlink_metadata(&path), Err(e) if e.kind() == io::ErrorKind::NotFound)
-        && legacy.is_none()
-    {
+    if matches!(fs::symlink_metadata(&path), Err(e) if e.kind() == io::ErrorKind::NotFound) {
         return Err(no_state(target));
     }
     let locked = store.lock(target.account.uid)?;
     // A broken state file is exactly what reset is for (the module's error says so):
     // it is removed too, and the report names what was wrong with it.
-    let broken = match locked.load().and_then(|s| match s {
-        Some(state) => Ok(Some(state)),
-        None => store.peek_legacy(user),
-    }) {
+    let broken = match locked.load() {
         Ok(Some(_)) => None,
         Ok(None) => return Err(no_state(target)),
         Err(e @ (StoreError::Corrupt { .. } | StoreError::Insecure { .. })) => Some(e),
         Err(e) => return Err(e.into()),
     };
-    let mut removed = Vec::new();
-    if locked.remove()? {
-        removed.push(path.display().to_string());
-    }
-    // The per-name file of an older version would be read again: it goes too.
-    if let Some(old) = &legacy {
-        fs::remove_file(old).map_err(|error| AdminError::StateDir {
-            dir: old.clone(),
-            error,
-        })?;
-        removed.push(old.display().to_string());
-    }
-    if removed.is_empty() {
+    if !locked.remove()? {
         return Err(no_state(target));
     }
     drop(locked);
@@ -444,7 +419,7 @@ fn reset(target: &Target) -> Result<String, AdminError> {
     if let Some(e) = broken {
         let _ = writeln!(out, "{user}: removed a broken state file ({e})");
     }
-    let _ = writeln!(out, "{user}: state removed ({})", removed.join(", "));
+    let _ = writeln!(out, "{user}: state removed ({})", path.display());
     let _ = writeln!(
         out,
         "WARNING: {user}'s login state starts over: the HOTP counter goes back to the one in \

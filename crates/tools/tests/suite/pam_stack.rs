@@ -533,7 +533,7 @@ fn nonexistent_user_is_refused() {
     );
 }
 
-// ---- forward_pass: one prompt for password + code, password handed on ----
+// ---- pam_unix around pam_otp: the password and the code in PAM_AUTHTOK ----
 
 /// Sets the test user's Unix password (pam_unix checks it after pam_otp).
 fn set_password(user: &str, password: &str) {
@@ -546,31 +546,28 @@ fn set_password(user: &str, password: &str) {
 }
 
 #[test]
-fn forward_pass_hands_the_password_to_pam_unix() {
+fn forward_pass_is_refused_as_an_unknown_argument() {
+    // The one-line stack that checked the code before pam_unix checked the password:
+    // split_pass + use_split_code replace it, and the old line fails closed, like any
+    // argument the module does not know, rather than quietly asking for a code alone.
     let fx = Fixture::totp();
     set_password(&fx.user.name, "Correct-Horse-9");
-    let service = Service::with_lines(&[
-        otp_line(&fx.state, "forward_pass"),
-        "auth required pam_unix.so use_first_pass".to_string(),
-    ]);
-    let out = fx.login(&service, &format!("Correct-Horse-9{}", totp(&fx.secret)));
-    out.assert_success("password followed by the right code");
-    assert!(
-        out.prompted("Password and verification code: "),
-        "one combined prompt expected: {out:?}"
-    );
-    // Right code, wrong password: pam_unix refuses what pam_otp handed on.
-    fx.login(
-        &service,
-        &format!("wrong-password{}", totp_at(&fx.secret, now() + 30, &[])),
-    )
-    .assert_failure(AUTH_ERR, "wrong password, right code");
-    // Right password, wrong code: pam_otp refuses.
-    fx.login(
-        &service,
-        &format!("Correct-Horse-9{}", wrong_totp(&fx.secret)),
-    )
-    .assert_failure(AUTH_ERR, "right password, wrong code");
+    let code = totp(&fx.secret);
+    for arg in ["forward_pass", "forward_pass=true"] {
+        let service = Service::with_lines(&[
+            otp_line(&fx.state, arg),
+            "auth required pam_unix.so use_first_pass".to_string(),
+        ]);
+        let out = fx.login(&service, &format!("Correct-Horse-9{code}"));
+        out.assert_failure(SERVICE_ERR, &format!("{arg}: the right password and code"));
+        assert!(
+            !out.prompted("Password and verification code: "),
+            "{arg}: asked for a password and code: {out:?}"
+        );
+    }
+    // Nothing was checked, so the code is still unspent.
+    fx.login(&fx.service(""), &code)
+        .assert_success("the code the refused lines never checked");
 }
 
 #[test]

@@ -3,8 +3,8 @@
 //! `pam_unix.so use_first_pass`, `pam_otp.so use_split_code`), installed as a PAM
 //! service and driven by pamtester and by a real sshd with the real ssh client.
 //!
-//! Every test here fails on the deprecated one-line stack (`pam_otp.so forward_pass`
-//! before pam_unix), which checks the code before anyone has checked the password.
+//! Every test here would fail on a one-line stack that checks the code before pam_unix
+//! has checked the password.
 
 use std::time::Instant;
 
@@ -91,8 +91,8 @@ fn right_password_and_wrong_or_missing_code_fail() {
 
 #[test]
 fn a_wrong_password_leaves_the_right_code_unspent() {
-    // The deprecated stack checked (and spent) the code first: the owner's next
-    // login with it failed as a replay.
+    // A stack that checked (and spent) the code first would fail the owner's next
+    // login with it as a replay.
     let s = Stack::new(true, &[("max_failures", "1")]);
     let code = totp(&s.secret);
     s.login(&format!("not-the-password{code}"))
@@ -121,9 +121,9 @@ fn strangers_without_the_password_cannot_lock_the_owner_out() {
 
 #[test]
 fn a_wrong_password_is_refused_after_the_same_delay_whatever_the_code() {
-    // The deprecated stack answered a wrong code at once (pam_otp, requisite) and a
-    // right one only after pam_unix's failure delay (about 2 s): an oracle for codes.
-    // Here both go through pam_unix's delay alone.
+    // A stack that checked the code first would answer a wrong code at once (pam_otp,
+    // requisite) and a right one only after pam_unix's failure delay (about 2 s): an
+    // oracle for codes. Here both go through pam_unix's delay alone.
     let s = Stack::new(true, &[]);
     let timed = |answer: String| {
         let start = Instant::now();
@@ -133,7 +133,7 @@ fn a_wrong_password_is_refused_after_the_same_delay_whatever_the_code() {
     let wrong = timed(format!("not-it{}", support::wrong_totp(&s.secret)));
     let right = timed(format!("not-it{}", totp(&s.secret)));
     // pam_unix asks libpam to wait 2 s on every failure, which libpam varies between
-    // 1 and 3 s; the deprecated stack refused the wrong code in about 10 ms.
+    // 1 and 3 s; a code-first stack refused the wrong code in about 10 ms.
     assert!(
         wrong > 0.5 && right > 0.5,
         "a wrong password was refused without pam_unix's delay: wrong code {wrong:.3} s, right code {right:.3} s"

@@ -1,16 +1,17 @@
 //! The state file on disk: a write torn half-way (power lost mid-write) leaves the
-//! previous record in force, and a state file of the earlier format (TOML text) is read
-//! once and replaced. Each case puts the bytes there itself, then logs in through
-//! pamtester.
+//! previous record in force, and a state file of another format is refused, kept, and
+//! named with `otp-admin reset` as the way out. Each case puts the bytes there itself,
+//! then logs in through pamtester.
 
 use std::fs;
 use std::os::unix::fs::FileExt;
 
+use crate::support::admin::otp_admin;
 use crate::support::state_record::{
     decode_state, encode_slot, encode_state, newest, next_write_offset, slots, stored_payload,
-    stored_state, StoredState, StoredTally,
+    stored_state, StoredState, STATE_FORMAT,
 };
-use crate::support::{hotp, new_secret, Fixture, AUTH_ERR};
+use crate::support::{hotp, new_secret, Fixture, AUTHINFO_UNAVAIL, AUTH_ERR};
 
 fn hotp_fixture() -> Fixture {
     let secret = new_secret();
@@ -23,44 +24,6 @@ fn hotp_fixture() -> Fixture {
 fn next_counter(state: &StoredState) -> u64 {
     let record = state.enrollment().expect("an enrollment record");
     record.next_hotp_counter.expect("an HOTP counter")
-}
-
-/// `state` as the earlier version wrote it: a whole file of format-2 TOML, empty and
-/// absent values left out.
-fn format_2_text(state: &StoredState) -> String {
-    let tally = |t: &StoredTally| {
-        format!(
-            "failures = {}\nlockouts = {}\nlocked_until = {}\nlast_failure = {}\n",
-            t.failures, t.lockouts, t.locked_until, t.last_failure
-        )
-    };
-    let mut text = format!(
-        "version = 2\nlast_success = {}\n\n[user]\n{}",
-        state.last_success,
-        tally(&state.all.user)
-    );
-    if state.all.overflow != StoredTally::default() {
-        text += &format!("\n[overflow]\n{}", tally(&state.all.overflow));
-    }
-    for (source, t) in &state.all.sources {
-        text += &format!("\n[sources.{source:?}]\n{}", tally(t));
-    }
-    for (fingerprint, record) in &state.enrollments {
-        text += &format!(
-            "\n[enrollments.{fingerprint:?}]\nfile = {:?}\nlast_used = {}\n",
-            record.file, record.last_used
-        );
-        if let Some(step) = record.last_totp_step {
-            text += &format!("last_totp_step = {step}\n");
-        }
-        if let Some(counter) = record.next_hotp_counter {
-            text += &format!("next_hotp_counter = {counter}\n");
-        }
-        if !record.spent_recovery_codes.is_empty() {
-            text += &format!("spent_recovery_codes = {:?}\n", record.spent_recovery_codes);
-        }
-    }
-    text
 }
 
 #[test]
@@ -118,44 +81,61 @@ fn a_torn_write_keeps_the_previous_record_and_the_spent_code_stays_refused() {
 }
 
 #[test]
-fn a_state_file_of_the_earlier_format_is_read_once_and_replaced() {
+fn a_state_file_of_another_format_is_refused_and_otp_admin_reset_is_the_way_out() {
     let f = hotp_fixture();
     let service = f.service("");
     let path = f.state.state_file(&f.user.name);
-    f.login(&service, &hotp(&f.secret, 0))
-        .assert_success("counter 0");
-    f.login(&service, &hotp(&f.secret, 1))
-        .assert_success("counter 1");
-    // What the earlier version kept: the same state as TOML text, a whole file.
-    let state = stored_state(&path).unwrap();
-    let text = format_2_text(&state);
-    assert!(text.parse::<toml::Table>().is_ok(), "not TOML:\n{text}");
-    fs::write(&path, &text).unwrap();
-    assert!(!fs::read(&path).unwrap().starts_with(b"pam_otp\0"));
-
-    f.login(&service, &hotp(&f.secret, 1))
-        .assert_failure(AUTH_ERR, "a code spent before the upgrade");
-    // A replay changes nothing, so nothing is written; the next counted failure is.
-    f.login(&service, "000000x")
-        .assert_failure(AUTH_ERR, "a wrong code after the upgrade");
-    let after_failure = fs::read(&path).unwrap();
-    assert!(
-        after_failure.starts_with(b"pam_otp\0"),
-        "the first save writes the new format"
-    );
-    let upgraded = stored_state(&path).unwrap();
-    assert_eq!(
-        upgraded.enrollments, state.enrollments,
-        "the upgrade kept every enrollment record"
-    );
-    assert_eq!(upgraded.all.user.failures, state.all.user.failures + 1);
-    f.login(&service, &hotp(&f.secret, 2))
-        .assert_success("counter 2");
-    assert_eq!(next_counter(&stored_state(&path).unwrap()), 3);
-    let leftovers: Vec<_> = fs::read_dir(&f.state.path)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n.ends_with(".tmp"))
-        .collect();
-    assert!(leftovers.is_empty(), "{leftovers:?}");
+    let dir = f.state.path.display().to_string();
+    let mut counter = 0;
+    // A record whose newest state is of the format before this one, and text that is
+    // no record file at all.
+    let text = "version = 2\nlast_success = 7\n\n[user]\nfailures = 1\n";
+    for (what, want) in [
+        ("format 3", "format 3 is not supported"),
+        ("text", "not a state record file"),
+    ] {
+        f.login(&service, &hotp(&f.secret, counter))
+            .assert_success(&format!("{what}: counter {counter}"));
+        counter += 1;
+        if what == "text" {
+            fs::write(&path, text).unwrap();
+        } else {
+            let bytes = fs::read(&path).unwrap();
+            let before = newest(&slots(&bytes)).unwrap().clone();
+            let older = StoredState {
+                version: STATE_FORMAT - 1,
+                ..decode_state(&before.payload).unwrap()
+            };
+            let record = encode_slot(before.sequence + 1, true, &encode_state(&older));
+            fs::OpenOptions::new()
+                .write(true)
+                .open(&path)
+                .unwrap()
+                .write_all_at(&record, next_write_offset(&bytes) as u64)
+                .unwrap();
+        }
+        let before = fs::read(&path).unwrap();
+        // Refused before the prompt, and never overwritten: the next code does not get in.
+        f.login(&service, &hotp(&f.secret, counter))
+            .assert_failure(AUTHINFO_UNAVAIL, &format!("{what}: the next code"));
+        assert_eq!(fs::read(&path).unwrap(), before, "{what}: the file changed");
+        let status = otp_admin(&["--state-dir", &dir, "status", &f.user.name]);
+        let said = status.stdout.clone() + &status.stderr;
+        assert!(
+            status.status != Some(0) && said.contains(want) && said.contains("otp-admin reset"),
+            "{what}: {status:#?}"
+        );
+        let reset = otp_admin(&["--state-dir", &dir, "reset", &f.user.name]);
+        reset.assert_ok(&format!("{what}: reset"));
+        assert!(
+            reset.stdout.contains("broken state file") && reset.stdout.contains(want),
+            "{what}: {reset:#?}"
+        );
+        // The state starts over: the counter is the enrollment file's again.
+        counter = 0;
+        f.login(&service, &hotp(&f.secret, counter))
+            .assert_success(&format!("{what}: after the reset"));
+        counter += 1;
+        assert!(stored_state(&path).is_some());
+    }
 }

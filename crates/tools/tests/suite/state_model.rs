@@ -502,7 +502,7 @@ fn sudo_a_replayed_code_is_refused_silently_as_sudo_asks() {
     );
 }
 
-// ---- otp-admin: locked sources, unlock --source; the upgrade from per-name state ----
+// ---- otp-admin: locked sources, unlock --source ----
 
 #[test]
 fn otp_admin_lists_locked_sources_and_unlocks_one() {
@@ -559,46 +559,4 @@ fn otp_admin_lists_locked_sources_and_unlocks_one() {
     let json = otp_admin(&["--state-dir", &dir, "status", &f.user.name, "--json"]).json();
     assert_eq!(json["locked"], false, "{json}");
     assert_eq!(json["sources"].as_array().map(Vec::len), Some(0), "{json}");
-}
-
-#[test]
-fn an_upgrade_keeps_the_lockout_of_the_per_name_state() {
-    let f = Fixture::totp();
-    let service = f.service("");
-    // What the module before per-UID state wrote: <name>.state, format 1, locked.
-    let until = support::now() + 600;
-    let legacy = f.state.path.join(format!("{}.state", f.user.name));
-    fs::write(
-        &legacy,
-        format!(
-            "version = 1\nfingerprint = \"00112233445566778899aabbccddeeff\"\n\
-             failures = 0\nlockouts = 1\nlocked_until = {until}\n"
-        ),
-    )
-    .unwrap();
-    wait_for_step_margin(5);
-    f.login(&service, &totp(&f.secret))
-        .assert_failure(LOCKED, "right code while the old state says locked");
-    f.login(&service, &wrong_totp(&f.secret))
-        .assert_failure(LOCKED, "still locked");
-    assert!(
-        !f.state.state_file(&f.user.name).exists(),
-        "a refusal wrote the state"
-    );
-    // otp-admin sees and lifts the old lock; the lifted state is saved in the new file.
-    use crate::support::admin::otp_admin;
-    let dir = f.state.path.display().to_string();
-    let json = otp_admin(&["--state-dir", &dir, "status", &f.user.name, "--json"]).json();
-    assert_eq!(json["user_locked"], true, "{json}");
-    otp_admin(&["--state-dir", &dir, "unlock", &f.user.name]).assert_ok("unlock");
-    assert!(f.state.state_file(&f.user.name).exists());
-    f.login(&service, &totp(&f.secret))
-        .assert_success("right code after the unlock");
-    // reset removes both files, so the old one cannot come back.
-    let reset = otp_admin(&["--state-dir", &dir, "reset", &f.user.name]);
-    reset.assert_ok("reset");
-    assert!(
-        !legacy.exists() && !f.state.state_file(&f.user.name).exists(),
-        "{reset:?}"
-    );
 }

@@ -241,16 +241,21 @@ fn broken_enrollment_is_logged_with_the_file_name_but_not_the_secret() {
 #[test]
 fn unknown_argument_is_logged() {
     let fx = Fixture::totp();
-    let service = fx.service("frobnicate=1");
-    let code = totp(&fx.secret);
-    let (out, lines) = run_logged(&service, &fx.user.name, &code, None);
-    out.assert_failure(SERVICE_ERR, "unknown argument");
-    let mine = module_lines(&service, &lines);
-    assert!(
-        mine.iter()
-            .any(|l| l.text.contains("frobnicate") && l.severity() <= 3),
-        "the unknown argument is not logged as an error: {mine:#?}"
-    );
+    // forward_pass is no argument of this module: refused like any other unknown one.
+    for arg in ["frobnicate=1", "forward_pass"] {
+        let service = fx.service(arg);
+        let code = totp(&fx.secret);
+        let (out, lines) = run_logged(&service, &fx.user.name, &code, None);
+        out.assert_failure(SERVICE_ERR, &format!("unknown argument {arg}"));
+        let mine = module_lines(&service, &lines);
+        assert!(
+            mine.iter()
+                .any(|l| l.text.contains("unknown module argument")
+                    && l.text.contains(arg)
+                    && l.severity() <= 3),
+            "the unknown argument {arg} is not logged as an error: {mine:#?}"
+        );
+    }
 }
 
 #[test]

@@ -103,7 +103,7 @@ fn shipped_policy_file_parses_and_gives_the_defaults_when_uncommented() {
     });
     let defaults = policy::parse(&[], None).unwrap();
     // The prompt is the one setting whose absence means something of its own (its
-    // default depends on forward_pass): compare the text the user sees.
+    // default depends on the pass mode): compare the text the user sees.
     assert_eq!(parsed.prompt_text(), defaults.prompt_text());
     assert_eq!(
         policy::Policy {

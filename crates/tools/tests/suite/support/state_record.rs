@@ -2,7 +2,7 @@
 //! a 4 KiB file header (`pam_otp\0`, format version, slot size), then two slots, each a
 //! 32-byte header (`slot`, flags, sequence, length, CRC-64/XZ checksum in a 12-byte field) and a
 //! payload: the state in postcard's binary form, decoded here into the tests' own copy of
-//! its fields. A state file of the earlier format is TOML text, not a record file.
+//! its fields.
 
 use std::collections::BTreeMap;
 use std::fs;
