@@ -3,7 +3,7 @@
 #   build the .deb, lintian (no error or warning), dpkg -i, the real-PAM test suite against
 #   the INSTALLED module (named plainly as pam_otp.so) and otp-admin; dpkg -r refused while
 #   a PAM file names the module, and README's roll-back with a real sshd and sudo
-#   (tests/suite/package_rollback.rs); dpkg -r (module and binaries gone, pam-auth-update
+#   (crates/tools/tests/suite/package_rollback.rs); dpkg -r (module and binaries gone, pam-auth-update
 #   profile out of common-auth), PAM_OTP_FORCE_REMOVE=1, dpkg -P (state gone); then make
 #   install (same files, same places), the same tests, make uninstall (refused alike).
 #   Every check fails loudly; nothing is skipped.

@@ -1,5 +1,5 @@
 -- pam-otp fleet record: one person's replay guards, failure tallies and lockouts, changed
--- atomically by this one script (src/core/fleet.rs builds its arguments and reads its reply).
+-- atomically by this one script (crates/core/src/fleet.rs builds its arguments and reads its reply).
 -- KEYS[1] enrollments hash, per enrollment fingerprint FP: "FP:step" last TOTP step,
 --         "FP:hotp" next HOTP counter, "FP:spent" spent recovery indexes ("0,3"),
 --         "FP:used" time of its last accepted code.

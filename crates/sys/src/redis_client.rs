@@ -124,7 +124,7 @@ fn load() -> Result<Api, String> {
     }
     let address = symbol(handle, "pam_otp_redis_protocol")?;
     // SAFETY: this and each transmute below: the symbols are the client object's
-    // `extern "C"` functions of exactly these signatures (`redis-client/lib.rs`, same
+    // `extern "C"` functions of exactly these signatures (`crates/redis-client/src/lib.rs`, same
     // build); the protocol number is checked before any other is called.
     let protocol = unsafe { std::mem::transmute::<*mut c_void, Protocol>(address) };
     // SAFETY: see above; takes no arguments.

@@ -32,7 +32,7 @@ fn settings_fields() -> Vec<String> {
     let source = include_str!("../../../sys/src/policy.rs");
     let start = source
         .find("struct Settings {")
-        .expect("src/sys/policy.rs has no struct Settings");
+        .expect("crates/sys/src/policy.rs has no struct Settings");
     let body = &source[start..];
     let body = &body[body.find('{').unwrap() + 1..body.find("\n}").unwrap()];
     let mut fields = Vec::new();
@@ -49,7 +49,7 @@ fn settings_fields() -> Vec<String> {
     }
     assert!(
         fields.len() > 5,
-        "could not read Settings from src/sys/policy.rs: {fields:?}"
+        "could not read Settings from crates/sys/src/policy.rs: {fields:?}"
     );
     fields
 }
@@ -73,7 +73,7 @@ fn shipped_policy_file_documents_every_setting_once() {
     fields.sort();
     assert_eq!(
         sorted, fields,
-        "config/pam_otp.toml and the policy keys in src/sys/policy.rs differ"
+        "config/pam_otp.toml and the policy keys in crates/sys/src/policy.rs differ"
     );
 }
 

@@ -1,6 +1,6 @@
 //! The tests that need no root, run by a plain `cargo test`: the brute-force arithmetic of
 //! SECURITY.md simulated on the pure rules, and the docs and shipped files checked against
-//! each other. The system suite (real libpam, sshd, sudo, Redis; `tests/suite`) changes
+//! each other. The system suite (real libpam, sshd, sudo, Redis; `crates/tools/tests/suite`) changes
 //! the machine it runs on: `make test`, as root, runs it in a private mount namespace.
 
 #[path = "../suite/support/rng.rs"]
