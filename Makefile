@@ -20,10 +20,18 @@ build:
 	$(CARGO) build --release
 
 # The integration tests load the built pam_otp.so through real libpam, so build it first.
+# The tests themselves add users, write /etc/pam.d, /etc/sudoers.d, homes, /var/lib and
+# /var/log, and start sshd, sudo, su and redis-server: they run through
+# packaging/in-private-system.sh, in a private mount and PID namespace where /etc, /home,
+# /root, /var, /usr, /opt and /srv are overlays whose changes live on a tmpfs, and /run,
+# /tmp and /dev/shm are fresh tmpfs. Nothing they write there reaches this machine, and
+# when the run ends, however it ends (SIGKILL of make included), every process and every
+# change goes with it. The repository, the target directory, CARGO_HOME and RUSTUP_HOME
+# stay the machine's own (the build above runs outside). The script's header says more.
 test:
 	@$(DEPS) test
 	$(CARGO) build --all-targets
-	$(CARGO) test --all-targets -- --test-threads=4
+	bash packaging/in-private-system.sh -- $(CARGO) test --all-targets -- --test-threads=4
 
 lint:
 	$(CARGO) fmt --all -- --check
