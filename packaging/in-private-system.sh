@@ -39,8 +39,9 @@
 #
 # The network namespace is shared (the suite picks free ports, as before). Nested
 # namespaces keep working: the suite's own `unshare --mount` calls and make demo's
-# overlays (overlay over these overlays: two levels, the kernel's limit; a machine
-# whose / is already an overlay, such as a Docker container, has one level fewer).
+# overlays (overlay over these overlays: two levels, the kernel's limit). Where / is
+# itself an overlay (a Docker container) that is one level too many for make demo's
+# overlays, and the script says so when it starts.
 set -euo pipefail
 
 # Overlaid (changes kept on a tmpfs), and replaced by a fresh tmpfs.
@@ -136,6 +137,13 @@ inside() {
         done
     done < <(findmnt -rn -o TARGET)
     mapfile -t mounts < <(printf '%s\n' "${overlaid[@]}" "${mounts[@]}" | LC_ALL=C sort -u)
+    for target in "${mounts[@]}"; do
+        if [ "$(stat -f -c %T "$target")" = overlayfs ]; then
+            echo "in-private-system: $target is an overlay already (a container?): overlays" \
+                "mounted inside (make demo's) would exceed the kernel's stacking depth" >&2
+            break
+        fi
+    done
 
     # A tmpfs for the upper and work directories and for a view of each lower layer
     # without its submounts (a plain bind mount), mounted on /run: /run is not
