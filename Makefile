@@ -20,15 +20,23 @@ build:
 	$(CARGO) build --release
 
 # The integration tests load the built pam_otp.so through real libpam, so build it first
-# (and the release build, which the suite's `make demo` runs).
-# The system suite (root, real sshd/sudo/Redis) is behind this feature; a plain
-# `cargo test` runs only what needs no root.
+# (and the release build, which the suite's `make demo` runs). The system suite (root,
+# real sshd, sudo, su, Redis) is behind the SYSTEM_TESTS features; a plain `cargo test`
+# runs only what needs no root.
+# The tests add users, write /etc/pam.d, /etc/sudoers.d, homes, /var/lib and /var/log,
+# and start sshd, sudo, su and redis-server: they run through
+# packaging/in-private-system.sh, in a private mount and PID namespace where /etc, /home,
+# /root, /var, /usr, /opt and /srv are overlays whose changes live on a tmpfs, and /run,
+# /tmp and /dev/shm are fresh tmpfs. Nothing they write there reaches this machine, and
+# when the run ends, however it ends (SIGKILL of make included), every process and every
+# change goes with it. The repository, the target directory, CARGO_HOME and RUSTUP_HOME
+# stay the machine's own (the builds run outside). The script's header says more.
 SYSTEM_TESTS := pam-otp-sys/system-tests,pam-otp-tools/system-tests
 test:
 	@$(DEPS) test
 	$(CARGO) build --all-targets --features $(SYSTEM_TESTS)
 	$(CARGO) build --release
-	$(CARGO) test --all-targets --features $(SYSTEM_TESTS) -- --test-threads=4
+	bash packaging/in-private-system.sh -- $(CARGO) test --all-targets --features $(SYSTEM_TESTS) -- --test-threads=4
 
 lint:
 	$(CARGO) fmt --all -- --check
