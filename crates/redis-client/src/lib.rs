@@ -2,9 +2,9 @@
 //! object of its own that the module loads only when a login has `store = "redis"`, so
 //! file-store logins never pay for it. It serves the module's JSON requests with
 //! `store` (the protocol and its reasons are in `pam_otp_sys::redis_client`).
-//! No panic crosses these functions: one becomes a failed reply or a NULL. (The library
-//! it links also exports the PAM hooks; named in a PAM file, this object would behave as
-//! pam_otp.so itself.)
+//! No panic crosses these functions: one becomes a failed reply or a NULL. It does not
+//! link the module, so it exports no PAM hook: named in a PAM file by mistake, libpam
+//! finds no `pam_sm_authenticate` in it and the line fails.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
