@@ -98,6 +98,9 @@ enum Command {
     #[command(mut_arg("file", |arg| arg.help(
         "File to write [default: /var/lib/pam-otp/secrets/USER.toml]; every directory \
          from / down must be root's and writable by no one else")))]
+    #[command(mut_arg("issuer", |arg| arg.help(
+        "Provider name shown in the app [default: the host name followed by \" sudo\", \
+         so that it is not mistaken for otp-setup's entry]")))]
     Enroll {
         user: String,
         #[command(flatten)]

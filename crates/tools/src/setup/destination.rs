@@ -34,6 +34,30 @@ impl Operator {
         }
     }
 
+    /// The issuer shown in the app without `--issuer`. A user may hold both enrollments
+    /// on one phone, each with its own secret: were the store's named as otp-setup's
+    /// (`HOST`, `USER@HOST`), the user could type the wrong one's code at sudo, and each
+    /// such code counts towards a lockout.
+    pub(super) fn default_issuer(&self, host_name: &str) -> String {
+        match self {
+            Operator::User => host_name.into(),
+            Operator::Administrator(_) => format!("{host_name} sudo"),
+        }
+    }
+
+    /// The line naming the entry to use in the app, for the store's enrollment only (the
+    /// user's own is the one entry otp-setup ever makes).
+    pub(super) fn entry_note(&self, issuer: &str, label: &str) -> Option<String> {
+        match self {
+            Operator::User => None,
+            Operator::Administrator(account) => Some(format!(
+                "In {}'s app this is the entry \"{issuer}\" ({label}): sudo asks for its \
+                 codes, not for those of an entry made with otp-setup.",
+                account.name
+            )),
+        }
+    }
+
     /// The command that makes this enrollment (again).
     pub(super) fn command(&self, user: &str) -> String {
         match self {

@@ -493,7 +493,7 @@ fn plan(
     let issuer = args
         .issuer
         .clone()
-        .unwrap_or_else(|| context.host_name.clone());
+        .unwrap_or_else(|| context.operator.default_issuer(&context.host_name));
     let label = args
         .label
         .clone()
@@ -737,6 +737,10 @@ fn show(
     writeln!(out)?;
     writeln!(out, "Key URI: {uri}")?;
     writeln!(out)?;
+    if let Some(note) = context.operator.entry_note(&plan.issuer, &plan.label) {
+        writeln!(out, "{note}")?;
+        writeln!(out)?;
+    }
     Ok(())
 }
 

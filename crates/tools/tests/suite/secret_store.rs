@@ -147,6 +147,92 @@ fn the_qr_printed_by_otp_admin_enroll_decodes_to_the_stored_secret() {
     let _ = fs::remove_dir_all(&dir);
 }
 
+/// The kernel's host name, the default in the app's entry names.
+fn host_name() -> String {
+    fs::read_to_string("/proc/sys/kernel/hostname")
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
+/// otp-setup's entry is `HOST: USER@HOST`; the store's must not look the same on the
+/// phone, or the user types the wrong one at sudo and it counts towards a lockout.
+#[test]
+fn the_store_entry_is_named_apart_from_otp_setups_in_the_uri_qr_and_text() {
+    let user = TestUser::new();
+    let stored = StoreSecret::of(&user.name);
+    let host = host_name();
+    let name = &user.name;
+    let dir = scratch_path("store-issuer");
+    fs::create_dir(&dir).unwrap();
+    let png = dir.join("qr.png");
+    let run = otp_admin(&[
+        "enroll",
+        name,
+        "--no-confirm",
+        "--qr",
+        "none",
+        "--qr-png",
+        png.to_str().unwrap(),
+    ]);
+    run.assert_ok("otp-admin enroll with the default issuer");
+    let printed = parse_printed(&run.stdout);
+    // A space in the issuer is %20 in the label and in the parameter, never `+`.
+    assert!(
+        printed
+            .uri
+            .starts_with(&format!("otpauth://totp/{host}%20sudo:{name}%40{host}?")),
+        "{}",
+        printed.uri
+    );
+    assert_eq!(
+        uri_parameter(&printed.uri, "issuer"),
+        Some(format!("{host}%20sudo"))
+    );
+    assert_eq!(zbarimg(&png), printed.uri, "the PNG holds another URI");
+    assert!(
+        run.stdout.contains(&format!("  Issuer:  {host} sudo\n")),
+        "{run:#?}"
+    );
+    // The line that tells which entry in the app sudo asks for.
+    assert!(
+        run.stdout.contains(&format!(
+            "In {name}'s app this is the entry \"{host} sudo\" ({name}@{host}): sudo asks for its codes"
+        )),
+        "{run:#?}"
+    );
+    fs::remove_file(&stored.path).unwrap();
+
+    // An explicit --issuer still wins.
+    let run = otp_admin(&[
+        "enroll",
+        name,
+        "--no-confirm",
+        "--qr",
+        "none",
+        "--issuer",
+        "ACME Corp",
+    ]);
+    run.assert_ok("otp-admin enroll --issuer");
+    let printed = parse_printed(&run.stdout);
+    assert!(
+        printed
+            .uri
+            .starts_with(&format!("otpauth://totp/ACME%20Corp:{name}%40{host}?")),
+        "{}",
+        printed.uri
+    );
+    assert_eq!(
+        uri_parameter(&printed.uri, "issuer").as_deref(),
+        Some("ACME%20Corp")
+    );
+    assert!(
+        run.stdout.contains("this is the entry \"ACME Corp\""),
+        "{run:#?}"
+    );
+    let _ = fs::remove_dir_all(&dir);
+}
+
 /// Runs `sh -c SCRIPT` the way the user's own processes would; its output and status.
 fn as_user(how: &[&str], script: &str) -> (bool, String) {
     let out = Command::new("timeout")
