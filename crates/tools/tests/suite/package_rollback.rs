@@ -39,9 +39,11 @@ fn dpkg_remove() -> Output {
         .expect("run dpkg -r")
 }
 
-/// The README's backup of a PAM file (`cp /etc/pam.d/sshd /etc/pam.d/sshd.orig`), made
-/// from this machine's Debian file; removed on drop.
+/// The README's backup of a PAM file (`cp /etc/pam.d/sshd /root/pam.d.orig/sshd`), made
+/// from this machine's Debian file outside `/etc/pam.d`, where libpam would take it for
+/// a service of its own; removed on drop.
 struct Backup {
+    dir: PathBuf,
     path: PathBuf,
 }
 
@@ -53,12 +55,14 @@ impl Backup {
             !original.contains("pam_otp"),
             "{debian_file} already uses pam_otp: it cannot stand for the original"
         );
-        let path = service.pam_file.with_extension("orig");
+        let dir = scratch_path("txrb-pam.d.orig");
+        fs::create_dir(&dir).unwrap();
+        let path = dir.join(service.pam_file.file_name().unwrap());
         fs::write(&path, original).unwrap();
-        Backup { path }
+        Backup { dir, path }
     }
 
-    /// The roll-back's first step: `cp /etc/pam.d/sshd.orig /etc/pam.d/sshd`.
+    /// The roll-back's first step: `cp /root/pam.d.orig/sshd /etc/pam.d/sshd`.
     fn restore(&self, service: &InstalledService) {
         fs::copy(&self.path, &service.pam_file).unwrap();
     }
@@ -66,7 +70,7 @@ impl Backup {
 
 impl Drop for Backup {
     fn drop(&mut self) {
-        let _ = fs::remove_file(&self.path);
+        let _ = fs::remove_dir_all(&self.dir);
     }
 }
 
