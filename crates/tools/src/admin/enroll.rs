@@ -5,10 +5,8 @@
 use std::io;
 use std::process::ExitCode;
 
-use super::MAX_STATUS_VALUE_CHARS;
-use super::{audit, target, Cli, EXIT_REFUSED};
+use super::{audit, error_line, target, Cli, EXIT_REFUSED};
 use crate::setup::{self, Choices, Context};
-use pam_otp_core::printable::escape;
 use pam_otp_sys::policy::expand_secret_path;
 
 /// Runs the enrollment; the exit status is otp-setup's (0 enrolled, 1 not confirmed,
@@ -17,10 +15,7 @@ pub(super) fn main(cli: &Cli, user: &str, choices: &Choices) -> ExitCode {
     let target = match target(cli, user) {
         Ok(target) => target,
         Err(e) => {
-            eprintln!(
-                "otp-admin: {}",
-                escape(&e.to_string(), MAX_STATUS_VALUE_CHARS)
-            );
+            eprintln!("otp-admin: {}", error_line(&e));
             return ExitCode::from(EXIT_REFUSED);
         }
     };
@@ -37,10 +32,7 @@ pub(super) fn main(cli: &Cli, user: &str, choices: &Choices) -> ExitCode {
     let written = match result {
         Ok(written) => written,
         Err(e) => {
-            eprintln!(
-                "otp-admin: {}",
-                escape(&e.to_string(), MAX_STATUS_VALUE_CHARS)
-            );
+            eprintln!("otp-admin: {}", error_line(&e));
             return ExitCode::from(e.exit_code());
         }
     };

@@ -22,7 +22,7 @@ use serde::Serialize;
 mod state_dirs;
 
 use pam_otp_core::enrollment::{Enrollment, Kind};
-use pam_otp_core::printable::escape;
+use pam_otp_core::printable::{escape, visible};
 use pam_otp_core::source::Source;
 use pam_otp_core::state::{
     Custody, EnrollmentRef, State, Tallies, Tally, Unlock, MAX_ENROLLMENTS, MAX_SOURCES,
@@ -127,7 +127,11 @@ impl fmt::Display for AdminError {
         match self {
             AdminError::NotRoot => write!(f, "must be run as root"),
             AdminError::Policy(e) => write!(f, "{e}"),
-            AdminError::UnknownUser(user) => write!(f, "no such user: {user:?}"),
+            AdminError::UnknownUser(user) => write!(
+                f,
+                "no such user: \"{}\"",
+                escape(user, MAX_STATUS_VALUE_CHARS)
+            ),
             AdminError::Account(e) => write!(f, "{e}"),
             AdminError::NoState { user, dir } => write!(
                 f,
@@ -184,13 +188,23 @@ pub fn main<I: IntoIterator<Item = OsString>>(args: I) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!(
-                "otp-admin: {}",
-                escape(&e.to_string(), MAX_STATUS_VALUE_CHARS)
-            );
+            eprintln!("otp-admin: {}", error_line(&e));
             ExitCode::from(EXIT_REFUSED)
         }
     }
+}
+
+/// An error as one line on root's terminal. The values in it were quoted and escaped
+/// when the message was composed, so only what could still move the cursor or break the
+/// line is escaped here: escaping the whole message again would put a backslash before
+/// every one of those quotes.
+fn error_line(e: &dyn fmt::Display) -> String {
+    let text = e.to_string();
+    let mut shown: String = text.chars().take(MAX_STATUS_VALUE_CHARS).collect();
+    if shown.len() < text.len() {
+        shown.push('…');
+    }
+    visible(&shown)
 }
 
 /// What the command found: the policy it applies and the account it is about.

@@ -82,3 +82,24 @@ fn status_warns_when_services_use_different_state_dirs() {
         "{json}"
     );
 }
+
+/// The name typed is shown as typed, in plain quotes: no backslashes before them, as a
+/// second round of escaping would leave; what could move the cursor is still escaped.
+#[test]
+fn an_unknown_user_is_named_without_escaped_quotes() {
+    let state = StateDir::new();
+    for cmd in ["status", "unlock", "reset"] {
+        let run = otp_admin(&["--state-dir", &state.arg(), cmd, "ta-no-such-user"]);
+        run.assert_refused(&format!("{cmd} of an unknown user"));
+        assert_eq!(
+            run.stderr, "otp-admin: no such user: \"ta-no-such-user\"\n",
+            "{cmd}"
+        );
+    }
+    let run = otp_admin(&["--state-dir", &state.arg(), "status", "ta\u{1b}[2Jx\"y"]);
+    run.assert_refused("status of a name with an escape sequence");
+    assert_eq!(
+        run.stderr, "otp-admin: no such user: \"ta\\u{1b}[2Jx\\\"y\"\n",
+        "{run:#?}"
+    );
+}
