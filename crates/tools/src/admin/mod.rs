@@ -41,7 +41,7 @@ const MAX_STATUS_VALUE_CHARS: usize = 2000;
 /// Where the PAM services are configured.
 const PAM_DIR: &str = "/etc/pam.d";
 
-/// Exit status of every refusal: bad usage, unknown user, no state, not root, broken state.
+/// Exit status of every refusal: bad usage, unknown user, not root, broken state.
 pub const EXIT_REFUSED: u8 = 2;
 
 #[derive(Debug, Parser)]
@@ -51,8 +51,9 @@ pub const EXIT_REFUSED: u8 = 2;
     about = "Inspect and repair pam-otp login state (run as root)",
     after_help = "Settings come from the policy file (/etc/security/pam_otp.toml) unless \
                   overridden; they must match the module arguments of the PAM service in use.\n\
-                  Exit status: 0 done, 2 refused (nothing was changed); enroll: 1 not \
-                  confirmed (nothing was written)."
+                  Exit status: 0 done, or nothing to do (said so; unlock or reset of a user \
+                  with no state); 2 refused (nothing was changed); enroll: 1 not confirmed \
+                  (nothing was written)."
 )]
 pub struct Cli {
     /// State directory (default: the policy file's state_dir, else /var/lib/pam-otp)
@@ -115,7 +116,6 @@ pub enum AdminError {
     Policy(PolicyError),
     UnknownUser(String),
     Account(AccountError),
-    NoState { user: String, dir: PathBuf },
     StateDir { dir: PathBuf, error: io::Error },
     Store(StoreError),
     Fleet(RedisStoreError),
@@ -133,11 +133,6 @@ impl fmt::Display for AdminError {
                 escape(user, MAX_STATUS_VALUE_CHARS)
             ),
             AdminError::Account(e) => write!(f, "{e}"),
-            AdminError::NoState { user, dir } => write!(
-                f,
-                "no state for {user} in {}: nothing to do (no login recorded yet)",
-                dir.display()
-            ),
             AdminError::StateDir { dir, error } => {
                 write!(f, "state directory {}: {error}", dir.display())
             }
@@ -151,7 +146,7 @@ impl fmt::Display for AdminError {
 impl std::error::Error for AdminError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            AdminError::NotRoot | AdminError::UnknownUser(_) | AdminError::NoState { .. } => None,
+            AdminError::NotRoot | AdminError::UnknownUser(_) => None,
             AdminError::Policy(e) => Some(e),
             AdminError::Account(e) => Some(e),
             AdminError::StateDir { error, .. } => Some(error),
@@ -308,11 +303,15 @@ fn locked_state(target: &Target) -> Result<Option<(LockedState, Option<State>)>,
     Ok(Some((locked, state)))
 }
 
-fn no_state(target: &Target) -> AdminError {
-    AdminError::NoState {
-        user: target.account.name.clone(),
-        dir: target.policy.state_dir.clone(),
-    }
+/// What unlock and reset say when there is no state: no login recorded yet leaves
+/// nothing to clear, which is not an error (exit 0), so that a script going through a
+/// list of users does not stop at one who never logged in.
+fn nothing_to_do(target: &Target) -> String {
+    format!(
+        "{}: no state in {} (no login recorded yet); nothing changed\n",
+        target.account.name,
+        target.policy.state_dir.display()
+    )
 }
 
 fn audit(target: &Target, message: &str) {
@@ -374,7 +373,7 @@ fn unlock_scope_text(state: &State, what: Unlock, now: u64) -> String {
 fn unlock(target: &Target, source: Option<&Source>, now: u64) -> Result<String, AdminError> {
     let user = &target.account.name;
     let Some((locked, Some(mut state))) = locked_state(target)? else {
-        return Err(no_state(target));
+        return Ok(nothing_to_do(target));
     };
     let what = match source {
         Some(source) => Unlock::Source(source),
@@ -413,22 +412,24 @@ fn unlock(target: &Target, source: Option<&Source>, now: u64) -> Result<String, 
 
 fn reset(target: &Target) -> Result<String, AdminError> {
     let user = &target.account.name;
-    let store = existing_store(&target.policy.state_dir)?.ok_or_else(|| no_state(target))?;
+    let Some(store) = existing_store(&target.policy.state_dir)? else {
+        return Ok(nothing_to_do(target));
+    };
     let path = store.state_path(target.account.uid);
     if matches!(fs::symlink_metadata(&path), Err(e) if e.kind() == io::ErrorKind::NotFound) {
-        return Err(no_state(target));
+        return Ok(nothing_to_do(target));
     }
     let locked = store.lock(target.account.uid)?;
     // A broken state file is exactly what reset is for (the module's error says so):
     // it is removed too, and the report names what was wrong with it.
     let broken = match locked.load() {
         Ok(Some(_)) => None,
-        Ok(None) => return Err(no_state(target)),
+        Ok(None) => return Ok(nothing_to_do(target)),
         Err(e @ (StoreError::Corrupt { .. } | StoreError::Insecure { .. })) => Some(e),
         Err(e) => return Err(e.into()),
     };
     if !locked.remove()? {
-        return Err(no_state(target));
+        return Ok(nothing_to_do(target));
     }
     drop(locked);
     audit(target, "state reset by otp-admin");

@@ -264,16 +264,6 @@ fn ta_bad_input_exits_2_and_changes_nothing() {
         );
         case(&format!("{cmd}: no user"), &["--state-dir", &dir, cmd]);
     }
-    for cmd in ["unlock", "reset"] {
-        case(
-            &format!("{cmd}: no state"),
-            &["--state-dir", &dir, cmd, &no_state.name],
-        );
-        case(
-            &format!("{cmd}: no state directory"),
-            &["--state-dir", &missing_dir, cmd, &with_state.name],
-        );
-    }
     for cmd in ["status", "unlock"] {
         case(
             &format!("{cmd}: broken state file"),
@@ -328,6 +318,53 @@ fn ta_bad_input_exits_2_and_changes_nothing() {
     }
     // The refused unlock left the failures in place.
     assert_eq!(status_json(&state, &with_state)["failures"], 2);
+}
+
+/// No state (no login recorded yet) leaves unlock and reset nothing to do: that is not
+/// an error, so a script that unlocks or resets a list of users does not stop at one.
+#[test]
+fn ta_unlock_and_reset_with_nothing_to_do_exit_0_and_change_nothing() {
+    let state = StateDir::new();
+    let dir = state.arg();
+    let missing_dir = format!("{dir}/missing");
+    let service = Service::new(&state, "max_failures=5");
+    let (with_state, secret) = totp_user();
+    service
+        .login(&with_state, &wrong_totp(&secret))
+        .assert_failure(AUTH_ERR, "wrong code");
+    let (no_state, _) = totp_user();
+    let before = snapshot(&state.path);
+    assert_eq!(before.len(), 1, "{:?}", before.keys());
+
+    for (what, state_dir, user) in [
+        ("no state file", &dir, &no_state),
+        ("no state directory", &missing_dir, &with_state),
+    ] {
+        for args in [
+            vec!["unlock", user.name.as_str()],
+            vec!["unlock", user.name.as_str(), "--source", "192.0.2.7"],
+            vec!["reset", user.name.as_str()],
+        ] {
+            let mut all = vec!["--state-dir", state_dir.as_str()];
+            all.extend(&args);
+            let run = otp_admin(&all);
+            let what = format!("{args:?}, {what}");
+            assert_eq!(run.status, Some(0), "{what}: {run:#?}");
+            assert!(
+                run.stdout.starts_with(&format!("{}: ", user.name))
+                    && run.stdout.contains("nothing changed")
+                    && run.stdout.lines().count() == 1,
+                "{what}: {run:#?}"
+            );
+            assert!(run.stderr.is_empty(), "{what}: {run:#?}");
+            assert_eq!(snapshot(&state.path), before, "{what}: state changed");
+            assert!(
+                !std::path::Path::new(&missing_dir).exists(),
+                "{what}: created the state directory"
+            );
+        }
+    }
+    assert_eq!(status_json(&state, &with_state)["failures"], 1);
 }
 
 #[test]
