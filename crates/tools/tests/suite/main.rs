@@ -23,6 +23,7 @@ mod otp_setup_umask;
 mod package_rollback;
 mod pam_stack;
 mod root_owned_paths;
+mod screen_locker;
 mod secret_store;
 mod split_pass;
 mod sshd;
