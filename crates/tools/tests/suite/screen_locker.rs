@@ -14,6 +14,8 @@ use std::fs;
 use std::thread::sleep;
 use std::time::Duration;
 
+use crate::nullok_off::WITH_PROFILE_ENABLED;
+use crate::support::checker::run_logged;
 use crate::support::checker::{
     checker_as, pamtester_as, pamtester_as_name, wire_answer, CheckerInstall, CheckerMode,
     SystemPolicy, EXIT_AUTH_ERR, EXIT_CONV_ERR, EXIT_PERM_DENIED, EXIT_SUCCESS, EXIT_SYSTEM_ERR,
@@ -24,8 +26,8 @@ use crate::support::hostile::Logged;
 use crate::support::secret_store::StoreSecret;
 use crate::support::state_record::{stored_state, StoredState};
 use crate::support::{
-    hotp, new_secret, right_code, run_pamtester, Service, AUTHINFO_UNAVAIL, AUTH_ERR, LOCKED,
-    LOCKED_MESSAGE, REPLAY_MESSAGE,
+    hotp, in_private_mounts, new_secret, right_code, run_pamtester, scratch_path, LocalUser,
+    Service, AUTHINFO_UNAVAIL, AUTH_ERR, LOCKED, LOCKED_MESSAGE, REPLAY_MESSAGE,
 };
 
 fn hotp_enrollment(secret: &str) -> String {
@@ -520,4 +522,91 @@ fn a_missing_or_not_setuid_checker_is_named_in_the_log_and_to_the_user() {
         run.assert_logged(&["not root", "pam_otp_check", needle], needle);
         assert_eq!(desk.state(), None, "{needle}: state written");
     }
+}
+
+/// The screen lockers' services, as they are named in /etc/pam.d.
+const LOCKERS: [&str; 4] = ["swaylock", "i3lock", "xscreensaver", "kde"];
+
+/// With the shipped pam-auth-update profile enabled (see `nullok_off`), makes each
+/// locker's service and `tsl-other` include common-auth, then runs the rest.
+const LOCKER_SERVICES: &str = r#"set -e
+for s in swaylock i3lock xscreensaver kde tsl-other; do
+    printf 'auth include common-auth\naccount required pam_permit.so\n' > "/etc/pam.d/$s"
+done
+exec "$@""#;
+
+/// pamtester for `service` as `user`, with the shipped profile enabled (its pam_otp.so
+/// the module under test) and `policy` as the system's.
+fn with_profile<K>(desk: &Desk, user: &LocalUser<K>, service: &str, answers: &str) -> Logged {
+    let work = scratch_path("tsl-work");
+    fs::create_dir(&work).unwrap();
+    let profile = work.join("profile");
+    let shipped = read_shipped("pam-configs/pam-otp");
+    fs::write(
+        &profile,
+        shipped.replace("pam_otp.so", &desk.install.module),
+    )
+    .unwrap();
+    let mut argv = in_private_mounts(
+        WITH_PROFILE_ENABLED,
+        &[work.display().to_string(), profile.display().to_string()],
+    );
+    argv.extend(in_private_mounts(LOCKER_SERVICES, &[]));
+    argv.extend(desk.policy.as_user(
+        user.uid,
+        user.gid,
+        &[],
+        &[
+            "pamtester".into(),
+            service.into(),
+            user.name.clone(),
+            "authenticate".into(),
+        ],
+    ));
+    let run = run_logged(argv, format!("{answers}\n").as_bytes());
+    let _ = fs::remove_dir_all(&work);
+    run
+}
+
+#[test]
+fn the_shipped_profile_locks_no_enrolled_user_out_of_the_screen() {
+    require_program("/usr/sbin/pam-auth-update", "libpam-runtime");
+    require_program("/usr/sbin/unix_chkpwd", "libpam-modules-bin");
+    let desk = Desk::new(&[]);
+    let profile = read_shipped("pam-configs/pam-otp");
+    for locker in LOCKERS {
+        assert!(
+            profile.contains(locker),
+            "the profile does not name {locker}"
+        );
+        // The lockers answer every prompt with the password: it alone unlocks.
+        let run = with_profile(&desk, &desk.user, locker, &desk.password);
+        run.outcome.assert_success(locker);
+        assert!(
+            !run.outcome.prompted("Verification code"),
+            "{locker}: {:?}",
+            run.outcome
+        );
+    }
+    // Another program running as the user gets the code asked, through the checker.
+    let answers = format!("{}\n{}", desk.password, desk.code(0));
+    let run = with_profile(&desk, &desk.user, "tsl-other", &answers);
+    run.outcome
+        .assert_success("another service run by the user");
+    assert!(
+        run.outcome.prompted("Verification code"),
+        "{:?}",
+        run.outcome
+    );
+    run.assert_logged(&["accepted HOTP code (counter 0)"], "through the checker");
+    let answers = format!("{}\n{}", desk.password, desk.code(500));
+    with_profile(&desk, &desk.user, "tsl-other", &answers)
+        .outcome
+        .assert_failure(AUTH_ERR, "another service with a wrong code");
+    // An unenrolled user passes there with the password (the profile's nullok).
+    let unenrolled = ShellUser::new();
+    let password = unenrolled.set_password();
+    with_profile(&desk, &unenrolled, "tsl-other", &password)
+        .outcome
+        .assert_success("an unenrolled user, nullok");
 }
