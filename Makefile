@@ -69,7 +69,7 @@ MULTIARCH ?= $(shell dpkg-architecture -qDEB_HOST_MULTIARCH 2>/dev/null || gcc -
 PAMDIR ?= $(PREFIX)/lib/$(if $(MULTIARCH),$(MULTIARCH)/)security
 # The setuid checker for callers that are not root: pam_otp.so runs it from
 # $(PAMDIR)/../pam-otp, so the two directories move together.
-CHECKERDIR := $(PAMDIR)/../pam-otp
+CHECKERDIR := $(dir $(PAMDIR))pam-otp
 BINDIR ?= $(PREFIX)/bin
 SBINDIR ?= $(PREFIX)/sbin
 DATADIR ?= $(PREFIX)/share

@@ -39,10 +39,17 @@ pub const EXIT_PERM_DENIED: i32 = 6;
 pub const EXIT_AUTH_ERR: i32 = 7;
 pub const EXIT_CONV_ERR: i32 = 19;
 
-/// The built checker: `$PAM_OTP_CHECKER`, else `pam_otp_check` beside the built module.
+/// The installed checker, as the package and `make install` place it.
+fn installed_checker() -> PathBuf {
+    multiarch_lib_dir().join("pam-otp").join(CHECKER)
+}
+
+/// The checker under test: `$PAM_OTP_CHECKER`, else the installed one when testing the
+/// installed files, else `pam_otp_check` beside the built module.
 pub fn built_checker() -> PathBuf {
     let path = match std::env::var_os("PAM_OTP_CHECKER") {
         Some(path) => PathBuf::from(path),
+        None if installed() => installed_checker(),
         None => module_path().with_file_name(CHECKER),
     };
     assert!(
@@ -74,7 +81,7 @@ pub enum CheckerMode {
 impl CheckerInstall {
     pub fn new() -> CheckerInstall {
         if installed() {
-            let checker = multiarch_lib_dir().join("pam-otp").join(CHECKER);
+            let checker = installed_checker();
             assert!(checker.is_file(), "{} is not installed", checker.display());
             return CheckerInstall {
                 module: module_ref(),
