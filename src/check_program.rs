@@ -213,3 +213,39 @@ impl Conversation for PipeConversation {
         self.write_line(&format!("{}{text}", wire::ERROR))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parsed(args: &[&str]) -> Option<(String, String, String, bool)> {
+        parse_arguments(args.iter().map(OsString::from).collect())
+            .map(|a| (a.user, a.service, a.rhost, a.nullok))
+    }
+
+    #[test]
+    fn only_user_service_rhost_and_nullok_are_taken() {
+        assert_eq!(
+            parsed(&["alice", "swaylock", ""]),
+            Some(("alice".into(), "swaylock".into(), String::new(), false))
+        );
+        assert_eq!(
+            parsed(&["alice", "swaylock", "192.0.2.1", "nullok"]).map(|p| p.3),
+            Some(true)
+        );
+        for refused in [
+            &["alice", "swaylock"][..],
+            &["alice", "swaylock", "", "max_failures=0"],
+            &["alice", "swaylock", "", "nullok", "window=100"],
+            &[
+                "alice",
+                "swaylock",
+                "",
+                "secret=/var/lib/pam-otp/secrets/root.toml",
+            ],
+            &["alice", "swaylock", "", "nullok=true"],
+        ] {
+            assert_eq!(parsed(refused), None, "{refused:?}");
+        }
+    }
+}
