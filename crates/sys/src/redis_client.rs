@@ -14,8 +14,13 @@ use crate::redis_protocol::{ClientReply, ClientRequest, RedisStoreError, CLIENT_
 use pam_otp_core::fleet::{parse_reply, Call, RecordKeys, Reply};
 
 /// The names the client object may have next to the module: installed, and as cargo
-/// builds it (`target/*/libpam_otp_redis.so` beside `libpam_otp.so`).
-const CLIENT_NAMES: [&str; 2] = ["pam_otp_redis.so", "libpam_otp_redis.so"];
+/// builds it (`target/*/libpam_otp_redis.so` beside `libpam_otp.so`); and, for the setuid
+/// checker installed in `<multiarch>/pam-otp/`, in the module directory beside it.
+const CLIENT_NAMES: [&str; 3] = [
+    "pam_otp_redis.so",
+    "libpam_otp_redis.so",
+    "../security/pam_otp_redis.so",
+];
 
 type Protocol = unsafe extern "C" fn() -> u32;
 type NewSession = unsafe extern "C" fn() -> *mut c_void;
