@@ -23,6 +23,7 @@ use crate::support::checker::{
 };
 use crate::support::clients::{read_shipped, require_program, ShellUser};
 use crate::support::hostile::Logged;
+use crate::support::redis::{Host, RedisServer};
 use crate::support::secret_store::StoreSecret;
 use crate::support::state_record::{stored_state, StoredState};
 use crate::support::{
@@ -610,4 +611,40 @@ fn the_shipped_profile_locks_no_enrolled_user_out_of_the_screen() {
     with_profile(&desk, &unenrolled, "tsl-other", &password)
         .outcome
         .assert_success("an unenrolled user, nullok");
+}
+
+#[test]
+fn in_fleet_mode_the_checker_shares_the_replay_guard_with_the_fleet() {
+    let redis = RedisServer::start();
+    // The policy file says what the fleet's module lines say (values as TOML strings).
+    let args = redis.socket_args();
+    let settings: Vec<(String, String)> = args
+        .split_whitespace()
+        .filter_map(|pair| pair.split_once('='))
+        .map(|(key, value)| (key.to_string(), format!("\"{value}\"")))
+        .collect();
+    let settings: Vec<(&str, &str)> = settings
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let desk = Desk::new(&settings);
+    let plain = desk.service(&["auth required MODULE"]);
+    let other_host = Host::new(&args);
+    let on_other_host =
+        |code: &str| run_pamtester(&other_host.service, &desk.user.name, code, None);
+
+    let run = desk.unlock(&plain, &desk.code(0));
+    run.outcome.assert_success("counter 0 through the checker");
+    let out = on_other_host(&desk.code(0));
+    out.assert_failure(AUTH_ERR, "counter 0 again on another host");
+    assert!(out.stderr.contains(REPLAY_MESSAGE), "{out:?}");
+    on_other_host(&desk.code(1)).assert_success("counter 1 on another host");
+    let run = desk.unlock(&plain, &desk.code(1));
+    run.outcome
+        .assert_failure(AUTH_ERR, "counter 1 again through the checker");
+    assert!(
+        run.outcome.stderr.contains(REPLAY_MESSAGE),
+        "{:?}",
+        run.outcome
+    );
 }

@@ -100,6 +100,11 @@ impl CheckerInstall {
         let module = dir.join("libpam_otp.so");
         let checker = dir.join(CHECKER);
         install(&module_path(), &module, "0644");
+        // Fleet mode: the Redis client object beside the module, as cargo builds it.
+        let redis_client = module_path().with_file_name("libpam_otp_redis.so");
+        if redis_client.is_file() {
+            install(&redis_client, &dir.join("libpam_otp_redis.so"), "0644");
+        }
         match mode {
             CheckerMode::Setuid => install(&built_checker(), &checker, "4755"),
             CheckerMode::NotSetuid => install(&built_checker(), &checker, "0755"),
