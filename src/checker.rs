@@ -131,7 +131,7 @@ fn answer(
 ) -> Option<Zeroizing<String>> {
     match request.policy.pass_mode {
         // try_first_pass: the checker asks once, so the user is asked (the token is not tried).
-        PassMode::Prompt | PassMode::TryFirstPass | PassMode::SplitPass => conversation
+        PassMode::Prompt | PassMode::TryFirstPass => conversation
             .prompt(request.policy.prompt_text())
             .map_err(|e| log.error(&e.to_string()))
             .ok(),
@@ -140,6 +140,11 @@ fn answer(
                 log.error("use_first_pass: no PAM_AUTHTOK from an earlier module");
             }
             request.authtok.clone()
+        }
+        // Decided in this process (it changes no state); never sent to the checker.
+        PassMode::SplitPass => {
+            log.error("split_pass reached the checker; refused");
+            None
         }
         PassMode::UseSplitCode => match &request.split_code {
             Some(kept) if kept.user == request.user => Some(kept.code.clone()),
