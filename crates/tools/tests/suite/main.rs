@@ -22,6 +22,7 @@ mod otp_setup;
 mod otp_setup_umask;
 mod package_rollback;
 mod pam_stack;
+mod renew;
 mod rollout;
 mod root_owned_paths;
 mod secret_store;
