@@ -18,6 +18,7 @@ mod log_injection;
 mod nullok_off;
 mod otp_admin;
 mod otp_admin_output;
+mod otp_admin_report;
 mod otp_setup;
 mod otp_setup_umask;
 mod package_rollback;

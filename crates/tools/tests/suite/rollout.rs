@@ -7,23 +7,12 @@
 //! outcomes are checked, the messages through sshd. Must run as root.
 
 use std::fs;
-use std::process::Command;
 
 use crate::support;
 use crate::support::clients;
 use clients::{run_sudo, Answers, InstalledService, ShellUser, SshClient, SshRun, Sshd, SudoRule};
 use support::secret_store::StoreSecret;
-use support::{new_secret, totp, totp_enrollment, unique};
-
-/// The UTC date `days` from today, as `date` prints it (YYYY-MM-DD).
-fn utc_date(days: i64) -> String {
-    let out = Command::new("date")
-        .args(["-u", "-d", &format!("{days} days"), "+%F"])
-        .output()
-        .expect("run date");
-    assert!(out.status.success(), "{out:?}");
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
-}
+use support::{new_secret, totp, totp_enrollment, unique, utc_date};
 
 const REMINDER: &str = "Verification codes are required here from ";
 
