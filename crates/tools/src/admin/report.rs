@@ -247,7 +247,7 @@ fn as_text(lines: &[Line]) -> String {
             .map(|(service, verdict)| format!("{service}: {verdict}"))
             .collect();
         out.push_str(&format!(
-            "{} uid={} enrolled={} where={} type={} last_code={} failures={} locked={} | {}\n",
+            "{} (uid {}): enrolled={} where={} type={} last_code={} failures={} locked={} | {}\n",
             line.user,
             line.uid,
             line.enrolled,

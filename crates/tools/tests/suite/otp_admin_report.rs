@@ -19,7 +19,7 @@ use support::{
 fn line_of<'a>(report: &'a str, user: &str) -> &'a str {
     report
         .lines()
-        .find(|l| l.starts_with(&format!("{user} uid=")))
+        .find(|l| l.starts_with(&format!("{user} (uid ")))
         .unwrap_or_else(|| panic!("{user} is not in the report:\n{report}"))
 }
 
@@ -77,7 +77,7 @@ fn report_shows_every_account_that_can_log_in_and_what_each_service_does() {
     assert!(
         !report
             .lines()
-            .any(|l| l.starts_with(&format!("{} uid=", keyless.name))),
+            .any(|l| l.starts_with(&format!("{} (uid ", keyless.name))),
         "{report}"
     );
     let (h, s) = (&home.name, &store.name);
@@ -163,14 +163,14 @@ fn report_shows_every_account_that_can_log_in_and_what_each_service_does() {
     let run = otp_admin(&["--state-dir", dir, "report", "--not-enrolled"]);
     assert_eq!(run.status, Some(1), "{run:#?}");
     assert!(
-        run.stdout.contains(&format!("{} uid=", unenrolled.name)),
+        run.stdout.contains(&format!("{} (uid ", unenrolled.name)),
         "{run:#?}"
     );
     assert!(
-        run.stdout.contains(&format!("{} uid=", broken.name)),
+        run.stdout.contains(&format!("{} (uid ", broken.name)),
         "{run:#?}"
     );
     for user in [&enrolled.name, &locked.name, &stored.name] {
-        assert!(!run.stdout.contains(&format!("{user} uid=")), "{run:#?}");
+        assert!(!run.stdout.contains(&format!("{user} (uid ")), "{run:#?}");
     }
 }
