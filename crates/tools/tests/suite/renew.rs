@@ -1,4 +1,5 @@
-//! `otp-setup --show` and `--new-recovery-codes`: the existing enrollment after a current
+//! `otp-setup --show` and `--new-recovery-codes` (and `otp-admin enroll USER` with the
+//! same, for the store): the existing enrollment after a current
 //! code from the app (made by oathtool), its QR code decoded by zbarimg, its recovery
 //! codes tried through the real libpam (pamtester). Must run as root.
 
@@ -7,10 +8,13 @@ use std::io::Write;
 use std::process::{Command, Output, Stdio};
 
 use crate::support;
+use crate::support::admin::otp_admin_path;
+use crate::support::clients::ShellUser;
 use crate::support::enrollment_tools::{
     as_user_argv, decode_drawing, parse_printed, run_as, text, ts_user, uri_parameter, user_env,
     Theme, Workspace, EXACT,
 };
+use crate::support::secret_store::{enroll_confirmed, StoreSecret};
 use support::{totp, wait_for_step_margin, Service, StateDir, TestUser, AUTH_ERR};
 
 const UTF8: &str = "C.UTF-8";
@@ -177,4 +181,114 @@ fn new_recovery_codes_kill_the_old_ones_and_work_once() {
     service
         .login(&user, &new[2])
         .assert_success("another new recovery code");
+}
+
+/// `otp-admin ARGS` as root with `lines` typed at its prompt.
+fn otp_admin_typing(args: &[&str], lines: &[&str]) -> Output {
+    let mut child = Command::new("timeout")
+        .arg("60")
+        .arg(otp_admin_path())
+        .args(args)
+        .env("LANG", UTF8)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run otp-admin");
+    let mut stdin = child.stdin.take().unwrap();
+    for line in lines {
+        let _ = stdin.write_all(format!("{line}\n").as_bytes());
+    }
+    drop(stdin);
+    child.wait_with_output().unwrap()
+}
+
+/// The recovery codes listed at the end of a run's output.
+fn recovery_codes(stdout: &str) -> Vec<String> {
+    stdout
+        .lines()
+        .skip_while(|l| !l.starts_with("Recovery codes:"))
+        .filter_map(|l| l.strip_prefix("  "))
+        .map(String::from)
+        .collect()
+}
+
+#[test]
+fn otp_admin_enroll_show_and_new_recovery_codes_for_the_store() {
+    let user = ShellUser::new();
+    let enrolled = enroll_confirmed(&user.name, &[]);
+    assert_eq!(enrolled.status, Some(0), "{enrolled:#?}");
+    let _stored = StoreSecret::of(&user.name);
+    let printed = parse_printed(&enrolled.stdout);
+    let (secret, old) = (printed.secret, printed.recovery_codes);
+    let store_file = fs::read(&_stored.path).unwrap();
+
+    // --show: a wrong code shows nothing, a right one the same secret.
+    let out = otp_admin_typing(&["enroll", &user.name, "--show"], &["1", "2", "3"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(
+        !text(&out.stdout).contains("otpauth://"),
+        "{}",
+        text(&out.stdout)
+    );
+    wait_for_step_margin(5);
+    let out = otp_admin_typing(&["enroll", &user.name, "--show"], &[&totp(&secret)]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let shown = parse_printed(&text(&out.stdout));
+    assert_eq!(shown.secret, secret);
+    let workspace = Workspace::new();
+    let decoded = decode_drawing(
+        &shown.drawing,
+        Theme::Dark,
+        EXACT,
+        &workspace.dir,
+        "admin.pgm",
+    );
+    assert_eq!(
+        uri_parameter(&decoded, "secret").as_deref(),
+        Some(secret.as_str())
+    );
+    assert!(decoded.contains("issuer="), "{decoded}");
+    assert_eq!(fs::read(&_stored.path).unwrap(), store_file, "--show wrote");
+
+    // A code used to log in, then new recovery codes: the code stays used.
+    let state = StateDir::new();
+    let service = Service::otp(
+        &state,
+        "secret=/var/lib/pam-otp/secrets/%u.toml max_failures=10",
+    );
+    wait_for_step_margin(5);
+    let code = totp(&secret);
+    service
+        .login(&user, &code)
+        .assert_success("a code from the app");
+    let dir = state.path.display().to_string();
+    let out = otp_admin_typing(
+        &[
+            "--state-dir",
+            &dir,
+            "enroll",
+            &user.name,
+            "--new-recovery-codes",
+            "2",
+        ],
+        &[&code],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let new = recovery_codes(&text(&out.stdout));
+    assert_eq!(new.len(), 2, "{}", text(&out.stdout));
+    service
+        .login(&user, &code)
+        .assert_failure(AUTH_ERR, "the code used before the new recovery codes");
+    for code in &old {
+        service
+            .login(&user, code)
+            .assert_failure(AUTH_ERR, "an old recovery code");
+    }
+    service
+        .login(&user, &new[0])
+        .assert_success("a new recovery code");
+    service
+        .login(&user, &new[0])
+        .assert_failure(AUTH_ERR, "the new recovery code again");
 }

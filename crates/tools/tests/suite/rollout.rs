@@ -258,3 +258,38 @@ fn sudo_nullok_with_a_deadline_is_a_service_error() {
     crate::sudo::assert_refused(&run, "nullok + enforce_after let sudo through");
     assert!(!run.stderr.contains(REMINDER), "{}", run.describe());
 }
+
+#[test]
+fn doctor_names_nullok_with_a_deadline_as_an_error() {
+    let dir = support::scratch_path("tx-roll-doctor");
+    fs::create_dir(&dir).unwrap();
+    let (date, _) = week_ahead();
+    fs::write(
+        dir.join("sudo"),
+        format!(
+            "auth required pam_unix.so\nauth required {} nullok enforce_after={date}\n",
+            support::module_path().display()
+        ),
+    )
+    .unwrap();
+    let pam_dir = dir.display().to_string();
+    let run =
+        crate::support::admin::otp_admin(&["doctor", "--json", "--pam-dir", &pam_dir, "sudo"]);
+    let _ = fs::remove_dir_all(&dir);
+    assert_eq!(run.status, Some(2), "{run:#?}");
+    let json: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    let refused = json["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["id"] == "otp-settings-refused")
+        .unwrap_or_else(|| panic!("no otp-settings-refused finding:\n{json:#}"));
+    assert_eq!(refused["severity"], "error");
+    assert!(
+        refused["message"]
+            .as_str()
+            .unwrap()
+            .contains("nullok and enforce_after are both set"),
+        "{refused:#}"
+    );
+}
