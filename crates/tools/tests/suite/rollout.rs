@@ -245,6 +245,15 @@ fn sudo_after_the_deadline_refuses_the_unenrolled() {
     let s = SudoUser::new(false, &[("enforce_after", &quoted(&date))]);
     let run = run_sudo(&s.user.name, &[&s.password]);
     crate::sudo::assert_refused(&run, "unenrolled after the deadline");
+    // The same settings let an enrolled user through: the refusal is the deadline's,
+    // not a service error.
+    let enrolled = SudoUser::new(true, &[("enforce_after", &quoted(&date))]);
+    support::wait_for_step_margin(5);
+    let run = run_sudo(
+        &enrolled.user.name,
+        &[&enrolled.password, &totp(&enrolled.secret)],
+    );
+    crate::sudo::assert_ran(&run, "enrolled after the deadline");
 }
 
 #[test]
