@@ -426,7 +426,13 @@ pub fn enrollment_findings(
                          they log in without a code",
                         not_enrolled.len()
                     ),
-                    format!("{}, then remove nullok", how_to_enroll(secret)),
+                    format!(
+                        "{}; for a roll-out use a deadline instead of nullok: \
+                         enforce_after=YYYY-MM-DD on the pam_otp line (until then they get in \
+                         and are told to enroll; `otp-admin report --not-enrolled` lists who is \
+                         left); never nullok for sudo",
+                        how_to_enroll(secret)
+                    ),
                 )
                 .service(service)
                 .users(not_enrolled),
@@ -448,7 +454,9 @@ pub fn enrollment_findings(
                     first.describe()
                 ),
                 format!(
-                    "{} before this stack is live (or add nullok while they enroll)",
+                    "{} before this stack is live (or, for a roll-out, give the pam_otp line a \
+                     deadline, enforce_after=YYYY-MM-DD: until then they get in and are told to \
+                     enroll; not nullok, which never tells them and never ends)",
                     how_to_enroll(secret)
                 ),
             )
@@ -752,11 +760,24 @@ mod tests {
         assert_eq!(with[1].users, ["bob"]);
         assert!(with[0].message.contains("symbolic link"));
         assert!(with[1].fix.contains("otp-setup"), "{}", with[1].fix);
+        // One rule for a roll-out, everywhere: the deadline, never nullok for sudo.
+        assert!(with[1].fix.contains("enforce_after="), "{}", with[1].fix);
+        assert!(
+            with[1].fix.contains("never nullok for sudo"),
+            "{}",
+            with[1].fix
+        );
         let without = enrollment_findings("sudo", FirstFactor::Sudo, false, home, &users);
         assert_eq!(
             ids(&without),
             ["enrollment-refused", "unenrolled-locked-out"]
         );
+        assert!(
+            without[1].fix.contains("enforce_after="),
+            "{}",
+            without[1].fix
+        );
+        assert!(!without[1].fix.contains("add nullok"), "{}", without[1].fix);
         assert!(
             enrollment_findings("sudo", FirstFactor::Sudo, false, home, &users[..1]).is_empty()
         );
