@@ -198,7 +198,8 @@ pub enum PolicyError {
     },
     ConflictingPassModes,
     /// `nullok` lets users with no enrollment pass for ever, `enforce_after` only until
-    /// its date: together they contradict each other.
+    /// its date: set in the same place (both on the line, or both in the policy file)
+    /// they contradict each other.
     NullokWithDeadline,
     PolicyFile {
         path: PathBuf,
@@ -217,9 +218,10 @@ impl fmt::Display for PolicyError {
             ),
             PolicyError::NullokWithDeadline => write!(
                 f,
-                "nullok and enforce_after are both set: nullok lets users with no enrollment \
-                 in for ever, enforce_after only until its date; for a roll-out keep \
-                 enforce_after and remove nullok (or set nullok=false on this line)"
+                "nullok and enforce_after are both set in the same place: nullok lets users \
+                 with no enrollment in for ever, enforce_after only until its date; for a \
+                 roll-out keep enforce_after and remove nullok (or set nullok=false on this \
+                 line)"
             ),
             PolicyError::PolicyFile { path, why } => {
                 write!(f, "policy file {}: {why}", path.display())
@@ -436,9 +438,22 @@ fn merge(file: Settings, args: Settings) -> Result<Policy, PolicyError> {
         None => None,
         Some(text) => Some(Deadline::parse(&text).map_err(|why| bad("enforce_after", why))?),
     };
-    if nullok && enforce_after.is_some() {
-        return Err(PolicyError::NullokWithDeadline);
-    }
+    // The module line wins over the policy file, as for every key: a service with nullok
+    // on its line keeps it (the file's deadline is for the other services, such as those
+    // the pam-auth-update profile leaves with nullok), and a deadline on the line wins
+    // over the file's nullok. Both in the same place contradict each other.
+    let (nullok, enforce_after) = match (nullok, enforce_after) {
+        (true, Some(deadline)) => {
+            let nullok_on_line = args.nullok == Some(true);
+            let deadline_on_line = args.enforce_after.is_some();
+            match (nullok_on_line, deadline_on_line) {
+                (true, false) => (true, None),
+                (false, true) => (false, Some(deadline)),
+                _ => return Err(PolicyError::NullokWithDeadline),
+            }
+        }
+        other => other,
+    };
     Ok(Policy {
         secret,
         state_dir,
@@ -861,11 +876,16 @@ mod tests {
         let both = parse(&["nullok", "enforce_after=2026-12-13"], None);
         assert_eq!(both, Err(PolicyError::NullokWithDeadline));
         assert!(both.unwrap_err().to_string().contains("remove nullok"));
-        // Either may come from the policy file; the line can switch the file's nullok off.
+        // Both in the policy file: the same.
         assert_eq!(
-            parse(&["enforce_after=2026-12-13"], Some("nullok = true")),
+            parse(&[], Some("nullok = true\nenforce_after = \"2026-12-13\"")),
             Err(PolicyError::NullokWithDeadline)
         );
+        // One on the line, one in the file: the line wins, as for every key.
+        let line_deadline = parse(&["enforce_after=2026-12-13"], Some("nullok = true")).unwrap();
+        assert!(!line_deadline.nullok && line_deadline.enforce_after.is_some());
+        let line_nullok = parse(&["nullok"], Some("enforce_after = \"2026-12-13\"")).unwrap();
+        assert!(line_nullok.nullok && line_nullok.enforce_after.is_none());
         assert!(parse(
             &["nullok=false", "enforce_after=2026-12-13"],
             Some("nullok = true")

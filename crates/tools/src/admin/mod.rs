@@ -21,6 +21,7 @@ use clap::{Parser, Subcommand};
 use serde::Serialize;
 
 mod state_dirs;
+mod ways_in;
 
 use pam_otp_core::enrollment::{Enrollment, Kind};
 use pam_otp_core::printable::{escape, visible};

@@ -10,6 +10,7 @@ use serde::Serialize;
 
 use super::{cli_policy, error_line, existing_store, utc, AdminError, Cli, EXIT_REFUSED, PAM_DIR};
 use crate::admin::state_dirs::pam_otp_lines_of_services;
+use crate::admin::ways_in;
 use pam_otp_core::enrollment::Kind;
 use pam_otp_core::printable::escape;
 use pam_otp_core::state::State;
@@ -112,25 +113,17 @@ fn otp_services(pam_dir: &Path) -> Vec<(String, Result<Policy, String>)> {
 }
 
 /// The accounts that can log in: a shell listed in /etc/shells that is not nologin or
-/// false, and a usable password (in /etc/shadow: not empty, not locked with `!` or `*`)
-/// or a non-empty `~/.ssh/authorized_keys`. Local accounts only (/etc/passwd).
+/// false, and a usable password (in /etc/shadow: not locked with `!` or `*`; an empty one
+/// counts, as Debian's common-auth takes it) or a non-empty authorized keys file (sshd's
+/// default `~/.ssh/authorized_keys` or `authorized_keys2`). Local accounts only
+/// (/etc/passwd). The same rule as doctor's.
 fn login_accounts() -> Vec<Account> {
     let passwd = fs::read_to_string("/etc/passwd").unwrap_or_default();
     let shells = fs::read_to_string("/etc/shells").unwrap_or_default();
-    let shadow = fs::read_to_string("/etc/shadow").unwrap_or_default();
     let real_shell = |shell: &str| {
         !shell.ends_with("/nologin")
             && !shell.ends_with("/false")
             && shells.lines().any(|l| l.trim() == shell)
-    };
-    let usable_password = |name: &str| {
-        shadow.lines().any(|l| {
-            let mut fields = l.split(':');
-            fields.next() == Some(name)
-                && fields
-                    .next()
-                    .is_some_and(|hash| !hash.is_empty() && !hash.starts_with(['!', '*']))
-        })
     };
     passwd
         .lines()
@@ -140,9 +133,8 @@ fn login_accounts() -> Vec<Account> {
         })
         .filter_map(|name| Account::lookup(name).ok().flatten())
         .filter(|account| {
-            let keys = account.home.join(".ssh/authorized_keys");
-            usable_password(&account.name)
-                || fs::metadata(&keys).is_ok_and(|m| m.is_file() && m.len() > 0)
+            let ways = ways_in::ways_in(account, None);
+            ways.password || ways.ssh_key
         })
         .collect()
 }
