@@ -5,13 +5,15 @@
 //! Whoever runs it is the user, or code running as the user, with any arguments,
 //! environment, descriptors and limits. So: the environment is dropped before anything
 //! reads it; the account must be the caller's (real UID); the policy is the policy file
-//! and the built-in defaults (the only flag taken, `nullok`, decides only for a user
-//! with no enrollment, who has nothing to guess); the service and remote host go to the
+//! and the built-in defaults (the only policy taken from the module, `nullok` or
+//! `enforce_after`, decides only for a user with no enrollment, who has nothing to
+//! guess); the service and remote host go to the
 //! log only, and lockout counts every attempt as local; the lockout and replay guard
 //! are the state's, shared with every other login. It gives no more than a login
 //! gives: the verdict on the caller's own code, at the rate the lockout allows.
 //!
-//! Usage (by the module): `pam_otp_check USER SERVICE RHOST [nullok]`, the answer on
+//! Usage (by the module): `pam_otp_check USER SERVICE RHOST [nullok | enforce_after=DATE]
+//! [earlier_factor_passed]`, the answer on
 //! standard input (a pipe), NUL-terminated; lines for the user on standard output; the
 //! exit status is the PAM return code.
 
@@ -31,7 +33,7 @@ use pam_otp_core::source::Source;
 use pam_otp_sys::account::Account;
 use pam_otp_sys::clock::unix_now;
 use pam_otp_sys::log::Logger;
-use pam_otp_sys::policy::{self, PassMode};
+use pam_otp_sys::policy::{self, Deadline, PassMode};
 
 /// The checker's whole run; its result is the exit status (a PAM return code).
 pub fn main() -> i32 {
@@ -68,12 +70,22 @@ fn harden_process() {
     }
 }
 
-/// The arguments: `USER SERVICE RHOST [nullok]`.
+/// The arguments: `USER SERVICE RHOST [nullok | enforce_after=DATE]
+/// [earlier_factor_passed]`.
 struct Arguments {
     user: String,
     service: String,
     rhost: String,
-    nullok: bool,
+    /// The module's rule for a user with no enrollment (nothing else of its policy).
+    unenrolled: Unenrolled,
+    earlier_factor_passed: bool,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Unenrolled {
+    Refused,
+    Nullok,
+    Until(Deadline),
 }
 
 fn parse_arguments(args: Vec<OsString>) -> Option<Arguments> {
@@ -82,26 +94,39 @@ fn parse_arguments(args: Vec<OsString>) -> Option<Arguments> {
         .map(OsString::into_string)
         .collect::<Result<_, _>>()
         .ok()?;
-    let nullok = match args.get(3).map(String::as_str) {
-        None => false,
-        Some(wire::NULLOK) if args.len() == 4 => true,
-        Some(_) => return None,
+    let [user, service, rhost, flags @ ..] = args.as_slice() else {
+        return None;
     };
-    match args.as_slice() {
-        [user, service, rhost, ..] => Some(Arguments {
-            user: user.clone(),
-            service: service.clone(),
-            rhost: rhost.clone(),
-            nullok,
-        }),
-        _ => None,
+    let mut parsed = Arguments {
+        user: user.clone(),
+        service: service.clone(),
+        rhost: rhost.clone(),
+        unenrolled: Unenrolled::Refused,
+        earlier_factor_passed: false,
+    };
+    for flag in flags {
+        match flag.as_str() {
+            wire::NULLOK if parsed.unenrolled == Unenrolled::Refused => {
+                parsed.unenrolled = Unenrolled::Nullok;
+            }
+            wire::EARLIER_FACTOR_PASSED if !parsed.earlier_factor_passed => {
+                parsed.earlier_factor_passed = true;
+            }
+            other => match other.strip_prefix(wire::ENFORCE_AFTER) {
+                Some(date) if parsed.unenrolled == Unenrolled::Refused => {
+                    parsed.unenrolled = Unenrolled::Until(Deadline::parse(date).ok()?);
+                }
+                _ => return None,
+            },
+        }
     }
+    Some(parsed)
 }
 
 fn run(args: Vec<OsString>) -> PamResultCode {
     let Some(args) = parse_arguments(args) else {
         let log = Logger::syslog("pam_otp_check");
-        log.error("called with wrong arguments (it is run by pam_otp.so, as: pam_otp_check USER SERVICE RHOST [nullok]); refused");
+        log.error("called with wrong arguments (it is run by pam_otp.so, as: pam_otp_check USER SERVICE RHOST [nullok | enforce_after=DATE] [earlier_factor_passed]); refused");
         return PamResultCode::PAM_SYSTEM_ERR;
     };
     let mut log = Logger::syslog(&args.service);
@@ -133,8 +158,7 @@ fn run(args: Vec<OsString>) -> PamResultCode {
         ));
         return PamResultCode::PAM_AUTH_ERR;
     }
-    let flags: &[&str] = if args.nullok { &[wire::NULLOK] } else { &[] };
-    let mut policy = match policy::load(flags) {
+    let mut policy = match policy::load(&[]) {
         Ok(policy) => policy,
         Err(e) => {
             log.error(&format!(
@@ -146,12 +170,18 @@ fn run(args: Vec<OsString>) -> PamResultCode {
     log.set_debug(policy.debug);
     // The module gives the answer however its own line says; here it is always asked for.
     policy.pass_mode = PassMode::Prompt;
+    (policy.nullok, policy.enforce_after) = match args.unenrolled {
+        Unenrolled::Refused => (false, None),
+        Unenrolled::Nullok => (true, None),
+        Unenrolled::Until(deadline) => (false, Some(deadline)),
+    };
     let request = Request {
         user: &args.user,
         policy: &policy,
         authtok: None,
         split_code: None,
         source: Source::from_rhost(""),
+        earlier_factor_passed: args.earlier_factor_passed,
     };
     let host = SystemHost::new(&policy);
     login(&request, &host, &mut PipeConversation, &unix_now, &log).code
@@ -218,20 +248,37 @@ impl Conversation for PipeConversation {
 mod tests {
     use super::*;
 
-    fn parsed(args: &[&str]) -> Option<(String, String, String, bool)> {
+    fn parsed(args: &[&str]) -> Option<Arguments> {
         parse_arguments(args.iter().map(OsString::from).collect())
-            .map(|a| (a.user, a.service, a.rhost, a.nullok))
     }
 
     #[test]
-    fn only_user_service_rhost_and_nullok_are_taken() {
+    fn only_user_service_rhost_and_the_unenrolled_rule_are_taken() {
+        let plain = parsed(&["alice", "swaylock", ""]).unwrap();
         assert_eq!(
-            parsed(&["alice", "swaylock", ""]),
-            Some(("alice".into(), "swaylock".into(), String::new(), false))
+            (
+                plain.user.as_str(),
+                plain.service.as_str(),
+                plain.rhost.as_str()
+            ),
+            ("alice", "swaylock", "")
         );
+        assert_eq!(plain.unenrolled, Unenrolled::Refused);
+        assert!(!plain.earlier_factor_passed);
+        let nullok = parsed(&[
+            "alice",
+            "kde",
+            "192.0.2.1",
+            "nullok",
+            "earlier_factor_passed",
+        ]);
+        let nullok = nullok.unwrap();
+        assert_eq!(nullok.unenrolled, Unenrolled::Nullok);
+        assert!(nullok.earlier_factor_passed);
+        let until = parsed(&["alice", "kde", "", "enforce_after=2026-12-13 08:30"]).unwrap();
         assert_eq!(
-            parsed(&["alice", "swaylock", "192.0.2.1", "nullok"]).map(|p| p.3),
-            Some(true)
+            until.unenrolled,
+            Unenrolled::Until(Deadline::parse("2026-12-13T08:30").unwrap())
         );
         for refused in [
             &["alice", "swaylock"][..],
@@ -244,8 +291,17 @@ mod tests {
                 "secret=/var/lib/pam-otp/secrets/root.toml",
             ],
             &["alice", "swaylock", "", "nullok=true"],
+            &["alice", "swaylock", "", "nullok", "nullok"],
+            &[
+                "alice",
+                "swaylock",
+                "",
+                "nullok",
+                "enforce_after=2026-12-13",
+            ],
+            &["alice", "swaylock", "", "enforce_after=someday"],
         ] {
-            assert_eq!(parsed(refused), None, "{refused:?}");
+            assert!(parsed(refused).is_none(), "{refused:?}");
         }
     }
 }

@@ -40,8 +40,13 @@ pub(crate) mod wire {
     /// Bounds on what the module reads from the checker, which writes a few short lines.
     pub const MAX_LINE: usize = 1024;
     pub const MAX_LINES: usize = 16;
-    /// The checker's flag for a module line with `nullok` (its only flag).
+    /// The checker's flags, the module's rule for a user with no enrollment (the only
+    /// policy it passes on: it decides nothing for an enrolled user): `nullok`, or
+    /// `enforce_after=DATE`, and whether an earlier factor passed (the user is then told
+    /// why an unenrolled login is refused or let through).
     pub const NULLOK: &str = "nullok";
+    pub const ENFORCE_AFTER: &str = "enforce_after=";
+    pub const EARLIER_FACTOR_PASSED: &str = "earlier_factor_passed";
 }
 
 /// Whether this login runs without root, so that only the checker can decide it.
@@ -80,6 +85,14 @@ pub(crate) fn login(
         .stderr(Stdio::null());
     if request.policy.nullok {
         command.arg(wire::NULLOK);
+    }
+    if let Some(deadline) = &request.policy.enforce_after {
+        // Its text without the zone: a date, or a date and time in UTC, as parsed.
+        let date = deadline.text.trim_end_matches(" UTC");
+        command.arg(format!("{}{date}", wire::ENFORCE_AFTER));
+    }
+    if request.earlier_factor_passed {
+        command.arg(wire::EARLIER_FACTOR_PASSED);
     }
     // SAFETY: the closure runs in the child between fork and exec and only makes the
     // close_range system call, which is async-signal-safe.

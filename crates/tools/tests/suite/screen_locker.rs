@@ -648,3 +648,69 @@ fn in_fleet_mode_the_checker_shares_the_replay_guard_with_the_fleet() {
         run.outcome
     );
 }
+
+/// Whether the user was shown `text` (pamtester prints information on stdout, errors on
+/// stderr).
+fn told(run: &Logged, text: &str) -> bool {
+    run.outcome.stdout.contains(text) || run.outcome.stderr.contains(text)
+}
+
+#[test]
+fn a_user_with_no_enrollment_gets_the_module_lines_roll_out_rule_through_the_checker() {
+    require_program("/usr/sbin/unix_chkpwd", "libpam-modules-bin");
+    let desk = Desk::new(&[]);
+    let unenrolled = ShellUser::new();
+    let password = unenrolled.set_password();
+    let stack = |args: &str| {
+        desk.service(&[
+            "auth requisite pam_unix.so",
+            &format!("auth required MODULE {args}"),
+            "auth required pam_permit.so",
+        ])
+    };
+    let as_unenrolled = |service: &Service| {
+        pamtester_as(
+            &desk.policy,
+            &unenrolled,
+            &service.name,
+            &unenrolled,
+            &password,
+        )
+    };
+    // Before the deadline: let through, and told (the password has passed).
+    let run = as_unenrolled(&stack("enforce_after=2099-01-01"));
+    run.outcome.assert_success("before the deadline");
+    assert!(
+        told(&run, "Verification codes are required here from 2099-01-01"),
+        "{:?}",
+        run.outcome
+    );
+    // After it: refused with the reason; nullok: let through; neither: refused.
+    let run = as_unenrolled(&stack("enforce_after=2000-01-01"));
+    run.outcome
+        .assert_failure(AUTHINFO_UNAVAIL, "after the deadline");
+    assert!(
+        told(
+            &run,
+            "verification codes are required here since 2000-01-01"
+        ),
+        "{:?}",
+        run.outcome
+    );
+    as_unenrolled(&stack("nullok"))
+        .outcome
+        .assert_success("nullok");
+    as_unenrolled(&stack(""))
+        .outcome
+        .assert_failure(AUTHINFO_UNAVAIL, "no roll-out rule");
+    // Nothing of it reaches an enrolled user: a deadline ahead still wants the code.
+    let run = pamtester_as(
+        &desk.policy,
+        &desk.user,
+        &stack("enforce_after=2099-01-01").name,
+        &desk.user,
+        &format!("{}\n{}", desk.password, desk.code(500)),
+    );
+    run.outcome
+        .assert_failure(AUTH_ERR, "an enrolled user with a wrong code");
+}
