@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 
 use crate::support::clients::{self, read_shipped, require_program};
 use crate::support::{
-    assert_root, free_port, hex, random_bytes, scratch_path, unique, Service, StateDir,
+    assert_root, free_port, hex, new_secret, random_bytes, scratch_path, unique, Service, StateDir,
+    TestUser,
 };
 
 pub const REDIS_SERVER: &str = "/usr/bin/redis-server";
@@ -94,7 +95,7 @@ impl Pki {
         ]);
     }
 
-    fn sign(&self, name: &str, common_name: &str, usage: &str, ca: &str) {
+    pub fn sign(&self, name: &str, common_name: &str, usage: &str, ca: &str) {
         self.key(name);
         let ext = self.path(&format!("{name}.ext"));
         fs::write(
@@ -396,6 +397,16 @@ impl Drop for RedisServer {
     }
 }
 
+/// A user enrolled for HOTP (counters make every round's code fresh and time-independent).
+pub fn hotp_user() -> (TestUser, String) {
+    let user = TestUser::new();
+    let secret = new_secret();
+    user.enroll(&format!(
+        "version = 1\ntype = \"hotp\"\nsecret = \"{secret}\"\n"
+    ));
+    (user, secret)
+}
+
 /// One "host" of a fleet: its own local state directory (the floor) and PAM service.
 pub struct Host {
     pub state: StateDir,
@@ -413,5 +424,89 @@ impl Host {
     /// The same host (same floor) with a new module line, e.g. after a failover.
     pub fn reconfigure(&mut self, args: &str) {
         self.service = Service::otp(&self.state, args);
+    }
+}
+
+/// A listener that is not Redis: it answers nothing and records every connection and
+/// byte it receives, so a test can show the module sent it nothing (or only a TLS hello).
+pub struct FakeServer {
+    received: std::sync::Arc<std::sync::Mutex<(usize, Vec<u8>)>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl FakeServer {
+    /// Listens on a unix socket at `path` (the caller owns the directory's fate).
+    pub fn unix(path: &Path) -> FakeServer {
+        let listener = std::os::unix::net::UnixListener::bind(path).unwrap();
+        listener.set_nonblocking(true).unwrap();
+        FakeServer::serve(move || listener.accept().map(|(s, _)| Box::new(s) as Box<dyn Peer>))
+    }
+
+    /// Listens on TCP at `address` (e.g. `127.0.0.1:PORT`).
+    pub fn tcp(address: &str) -> FakeServer {
+        let listener = std::net::TcpListener::bind(address).unwrap();
+        listener.set_nonblocking(true).unwrap();
+        FakeServer::serve(move || listener.accept().map(|(s, _)| Box::new(s) as Box<dyn Peer>))
+    }
+
+    fn serve(accept: impl Fn() -> std::io::Result<Box<dyn Peer>> + Send + 'static) -> FakeServer {
+        use std::sync::atomic::Ordering;
+        let received = std::sync::Arc::new(std::sync::Mutex::new((0, Vec::new())));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (r, s) = (received.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            let mut peers: Vec<Box<dyn Peer>> = Vec::new();
+            while !s.load(Ordering::SeqCst) {
+                if let Ok(peer) = accept() {
+                    peer.nonblocking();
+                    r.lock().unwrap().0 += 1;
+                    peers.push(peer);
+                }
+                for peer in &mut peers {
+                    let mut buffer = [0u8; 4096];
+                    if let Ok(n) = peer.read(&mut buffer) {
+                        r.lock().unwrap().1.extend_from_slice(&buffer[..n]);
+                    }
+                }
+                sleep(Duration::from_millis(5));
+            }
+        });
+        FakeServer {
+            received,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Connections accepted and the bytes received so far.
+    pub fn received(&self) -> (usize, Vec<u8>) {
+        self.received.lock().unwrap().clone()
+    }
+}
+
+impl Drop for FakeServer {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// A stream the fake server reads from.
+pub trait Peer: std::io::Read + Send {
+    fn nonblocking(&self);
+}
+
+impl Peer for std::os::unix::net::UnixStream {
+    fn nonblocking(&self) {
+        self.set_nonblocking(true).unwrap();
+    }
+}
+
+impl Peer for std::net::TcpStream {
+    fn nonblocking(&self) {
+        self.set_nonblocking(true).unwrap();
     }
 }

@@ -1,0 +1,128 @@
+//! Finding the master through Redis Sentinel, within one budget: each sentinel is asked
+//! `SENTINEL GET-MASTER-ADDR-BY-NAME` over a connection with a timeout (its share of what
+//! is left), the address it answers is checked as any server is ([`crate::trust`]) and
+//! must say `master` to `ROLE`. Until the budget is spent, a round that found no master
+//! is tried again after a short pause (a failover in progress). The address is never
+//! remembered: each login asks again. redis-rs's own Sentinel client is not used: its
+//! connections to the sentinels have no connect timeout.
+
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+use pam_otp_sys::policy::{split_host_port, RedisSettings, Sentinels};
+use pam_otp_sys::redis_protocol::RedisStoreError;
+
+use crate::store::{command_error, open};
+
+/// Between two rounds over the sentinels while no master answers.
+const RETRY_PAUSE: Duration = Duration::from_millis(50);
+
+/// A connection to the server all this needs: the URL scheme the settings call for.
+fn url_of(settings: &RedisSettings, host: &str, port: u16) -> String {
+    let scheme = if settings.tls { "rediss" } else { "redis" };
+    if host.contains(':') && !host.starts_with('[') {
+        format!("{scheme}://[{host}]:{port}")
+    } else {
+        format!("{scheme}://{host}:{port}")
+    }
+}
+
+/// What the sentinel at `address` says the master's address is.
+fn ask(
+    settings: &RedisSettings,
+    master: &str,
+    address: &str,
+    timeout: Duration,
+) -> Result<(String, u16), String> {
+    let (host, port) =
+        split_host_port(address).ok_or_else(|| format!("{address:?} is not HOST:PORT"))?;
+    let mut sentinel = open(settings, &url_of(settings, host, port), timeout)
+        .map_err(|e| format!("sentinel {address}: {e}"))?;
+    let answer: Option<(String, u16)> = redis::cmd("SENTINEL")
+        .arg("GET-MASTER-ADDR-BY-NAME")
+        .arg(master)
+        .query(&mut sentinel)
+        .map_err(|e| format!("sentinel {address}: {e}"))?;
+    answer.ok_or_else(|| format!("sentinel {address} monitors no master named {master:?}"))
+}
+
+/// Connects to `host:port` and makes sure it is the master now.
+fn open_checked_master(
+    settings: &RedisSettings,
+    host: &str,
+    port: u16,
+    timeout: Duration,
+) -> Result<redis::Connection, String> {
+    let url = url_of(settings, host, port);
+    let mut connection = open(settings, &url, timeout).map_err(|e| e.to_string())?;
+    let role: Vec<redis::Value> = redis::cmd("ROLE")
+        .query(&mut connection)
+        .map_err(|e| command_error("ROLE")(e).to_string())?;
+    match role.first() {
+        Some(redis::Value::BulkString(name)) if name.as_slice() == b"master" => Ok(connection),
+        Some(redis::Value::BulkString(name)) => Err(format!(
+            "{url} is a {} now, not the master",
+            String::from_utf8_lossy(name)
+        )),
+        _ => Err(format!("{url}: ROLE gave no role")),
+    }
+}
+
+/// The master's connection, found through the sentinels before `deadline`, or why not.
+pub fn open_master(
+    settings: &RedisSettings,
+    deadline: Instant,
+) -> Result<redis::Connection, RedisStoreError> {
+    let no_sentinels = Sentinels {
+        nodes: Vec::new(),
+        master: String::new(),
+    };
+    let sentinels = settings.sentinels.as_deref().unwrap_or(&no_sentinels);
+    let master = sentinels.master.as_str();
+    let mut failures: Vec<String> = Vec::new();
+    loop {
+        failures.clear();
+        let mut tried: Vec<(String, u16)> = Vec::new();
+        for (index, sentinel) in sentinels.nodes.iter().enumerate() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let share = left / (sentinels.nodes.len() - index) as u32;
+            if share.is_zero() {
+                break;
+            }
+            let (host, port) = match ask(settings, master, sentinel, share) {
+                Ok(address) => address,
+                Err(why) => {
+                    failures.push(why);
+                    continue;
+                }
+            };
+            if tried.contains(&(host.clone(), port)) {
+                continue;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            match open_checked_master(settings, &host, port, left) {
+                Ok(connection) => return Ok(connection),
+                Err(why) => failures.push(format!("master from sentinel {sentinel}: {why}")),
+            }
+            tried.push((host, port));
+        }
+        if Instant::now() + RETRY_PAUSE >= deadline {
+            break;
+        }
+        sleep(RETRY_PAUSE);
+    }
+    if failures.is_empty() {
+        failures.push("no time left to ask the sentinels".into());
+    }
+    Err(RedisStoreError::Connect {
+        url: settings.location(),
+        why: format!(
+            "no master within redis_timeout_ms={}: {}",
+            settings.timeout_ms,
+            failures.join("; ")
+        ),
+    })
+}
