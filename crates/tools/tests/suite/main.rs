@@ -11,6 +11,7 @@ mod demo;
 mod doc_lines;
 mod doctor;
 mod fleet;
+mod fleet_sentinel;
 mod fleet_trust;
 mod hostile;
 mod hostile_faults;

@@ -21,11 +21,50 @@ pub const REDIS_CLI: &str = "/usr/bin/redis-cli";
 /// The ACL user of the shipped configuration.
 pub const ACL_USER: &str = "pamotp";
 
-fn checked(what: &str, cmd: &mut Command) -> String {
+pub fn checked(what: &str, cmd: &mut Command) -> String {
     let out = cmd
         .output()
         .unwrap_or_else(|e| panic!("{what}: cannot run {cmd:?}: {e}"));
     String::from_utf8_lossy(&clients::checked(what, out).stdout).into_owned()
+}
+
+/// `redis-cli` reaching a server by `connection` (`-s SOCKET`, or TLS options), as `user`;
+/// its output, errors included.
+pub fn redis_cli(connection: &[&str], user: &str, password: &str, args: &[&str]) -> String {
+    let out = Command::new(REDIS_CLI)
+        .args(connection)
+        .args(["--user", user, "--pass", password, "--no-auth-warning"])
+        .args(args)
+        .output()
+        .expect("run redis-cli");
+    String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+}
+
+/// Polls `ready` every 50 ms for up to `limit`, then fails showing `logs()`.
+pub fn wait_until(
+    what: &str,
+    limit: Duration,
+    mut ready: impl FnMut() -> bool,
+    logs: impl Fn() -> String,
+) {
+    let started = Instant::now();
+    while !ready() {
+        assert!(
+            started.elapsed() < limit,
+            "{what}: not after {limit:?}; logs:\n{}",
+            logs()
+        );
+        sleep(Duration::from_millis(50));
+    }
+}
+
+/// The SHA-256 of `text` in hex, as ACL lines take a password (`#HASH`).
+pub fn sha256_hex(text: &str) -> String {
+    let out = checked(
+        "sha256sum",
+        Command::new("sh").args(["-c", &format!("printf %s '{text}' | sha256sum")]),
+    );
+    out.split_whitespace().next().unwrap().to_string()
 }
 
 /// A private CA and certificates it signs, made with `openssl` (EC P-256, quick).
@@ -208,16 +247,8 @@ impl RedisServer {
 
     /// The shipped configuration with this test's paths, port and password put in.
     fn write_config(&self) {
-        let password_hash = {
-            let out = checked(
-                "sha256sum",
-                Command::new("sh")
-                    .args(["-c", &format!("printf %s '{}' | sha256sum", self.password)]),
-            );
-            out.split_whitespace().next().unwrap().to_string()
-        };
         let mut text = read_shipped("redis/pam-otp.conf")
-            .replace("PASSWORD_SHA256", &password_hash)
+            .replace("PASSWORD_SHA256", &sha256_hex(&self.password))
             .replace("tls-port 6380", &format!("tls-port {}", self.tls_port))
             .replace("bind 0.0.0.0 -::*", "bind 127.0.0.1")
             .replace(
@@ -260,15 +291,12 @@ impl RedisServer {
             .spawn()
             .expect("start redis-server");
         self.child = Some(child);
-        let started = Instant::now();
-        while self.admin(&["PING"]).trim() != "PONG" {
-            assert!(
-                started.elapsed() < Duration::from_secs(20),
-                "redis-server did not come up; its log:\n{}",
-                self.log()
-            );
-            sleep(Duration::from_millis(50));
-        }
+        wait_until(
+            "redis-server up",
+            Duration::from_secs(20),
+            || self.admin(&["PING"]).trim() == "PONG",
+            || self.log(),
+        );
     }
 
     /// The server's own log.
@@ -288,20 +316,8 @@ impl RedisServer {
     }
 
     fn cli_as(&self, user: &str, args: &[&str]) -> String {
-        let out = Command::new(REDIS_CLI)
-            .arg("-s")
-            .arg(&self.socket)
-            .args([
-                "--user",
-                user,
-                "--pass",
-                &self.password,
-                "--no-auth-warning",
-            ])
-            .args(args)
-            .output()
-            .expect("run redis-cli");
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+        let socket = self.socket.display().to_string();
+        redis_cli(&["-s", &socket], user, &self.password, args)
     }
 
     pub fn pid(&self) -> u32 {
@@ -330,18 +346,15 @@ impl RedisServer {
     }
 
     fn wait_until_synced(&self) {
-        let started = Instant::now();
-        while !self
-            .admin(&["INFO", "replication"])
-            .contains("master_link_status:up")
-        {
-            assert!(
-                started.elapsed() < Duration::from_secs(20),
-                "replica did not sync; its log:\n{}",
-                self.log()
-            );
-            sleep(Duration::from_millis(50));
-        }
+        wait_until(
+            "replica in sync",
+            Duration::from_secs(20),
+            || {
+                self.admin(&["INFO", "replication"])
+                    .contains("master_link_status:up")
+            },
+            || self.log(),
+        );
     }
 
     /// Module arguments that reach this server over its unix socket.
