@@ -33,7 +33,7 @@ fn ask(
     master: &str,
     address: &str,
     timeout: Duration,
-) -> Result<(String, u16), String> {
+) -> Result<MasterAddress, String> {
     let (host, port) =
         split_host_port(address).ok_or_else(|| format!("{address:?} is not HOST:PORT"))?;
     let mut sentinel = open(settings, &url_of(settings, host, port), timeout)
@@ -125,4 +125,32 @@ pub fn open_master(
             failures.join("; ")
         ),
     })
+}
+
+/// A master's address as a sentinel gave it: host and port.
+pub type MasterAddress = (String, u16);
+
+/// What each sentinel answers, for `otp-admin doctor`: the master's address, or why not
+/// (each asked with the whole `redis_timeout_ms`).
+pub fn ask_each(settings: &RedisSettings) -> Vec<(String, Result<MasterAddress, String>)> {
+    let timeout = Duration::from_millis(settings.timeout_ms);
+    let Some(sentinels) = settings.sentinels.as_deref() else {
+        return Vec::new();
+    };
+    sentinels
+        .nodes
+        .iter()
+        .map(|node| {
+            (
+                node.clone(),
+                ask(settings, &sentinels.master, node, timeout),
+            )
+        })
+        .collect()
+}
+
+/// Whether `host:port` passes the checks any server must pass and says it is the master.
+pub fn check_master(settings: &RedisSettings, host: &str, port: u16) -> Result<(), String> {
+    let timeout = Duration::from_millis(settings.timeout_ms);
+    open_checked_master(settings, host, port, timeout).map(|_| ())
 }

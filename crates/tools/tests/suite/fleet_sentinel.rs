@@ -10,7 +10,7 @@ use std::sync::Mutex;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-use crate::support::redis::{hotp_user, Host};
+use crate::support::redis::{doctor_findings, hotp_user, Host};
 use crate::support::sentinel::SentinelRig;
 use crate::support::{finish, hotp, pamtester_argv, spawn, TestUser, AUTHINFO_UNAVAIL, AUTH_ERR};
 
@@ -141,6 +141,16 @@ fn logins_fail_closed_during_failovers_resume_after_promotion_and_no_code_is_acc
         rig.module_args()
     );
     let hosts = [Host::new(&args), Host::new(&args)];
+    // doctor asks every sentinel and checks the master they name: nothing to report.
+    let doctor = doctor_findings(&hosts[0].service.name, &user.name);
+    let about_redis: Vec<_> = doctor
+        .iter()
+        .filter(|(_, id, _)| id.starts_with("redis"))
+        .collect();
+    assert!(
+        about_redis.is_empty(),
+        "doctor on the healthy layout: {about_redis:#?}"
+    );
     let run = Run {
         next: AtomicU64::new(0),
         stop: AtomicBool::new(false),
@@ -155,6 +165,9 @@ fn logins_fail_closed_during_failovers_resume_after_promotion_and_no_code_is_acc
         }
         let finish_run = || run.stop.store(true, Ordering::SeqCst);
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            rig.wait_for("10 logins accepted before the first failover", || {
+                run.count_since(started, &Ended::Accepted(0)) >= 10
+            });
             let first = fail_over(&mut rig, &run, "first failover");
             let old = (0..3).find(|&i| !rig.servers[i].is_running()).unwrap();
             let restarted = Instant::now();

@@ -6,7 +6,7 @@
 use std::os::unix::fs::PermissionsExt;
 
 use crate::support::hostile::run_logged;
-use crate::support::redis::{hotp_user, FakeServer, Host, RedisServer};
+use crate::support::redis::{doctor_findings, finding, hotp_user, FakeServer, Host, RedisServer};
 use crate::support::{free_port, hotp, scratch_path, AUTHINFO_UNAVAIL, SERVICE_ERR};
 
 /// The module line of `redis` with its socket replaced by `socket`.
@@ -171,4 +171,73 @@ fn a_client_certificate_the_server_refuses_is_named_in_the_log() {
         &["redis", &format!("redis_cert_file={stranger}")],
         "client certificate of another CA",
     );
+}
+
+#[test]
+fn doctor_reports_untrusted_sockets_unusable_sentinels_and_plain_tcp() {
+    let redis = RedisServer::start();
+    let (user, _) = hotp_user();
+    let redis_findings = |args: &str| {
+        let host = Host::new(args);
+        let found = doctor_findings(&host.service.name, &user.name);
+        found
+            .into_iter()
+            .filter(|(_, id, message)| id.starts_with("redis") || message.contains("redis"))
+            .collect::<Vec<_>>()
+    };
+
+    let clean = redis_findings(&redis.socket_args());
+    assert!(clean.is_empty(), "the real server's socket: {clean:#?}");
+
+    let theirs = scratch_path("tt-doctor-dir");
+    std::fs::create_dir(&theirs).unwrap();
+    let (attacker, _) = hotp_user();
+    std::os::unix::fs::chown(&theirs, Some(attacker.uid), None).unwrap();
+    let socket = theirs.join("redis.sock");
+    let fake = FakeServer::unix(&socket);
+    let found = redis_findings(&args_with_socket(&redis, &socket));
+    let (severity, _, message) = finding(&found, "redis-unusable", "socket in a user's directory");
+    assert_eq!(severity, "error");
+    assert!(message.contains("not trusted") && message.contains(&theirs.display().to_string()));
+    assert_eq!(
+        fake.received(),
+        (0, vec![]),
+        "doctor sent something to the fake server"
+    );
+
+    let plain = redis.socket_args().replace(
+        &format!("redis_url=unix://{}", redis.socket.display()),
+        "redis_url=redis://127.0.0.1:1",
+    );
+    let found = redis_findings(&plain);
+    assert_eq!(
+        finding(&found, "redis-plain-tcp", "loopback TCP").0,
+        "warning"
+    );
+    finding(&found, "redis-unusable", "nothing listens on port 1");
+
+    let remote = plain.replace("127.0.0.1:1", "192.0.2.1:6379");
+    let found = redis_findings(&remote);
+    let (severity, _, message) =
+        finding(&found, "otp-settings-refused", "plain TCP off the machine");
+    assert_eq!(severity, "error");
+    assert!(message.contains("plain TCP"), "{message}");
+
+    // Sentinels: one that is no sentinel (the server itself), one where nothing listens.
+    let tls = redis.tls_args();
+    let through_sentinels = tls.replace(
+        &format!("redis_url=rediss://127.0.0.1:{}", redis.tls_port),
+        &format!(
+            "redis_sentinels=127.0.0.1:{},127.0.0.1:{} redis_master=pam-otp",
+            redis.tls_port,
+            free_port()
+        ),
+    );
+    let found = redis_findings(&through_sentinels);
+    let sentinels: Vec<_> = found
+        .iter()
+        .filter(|(s, id, _)| id == "redis-sentinel-unusable" && s == "error")
+        .collect();
+    assert_eq!(sentinels.len(), 2, "{found:#?}");
+    let _ = std::fs::remove_dir_all(theirs);
 }

@@ -523,3 +523,30 @@ impl Peer for std::net::TcpStream {
         self.set_nonblocking(true).unwrap();
     }
 }
+
+/// `otp-admin doctor --json` on one service: its findings as (severity, id, message).
+pub fn doctor_findings(service: &str, user: &str) -> Vec<(String, String, String)> {
+    let run =
+        crate::support::admin::otp_admin_bounded(&["doctor", "--json", "--user", user, service]);
+    let json: serde_json::Value = serde_json::from_str(&run.stdout)
+        .unwrap_or_else(|e| panic!("doctor --json is not JSON ({e}): {run:#?}"));
+    let text = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_string();
+    json["findings"]
+        .as_array()
+        .expect("findings")
+        .iter()
+        .map(|f| (text(&f["severity"]), text(&f["id"]), text(&f["message"])))
+        .collect()
+}
+
+/// The one finding with `id`, or a failure listing them all.
+pub fn finding<'a>(
+    found: &'a [(String, String, String)],
+    id: &str,
+    what: &str,
+) -> &'a (String, String, String) {
+    found
+        .iter()
+        .find(|(_, i, _)| i == id)
+        .unwrap_or_else(|| panic!("{what}: no {id} finding in {found:#?}"))
+}
