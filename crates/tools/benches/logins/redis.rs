@@ -15,14 +15,14 @@ use std::time::{Duration, Instant};
 use crate::fixture::run;
 
 pub const REDIS_SERVER: &str = "/usr/bin/redis-server";
-const USER: &str = "pamotp";
+pub const USER: &str = "pamotp";
 
 pub struct Redis {
     child: Child,
-    credentials: PathBuf,
+    pub credentials: PathBuf,
     socket: PathBuf,
-    tls_port: u16,
-    password: String,
+    pub tls_port: u16,
+    pub password: String,
 }
 
 fn openssl(dir: &Path, args: &[&str]) -> Result<(), String> {
@@ -181,7 +181,10 @@ impl Redis {
             .args([
                 "+hget", "+hmget", "+hgetall", "+hset", "+hdel", "+hlen", "+hexists",
             ])
-            .args(["+pexpire", "+del", "+ping"])
+            .args(["+pexpire", "+del", "+ping", "+role"])
+            // What a sentinel needs (the sentinel contender).
+            .args(["--user", "sentinel", "on", &format!(">{password}")])
+            .args(["allchannels", "+@all"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
