@@ -6,10 +6,8 @@
 use std::fs;
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
-use std::thread::sleep;
-use std::time::{Duration, Instant};
 
-use crate::redis::{Redis, USER};
+use crate::redis::{wait_until, Redis, USER};
 
 pub const REDIS_SENTINEL: &str = "/usr/bin/redis-sentinel";
 const MASTER: &str = "pam-otp-bench";
@@ -56,8 +54,7 @@ impl Sentinel {
             .spawn()
             .map_err(|e| format!("cannot start {REDIS_SENTINEL}: {e}"))?;
         let sentinel = Sentinel { child, port };
-        let started = Instant::now();
-        loop {
+        let knows_the_master = || {
             let answer = Command::new("redis-cli")
                 .args(["--tls", "--cacert", &path("ca.crt")])
                 .args(["--cert", &path("client.crt"), "--key", &path("client.key")])
@@ -72,14 +69,10 @@ impl Sentinel {
                 .args(["SENTINEL", "GET-MASTER-ADDR-BY-NAME", MASTER])
                 .output();
             let text = answer.map(|o| String::from_utf8_lossy(&o.stdout).into_owned());
-            if text.is_ok_and(|t| t.contains(&redis.tls_port.to_string())) {
-                return Ok(sentinel);
-            }
-            if started.elapsed() > Duration::from_secs(20) {
-                return Err("redis-sentinel did not come up".into());
-            }
-            sleep(Duration::from_millis(50));
-        }
+            text.is_ok_and(|t| t.contains(&redis.tls_port.to_string()))
+        };
+        wait_until("redis-sentinel", knows_the_master)?;
+        Ok(sentinel)
     }
 
     /// Module arguments that find the master through this sentinel, over TLS.
