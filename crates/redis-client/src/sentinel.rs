@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use pam_otp_sys::policy::{split_host_port, RedisSettings, Sentinels};
 use pam_otp_sys::redis_protocol::RedisStoreError;
 
-use crate::store::{command_error, open};
+use crate::store::open;
 
 /// Between two rounds over the sentinels while no master answers.
 const RETRY_PAUSE: Duration = Duration::from_millis(50);
@@ -27,6 +27,14 @@ fn url_of(settings: &RedisSettings, host: &str, port: u16) -> String {
     }
 }
 
+/// Why one step failed, without the "refused" that the whole discovery's error adds.
+fn reason(error: RedisStoreError) -> String {
+    match error {
+        RedisStoreError::Connect { url, why } => format!("{url}: {why}"),
+        other => other.to_string(),
+    }
+}
+
 /// What the sentinel at `address` says the master's address is.
 fn ask(
     settings: &RedisSettings,
@@ -37,7 +45,7 @@ fn ask(
     let (host, port) =
         split_host_port(address).ok_or_else(|| format!("{address:?} is not HOST:PORT"))?;
     let mut sentinel = open(settings, &url_of(settings, host, port), timeout)
-        .map_err(|e| format!("sentinel {address}: {e}"))?;
+        .map_err(|e| format!("sentinel {address}: {}", reason(e)))?;
     let answer: Option<(String, u16)> = redis::cmd("SENTINEL")
         .arg("GET-MASTER-ADDR-BY-NAME")
         .arg(master)
@@ -54,10 +62,10 @@ fn open_checked_master(
     timeout: Duration,
 ) -> Result<redis::Connection, String> {
     let url = url_of(settings, host, port);
-    let mut connection = open(settings, &url, timeout).map_err(|e| e.to_string())?;
+    let mut connection = open(settings, &url, timeout).map_err(reason)?;
     let role: Vec<redis::Value> = redis::cmd("ROLE")
         .query(&mut connection)
-        .map_err(|e| command_error("ROLE")(e).to_string())?;
+        .map_err(|e| format!("{url}: ROLE: {e}"))?;
     match role.first() {
         Some(redis::Value::BulkString(name)) if name.as_slice() == b"master" => Ok(connection),
         Some(redis::Value::BulkString(name)) => Err(format!(
@@ -79,10 +87,13 @@ pub fn open_master(
     };
     let sentinels = settings.sentinels.as_deref().unwrap_or(&no_sentinels);
     let master = sentinels.master.as_str();
+    // Another round only while it has a fair chance: a last round squeezed into a few
+    // milliseconds would fail on its timeouts and hide why the earlier ones failed.
+    let worth_a_round = Duration::from_millis(settings.timeout_ms) / 4 + RETRY_PAUSE;
     let mut failures: Vec<String> = Vec::new();
     loop {
-        failures.clear();
-        let mut tried: Vec<(String, u16)> = Vec::new();
+        let mut round: Vec<String> = Vec::new();
+        let mut tried: Vec<MasterAddress> = Vec::new();
         for (index, sentinel) in sentinels.nodes.iter().enumerate() {
             let left = deadline.saturating_duration_since(Instant::now());
             let share = left / (sentinels.nodes.len() - index) as u32;
@@ -92,7 +103,7 @@ pub fn open_master(
             let (host, port) = match ask(settings, master, sentinel, share) {
                 Ok(address) => address,
                 Err(why) => {
-                    failures.push(why);
+                    round.push(why);
                     continue;
                 }
             };
@@ -105,11 +116,16 @@ pub fn open_master(
             }
             match open_checked_master(settings, &host, port, left) {
                 Ok(connection) => return Ok(connection),
-                Err(why) => failures.push(format!("master from sentinel {sentinel}: {why}")),
+                Err(why) => round.push(format!(
+                    "master {host}:{port} from sentinel {sentinel}: {why}"
+                )),
             }
             tried.push((host, port));
         }
-        if Instant::now() + RETRY_PAUSE >= deadline {
+        if failures.is_empty() || !round.is_empty() {
+            failures = round;
+        }
+        if deadline.saturating_duration_since(Instant::now()) < worth_a_round {
             break;
         }
         sleep(RETRY_PAUSE);

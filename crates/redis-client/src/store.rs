@@ -233,7 +233,7 @@ pub struct RedisStore {
     rediscovery: Option<(RedisSettings, Instant)>,
 }
 
-pub(crate) fn command_error(what: &'static str) -> impl Fn(redis::RedisError) -> RedisStoreError {
+fn command_error(what: &'static str) -> impl Fn(redis::RedisError) -> RedisStoreError {
     move |e| RedisStoreError::Command {
         what,
         why: e.to_string(),

@@ -10,6 +10,7 @@ use std::sync::Mutex;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
+use crate::support::hostile::run_logged;
 use crate::support::redis::{doctor_findings, hotp_user, Host};
 use crate::support::sentinel::SentinelRig;
 use crate::support::{finish, hotp, pamtester_argv, spawn, TestUser, AUTHINFO_UNAVAIL, AUTH_ERR};
@@ -227,4 +228,40 @@ fn logins_fail_closed_during_failovers_resume_after_promotion_and_no_code_is_acc
         count(Ended::Unavailable)
     );
     assert!(accepted.len() >= 10, "too few logins got through");
+}
+
+#[test]
+fn a_master_the_sentinels_still_name_after_it_became_a_replica_is_refused() {
+    let rig = SentinelRig::start(1000);
+    let (user, secret) = hotp_user();
+    let host = Host::new(&format!("{} redis_replicas=1", rig.module_args()));
+    let login = |counter: u64| run_logged(&host.service, &user.name, &hotp(&secret, counter), None);
+    login(0).outcome.assert_success("through the sentinels");
+    // The master turns replica behind the sentinels' back: they still name it for a while,
+    // and only ROLE tells the module it is not the master any more.
+    let master = rig.server_at(rig.master_port(0).unwrap());
+    let other = rig.servers[(master + 1) % 3].port.to_string();
+    assert!(rig
+        .server_admin(master, &["REPLICAOF", "127.0.0.1", &other])
+        .contains("OK"));
+    assert_eq!(rig.role(master), "slave");
+    let demoted = login(1);
+    assert_eq!(
+        rig.master_port(0),
+        Some(rig.servers[master].port),
+        "the sentinels moved on before the login: the test proved nothing"
+    );
+    demoted.assert_refused(
+        AUTHINFO_UNAVAIL,
+        &["redis", "is a slave now, not the master"],
+        "the named master is a replica",
+    );
+    println!("named master is a replica: {:?}", demoted.module_lines());
+    assert!(rig
+        .server_admin(master, &["REPLICAOF", "NO", "ONE"])
+        .contains("OK"));
+    rig.wait_until_synced((master + 1) % 3);
+    login(1)
+        .outcome
+        .assert_success("the master is the master again; code 1 was never spent");
 }
