@@ -6,7 +6,9 @@
 use std::os::unix::fs::PermissionsExt;
 
 use crate::support::hostile::run_logged;
-use crate::support::redis::{doctor_findings, finding, hotp_user, FakeServer, Host, RedisServer};
+use crate::support::redis::{
+    doctor_findings, finding, hotp_user, FakeServer, Host, Pki, RedisServer,
+};
 use crate::support::{free_port, hotp, scratch_path, AUTHINFO_UNAVAIL, SERVICE_ERR};
 
 /// The module line of `redis` with its socket replaced by `socket`.
@@ -154,15 +156,19 @@ fn a_squatter_on_the_tls_port_gets_a_tls_hello_and_no_password() {
 fn a_client_certificate_the_server_refuses_is_named_in_the_log() {
     let redis = RedisServer::start();
     let (user, secret) = hotp_user();
-    redis.pki.make_ca("other");
-    redis
-        .pki
-        .sign("stranger", "pam-otp-host", "clientAuth", "other");
-    let stranger = redis.pki.path("stranger.crt").display().to_string();
+    // A client certificate from another CA (made by the same shipped script).
+    let other = Pki::new(&redis.dir.join("other-ca"));
+    let stranger = other.path("client.crt").display().to_string();
     let args = redis
         .tls_args()
-        .replace("client.crt", "stranger.crt")
-        .replace("client.key", "stranger.key");
+        .replace(
+            &redis.pki.path("client.crt").display().to_string(),
+            &stranger,
+        )
+        .replace(
+            &redis.pki.path("client.key").display().to_string(),
+            &other.path("client.key").display().to_string(),
+        );
     let host = Host::new(&args);
     let run = run_logged(&host.service, &user.name, &hotp(&secret, 0), None);
     println!("refused client certificate: {:?}", run.module_lines());

@@ -10,7 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-use crate::support::clients::{self, read_shipped, require_program};
+use crate::support::clients::{self, read_shipped, require_program, shipped};
 use crate::support::{
     assert_root, free_port, hex, new_secret, random_bytes, scratch_path, unique, Service, StateDir,
     TestUser,
@@ -67,7 +67,9 @@ pub fn sha256_hex(text: &str) -> String {
     out.split_whitespace().next().unwrap().to_string()
 }
 
-/// A private CA and certificates it signs, made with `openssl` (EC P-256, quick).
+/// A private CA and certificates it signs, made by the shipped
+/// `config/redis/make-certs.sh` (the commands README gives an administrator), so that
+/// every fleet test also proves those certificates work.
 pub struct Pki {
     pub dir: PathBuf,
 }
@@ -78,9 +80,18 @@ impl Pki {
     pub fn new(dir: &Path) -> Pki {
         require_program("/usr/bin/openssl", "openssl");
         let pki = Pki { dir: dir.into() };
-        pki.make_ca("ca");
-        pki.sign("redis", "localhost", "serverAuth", "ca");
-        pki.sign("client", "pam-otp-host", "clientAuth", "ca");
+        let script = shipped("redis/make-certs.sh");
+        let dir_arg = dir.display().to_string();
+        for args in [
+            &["ca", &dir_arg][..],
+            &["server", &dir_arg, "redis", "DNS:localhost", "IP:127.0.0.1"],
+            &["client", &dir_arg, "client"],
+        ] {
+            checked(
+                "config/redis/make-certs.sh",
+                Command::new("sh").arg(&script).args(args),
+            );
+        }
         pki
     }
 
@@ -129,45 +140,6 @@ impl Pki {
             "basicConstraints=critical,CA:TRUE",
             "-addext",
             "keyUsage=critical,keyCertSign,cRLSign",
-            "-out",
-            &format!("{name}.crt"),
-        ]);
-    }
-
-    pub fn sign(&self, name: &str, common_name: &str, usage: &str, ca: &str) {
-        self.key(name);
-        let ext = self.path(&format!("{name}.ext"));
-        fs::write(
-            &ext,
-            format!(
-                "basicConstraints=CA:FALSE\nextendedKeyUsage={usage}\nsubjectAltName=DNS:localhost,IP:127.0.0.1\n"
-            ),
-        )
-        .unwrap();
-        self.openssl(&[
-            "req",
-            "-new",
-            "-key",
-            &format!("{name}.key"),
-            "-subj",
-            &format!("/CN={common_name}"),
-            "-out",
-            &format!("{name}.csr"),
-        ]);
-        self.openssl(&[
-            "x509",
-            "-req",
-            "-in",
-            &format!("{name}.csr"),
-            "-CA",
-            &format!("{ca}.crt"),
-            "-CAkey",
-            &format!("{ca}.key"),
-            "-CAcreateserial",
-            "-days",
-            "2",
-            "-extfile",
-            &ext.display().to_string(),
             "-out",
             &format!("{name}.crt"),
         ]);
@@ -247,7 +219,13 @@ impl RedisServer {
 
     /// The shipped configuration with this test's paths, port and password put in.
     fn write_config(&self) {
-        let mut text = read_shipped("redis/pam-otp.conf")
+        let shipped_text = read_shipped("redis/pam-otp.conf");
+        // Without `dir`, Redis writes its append-only file wherever it was started.
+        assert!(
+            shipped_text.contains("\ndir /var/lib/redis/pam-otp\n"),
+            "config/redis/pam-otp.conf names no data directory"
+        );
+        let mut text = shipped_text
             .replace("PASSWORD_SHA256", &sha256_hex(&self.password))
             .replace("tls-port 6380", &format!("tls-port {}", self.tls_port))
             .replace("bind 0.0.0.0 -::*", "bind 127.0.0.1")
@@ -262,11 +240,14 @@ impl RedisServer {
             .replace(
                 "/etc/redis/tls/ca.crt",
                 &self.pki.path("ca.crt").display().to_string(),
+            )
+            .replace(
+                "dir /var/lib/redis/pam-otp",
+                &format!("dir {}", self.dir.join("data").display()),
             );
         text.push_str(&format!(
-            "\n# added by the tests\nunixsocket {}\nunixsocketperm 700\ndir {}\nlogfile {}\npidfile {}\ndaemonize no\nuser admin on >{} ~* &* +@all\n",
+            "\n# added by the tests\nunixsocket {}\nunixsocketperm 700\nlogfile {}\npidfile {}\ndaemonize no\nuser admin on >{} ~* &* +@all\n",
             self.socket.display(),
-            self.dir.join("data").display(),
             self.dir.join("redis.log").display(),
             self.dir.join("redis.pid").display(),
             self.password,

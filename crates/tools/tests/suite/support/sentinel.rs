@@ -134,7 +134,11 @@ impl SentinelRig {
             fs::write(
                 &base,
                 substitute(read_shipped("redis/pam-otp.conf"))
-                    .replace("tls-port 6380", &format!("tls-port {port}")),
+                    .replace("tls-port 6380", &format!("tls-port {port}"))
+                    .replace(
+                        "dir /var/lib/redis/pam-otp",
+                        &format!("dir {}", node_dir.join("data").display()),
+                    ),
             )
             .unwrap();
             let mut text = substitute(read_shipped("redis/pam-otp-ha.conf"))
@@ -148,9 +152,8 @@ impl SentinelRig {
             }
             let socket = node_dir.join("redis.sock");
             text.push_str(&format!(
-                "\n# added by the tests\nunixsocket {}\nunixsocketperm 700\ndir {}\nlogfile {}\ndaemonize no\nuser {ADMIN} on >{} ~* &* +@all\n",
+                "\n# added by the tests\nunixsocket {}\nunixsocketperm 700\nlogfile {}\ndaemonize no\nuser {ADMIN} on >{} ~* &* +@all\n",
                 socket.display(),
-                node_dir.join("data").display(),
                 node_dir.join("log").display(),
                 rig.password,
             ));
