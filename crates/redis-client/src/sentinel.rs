@@ -15,7 +15,7 @@ use pam_otp_sys::redis_protocol::RedisStoreError;
 use crate::store::open;
 
 /// Between two rounds over the sentinels while no master answers.
-const RETRY_PAUSE: Duration = Duration::from_millis(50);
+pub(crate) const RETRY_PAUSE: Duration = Duration::from_millis(50);
 
 /// A connection to the server all this needs: the URL scheme the settings call for.
 fn url_of(settings: &RedisSettings, host: &str, port: u16) -> String {
@@ -76,6 +76,14 @@ fn open_checked_master(
     }
 }
 
+/// Whether there is time for another round over the sentinels (after a pause): only
+/// while it has a fair chance, as a round squeezed into a few milliseconds fails on its
+/// timeouts and hides why the earlier ones failed.
+pub(crate) fn worth_another_round(settings: &RedisSettings, deadline: Instant) -> bool {
+    let fair_chance = Duration::from_millis(settings.timeout_ms) / 4 + RETRY_PAUSE;
+    deadline.saturating_duration_since(Instant::now()) >= fair_chance
+}
+
 /// The master's connection, found through the sentinels before `deadline`, or why not.
 pub fn open_master(
     settings: &RedisSettings,
@@ -87,9 +95,6 @@ pub fn open_master(
     };
     let sentinels = settings.sentinels.as_deref().unwrap_or(&no_sentinels);
     let master = sentinels.master.as_str();
-    // Another round only while it has a fair chance: a last round squeezed into a few
-    // milliseconds would fail on its timeouts and hide why the earlier ones failed.
-    let worth_a_round = Duration::from_millis(settings.timeout_ms) / 4 + RETRY_PAUSE;
     let mut failures: Vec<String> = Vec::new();
     loop {
         let mut round: Vec<String> = Vec::new();
@@ -125,7 +130,7 @@ pub fn open_master(
         if failures.is_empty() || !round.is_empty() {
             failures = round;
         }
-        if deadline.saturating_duration_since(Instant::now()) < worth_a_round {
+        if !worth_another_round(settings, deadline) {
             break;
         }
         sleep(RETRY_PAUSE);

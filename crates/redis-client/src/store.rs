@@ -298,8 +298,18 @@ impl RedisStore {
             };
             let demoted = matches!(error.code(), Some("READONLY" | "NOREPLICAS"));
             match &self.rediscovery {
-                Some((settings, deadline)) if demoted && Instant::now() < *deadline => {
-                    self.connection = sentinel::open_master(settings, *deadline)?;
+                Some((settings, deadline))
+                    if demoted && sentinel::worth_another_round(settings, *deadline) =>
+                {
+                    // The sentinels may need a moment to name another master.
+                    std::thread::sleep(sentinel::RETRY_PAUSE);
+                    self.connection =
+                        sentinel::open_master(settings, *deadline).map_err(|again| {
+                            RedisStoreError::Command {
+                                what,
+                                why: format!("{error}; then, asking the sentinels again: {again}"),
+                            }
+                        })?;
                 }
                 _ => return Err(command_error(what)(error)),
             }

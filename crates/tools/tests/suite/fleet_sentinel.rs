@@ -265,3 +265,45 @@ fn a_master_the_sentinels_still_name_after_it_became_a_replica_is_refused() {
         .outcome
         .assert_success("the master is the master again; code 1 was never spent");
 }
+
+#[test]
+fn a_master_without_current_replicas_refuses_and_the_code_stays_unspent() {
+    let rig = SentinelRig::start(1000);
+    let (user, secret) = hotp_user();
+    let host = Host::new(&format!("{} redis_replicas=1", rig.module_args()));
+    let login = |counter: u64| run_logged(&host.service, &user.name, &hotp(&secret, counter), None);
+    login(0).outcome.assert_success("through the sentinels");
+    let master = rig.server_at(rig.master_port(0).unwrap());
+    let replicas: Vec<usize> = (0..3).filter(|&i| i != master).collect();
+    for &replica in &replicas {
+        rig.servers[replica].signal("STOP");
+    }
+    // min-replicas-max-lag 10 (shipped): after that the master refuses writes (NOREPLICAS).
+    rig.wait_for("the master refusing writes", || {
+        rig.server_admin(master, &["INFO", "replication"])
+            .contains("min_slaves_good_slaves:0")
+    });
+    let refused = login(1);
+    for &replica in &replicas {
+        rig.servers[replica].signal("CONT");
+    }
+    println!(
+        "master without current replicas: refused after {:?}: {:?}",
+        refused.elapsed,
+        refused.module_lines()
+    );
+    refused
+        .outcome
+        .assert_failure(AUTHINFO_UNAVAIL, "no current replica");
+    refused.assert_logged(&["redis", "NOREPLICAS"], "no current replica");
+    for &replica in &replicas {
+        rig.wait_until_synced(replica);
+    }
+    rig.wait_for("the master taking writes again", || {
+        !rig.server_admin(master, &["INFO", "replication"])
+            .contains("min_slaves_good_slaves:0")
+    });
+    login(1)
+        .outcome
+        .assert_success("replicas back: the refused code was never spent");
+}

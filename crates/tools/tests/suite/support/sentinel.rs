@@ -11,7 +11,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use crate::support::clients::{read_shipped, require_program};
-use crate::support::redis::{redis_cli, sha256_hex, wait_until, Pki, ACL_USER, REDIS_SERVER};
+use crate::support::redis::{
+    checked, redis_cli, sha256_hex, wait_until, Pki, ACL_USER, REDIS_SERVER,
+};
 use crate::support::{assert_root, free_port, hex, random_bytes, scratch_path, unique};
 
 pub const REDIS_SENTINEL: &str = "/usr/bin/redis-sentinel";
@@ -56,6 +58,15 @@ impl Node {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+
+    /// Sends `signal` (e.g. `STOP`, `CONT`) to the running process.
+    pub fn signal(&self, signal: &str) {
+        let child = self.child.as_ref().expect("running");
+        checked(
+            "kill",
+            Command::new("kill").args([&format!("-{signal}"), &child.id().to_string()]),
+        );
     }
 
     pub fn is_running(&self) -> bool {
