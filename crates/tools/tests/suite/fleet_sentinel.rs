@@ -10,7 +10,7 @@ use std::sync::Mutex;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-use crate::support::hostile::run_logged;
+use crate::support::hostile::{run_logged, Logged};
 use crate::support::redis::{doctor_findings, hotp_user, Host};
 use crate::support::sentinel::SentinelRig;
 use crate::support::{finish, hotp, pamtester_argv, spawn, TestUser, AUTHINFO_UNAVAIL, AUTH_ERR};
@@ -230,13 +230,39 @@ fn logins_fail_closed_during_failovers_resume_after_promotion_and_no_code_is_acc
     assert!(accepted.len() >= 10, "too few logins got through");
 }
 
+/// The layout with one host that has logged in once (HOTP counter 0) through it.
+struct OneHost {
+    rig: SentinelRig,
+    user: TestUser,
+    secret: String,
+    host: Host,
+}
+
+impl OneHost {
+    fn start() -> OneHost {
+        let rig = SentinelRig::start(1000);
+        let (user, secret) = hotp_user();
+        let host = Host::new(&format!("{} redis_replicas=1", rig.module_args()));
+        let one = OneHost {
+            rig,
+            user,
+            secret,
+            host,
+        };
+        one.login(0).outcome.assert_success("through the sentinels");
+        one
+    }
+
+    fn login(&self, counter: u64) -> Logged {
+        let code = hotp(&self.secret, counter);
+        run_logged(&self.host.service, &self.user.name, &code, None)
+    }
+}
+
 #[test]
 fn a_master_the_sentinels_still_name_after_it_became_a_replica_is_refused() {
-    let rig = SentinelRig::start(1000);
-    let (user, secret) = hotp_user();
-    let host = Host::new(&format!("{} redis_replicas=1", rig.module_args()));
-    let login = |counter: u64| run_logged(&host.service, &user.name, &hotp(&secret, counter), None);
-    login(0).outcome.assert_success("through the sentinels");
+    let one = OneHost::start();
+    let (rig, login) = (&one.rig, |counter| one.login(counter));
     // The master turns replica behind the sentinels' back: they still name it for a while,
     // and only ROLE tells the module it is not the master any more.
     let master = rig.server_at(rig.master_port(0).unwrap());
@@ -268,11 +294,8 @@ fn a_master_the_sentinels_still_name_after_it_became_a_replica_is_refused() {
 
 #[test]
 fn a_master_without_current_replicas_refuses_and_the_code_stays_unspent() {
-    let rig = SentinelRig::start(1000);
-    let (user, secret) = hotp_user();
-    let host = Host::new(&format!("{} redis_replicas=1", rig.module_args()));
-    let login = |counter: u64| run_logged(&host.service, &user.name, &hotp(&secret, counter), None);
-    login(0).outcome.assert_success("through the sentinels");
+    let one = OneHost::start();
+    let (rig, login) = (&one.rig, |counter| one.login(counter));
     let master = rig.server_at(rig.master_port(0).unwrap());
     let replicas: Vec<usize> = (0..3).filter(|&i| i != master).collect();
     for &replica in &replicas {
