@@ -10,6 +10,7 @@ use std::sync::Mutex;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
+use crate::support::admin::otp_admin;
 use crate::support::hostile::{run_logged, Logged};
 use crate::support::redis::{doctor_findings, hotp_user, Host};
 use crate::support::sentinel::SentinelRig;
@@ -271,6 +272,9 @@ fn a_master_the_sentinels_still_name_after_it_became_a_replica_is_refused() {
         .server_admin(master, &["REPLICAOF", "127.0.0.1", &other])
         .contains("OK"));
     assert_eq!(rig.role(master), "slave");
+    let policy = rig.policy_file(&one.host.state).display().to_string();
+    let status = || otp_admin(&["--policy", &policy, "status", &one.user.name]);
+    let refused_status = status();
     let demoted = login(1);
     assert_eq!(
         rig.master_port(0),
@@ -283,6 +287,12 @@ fn a_master_the_sentinels_still_name_after_it_became_a_replica_is_refused() {
         "the named master is a replica",
     );
     println!("named master is a replica: {:?}", demoted.module_lines());
+    // otp-admin reaches the record as the module does, and refuses the same master.
+    refused_status.assert_refused("otp-admin status, the named master a replica");
+    assert!(
+        refused_status.stderr.contains("not the master"),
+        "{refused_status:#?}"
+    );
     assert!(rig
         .server_admin(master, &["REPLICAOF", "NO", "ONE"])
         .contains("OK"));
@@ -290,6 +300,12 @@ fn a_master_the_sentinels_still_name_after_it_became_a_replica_is_refused() {
     login(1)
         .outcome
         .assert_success("the master is the master again; code 1 was never spent");
+    let shown = status();
+    shown.assert_ok("otp-admin status through the sentinels");
+    assert!(
+        shown.stdout.contains("of sentinels 127.0.0.1:"),
+        "{shown:#?}"
+    );
 }
 
 #[test]

@@ -14,7 +14,7 @@ use crate::support::clients::{read_shipped, require_program};
 use crate::support::redis::{
     checked, redis_cli, sha256_hex, wait_until, Pki, ACL_USER, REDIS_SERVER,
 };
-use crate::support::{assert_root, free_port, hex, random_bytes, scratch_path, unique};
+use crate::support::{assert_root, free_port, hex, random_bytes, scratch_path, unique, StateDir};
 
 pub const REDIS_SENTINEL: &str = "/usr/bin/redis-sentinel";
 /// The name the shipped sentinel.conf monitors the master under.
@@ -334,6 +334,19 @@ impl SentinelRig {
         self.servers[index].kill();
         self.servers[index].launch();
         self.wait_until_up(index);
+    }
+
+    /// A root-only policy file saying what `module_args` says, for `otp-admin --policy`.
+    pub fn policy_file(&self, state: &StateDir) -> PathBuf {
+        let path = self.dir.join(format!("{}.toml", unique("policy")));
+        let mut text = format!("state_dir = \"{}\"\n", state.path.display());
+        for argument in self.module_args().split(' ') {
+            let (key, value) = argument.split_once('=').expect("key=value");
+            text.push_str(&format!("{key} = \"{value}\"\n"));
+        }
+        fs::write(&path, text).unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
+        path
     }
 
     /// Module arguments that reach the master through the three sentinels over TLS.
