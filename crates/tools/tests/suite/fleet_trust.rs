@@ -6,10 +6,13 @@
 use std::os::unix::fs::PermissionsExt;
 
 use crate::support::hostile::run_logged;
+use std::time::Duration;
+
 use crate::support::redis::{
-    doctor_findings, finding, hotp_user, FakeServer, Host, Pki, RedisServer,
+    doctor_findings, finding, hotp_user, wait_until, FakeServer, Host, Pki, RedisServer,
+    REDIS_SERVER,
 };
-use crate::support::{free_port, hotp, scratch_path, AUTHINFO_UNAVAIL, SERVICE_ERR};
+use crate::support::{free_port, hotp, scratch_path, unique, AUTHINFO_UNAVAIL, SERVICE_ERR};
 
 /// The module line of `redis` with its socket replaced by `socket`.
 fn args_with_socket(redis: &RedisServer, socket: &std::path::Path) -> String {
@@ -87,11 +90,84 @@ fn a_socket_a_user_could_have_put_there_gets_not_a_byte() {
     );
     assert_eq!(fake_owned.received(), (0, vec![]));
 
+    // Everything on the path root's, but the process listening is the user's: a Redis the
+    // user started, whose socket root then moved into a root-only directory and chowned
+    // (standing in for a stale path taken over). Only SO_PEERCRED tells.
+    // In the user's home: the scratch directories are root's, 0700.
+    let users_redis_dir = attacker.home.join("redis");
+    std::fs::create_dir(&users_redis_dir).unwrap();
+    std::os::unix::fs::chown(&users_redis_dir, Some(attacker.uid), Some(attacker.gid)).unwrap();
+    let users_redis_socket = users_redis_dir.join("redis.sock");
+    let mut users_redis = std::process::Command::new("setpriv")
+        .args([
+            "--reuid",
+            &attacker.uid.to_string(),
+            "--regid",
+            &attacker.gid.to_string(),
+        ])
+        .args([
+            "--clear-groups",
+            "--",
+            REDIS_SERVER,
+            "--port",
+            "0",
+            "--save",
+            "",
+        ])
+        .args(["--appendonly", "no", "--unixsocket"])
+        .arg(&users_redis_socket)
+        .arg("--dir")
+        .arg(&users_redis_dir)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let users_redis_cli = |socket: &std::path::Path, args: &[&str]| {
+        let out = std::process::Command::new("redis-cli")
+            .arg("-s")
+            .arg(socket)
+            .args(args)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    wait_until(
+        "the user's redis-server",
+        Duration::from_secs(20),
+        || users_redis_cli(&users_redis_socket, &["PING"]).trim() == "PONG",
+        String::new,
+    );
+    // A root-only directory on the same file system as the home, to move the socket into.
+    let beside_home = attacker.home.parent().unwrap().join(unique("tt-root"));
+    std::fs::create_dir(&beside_home).unwrap();
+    std::fs::set_permissions(&beside_home, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let moved = beside_home.join("moved.sock");
+    std::fs::rename(&users_redis_socket, &moved).unwrap();
+    std::os::unix::fs::chown(&moved, Some(0), Some(0)).unwrap();
+    let host = Host::new(&args_with_socket(&redis, &moved));
+    let run = run_logged(&host.service, &user.name, &hotp(&secret, 0), None);
+    let stats = users_redis_cli(&moved, &["INFO", "commandstats"]);
+    let _ = users_redis.kill();
+    let _ = users_redis.wait();
+    assert!(
+        !stats.contains("cmdstat_auth") && !stats.contains("cmdstat_evalsha"),
+        "the user's redis-server was sent commands: {stats}"
+    );
+    run.assert_refused(
+        AUTHINFO_UNAVAIL,
+        &[
+            "redis",
+            "not trusted, nothing sent",
+            &format!("runs as uid {}", attacker.uid),
+        ],
+        "a root-owned socket a user's process listens on",
+    );
+
     // The real server's socket still works, and none of the refusals spent the code.
     let host = Host::new(&redis.socket_args());
     let run = run_logged(&host.service, &user.name, &hotp(&secret, 0), None);
     run.outcome.assert_success("the real server's socket");
-    for dir in [theirs, shared, root_only] {
+    for dir in [theirs, shared, root_only, users_redis_dir, beside_home] {
         let _ = std::fs::remove_dir_all(dir);
     }
 }
