@@ -44,6 +44,9 @@ pub struct Policy {
     pub state_dir: PathBuf,
     pub limits: Limits,
     pub nullok: bool,
+    /// From this moment on a user with no enrollment is refused; before it such a user
+    /// passes and is reminded (`enforce_after`).
+    pub enforce_after: Option<Deadline>,
     pub prompt: Option<String>,
     pub pass_mode: PassMode,
     pub debug: bool,
@@ -62,6 +65,94 @@ pub enum Store {
     File,
     /// One shared record per user in Redis, with the host's file state as a floor.
     Redis(RedisSettings),
+}
+
+/// The roll-out deadline: the moment codes become required of users with no enrollment.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Deadline {
+    /// Unix time of the deadline.
+    pub at: u64,
+    /// The deadline as people read it: `2026-12-13` (UTC midnight) or `2026-12-13 08:30 UTC`.
+    pub text: String,
+}
+
+const SECONDS_PER_DAY: u64 = 86_400;
+
+impl Deadline {
+    /// Whole days left before the deadline at `now`, counting a started day as one
+    /// (a deadline a week ahead says 7 all day long); `None` once it has passed.
+    pub fn days_left(&self, now: u64) -> Option<u64> {
+        (now < self.at).then(|| (self.at - now).div_ceil(SECONDS_PER_DAY))
+    }
+
+    /// Parses `YYYY-MM-DD` (UTC midnight) or a date with a time, `YYYY-MM-DDTHH:MM[:SS]`
+    /// (a space may stand for the `T`), in UTC unless it carries an offset (`Z`, `+02:00`).
+    pub fn parse(value: &str) -> Result<Deadline, String> {
+        let why = || format!("{value:?} is not a date YYYY-MM-DD (optionally with a time HH:MM)");
+        let parsed: toml::value::Datetime = value.trim().parse().map_err(|_| why())?;
+        let date = parsed.date.ok_or_else(why)?;
+        let days = days_since_epoch(date.year.into(), date.month.into(), date.day.into());
+        let (seconds_of_day, text) = match parsed.time {
+            None => (
+                0,
+                format!("{:04}-{:02}-{:02}", date.year, date.month, date.day),
+            ),
+            Some(time) => (
+                i64::from(time.hour) * 3600
+                    + i64::from(time.minute) * 60
+                    + i64::from(time.second.unwrap_or(0)),
+                format!(
+                    "{:04}-{:02}-{:02} {:02}:{:02} UTC",
+                    date.year, date.month, date.day, time.hour, time.minute
+                ),
+            ),
+        };
+        let offset = match parsed.offset {
+            None | Some(toml::value::Offset::Z) => 0,
+            Some(toml::value::Offset::Custom { minutes }) => i64::from(minutes) * 60,
+        };
+        let at = days * SECONDS_PER_DAY as i64 + seconds_of_day - offset;
+        let at = u64::try_from(at).map_err(|_| format!("{value:?} is before 1970"))?;
+        // Shown in UTC, as the module counts it, whatever offset it was written with.
+        let text = if offset == 0 { text } else { utc_text(at) };
+        Ok(Deadline { at, text })
+    }
+}
+
+/// Days from 1970-01-01 to a date of the proleptic Gregorian calendar (the civil-from-days
+/// inverse of Howard Hinnant's algorithm; the date is already checked by the parser).
+fn days_since_epoch(year: i64, month: i64, day: i64) -> i64 {
+    let year = if month <= 2 { year - 1 } else { year };
+    let era = year.div_euclid(400);
+    let year_of_era = year - era * 400;
+    let month_from_march = (month + 9) % 12;
+    let day_of_year = (153 * month_from_march + 2) / 5 + day - 1;
+    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+    era * 146_097 + day_of_era - 719_468
+}
+
+/// `YYYY-MM-DD HH:MM UTC` of a Unix time.
+fn utc_text(at: u64) -> String {
+    let days = (at / SECONDS_PER_DAY) as i64 + 719_468;
+    let era = days.div_euclid(146_097);
+    let day_of_era = days - era * 146_097;
+    let year_of_era =
+        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let month_from_march = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * month_from_march + 2) / 5 + 1;
+    let month = if month_from_march < 10 {
+        month_from_march + 3
+    } else {
+        month_from_march - 9
+    };
+    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    let seconds = at % SECONDS_PER_DAY;
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02} UTC",
+        seconds / 3600,
+        seconds % 3600 / 60
+    )
 }
 
 pub const DEFAULT_REDIS_TIMEOUT_MS: u64 = 500;
@@ -157,9 +248,19 @@ impl Policy {
 #[derive(Debug, PartialEq, Eq)]
 pub enum PolicyError {
     UnknownArgument(String),
-    BadValue { key: String, why: String },
+    BadValue {
+        key: String,
+        why: String,
+    },
     ConflictingPassModes,
-    PolicyFile { path: PathBuf, why: String },
+    /// `nullok` lets users with no enrollment pass for ever, `enforce_after` only until
+    /// its date: set in the same place (both on the line, or both in the policy file)
+    /// they contradict each other.
+    NullokWithDeadline,
+    PolicyFile {
+        path: PathBuf,
+        why: String,
+    },
 }
 
 impl fmt::Display for PolicyError {
@@ -170,6 +271,13 @@ impl fmt::Display for PolicyError {
             PolicyError::ConflictingPassModes => write!(
                 f,
                 "only one of try_first_pass, use_first_pass, split_pass and use_split_code may be given"
+            ),
+            PolicyError::NullokWithDeadline => write!(
+                f,
+                "nullok and enforce_after are both set in the same place: nullok lets users \
+                 with no enrollment in for ever, enforce_after only until its date; for a \
+                 roll-out keep enforce_after and remove nullok (or set nullok=false on this \
+                 line)"
             ),
             PolicyError::PolicyFile { path, why } => {
                 write!(f, "policy file {}: {why}", path.display())
@@ -193,6 +301,7 @@ struct Settings {
     lockout: Option<u64>,
     max_lockout: Option<u64>,
     nullok: Option<bool>,
+    enforce_after: Option<String>,
     prompt: Option<String>,
     try_first_pass: Option<bool>,
     use_first_pass: Option<bool>,
@@ -260,6 +369,7 @@ fn parse_args(args: &[&str]) -> Result<Settings, PolicyError> {
             ("use_split_code", None) => s.use_split_code = Some(true),
             ("split_pass", Some(v)) => s.split_pass = flag(key, v)?,
             ("use_split_code", Some(v)) => s.use_split_code = flag(key, v)?,
+            ("enforce_after", Some(v)) => s.enforce_after = Some(v.into()),
             ("secret", Some(v)) => s.secret = Some(v.into()),
             ("state_dir", Some(v)) => s.state_dir = Some(v.into()),
             ("prompt", Some(v)) => s.prompt = Some(v.into()),
@@ -385,11 +495,33 @@ fn merge(file: Settings, args: Settings) -> Result<Policy, PolicyError> {
             ))
         }
     };
+    let nullok = chosen(pick!(nullok));
+    let enforce_after = match pick!(enforce_after) {
+        None => None,
+        Some(text) => Some(Deadline::parse(&text).map_err(|why| bad("enforce_after", why))?),
+    };
+    // The module line wins over the policy file, as for every key: a service with nullok
+    // on its line keeps it (the file's deadline is for the other services, such as those
+    // the pam-auth-update profile leaves with nullok), and a deadline on the line wins
+    // over the file's nullok. Both in the same place contradict each other.
+    let (nullok, enforce_after) = match (nullok, enforce_after) {
+        (true, Some(deadline)) => {
+            let nullok_on_line = args.nullok == Some(true);
+            let deadline_on_line = args.enforce_after.is_some();
+            match (nullok_on_line, deadline_on_line) {
+                (true, false) => (true, None),
+                (false, true) => (false, Some(deadline)),
+                _ => return Err(PolicyError::NullokWithDeadline),
+            }
+        }
+        other => other,
+    };
     Ok(Policy {
         secret,
         state_dir,
         limits,
-        nullok: chosen(pick!(nullok)),
+        nullok,
+        enforce_after,
         prompt,
         pass_mode,
         debug: chosen(pick!(debug)),
@@ -843,6 +975,87 @@ mod tests {
                 "{text:?}"
             );
         }
+    }
+
+    #[test]
+    fn enforce_after_is_a_utc_moment() {
+        let day = |text: &str| parse(&[&format!("enforce_after={text}")], None);
+        // `date -u -d 2026-12-13 +%s` = 1797120000.
+        let deadline = day("2026-12-13").unwrap().enforce_after.unwrap();
+        assert_eq!(deadline.at, 1_797_120_000);
+        assert_eq!(deadline.text, "2026-12-13");
+        let timed = day("2026-12-13T08:30").unwrap().enforce_after.unwrap();
+        assert_eq!(timed.at, 1_797_120_000 + 8 * 3600 + 30 * 60);
+        assert_eq!(timed.text, "2026-12-13 08:30 UTC");
+        // The bracket form of a PAM line keeps the space.
+        assert_eq!(day("2026-12-13 08:30").unwrap().enforce_after, Some(timed));
+        let offset = day("2026-12-13T10:30+02:00")
+            .unwrap()
+            .enforce_after
+            .unwrap();
+        assert_eq!(offset.at, 1_797_120_000 + 8 * 3600 + 30 * 60);
+        assert_eq!(offset.text, "2026-12-13 08:30 UTC");
+        // Leap days and the first of March, 2000 and 2100 (`date -u -d ... +%s`).
+        assert_eq!(
+            day("2000-02-29").unwrap().enforce_after.unwrap().at,
+            951_782_400
+        );
+        assert_eq!(
+            day("2100-03-01").unwrap().enforce_after.unwrap().at,
+            4_107_542_400
+        );
+        assert_eq!(day("1970-01-01").unwrap().enforce_after.unwrap().at, 0);
+        let from_file = parse(&[], Some("enforce_after = \"2026-12-13\"\n")).unwrap();
+        assert_eq!(from_file.enforce_after.unwrap().at, 1_797_120_000);
+        for bad in [
+            "",
+            "tomorrow",
+            "2026-13-01",
+            "2026-02-30",
+            "13/12/2026",
+            "08:30",
+            "1969-12-31",
+        ] {
+            assert!(
+                matches!(day(bad), Err(PolicyError::BadValue { .. })),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn days_left_counts_a_started_day_as_one() {
+        let deadline = Deadline::parse("2026-12-13").unwrap();
+        let week_before = deadline.at - 7 * 86_400;
+        assert_eq!(deadline.days_left(week_before), Some(7));
+        assert_eq!(deadline.days_left(week_before + 1), Some(7));
+        assert_eq!(deadline.days_left(week_before + 86_399), Some(7));
+        assert_eq!(deadline.days_left(week_before + 86_401), Some(6));
+        assert_eq!(deadline.days_left(deadline.at - 1), Some(1));
+        assert_eq!(deadline.days_left(deadline.at), None);
+        assert_eq!(deadline.days_left(deadline.at + 1), None);
+    }
+
+    #[test]
+    fn nullok_and_a_deadline_contradict_each_other() {
+        let both = parse(&["nullok", "enforce_after=2026-12-13"], None);
+        assert_eq!(both, Err(PolicyError::NullokWithDeadline));
+        assert!(both.unwrap_err().to_string().contains("remove nullok"));
+        // Both in the policy file: the same.
+        assert_eq!(
+            parse(&[], Some("nullok = true\nenforce_after = \"2026-12-13\"")),
+            Err(PolicyError::NullokWithDeadline)
+        );
+        // One on the line, one in the file: the line wins, as for every key.
+        let line_deadline = parse(&["enforce_after=2026-12-13"], Some("nullok = true")).unwrap();
+        assert!(!line_deadline.nullok && line_deadline.enforce_after.is_some());
+        let line_nullok = parse(&["nullok"], Some("enforce_after = \"2026-12-13\"")).unwrap();
+        assert!(line_nullok.nullok && line_nullok.enforce_after.is_none());
+        assert!(parse(
+            &["nullok=false", "enforce_after=2026-12-13"],
+            Some("nullok = true")
+        )
+        .is_ok());
     }
 
     #[test]
