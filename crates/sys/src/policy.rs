@@ -55,6 +55,9 @@ pub struct Policy {
 }
 
 /// Where the login state lives.
+// One per login, built once: boxing the Redis settings would save nothing worth the
+// indirection at every use.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub enum Store {
     /// One file per user under `state_dir` (single hosts; the default).
@@ -154,12 +157,22 @@ fn utc_text(at: u64) -> String {
 
 pub const DEFAULT_REDIS_TIMEOUT_MS: u64 = 500;
 pub const DEFAULT_REDIS_PREFIX: &str = "pam-otp:";
+/// The account Debian's `redis-server` runs as.
+pub const DEFAULT_REDIS_SERVER_USER: &str = "redis";
 
 /// How to reach the fleet's Redis (`redis_*` keys).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RedisSettings {
-    /// `redis://HOST:PORT`, `rediss://HOST:PORT` (TLS) or `unix:///PATH`.
-    pub url: String,
+    /// `redis://HOST:PORT` (loopback only), `rediss://HOST:PORT` (TLS) or `unix:///PATH`;
+    /// `None` when the sentinels name the server.
+    pub url: Option<String>,
+    /// The sentinels that name the server instead, when `url` is `None`.
+    pub sentinels: Option<Box<Sentinels>>,
+    /// TLS to the server and the sentinels: a `rediss://` URL, or with sentinels a CA
+    /// or client certificate given.
+    pub tls: bool,
+    /// The account the server runs as: a unix socket must be its or root's.
+    pub server_user: String,
     /// The ACL user; `None`: the connection's default user.
     pub user: Option<String>,
     /// Root-owned, mode 0600 file holding the password (never on a module line).
@@ -175,6 +188,49 @@ pub struct RedisSettings {
     pub replicas: u32,
     /// Start of every key, so fleets can share one Redis.
     pub prefix: String,
+}
+
+/// Redis Sentinel: who to ask for the master's address, at every login.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sentinels {
+    /// The sentinels, `HOST:PORT` (`redis_sentinels`).
+    pub nodes: Vec<String>,
+    /// The name they monitor the master under (`redis_master`).
+    pub master: String,
+}
+
+impl RedisSettings {
+    /// Where the server is, for messages: its URL, or the sentinels and the master's name.
+    pub fn location(&self) -> String {
+        match (&self.url, &self.sentinels) {
+            (Some(url), _) => url.clone(),
+            (None, Some(sentinels)) => format!(
+                "master {:?} of sentinels {}",
+                sentinels.master,
+                sentinels.nodes.join(",")
+            ),
+            (None, None) => "no server".into(),
+        }
+    }
+}
+
+/// An address that only this machine can answer: `127.0.0.0/8` or `::1`, written as such
+/// (a name could resolve elsewhere, and its lookup is not bounded by the timeout).
+pub fn is_loopback_literal(host: &str) -> bool {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.parse::<std::net::IpAddr>()
+        .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Splits `HOST:PORT` (`[V6]:PORT` for IPv6) into host and port.
+pub fn split_host_port(address: &str) -> Option<(&str, u16)> {
+    let (host, port) = address.rsplit_once(':')?;
+    let port = port.parse().ok().filter(|p| *p != 0)?;
+    let bracketed = host.starts_with('[') && host.ends_with(']');
+    if host.is_empty() || (host.contains(':') && !bracketed) {
+        return None;
+    }
+    Some((host, port))
 }
 
 impl Policy {
@@ -260,6 +316,9 @@ struct Settings {
     redis_timeout_ms: Option<u64>,
     redis_replicas: Option<u32>,
     redis_prefix: Option<String>,
+    redis_sentinels: Option<String>,
+    redis_master: Option<String>,
+    redis_server_user: Option<String>,
     #[serde(skip)]
     policy: Option<String>,
     // Module arguments only: in the policy file they would apply to every pam_otp line,
@@ -329,6 +388,9 @@ fn parse_args(args: &[&str]) -> Result<Settings, PolicyError> {
             ("redis_timeout_ms", Some(v)) => s.redis_timeout_ms = number(key, v)?,
             ("redis_replicas", Some(v)) => s.redis_replicas = number(key, v)?,
             ("redis_prefix", Some(v)) => s.redis_prefix = Some(v.into()),
+            ("redis_sentinels", Some(v)) => s.redis_sentinels = Some(v.into()),
+            ("redis_master", Some(v)) => s.redis_master = Some(v.into()),
+            ("redis_server_user", Some(v)) => s.redis_server_user = Some(v.into()),
             ("lockout", Some(v)) => s.lockout = number(key, v)?,
             ("max_lockout", Some(v)) => s.max_lockout = number(key, v)?,
             _ => return Err(PolicyError::UnknownArgument(arg.into())),
@@ -467,8 +529,9 @@ fn merge(file: Settings, args: Settings) -> Result<Policy, PolicyError> {
     })
 }
 
-/// The `redis_*` keys, checked: a URL of a known scheme with no password in it, absolute
-/// file paths, certificate and key together, TLS files only with `rediss://`.
+/// The `redis_*` keys, checked: a URL of a known scheme with no password in it (plain TCP
+/// only to loopback), or sentinels with the master's name; absolute file paths,
+/// certificate and key together, TLS files only with TLS.
 fn redis_settings(file: &Settings, args: &Settings) -> Result<RedisSettings, PolicyError> {
     macro_rules! pick {
         ($field:ident) => {
@@ -479,24 +542,62 @@ fn redis_settings(file: &Settings, args: &Settings) -> Result<RedisSettings, Pol
         key: key.into(),
         why,
     };
-    let url =
-        pick!(redis_url).ok_or_else(|| bad("redis_url", "store = \"redis\" needs it".into()))?;
-    let scheme = ["redis://", "rediss://", "unix://"]
-        .into_iter()
-        .find(|scheme| url.starts_with(scheme))
-        .ok_or_else(|| {
-            bad(
+    let url = pick!(redis_url);
+    let sentinels: Vec<String> = pick!(redis_sentinels)
+        .map(|list| {
+            list.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(String::from)
+                .collect()
+        })
+        .unwrap_or_default();
+    let master = pick!(redis_master);
+    let scheme = match (&url, sentinels.is_empty(), &master) {
+        (Some(_), false, _) => {
+            return Err(bad(
+                "redis_sentinels",
+                "give either redis_url or redis_sentinels, not both".into(),
+            ))
+        }
+        (None, true, _) => {
+            return Err(bad(
                 "redis_url",
-                format!("{url:?} is not redis://, rediss:// or unix://"),
-            )
-        })?;
-    let rest = &url[scheme.len()..];
-    let authority = rest.split(['/', '?']).next().unwrap_or("");
-    if authority.contains('@') || rest.contains("password=") {
-        return Err(bad(
-            "redis_url",
-            "must not carry credentials: use redis_user and redis_password_file".into(),
-        ));
+                "store = \"redis\" needs redis_url, or redis_sentinels with redis_master".into(),
+            ))
+        }
+        (None, false, None) => {
+            return Err(bad(
+                "redis_master",
+                "redis_sentinels needs the name the sentinels monitor the master under".into(),
+            ))
+        }
+        (None, false, Some(_)) => None,
+        (Some(url), true, _) => Some(check_redis_url(url).map_err(|why| bad("redis_url", why))?),
+    };
+    if let Some(name) = &master {
+        let fits = !name.is_empty()
+            && name.len() <= 64
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+        if !fits {
+            return Err(bad(
+                "redis_master",
+                format!("{name:?} is not 1 to 64 letters, digits, '-', '_' or '.'"),
+            ));
+        }
+        if sentinels.is_empty() {
+            return Err(bad("redis_master", "goes with redis_sentinels".into()));
+        }
+    }
+    for sentinel in &sentinels {
+        if split_host_port(sentinel).is_none() {
+            return Err(bad(
+                "redis_sentinels",
+                format!("{sentinel:?} is not HOST:PORT"),
+            ));
+        }
     }
     let path = |key: &str, value: Option<String>| -> Result<Option<PathBuf>, PolicyError> {
         match value.map(PathBuf::from) {
@@ -515,8 +616,18 @@ fn redis_settings(file: &Settings, args: &Settings) -> Result<RedisSettings, Pol
         timeout_ms: pick!(redis_timeout_ms).unwrap_or(DEFAULT_REDIS_TIMEOUT_MS),
         replicas: pick!(redis_replicas).unwrap_or(0),
         prefix: pick!(redis_prefix).unwrap_or_else(|| DEFAULT_REDIS_PREFIX.into()),
+        server_user: pick!(redis_server_user).unwrap_or_else(|| DEFAULT_REDIS_SERVER_USER.into()),
+        tls: false,
+        sentinels: match (url.is_none(), master) {
+            (true, Some(master)) => Some(Box::new(Sentinels {
+                nodes: sentinels,
+                master,
+            })),
+            _ => None,
+        },
         url,
     };
+    let mut settings = settings;
     if settings.cert_file.is_some() != settings.key_file.is_some() {
         return Err(bad(
             "redis_cert_file",
@@ -524,10 +635,40 @@ fn redis_settings(file: &Settings, args: &Settings) -> Result<RedisSettings, Pol
         ));
     }
     let tls_files = settings.ca_file.is_some() || settings.cert_file.is_some();
-    if tls_files && scheme != "rediss://" {
+    settings.tls = match scheme {
+        Some(scheme) if tls_files && scheme != "rediss://" => {
+            return Err(bad(
+                "redis_url",
+                "redis_ca_file, redis_cert_file and redis_key_file need a rediss:// URL".into(),
+            ))
+        }
+        Some(scheme) => scheme == "rediss://",
+        None => tls_files,
+    };
+    if !settings.tls {
+        // Anyone on the network path could answer plain TCP and read the password.
+        let remote = settings
+            .sentinels
+            .iter()
+            .flat_map(|s| s.nodes.iter())
+            .filter_map(|s| split_host_port(s))
+            .map(|(host, _)| host)
+            .find(|host| !is_loopback_literal(host));
+        if let Some(host) = remote {
+            return Err(bad(
+                "redis_sentinels",
+                format!(
+                    "{host} is not a loopback address: without TLS (redis_ca_file) sentinels \
+                     must be on 127.0.0.1 or ::1"
+                ),
+            ));
+        }
+    }
+    if !settings.server_user.is_empty() && !crate::account::is_safe_user_name(&settings.server_user)
+    {
         return Err(bad(
-            "redis_url",
-            "redis_ca_file, redis_cert_file and redis_key_file need a rediss:// URL".into(),
+            "redis_server_user",
+            format!("{:?} is not a user name", settings.server_user),
         ));
     }
     if !(1..=60_000).contains(&settings.timeout_ms) {
@@ -549,6 +690,30 @@ fn redis_settings(file: &Settings, args: &Settings) -> Result<RedisSettings, Pol
         ));
     }
     Ok(settings)
+}
+
+/// A `redis_url`'s scheme, once it is known to carry no credentials and, without TLS, to
+/// reach only this machine.
+fn check_redis_url(url: &str) -> Result<&'static str, String> {
+    let scheme = ["redis://", "rediss://", "unix://"]
+        .into_iter()
+        .find(|scheme| url.starts_with(scheme))
+        .ok_or_else(|| format!("{url:?} is not redis://, rediss:// or unix://"))?;
+    let rest = &url[scheme.len()..];
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    if authority.contains('@') || rest.contains("password=") {
+        return Err("must not carry credentials: use redis_user and redis_password_file".into());
+    }
+    if scheme == "redis://" {
+        let host = split_host_port(authority).map_or(authority, |(host, _)| host);
+        if !is_loopback_literal(host) {
+            return Err(format!(
+                "{url:?}: plain TCP (redis://) only to 127.0.0.1 or ::1, as anyone on the \
+                 network path could read the password; use rediss:// (TLS) or unix://"
+            ));
+        }
+    }
+    Ok(scheme)
 }
 
 /// Reads the policy file: a regular root-owned file, writable by no one else, with every
@@ -931,5 +1096,96 @@ mod tests {
         }
         assert!(is_safe_user_name("alice.smith-2"));
         assert!(expand_secret_path("/etc/otp/../%u", "alice", home).is_err());
+    }
+
+    fn redis(args: &[&str]) -> Result<RedisSettings, PolicyError> {
+        let mut all = vec!["store=redis"];
+        all.extend_from_slice(args);
+        match parse(&all, None)?.store {
+            Store::Redis(settings) => Ok(settings),
+            Store::File => panic!("store=redis gave the file store"),
+        }
+    }
+
+    fn refused_key(args: &[&str]) -> String {
+        match redis(args) {
+            Err(PolicyError::BadValue { key, .. }) => key,
+            other => panic!("{args:?} was not refused: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn plain_tcp_only_to_loopback_addresses() {
+        for url in [
+            "redis://127.0.0.1:6379",
+            "redis://[::1]:6379",
+            "redis://127.0.0.2",
+        ] {
+            let settings = redis(&[&format!("redis_url={url}")]).unwrap();
+            assert!(!settings.tls, "{url}");
+        }
+        for url in [
+            "redis://10.0.0.1:6379",
+            "redis://localhost:6379",
+            "redis://0.0.0.0:6379",
+            "redis://redis.example:6379",
+        ] {
+            assert_eq!(
+                refused_key(&[&format!("redis_url={url}")]),
+                "redis_url",
+                "{url}"
+            );
+        }
+        let tls = redis(&["redis_url=rediss://redis.example:6380"]).unwrap();
+        assert!(tls.tls);
+        assert_eq!(tls.server_user, "redis");
+    }
+
+    #[test]
+    fn sentinels_need_a_master_name_and_tls_off_this_machine() {
+        let settings = redis(&[
+            "redis_sentinels=10.0.0.1:26380,10.0.0.2:26380,[fd00::3]:26380",
+            "redis_master=pam-otp",
+            "redis_ca_file=/etc/redis/tls/ca.crt",
+        ])
+        .unwrap();
+        assert_eq!(settings.url, None);
+        let sentinels = settings.sentinels.as_deref().unwrap();
+        assert_eq!(sentinels.nodes.len(), 3);
+        assert_eq!(sentinels.master, "pam-otp");
+        assert!(settings.tls);
+        assert!(settings.location().contains("pam-otp"));
+        let local = redis(&["redis_sentinels=127.0.0.1:26379", "redis_master=m"]).unwrap();
+        assert!(!local.tls);
+        assert_eq!(
+            refused_key(&["redis_sentinels=10.0.0.1:26379", "redis_master=m"]),
+            "redis_sentinels"
+        );
+        assert_eq!(
+            refused_key(&["redis_sentinels=127.0.0.1:26379"]),
+            "redis_master"
+        );
+        assert_eq!(
+            refused_key(&["redis_sentinels=127.0.0.1", "redis_master=m"]),
+            "redis_sentinels"
+        );
+        assert_eq!(
+            refused_key(&[
+                "redis_sentinels=127.0.0.1:26379",
+                "redis_master=m",
+                "redis_url=redis://127.0.0.1:6379"
+            ]),
+            "redis_sentinels"
+        );
+        assert_eq!(refused_key(&["redis_master=m"]), "redis_url");
+        assert_eq!(
+            refused_key(&["redis_sentinels=127.0.0.1:26379", "redis_master=a b"]),
+            "redis_master"
+        );
+        let other_user = redis(&[
+            "redis_url=unix:///run/redis/r.sock",
+            "redis_server_user=valkey",
+        ]);
+        assert_eq!(other_user.unwrap().server_user, "valkey");
     }
 }

@@ -6,6 +6,7 @@
 mod checks;
 mod findings;
 pub(crate) mod pam_stack;
+mod redis;
 mod sshd_files;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -130,6 +131,13 @@ fn examine(args: &DoctorArgs) -> Report {
             let (more, policy) = examine_otp_rule(service, rule);
             found.extend(more);
             let Some(policy) = policy else { continue };
+            if let Store::Redis(settings) = &policy.store {
+                found.extend(
+                    redis::findings(settings)
+                        .into_iter()
+                        .map(|f| f.service(service).at(rule.origin.clone())),
+                );
+            }
             state_dirs.push(ServiceState {
                 service: service.clone(),
                 dir: policy.state_dir.clone(),

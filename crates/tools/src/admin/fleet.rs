@@ -65,7 +65,7 @@ pub(super) fn status(
             "user": user,
             "uid": target.account.uid,
             "store": "redis",
-            "redis_url": settings.url,
+            "redis_url": settings.location(),
             "max_failures": target.policy.limits.max_failures,
             "max_failures_user": target.policy.limits.max_failures_user,
             "user_wide": tally_json(&record.all.user),
@@ -97,7 +97,8 @@ pub(super) fn status(
     let _ = writeln!(
         out,
         "user:       {user} (uid {}; shared record in {})",
-        target.account.uid, settings.url
+        target.account.uid,
+        settings.location()
     );
     let _ = writeln!(
         out,

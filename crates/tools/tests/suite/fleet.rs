@@ -7,23 +7,13 @@ use std::time::{Duration, Instant};
 
 use crate::support::admin::otp_admin;
 use crate::support::hostile::run_logged;
-use crate::support::redis::{Host, RedisServer};
+use crate::support::redis::{hotp_user, Host, RedisServer};
 use crate::support::secret_store::{StoreSecret, STORE_SECRET};
 use crate::support::state_record::stored_state;
 use crate::support::{
     finish, hotp, module_path, new_secret, pamtester_argv, runnable_copy, spawn, Outcome, Service,
     TestUser, AUTHINFO_UNAVAIL, AUTH_ERR, LOCKED, LOCKED_MESSAGE, REPLAY_MESSAGE,
 };
-
-/// A user enrolled for HOTP (counters make every round's code fresh and time-independent).
-fn hotp_user() -> (TestUser, String) {
-    let user = TestUser::new();
-    let secret = new_secret();
-    user.enroll(&format!(
-        "version = 1\ntype = \"hotp\"\nsecret = \"{secret}\"\n"
-    ));
-    (user, secret)
-}
 
 fn login(host: &Host, user: &TestUser, answer: &str, rhost: Option<&str>) -> Outcome {
     finish(

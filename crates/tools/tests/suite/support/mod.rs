@@ -15,6 +15,7 @@ pub mod enrollment_tools;
 pub mod hostile;
 pub mod redis;
 pub mod secret_store;
+pub mod sentinel;
 pub mod state_record;
 
 use std::fs;
