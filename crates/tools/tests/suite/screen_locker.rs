@@ -27,8 +27,9 @@ use crate::support::redis::{Host, RedisServer};
 use crate::support::secret_store::StoreSecret;
 use crate::support::state_record::{stored_state, StoredState};
 use crate::support::{
-    hotp, in_private_mounts, new_secret, right_code, run_pamtester, scratch_path, LocalUser,
-    Service, AUTHINFO_UNAVAIL, AUTH_ERR, LOCKED, LOCKED_MESSAGE, REPLAY_MESSAGE,
+    finish, hotp, in_private_mounts, new_secret, pamtester_argv, right_code, run_pamtester,
+    scratch_path, spawn, LocalUser, Service, AUTHINFO_UNAVAIL, AUTH_ERR, LOCKED, LOCKED_MESSAGE,
+    REPLAY_MESSAGE,
 };
 
 fn hotp_enrollment(secret: &str) -> String {
@@ -713,4 +714,43 @@ fn a_user_with_no_enrollment_gets_the_module_lines_roll_out_rule_through_the_che
     );
     run.outcome
         .assert_failure(AUTH_ERR, "an enrolled user with a wrong code");
+}
+
+#[test]
+fn a_user_wide_lockout_from_remote_guesses_locks_the_screen_and_a_remote_source_lock_does_not() {
+    let desk = Desk::new(&[
+        ("max_failures", "2"),
+        ("max_failures_user", "4"),
+        ("lockout", "600"),
+    ]);
+    let plain = desk.service(&["auth required MODULE"]);
+    let root = desk.root_service();
+    let from = |rhost: &str, code: &str| {
+        finish(
+            spawn(&pamtester_argv(&root, &desk.user.name, None, Some(rhost))),
+            code,
+        )
+    };
+    let wrong = desk.code(500);
+    // One address locked (as sshd sees it): the screen, a local login, still unlocks.
+    for _ in 0..2 {
+        from("203.0.113.7", &wrong).assert_failure(AUTH_ERR, "a wrong code from one address");
+    }
+    from("203.0.113.7", &desk.code(0)).assert_failure(LOCKED, "that address is locked");
+    desk.unlock(&plain, &desk.code(0))
+        .outcome
+        .assert_success("the screen, while one remote address is locked");
+    // Failures from everywhere reach the user-wide limit: the screen is locked too.
+    for rhost in ["198.51.100.1", "198.51.100.2", "198.51.100.3"] {
+        from(rhost, &wrong).assert_failure(AUTH_ERR, rhost);
+    }
+    from("198.51.100.4", &wrong).assert_failure(AUTH_ERR, "the fourth address");
+    let run = desk.unlock(&plain, &desk.code(1));
+    run.outcome
+        .assert_failure(LOCKED, "the screen after the user-wide lockout");
+    assert!(
+        run.outcome.stderr.contains(LOCKED_MESSAGE),
+        "{:?}",
+        run.outcome
+    );
 }
