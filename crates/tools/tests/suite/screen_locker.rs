@@ -109,6 +109,18 @@ impl Desk {
         pamtester_as(&self.policy, &self.user, &service.name, &self.user, answers)
     }
 
+    /// pamtester as the user with `answers`: refused as locked, and told so.
+    #[track_caller]
+    fn assert_locked(&self, service: &Service, answers: &str, what: &str) {
+        let run = self.unlock(service, answers);
+        run.outcome.assert_failure(LOCKED, what);
+        assert!(
+            run.outcome.stderr.contains(LOCKED_MESSAGE),
+            "{what}: {:?}",
+            run.outcome
+        );
+    }
+
     /// pamtester as root (no setpriv): what sshd and sudo do.
     fn root_login(&self, service: &Service, answer: &str) -> crate::support::Outcome {
         run_pamtester(service, &self.user.name, answer, None)
@@ -151,13 +163,10 @@ fn a_plain_stack_run_by_the_user_shares_state_replay_guard_and_lockout_with_root
         .assert_failure(AUTH_ERR, "the third wrong code locks");
 
     // Locked: the right code is refused, through the checker and as root.
-    let run = desk.unlock(&plain, &desk.code(1));
-    run.outcome
-        .assert_failure(LOCKED, "the right code while locked, as the user");
-    assert!(
-        run.outcome.stderr.contains(LOCKED_MESSAGE),
-        "{:?}",
-        run.outcome
+    desk.assert_locked(
+        &plain,
+        &desk.code(1),
+        "the right code while locked, as the user",
     );
     desk.root_login(&root, &desk.code(1))
         .assert_failure(LOCKED, "the right code while locked, as root");
@@ -745,12 +754,9 @@ fn a_user_wide_lockout_from_remote_guesses_locks_the_screen_and_a_remote_source_
         from(rhost, &wrong).assert_failure(AUTH_ERR, rhost);
     }
     from("198.51.100.4", &wrong).assert_failure(AUTH_ERR, "the fourth address");
-    let run = desk.unlock(&plain, &desk.code(1));
-    run.outcome
-        .assert_failure(LOCKED, "the screen after the user-wide lockout");
-    assert!(
-        run.outcome.stderr.contains(LOCKED_MESSAGE),
-        "{:?}",
-        run.outcome
+    desk.assert_locked(
+        &plain,
+        &desk.code(1),
+        "the screen after the user-wide lockout",
     );
 }
