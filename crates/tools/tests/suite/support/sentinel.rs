@@ -344,6 +344,10 @@ impl SentinelRig {
             let (key, value) = argument.split_once('=').expect("key=value");
             text.push_str(&format!("{key} = \"{value}\"\n"));
         }
+        // otp-admin makes up to four TLS handshakes here (the sentinels, then the master),
+        // which a debug build on a loaded two-core machine can stretch past the default
+        // 500 ms; its checks judge answers (the master's role), not speed.
+        text.push_str("redis_timeout_ms = 2000\n");
         fs::write(&path, text).unwrap();
         fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
         path
