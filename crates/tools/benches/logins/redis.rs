@@ -178,10 +178,7 @@ impl Redis {
                 "+wait",
                 "+time",
             ])
-            .args([
-                "+hget", "+hmget", "+hgetall", "+hset", "+hdel", "+hlen", "+hexists",
-            ])
-            .args(["+pexpire", "+del", "+ping"])
+            .args(["+hget", "+hmget", "+hset", "+hlen", "+del", "+ping"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
