@@ -1,6 +1,9 @@
 //! The `otpauth://` key URI that authenticator apps scan (Google's "Key Uri Format").
 //!
 //! `otpauth://TYPE/ISSUER:LABEL?secret=…&issuer=…&algorithm=…&digits=…&period=…|counter=…`.
+//! `algorithm`, `digits` and `period` are left out when they are the format's defaults
+//! (SHA1, 6, 30): every app assumes those, and the shorter URI gives a smaller QR code,
+//! one that fits a 24-row terminal.
 //! Issuer and label are percent-encoded byte by byte (UTF-8), leaving only RFC 3986
 //! unreserved characters as they are: a space becomes `%20` (never `+`, which some apps
 //! show literally), `@` becomes `%40`, and a `:` inside either becomes `%3A` so that
@@ -10,6 +13,7 @@ use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use zeroize::Zeroizing;
 
 use crate::enrollment::{Enrollment, Kind};
+use crate::otp::Algorithm;
 
 /// Everything but RFC 3986 unreserved characters (`A-Z a-z 0-9 - . _ ~`) is encoded.
 const NOT_UNRESERVED: &AsciiSet = &NON_ALPHANUMERIC
@@ -26,25 +30,41 @@ pub fn encode_component(text: &str) -> String {
 /// The key URI for `enrollment`, shown as `issuer` and `label` in the app.
 /// It holds the secret, so it is wiped from memory when dropped.
 pub fn key_uri(enrollment: &Enrollment, issuer: &str, label: &str) -> Zeroizing<String> {
-    let (kind, moving_factor) = match enrollment.kind {
-        Kind::Totp { period } => ("totp", format!("period={period}")),
-        Kind::Hotp { counter } => ("hotp", format!("counter={counter}")),
-    };
     let issuer = encode_component(issuer);
-    Zeroizing::new(format!(
-        "otpauth://{kind}/{issuer}:{label}?secret={secret}&issuer={issuer}&algorithm={algorithm}&digits={digits}&{moving_factor}",
+    let mut uri = Zeroizing::new(format!(
+        "otpauth://{kind}/{issuer}:{label}?secret={secret}&issuer={issuer}",
+        kind = match enrollment.kind {
+            Kind::Totp { .. } => "totp",
+            Kind::Hotp { .. } => "hotp",
+        },
         label = encode_component(label),
         secret = enrollment.secret.to_base32().as_str(),
-        algorithm = enrollment.algorithm.name(),
-        digits = enrollment.digits,
-    ))
+    ));
+    if enrollment.algorithm != Algorithm::Sha1 {
+        uri.push_str(&format!("&algorithm={}", enrollment.algorithm.name()));
+    }
+    if enrollment.digits != DEFAULT_DIGITS {
+        uri.push_str(&format!("&digits={}", enrollment.digits));
+    }
+    match enrollment.kind {
+        Kind::Totp { period } if period != DEFAULT_PERIOD => {
+            uri.push_str(&format!("&period={period}"));
+        }
+        Kind::Totp { .. } => {}
+        // Required for HOTP: there is no default counter.
+        Kind::Hotp { counter } => uri.push_str(&format!("&counter={counter}")),
+    }
+    uri
 }
+
+/// The key URI format's defaults, which apps assume when a parameter is left out.
+const DEFAULT_DIGITS: u32 = 6;
+const DEFAULT_PERIOD: u64 = 30;
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::enrollment::Secret;
-    use crate::otp::Algorithm;
 
     fn enrollment(kind: Kind) -> Enrollment {
         Enrollment {
@@ -64,6 +84,19 @@ mod tests {
             "otpauth://totp/host:alice%40host?secret=GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ\
              &issuer=host&algorithm=SHA512&digits=8&period=60"
         );
+    }
+
+    #[test]
+    fn defaults_are_left_out() {
+        let mut plain = enrollment(Kind::Totp { period: 30 });
+        plain.algorithm = Algorithm::Sha1;
+        plain.digits = 6;
+        assert_eq!(
+            key_uri(&plain, "host", "alice@host").as_str(),
+            "otpauth://totp/host:alice%40host?secret=GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ&issuer=host"
+        );
+        plain.kind = Kind::Hotp { counter: 0 };
+        assert!(key_uri(&plain, "h", "u").ends_with("&issuer=h&counter=0"));
     }
 
     #[test]

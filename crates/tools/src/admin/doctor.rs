@@ -6,6 +6,8 @@
 mod checks;
 mod findings;
 pub(crate) mod pam_stack;
+mod sshd_files;
+mod ways_in;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -17,18 +19,27 @@ use std::process::{Command, ExitCode};
 use checks::{EnrollmentCheck, PathFacts, WHY_ONLY_REGULAR_FILES};
 use findings::{Finding, Report, Severity};
 use pam_stack::{AuthStack, LoadError, Rule};
+use ways_in::FirstFactor;
 
+use crate::admin::state_dirs::{split_guard, ServiceState};
 use pam_otp_sys::account::Account;
-use pam_otp_sys::policy::{self, expand_secret_path, Policy, DEFAULT_POLICY_FILE};
+use pam_otp_sys::policy::{self, expand_secret_path, Policy, Store, DEFAULT_POLICY_FILE};
 use pam_otp_sys::user_file::{read_enrollment, UserFileError};
 
-const DEFAULT_SERVICES: &[&str] = &["sshd", "sudo"];
+/// Checked even when they do not use pam_otp (yet): the services README has the
+/// administrator edit. Every other service whose stack uses pam_otp (through the shipped
+/// pam-auth-update profile's common-auth, say) is found by reading the PAM directory.
+const DEFAULT_SERVICES: &[&str] = &["sshd", "sudo", "sudo-i"];
+
+/// The most PAM files doctor looks through for services that use pam_otp.
+const MAX_SERVICES_SCANNED: usize = 512;
 const SSHD: &str = "/usr/sbin/sshd";
 
 /// The arguments of `otp-admin doctor`.
 #[derive(Debug, clap::Args)]
 pub struct DoctorArgs {
-    /// PAM services to check [default: sshd sudo]
+    /// PAM services to check [default: sshd, sudo, sudo-i and every service whose auth
+    /// stack uses pam_otp]
     services: Vec<String>,
     /// One JSON object on stdout, for scripts
     #[arg(long)]
@@ -65,10 +76,10 @@ fn examine(args: &DoctorArgs) -> Report {
     let services: Vec<String> = if explicit {
         args.services.clone()
     } else {
-        DEFAULT_SERVICES.iter().map(|s| s.to_string()).collect()
+        default_services(&args.pam_dir)
     };
     let mut found = Vec::new();
-    let mut state_dirs: BTreeMap<PathBuf, BTreeSet<String>> = BTreeMap::new();
+    let mut state_dirs: Vec<ServiceState> = Vec::new();
     let mut sshd_settings = None;
     for service in &services {
         let load = |name: &str| load_pam_file(&args.pam_dir, name);
@@ -90,7 +101,12 @@ fn examine(args: &DoctorArgs) -> Report {
         }
         let sshd = match (is_sshd, &sshd_settings) {
             (true, Some(Ok(settings))) => {
-                found.extend(checks::sshd_findings(service, settings));
+                let config = args
+                    .sshd_config
+                    .clone()
+                    .unwrap_or_else(|| PathBuf::from(sshd_files::SSHD_CONFIG));
+                let origin = |keyword: &str| sshd_files::origin_of(&config, keyword);
+                found.extend(checks::sshd_findings(service, settings, &origin));
                 Some(settings)
             }
             (true, Some(Err(why))) => {
@@ -107,24 +123,33 @@ fn examine(args: &DoctorArgs) -> Report {
             }
             _ => None,
         };
+        // The one-prompt stack has two pam_otp lines reading one enrollment: its users
+        // are judged once.
+        let mut judged = BTreeSet::new();
         for rule in stack.rules.iter().filter(|r| r.is_pam_otp()) {
             let (more, policy) = examine_otp_rule(service, rule);
             found.extend(more);
             let Some(policy) = policy else { continue };
-            state_dirs
-                .entry(policy.state_dir.clone())
-                .or_default()
-                .insert(service.clone());
-            let users = enrollments(args, &policy, sshd);
+            state_dirs.push(ServiceState {
+                service: service.clone(),
+                dir: policy.state_dir.clone(),
+                fleet: matches!(policy.store, Store::Redis(_)),
+            });
+            if !judged.insert((policy.secret.clone(), policy.nullok)) {
+                continue;
+            }
+            let first = FirstFactor::of(service, sshd);
+            let users = enrollments(args, &policy, sshd, first);
             found.extend(
-                checks::enrollment_findings(service, policy.nullok, &policy.secret, &users)
+                checks::enrollment_findings(service, first, policy.nullok, &policy.secret, &users)
                     .into_iter()
                     .map(|f| f.at(rule.origin.clone())),
             );
         }
         found.extend(stack_notes(service, &stack));
     }
-    for dir in state_dirs.keys() {
+    let dirs: BTreeSet<&Path> = state_dirs.iter().map(|line| line.dir.as_path()).collect();
+    for dir in dirs {
         let ancestors: Vec<(PathBuf, PathFacts)> = dir
             .ancestors()
             .skip(1)
@@ -136,9 +161,32 @@ fn examine(args: &DoctorArgs) -> Report {
             &ancestors,
         ));
     }
-    found.extend(checks::state_dir_split_findings(&state_dirs));
+    found.extend(checks::state_dir_split_findings(&split_guard(&state_dirs)));
     dedup(&mut found);
     Report::new(services, found)
+}
+
+/// README's services, then every other service in `pam_dir` whose auth stack uses
+/// pam_otp. `common-*` are Debian's include files, not services.
+fn default_services(pam_dir: &Path) -> Vec<String> {
+    let mut services: Vec<String> = DEFAULT_SERVICES.iter().map(|s| s.to_string()).collect();
+    let Ok(entries) = fs::read_dir(pam_dir) else {
+        return services;
+    };
+    let mut others: Vec<String> = entries
+        .flatten()
+        .take(MAX_SERVICES_SCANNED)
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|name| !name.starts_with("common-") && !services.contains(name))
+        .filter(|name| {
+            let load = |file: &str| load_pam_file(pam_dir, file);
+            pam_stack::auth_stack(name, &load)
+                .is_ok_and(|stack| stack.rules.iter().any(Rule::is_pam_otp))
+        })
+        .collect();
+    others.sort();
+    services.extend(others);
+    services
 }
 
 /// The same finding from two services (the policy file, a user) is said once.
@@ -373,10 +421,17 @@ fn sshd_effective(config: Option<&Path>) -> Result<BTreeMap<String, String>, Str
         .output()
         .map_err(|e| format!("cannot run {SSHD} -T: {e}"))?;
     if !out.status.success() {
+        // sshd ends its lines with \r\n; one finding shows them joined.
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let lines: Vec<&str> = stderr
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect();
         return Err(format!(
             "{SSHD} -T failed ({}): {}",
             out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
+            lines.join("; ")
         ));
     }
     Ok(checks::parse_sshd_effective(&String::from_utf8_lossy(
@@ -409,6 +464,7 @@ fn enrollments(
     args: &DoctorArgs,
     policy: &Policy,
     sshd: Option<&BTreeMap<String, String>>,
+    first: FirstFactor,
 ) -> Vec<(String, EnrollmentCheck)> {
     let names = if args.users.is_empty() {
         login_users()
@@ -429,7 +485,9 @@ fn enrollments(
                 Err(e) => EnrollmentCheck::Refused(e.to_string()),
                 Ok(path) => match read_enrollment(&path, &account) {
                     Ok(_) => EnrollmentCheck::Enrolled,
-                    Err(UserFileError::NotEnrolled) => EnrollmentCheck::NotEnrolled,
+                    Err(UserFileError::NotEnrolled) => EnrollmentCheck::NotEnrolled {
+                        can_log_in: ways_in::can_log_in(&account, first, sshd),
+                    },
                     Err(e) => EnrollmentCheck::Refused(format!("{}: {e}", path.display())),
                 },
             };

@@ -609,19 +609,11 @@ fn status_of(
         now,
     );
     status.store = store;
-    // Only the file store keeps a replay guard per state directory; a fleet's is shared.
-    let groups = match store {
-        "file" => {
-            state_dirs::group_by_state_dir(&state_dirs::state_dirs_of_services(Path::new(PAM_DIR)))
-        }
-        _ => BTreeMap::new(),
-    };
-    if groups.len() > 1 {
-        status.split_state_dirs = groups
-            .into_iter()
-            .map(|(dir, services)| (dir.display().to_string(), services))
-            .collect();
-    }
+    let groups = state_dirs::split_guard(&state_dirs::state_dirs_of_services(Path::new(PAM_DIR)));
+    status.split_state_dirs = groups
+        .into_iter()
+        .map(|(dir, services)| (dir.display().to_string(), services))
+        .collect();
     status.enrollment_read_as = read_as.map(|read_as| match read_as {
         ReadAs::Root => "root",
         ReadAs::User => "user",

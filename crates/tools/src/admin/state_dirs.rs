@@ -9,26 +9,41 @@ use std::path::{Path, PathBuf};
 
 use crate::admin::doctor::load_pam_file;
 use crate::admin::doctor::pam_stack::{auth_stack, Load};
-use pam_otp_sys::policy;
+use pam_otp_sys::policy::{self, Store};
 
-/// Services grouped by the state directory they use; more than one key means the replay
-/// guard and the guess budget are split.
-pub fn group_by_state_dir(services: &[(String, PathBuf)]) -> BTreeMap<PathBuf, Vec<String>> {
+/// A pam_otp line of a service: the state directory it uses, and whether it is on the
+/// fleet's store (where the directory is only this host's floor).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ServiceState {
+    pub service: String,
+    pub dir: PathBuf,
+    pub fleet: bool,
+}
+
+/// Services grouped by the state directory they use, when that splits a replay guard and a
+/// guess budget: more than one directory, and a service on the file store among them.
+/// Services on the fleet's store share their record through Redis whatever their
+/// directory (it is only each one's floor), so a split among them alone splits nothing.
+/// Empty when nothing is split.
+pub fn split_guard(services: &[ServiceState]) -> BTreeMap<PathBuf, Vec<String>> {
     let mut groups: BTreeMap<PathBuf, Vec<String>> = BTreeMap::new();
-    for (service, dir) in services {
-        let names = groups.entry(dir.clone()).or_default();
-        if !names.contains(service) {
-            names.push(service.clone());
+    for line in services {
+        let names = groups.entry(line.dir.clone()).or_default();
+        if !names.contains(&line.service) {
+            names.push(line.service.clone());
         }
+    }
+    if groups.len() < 2 || services.iter().all(|line| line.fleet) {
+        groups.clear();
     }
     groups
 }
 
-/// `(service, state_dir)` for every pam_otp line in the auth stack of each service in
-/// `pam_dir` (includes and substacks followed, as libpam reads them), as the module would
-/// resolve it (arguments, then the policy file they name). Lines the module would refuse
-/// are left out: they are a configuration error of their own.
-pub fn state_dirs_of_services(pam_dir: &Path) -> Vec<(String, PathBuf)> {
+/// Every pam_otp line in the auth stack of each service in `pam_dir` (includes and
+/// substacks followed, as libpam reads them), as the module would resolve it (arguments,
+/// then the policy file they name). Lines the module would refuse are left out: they are
+/// a configuration error of their own.
+pub fn state_dirs_of_services(pam_dir: &Path) -> Vec<ServiceState> {
     let Ok(entries) = fs::read_dir(pam_dir) else {
         return Vec::new();
     };
@@ -39,7 +54,11 @@ pub fn state_dirs_of_services(pam_dir: &Path) -> Vec<(String, PathBuf)> {
         for args in pam_otp_arguments(&service, &load) {
             let args: Vec<&str> = args.iter().map(String::as_str).collect();
             if let Ok(policy) = policy::load(&args) {
-                found.push((service.clone(), policy.state_dir));
+                found.push(ServiceState {
+                    service: service.clone(),
+                    dir: policy.state_dir,
+                    fleet: matches!(policy.store, Store::Redis(_)),
+                });
             }
         }
     }
@@ -95,17 +114,43 @@ mod tests {
         );
     }
 
+    fn line(service: &str, dir: &str, fleet: bool) -> ServiceState {
+        ServiceState {
+            service: service.into(),
+            dir: dir.into(),
+            fleet,
+        }
+    }
+
     #[test]
     fn services_are_grouped_by_state_dir() {
         let services = vec![
-            ("sshd".to_string(), PathBuf::from("/var/lib/pam-otp")),
-            ("sudo".to_string(), PathBuf::from("/var/lib/pam-otp-sudo")),
-            ("login".to_string(), PathBuf::from("/var/lib/pam-otp")),
-            ("sshd".to_string(), PathBuf::from("/var/lib/pam-otp")),
+            line("sshd", "/var/lib/pam-otp", false),
+            line("sudo", "/var/lib/pam-otp-sudo", false),
+            line("login", "/var/lib/pam-otp", false),
+            line("sshd", "/var/lib/pam-otp", false),
         ];
-        let groups = group_by_state_dir(&services);
+        let groups = split_guard(&services);
         assert_eq!(groups.len(), 2);
         assert_eq!(groups[Path::new("/var/lib/pam-otp")], ["sshd", "login"]);
         assert_eq!(groups[Path::new("/var/lib/pam-otp-sudo")], ["sudo"]);
+        assert!(split_guard(&services[..1]).is_empty());
+    }
+
+    #[test]
+    fn fleet_services_split_nothing_among_themselves() {
+        let fleet = vec![
+            line("sshd", "/var/lib/pam-otp", true),
+            line("sudo", "/var/lib/pam-otp-sudo", true),
+        ];
+        assert!(split_guard(&fleet).is_empty());
+        // A service on the file store elsewhere keeps a guard of its own.
+        let mut mixed = fleet.clone();
+        mixed.push(line("login", "/var/lib/pam-otp-breakglass", false));
+        assert_eq!(split_guard(&mixed).len(), 3);
+        // On the floor's own directory it shares this host's guard.
+        let mut shared = fleet[..1].to_vec();
+        shared.push(line("login", "/var/lib/pam-otp", false));
+        assert!(split_guard(&shared).is_empty());
     }
 }

@@ -14,6 +14,7 @@
 mod destination;
 pub(crate) mod google_import;
 pub(crate) mod qr;
+mod window;
 
 use std::fs::File;
 use std::io::{self, BufRead, Read, Write};
@@ -192,6 +193,8 @@ pub struct Context {
     pub host_name: String,
     /// From LC_ALL, LC_CTYPE, LANG (the first that is set and not empty).
     pub locale_charset: LocaleCharset,
+    /// Rows of the terminal on standard output, if it is one.
+    pub terminal_rows: Option<u16>,
     /// Who types at this terminal, and so where the file goes and how it is written.
     pub operator: Operator,
 }
@@ -210,6 +213,7 @@ impl Context {
             home: user.dir,
             host_name: host_name(),
             locale_charset: locale_charset(|name| std::env::var_os(name)),
+            terminal_rows: window::terminal_rows(),
             operator: Operator::User,
         })
     }
@@ -221,6 +225,7 @@ impl Context {
             home: account.home.clone(),
             host_name: host_name(),
             locale_charset: locale_charset(|name| std::env::var_os(name)),
+            terminal_rows: window::terminal_rows(),
             operator: Operator::Administrator(account),
         }
     }
@@ -699,48 +704,59 @@ fn show(
             return Ok(());
         }
     }
-    if let Some(drawing) = plan.terminal_drawing {
-        let columns = drawing.columns(code);
-        if plan.ascii_for_locale {
-            writeln!(
-                err,
-                "note: the locale is not UTF-8, so the QR code is drawn in ASCII ({columns} columns); for a compact one run LANG=C.UTF-8 {}, or use --qr-png FILE",
-                context.operator.command(&context.user_name)
-            )?;
-        } else if plan.utf8_assumed {
-            writeln!(
-                err,
-                "note: the locale does not name a character set, so the QR code is drawn with UTF-8 half blocks, which almost every terminal shows; if it looks garbled, use --qr-png FILE (or --qr ansi, twice as wide)"
-            )?;
-        }
-        if columns > MAX_COLUMNS && !plan.ascii_for_locale {
-            writeln!(
-                err,
-                "note: the QR code is {columns} columns wide; widen the terminal, shorten --issuer/--label, or use --qr-png FILE"
-            )?;
-        }
-        writeln!(
-            out,
-            "Scan this QR code with {} authenticator app:",
-            context.operator.whose()
-        )?;
-        writeln!(out)?;
-        out.write_all(Zeroizing::new(drawing.draw(code)).as_bytes())?;
-        writeln!(out)?;
-    }
+    // The details come first and the drawing last, so that the prompt follows the code's
+    // last row: on a 24-row terminal the whole code is on screen while it is asked for.
     let secret = plan.enrollment.secret.to_base32();
-    writeln!(out, "Or add the account by hand:")?;
+    writeln!(out, "Add the account by hand:")?;
     writeln!(out, "  Issuer:  {}", plan.issuer)?;
     writeln!(out, "  Account: {}", plan.label)?;
     writeln!(out, "  Secret:  {}", grouped(&secret).as_str())?;
     writeln!(out, "  Type:    {}", describe_kind(&plan.enrollment))?;
-    writeln!(out)?;
     writeln!(out, "Key URI: {uri}")?;
-    writeln!(out)?;
     if let Some(note) = context.operator.entry_note(&plan.issuer, &plan.label) {
         writeln!(out, "{note}")?;
-        writeln!(out)?;
     }
+    let Some(drawing) = plan.terminal_drawing else {
+        writeln!(out)?;
+        return Ok(());
+    };
+    let columns = drawing.columns(code);
+    // The drawing and the prompt below it.
+    let rows_needed = drawing.rows(code) + 1;
+    if plan.ascii_for_locale {
+        writeln!(
+            err,
+            "note: the locale is not UTF-8, so the QR code is drawn in ASCII ({columns} columns); for a compact one run LANG=C.UTF-8 {}, or use --qr-png FILE",
+            context.operator.command(&context.user_name)
+        )?;
+    } else if plan.utf8_assumed {
+        writeln!(
+            err,
+            "note: the locale does not name a character set, so the QR code is drawn with UTF-8 half blocks, which almost every terminal shows; if it looks garbled, use --qr-png FILE (or --qr ansi, twice as wide)"
+        )?;
+    }
+    if columns > MAX_COLUMNS && !plan.ascii_for_locale {
+        writeln!(
+            err,
+            "note: the QR code is {columns} columns wide; widen the terminal, shorten --issuer/--label, or use --qr-png FILE"
+        )?;
+    }
+    if let Some(rows) = context
+        .terminal_rows
+        .filter(|&rows| usize::from(rows) < rows_needed)
+    {
+        writeln!(
+            err,
+            "note: this terminal has {rows} rows and the QR code needs {rows_needed} to stay whole above the prompt; make the window taller (or the font smaller) and run it again, scroll back to scan it, or use --qr-png FILE"
+        )?;
+    }
+    writeln!(out)?;
+    writeln!(
+        out,
+        "Or scan this QR code with {} authenticator app:",
+        context.operator.whose()
+    )?;
+    out.write_all(Zeroizing::new(drawing.draw(code)).as_bytes())?;
     Ok(())
 }
 

@@ -21,10 +21,17 @@ use qrcode::render::svg;
 use qrcode::types::QrError;
 use qrcode::{Color, EcLevel, QrCode};
 
-/// Light modules around the code, in modules, on every side.
+/// Light modules around the code, in modules, on every side (ISO/IEC 18004's 4).
 pub const QUIET_ZONE: usize = 4;
+/// The terminal drawing's quiet zone when the full one would push the code's top row off
+/// a 24-row terminal: phone scanners read a code with 2 modules of white around it, on
+/// light and dark themes alike; one that has scrolled away, they do not.
+pub const NARROW_QUIET_ZONE: usize = 2;
 /// The widest terminal drawing we aim for.
 pub const MAX_COLUMNS: usize = 80;
+/// The tallest half-block drawing we aim for: a 24-row terminal less the prompt's line
+/// below it, so the whole code is on screen while the code is asked for.
+pub const MAX_ROWS: usize = 23;
 /// Pixels per module in the PNG and SVG files (with the quiet zone, a typical
 /// code is about 450 px square: large enough to scan from a screen).
 pub const PIXELS_PER_MODULE: usize = 8;
@@ -49,56 +56,82 @@ pub enum TerminalDrawing {
 impl TerminalDrawing {
     /// Columns the drawing of `code` needs.
     pub fn columns(self, code: &QrCode) -> usize {
-        let side = code.width() + 2 * QUIET_ZONE;
+        let side = terminal_side(code);
         match self {
             TerminalDrawing::HalfBlocks => side,
             TerminalDrawing::AsciiAnsi => 2 * side,
         }
     }
 
+    /// Text rows the drawing of `code` takes.
+    pub fn rows(self, code: &QrCode) -> usize {
+        let side = terminal_side(code);
+        match self {
+            TerminalDrawing::HalfBlocks => side.div_ceil(2),
+            TerminalDrawing::AsciiAnsi => side,
+        }
+    }
+
     /// The drawing, one line per text row, each line ending in a colour reset and `\n`.
     pub fn draw(self, code: &QrCode) -> String {
+        let zone = terminal_quiet_zone(code);
         match self {
-            TerminalDrawing::HalfBlocks => half_blocks(code),
-            TerminalDrawing::AsciiAnsi => ascii_ansi(code),
+            TerminalDrawing::HalfBlocks => half_blocks(code, zone),
+            TerminalDrawing::AsciiAnsi => ascii_ansi(code, zone),
         }
     }
 }
 
+/// The quiet zone of the terminal drawings: the full one where the half-block drawing
+/// still fits [`MAX_ROWS`], else [`NARROW_QUIET_ZONE`].
+pub fn terminal_quiet_zone(code: &QrCode) -> usize {
+    if (code.width() + 2 * QUIET_ZONE).div_ceil(2) <= MAX_ROWS {
+        QUIET_ZONE
+    } else {
+        NARROW_QUIET_ZONE
+    }
+}
+
+/// Modules across a terminal drawing, quiet zone included.
+fn terminal_side(code: &QrCode) -> usize {
+    code.width() + 2 * terminal_quiet_zone(code)
+}
+
 /// Encodes `text` with the strongest error correction that still fits a half-block
-/// drawing into [`MAX_COLUMNS`]: M (15 %) where it fits, else L (7 %). Q and H
-/// only make the drawing taller, and a screen does not get smudged like paper.
-/// When even L is wider than 80 columns the L code is returned; the caller says so.
+/// drawing into [`MAX_ROWS`] (and so [`MAX_COLUMNS`]): M (15 %) where it fits, else L
+/// (7 %). Q and H only make the drawing bigger, and a screen does not get smudged like
+/// paper. When even L is taller, the L code is returned; the caller says so.
 pub fn encode(text: &[u8]) -> Result<QrCode, QrError> {
     let medium = QrCode::with_error_correction_level(text, EcLevel::M);
     if let Ok(code) = &medium {
-        if TerminalDrawing::HalfBlocks.columns(code) <= MAX_COLUMNS {
+        // Judged with the full quiet zone: M only where it costs no module of the zone.
+        if (code.width() + 2 * QUIET_ZONE).div_ceil(2) <= MAX_ROWS {
             return medium;
         }
     }
     QrCode::with_error_correction_level(text, EcLevel::L)
 }
 
-/// Whether the module at (x, y) of the drawing (quiet zone included) is dark.
-fn dark_at(code: &QrCode, x: usize, y: usize) -> bool {
+/// Whether the module at (x, y) of the drawing (a quiet zone of `zone` included) is dark.
+fn dark_at(code: &QrCode, zone: usize, x: usize, y: usize) -> bool {
     let width = code.width();
-    if x < QUIET_ZONE || y < QUIET_ZONE {
+    if x < zone || y < zone {
         return false;
     }
-    let (x, y) = (x - QUIET_ZONE, y - QUIET_ZONE);
+    let (x, y) = (x - zone, y - zone);
     x < width && y < width && code[(x, y)] == Color::Dark
 }
 
-fn half_blocks(code: &QrCode) -> String {
-    let side = code.width() + 2 * QUIET_ZONE;
+fn half_blocks(code: &QrCode, zone: usize) -> String {
+    let side = code.width() + 2 * zone;
     let mut out = String::new();
     // An odd side leaves a last half row below the quiet zone: light, like the zone.
     for row in 0..side.div_ceil(2) {
         out.push_str(BLACK_ON_WHITE);
         let mut dark_background = false;
         for x in 0..side {
-            let top = dark_at(code, x, 2 * row);
-            let bottom = dark_at(code, x, 2 * row + 1);
+            let top = dark_at(code, zone, x, 2 * row);
+            let bottom = dark_at(code, zone, x, 2 * row + 1);
             let full = top && bottom;
             if full != dark_background {
                 out.push_str(if full {
@@ -121,14 +154,14 @@ fn half_blocks(code: &QrCode) -> String {
     out
 }
 
-fn ascii_ansi(code: &QrCode) -> String {
-    let side = code.width() + 2 * QUIET_ZONE;
+fn ascii_ansi(code: &QrCode, zone: usize) -> String {
+    let side = code.width() + 2 * zone;
     let mut out = String::new();
     for y in 0..side {
         out.push_str(BLACK_ON_WHITE);
         let mut dark_run = false;
         for x in 0..side {
-            let dark = dark_at(code, x, y);
+            let dark = dark_at(code, zone, x, y);
             if dark != dark_run {
                 out.push_str(if dark {
                     DARK_BACKGROUND
@@ -152,7 +185,12 @@ pub fn png(code: &QrCode) -> Result<Vec<u8>, png::EncodingError> {
     let mut image = Vec::with_capacity(pixels * pixels);
     for y in 0..pixels {
         for x in 0..pixels {
-            let dark = dark_at(code, x / PIXELS_PER_MODULE, y / PIXELS_PER_MODULE);
+            let dark = dark_at(
+                code,
+                QUIET_ZONE,
+                x / PIXELS_PER_MODULE,
+                y / PIXELS_PER_MODULE,
+            );
             image.push(if dark { 0u8 } else { 255u8 });
         }
     }
@@ -183,7 +221,10 @@ mod tests {
     use super::*;
 
     const TYPICAL: &str = "otpauth://totp/build-server-01:alice%40build-server-01?\
-        secret=JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP&issuer=build-server-01&algorithm=SHA1&digits=6&period=30";
+        secret=JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP&issuer=build-server-01";
+    /// A short host name's URI, which fits with the full quiet zone.
+    const SHORT: &str =
+        "otpauth://totp/vm:alice%40vm?secret=JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP&issuer=vm";
 
     /// Reads a half-block drawing back into rows of modules (quiet zone included).
     fn modules_of_half_blocks(drawing: &str) -> Vec<Vec<bool>> {
@@ -206,8 +247,9 @@ mod tests {
 
     #[test]
     fn half_blocks_hold_every_module_and_the_quiet_zone() {
-        let code = encode(TYPICAL.as_bytes()).unwrap();
-        let rows = modules_of_half_blocks(&half_blocks(&code));
+        let code = encode(SHORT.as_bytes()).unwrap();
+        assert_eq!(terminal_quiet_zone(&code), QUIET_ZONE);
+        let rows = modules_of_half_blocks(&half_blocks(&code, QUIET_ZONE));
         let side = code.width() + 2 * QUIET_ZONE;
         assert_eq!(
             rows.len(),
@@ -217,7 +259,7 @@ mod tests {
         for (y, row) in rows.iter().enumerate() {
             assert_eq!(row.len(), side);
             for (x, &dark) in row.iter().enumerate() {
-                assert_eq!(dark, dark_at(&code, x, y), "module ({x}, {y})");
+                assert_eq!(dark, dark_at(&code, QUIET_ZONE, x, y), "module ({x}, {y})");
                 if x < QUIET_ZONE
                     || y < QUIET_ZONE
                     || x >= side - QUIET_ZONE
@@ -233,7 +275,7 @@ mod tests {
     fn cells_dark_all_over_have_a_black_background() {
         let code = encode(TYPICAL.as_bytes()).unwrap();
         let mut full_cells = 0;
-        for line in half_blocks(&code).lines() {
+        for line in TerminalDrawing::HalfBlocks.draw(&code).lines() {
             let mut background = "";
             let mut rest = line;
             while let Some(c) = rest.chars().next() {
@@ -262,16 +304,41 @@ mod tests {
     }
 
     #[test]
-    fn a_typical_uri_fits_80_columns_at_level_m() {
-        let code = encode(TYPICAL.as_bytes()).unwrap();
+    fn a_short_uri_fits_a_24_row_terminal_at_level_m_with_the_full_quiet_zone() {
+        let code = encode(SHORT.as_bytes()).unwrap();
         assert_eq!(code.error_correction_level(), EcLevel::M);
-        let widest = half_blocks(&code)
+        assert_eq!(terminal_quiet_zone(&code), QUIET_ZONE);
+        let drawing = TerminalDrawing::HalfBlocks.draw(&code);
+        assert!(drawing.lines().count() <= MAX_ROWS);
+        assert_eq!(
+            drawing.lines().count(),
+            TerminalDrawing::HalfBlocks.rows(&code)
+        );
+    }
+
+    #[test]
+    fn a_typical_uri_fits_a_24_row_terminal_with_a_narrow_quiet_zone() {
+        let code = encode(TYPICAL.as_bytes()).unwrap();
+        assert_eq!(code.error_correction_level(), EcLevel::L);
+        assert_eq!(terminal_quiet_zone(&code), NARROW_QUIET_ZONE);
+        let drawing = TerminalDrawing::HalfBlocks.draw(&code);
+        let widest = drawing
             .lines()
             .map(|l| strip_sgr(l).chars().count())
             .max()
             .unwrap();
         assert!(widest <= MAX_COLUMNS, "{widest} columns");
         assert_eq!(widest, TerminalDrawing::HalfBlocks.columns(&code));
+        assert!(
+            drawing.lines().count() <= MAX_ROWS,
+            "{} rows",
+            drawing.lines().count()
+        );
+        let modules = modules_of_half_blocks(&drawing);
+        assert!(modules[..NARROW_QUIET_ZONE]
+            .iter()
+            .flatten()
+            .all(|dark| !dark));
     }
 
     #[test]
@@ -279,15 +346,14 @@ mod tests {
         let long = format!("{TYPICAL}&x={}", "a".repeat(200));
         let code = encode(long.as_bytes()).unwrap();
         assert_eq!(code.error_correction_level(), EcLevel::L);
-        assert!(TerminalDrawing::HalfBlocks.columns(&code) <= MAX_COLUMNS);
         let medium = QrCode::with_error_correction_level(long.as_bytes(), EcLevel::M).unwrap();
-        assert!(TerminalDrawing::HalfBlocks.columns(&medium) > MAX_COLUMNS);
+        assert!(medium.width() > code.width());
     }
 
     #[test]
     fn ascii_drawing_uses_two_columns_per_module() {
         let code = encode(b"otpauth://totp/x:y?secret=JBSWY3DPEHPK3PXP").unwrap();
-        let drawing = ascii_ansi(&code);
+        let drawing = ascii_ansi(&code, QUIET_ZONE);
         let side = code.width() + 2 * QUIET_ZONE;
         assert_eq!(drawing.lines().count(), side);
         assert!(drawing.is_ascii());
@@ -296,7 +362,11 @@ mod tests {
             assert_eq!(visible.len(), 2 * side);
             for x in 0..side {
                 let pair = &visible[2 * x..2 * x + 2];
-                assert_eq!(pair == "##", dark_at(&code, x, y), "module ({x}, {y})");
+                assert_eq!(
+                    pair == "##",
+                    dark_at(&code, QUIET_ZONE, x, y),
+                    "module ({x}, {y})"
+                );
             }
         }
     }

@@ -168,7 +168,7 @@ fn log_in(demo: &Demo, ssh_options: &[&str]) {
     );
     // otp-setup drew the QR code for the phone (half blocks or ANSI, as the locale allows).
     assert!(
-        output.contains("Scan this QR code") && output.contains("otpauth://totp/"),
+        output.contains("scan this QR code") && output.contains("otpauth://totp/"),
         "{output}"
     );
 

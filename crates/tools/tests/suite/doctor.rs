@@ -13,7 +13,9 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 
 use admin::{otp_admin, otp_admin_bounded, AdminRun, StateDir, User};
-use clients::{new_host_key, policy_text, read_shipped, shipped};
+use clients::{
+    ensure_privsep_dir, new_host_key, policy_text, read_shipped, shipped, ShellUser, SudoRule,
+};
 use support::module_ref;
 use support::secret_store::StoreSecret;
 use support::{assert_root, new_secret, scratch_path, totp_enrollment};
@@ -49,6 +51,7 @@ impl Fixture {
         fs::write(&policy, policy_text(&[("state_dir", &state_dir)])).unwrap();
         fs::set_permissions(&policy, fs::Permissions::from_mode(0o644)).unwrap();
         new_host_key(&dir);
+        ensure_privsep_dir();
         let fixture = Fixture {
             sshd_config: dir.join("sshd_config"),
             dir,
@@ -60,6 +63,7 @@ impl Fixture {
         };
         fixture.install_pam("sshd", "sshd-otp", "");
         fixture.install_pam("sudo", "sudo-otp", "");
+        fixture.install_pam("sudo-i", "sudo-i-otp", "");
         fixture.write_sshd_config();
         fixture
     }
@@ -104,6 +108,21 @@ impl Fixture {
     fn sshd_first(&mut self, line: &str) {
         self.sshd_first.push(line.into());
         self.write_sshd_config();
+    }
+
+    /// `otp-admin doctor` on the fixture, as an administrator reads it.
+    fn doctor_text(&self, args: &[&str]) -> AdminRun {
+        let pam_dir = self.pam_dir.display().to_string();
+        let sshd_config = self.sshd_config.display().to_string();
+        let mut all = vec![
+            "doctor",
+            "--pam-dir",
+            &pam_dir,
+            "--sshd-config",
+            &sshd_config,
+        ];
+        all.extend_from_slice(args);
+        otp_admin(&all)
     }
 
     /// `otp-admin doctor --json` on the fixture; the exit status and the findings.
@@ -224,22 +243,13 @@ fn the_shipped_sshd_and_sudo_setups_have_no_findings() {
     let run = fixture.doctor(&["--user", &user.name]);
     assert_eq!(run.status, Some(0), "{:#}", run.json);
     assert!(run.ids().is_empty(), "{:#}", run.json);
-    assert_eq!(run.json["services"], serde_json::json!(["sshd", "sudo"]));
+    assert_eq!(
+        run.json["services"],
+        serde_json::json!(["sshd", "sudo", "sudo-i"])
+    );
 
     // The text form says so too.
-    let pam_dir = fixture.pam_dir.display().to_string();
-    let config = fixture.sshd_config.display().to_string();
-    let text = otp_admin(&[
-        "doctor",
-        "sshd",
-        "sudo",
-        "--pam-dir",
-        &pam_dir,
-        "--sshd-config",
-        &config,
-        "--user",
-        &user.name,
-    ]);
+    let text = fixture.doctor_text(&["sshd", "sudo", "--user", &user.name]);
     text.assert_ok("doctor on the shipped setup");
     assert!(
         text.stdout
@@ -461,6 +471,8 @@ fn every_sshd_fault_is_found() {
 fn enrollments_against_nullok_are_found() {
     let enrolled = enrolled_user();
     let missing = User::new();
+    // A key: they can log in today, so the refusal to come is an error.
+    missing.write_file(".ssh/authorized_keys", SOME_KEY, 0o600);
     let broken = User::new();
     broken.write_file(".otp.toml", totp_enrollment(&new_secret()), 0o644);
     let users = [
@@ -474,7 +486,7 @@ fn enrollments_against_nullok_are_found() {
 
     let fixture = Fixture::shipped();
     let run = fixture.doctor(&[&["sshd"][..], &users[..]].concat());
-    let locked = run.assert_found("unenrolled-locked-out", "warning", "no nullok");
+    let locked = run.assert_found("unenrolled-locked-out", "error", "no nullok");
     assert_eq!(locked["users"], serde_json::json!([missing.name]));
     let refused = run.assert_found("enrollment-refused", "error", "mode 0644");
     assert_eq!(refused["users"], serde_json::json!([broken.name]));
@@ -510,7 +522,7 @@ fn unsafe_files_and_split_state_are_found() {
     let split = run.assert_found("state-dir-split", "warning", "two state directories");
     let message = split["message"].as_str().unwrap();
     assert!(
-        message.contains(&format!("{} (sudo)", other.arg())) && message.contains("(sshd)"),
+        message.contains(&format!("{} (sudo)", other.arg())) && message.contains("(sshd"),
         "{message}"
     );
 
@@ -660,5 +672,260 @@ fn a_hostile_service_name_is_printed_escaped() {
     assert!(
         last.starts_with("checked a\\u{1b}]0;x\\u{7}\\u{202e}\\u{2028}b: 1 error(s)"),
         "the service name is not shown escaped: {last:?}\n{run:#?}"
+    );
+}
+
+/// The users a finding names.
+fn users_of(finding: &serde_json::Value) -> Vec<String> {
+    finding["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u.as_str().unwrap().to_string())
+        .collect()
+}
+
+/// A public key line; doctor only looks whether sshd would find one.
+const SOME_KEY: &str =
+    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOZ8zBq8X0H7c2FQ9C9M2e4gYf8mYwq2n1x3Yk0rDoc6 td\n";
+
+#[test]
+fn an_account_that_can_log_in_today_and_would_be_refused_is_an_error() {
+    let fixture = Fixture::shipped();
+    let with_key = ShellUser::new();
+    with_key.authorize_key(SOME_KEY);
+    let with_password = ShellUser::new();
+    with_password.set_password();
+    let no_way_in = ShellUser::new();
+    let users = [
+        "--user",
+        &with_key.name,
+        "--user",
+        &with_password.name,
+        "--user",
+        &no_way_in.name,
+    ];
+
+    // sshd with key and code: the key is what lets them in today.
+    let run = fixture.doctor(&[&["sshd"][..], &users[..]].concat());
+    let locked = run.assert_found("unenrolled-locked-out", "error", "a key and no enrollment");
+    assert_eq!(users_of(locked), vec![with_key.name.clone()]);
+    assert!(
+        locked["message"]
+            .as_str()
+            .unwrap()
+            .contains("can log in today"),
+        "{locked:#}"
+    );
+    let noted = run.assert_found("unenrolled-no-way-in", "info", "no key");
+    assert_eq!(
+        users_of(noted),
+        [with_password.name.clone(), no_way_in.name.clone()]
+    );
+    assert_eq!(run.status, Some(2), "{:#}", run.json);
+
+    // sudo: a way to log in, and rights in sudoers.
+    let run = fixture.doctor(&[&["sudo"][..], &users[..]].concat());
+    assert!(
+        run.with_id("unenrolled-locked-out").is_none(),
+        "{:#}",
+        run.json
+    );
+    let _rule = SudoRule::allow(&with_password.name);
+    let _rule2 = SudoRule::allow(&no_way_in.name);
+    let run = fixture.doctor(&[&["sudo"][..], &users[..]].concat());
+    let locked = run.assert_found(
+        "unenrolled-locked-out",
+        "error",
+        "sudo rights and a password",
+    );
+    assert_eq!(users_of(locked), vec![with_password.name.clone()]);
+    let noted = run.assert_found("unenrolled-no-way-in", "info", "no rights or no password");
+    assert_eq!(
+        users_of(noted),
+        [with_key.name.clone(), no_way_in.name.clone()]
+    );
+
+    // The text form: an ERROR line and exit 2, so README's gate ("no error") stops here.
+    let text = fixture.doctor_text(&["sshd", "--user", &with_key.name]);
+    assert_eq!(text.status, Some(2), "{text:#?}");
+    assert!(
+        text.stdout
+            .contains("ERROR   sshd: 1 account(s) that can log in today"),
+        "{text:#?}"
+    );
+}
+
+#[test]
+fn root_is_judged_for_sshd_only_where_sshd_lets_root_in() {
+    let mut fixture = Fixture::shipped();
+    let names_root = |run: &Doctor| {
+        run.findings().iter().any(|f| {
+            f["users"]
+                .as_array()
+                .is_some_and(|u| u.contains(&"root".into()))
+        })
+    };
+    // OpenSSH's default, prohibit-password, turns keyboard-interactive off for root: root
+    // never reaches pam_otp, so its enrollment changes nothing.
+    let run = fixture.doctor(&["sshd", "--user", "root"]);
+    assert!(!names_root(&run), "{:#}", run.json);
+    fixture.sshd_first("PermitRootLogin yes");
+    let run = fixture.doctor(&["sshd", "--user", "root"]);
+    assert!(names_root(&run), "{:#}", run.json);
+}
+
+#[test]
+fn sudo_with_the_code_before_the_password_is_an_error() {
+    let user = enrolled_user();
+    let fixture = Fixture::shipped();
+    fixture.edit_pam("sudo", |t| {
+        let otp = t
+            .lines()
+            .find(|l| l.contains("pam_otp.so"))
+            .unwrap()
+            .to_string();
+        t.replace(&format!("{otp}\n"), "").replace(
+            "@include common-auth",
+            &format!("{otp}\n@include common-auth"),
+        )
+    });
+    let run = fixture.doctor(&["sudo", "--user", &user.name]);
+    let finding = run.assert_found("otp-before-password", "error", "pam_otp before common-auth");
+    assert!(
+        finding["message"]
+            .as_str()
+            .unwrap()
+            .contains("refused as a replay"),
+        "{finding:#}"
+    );
+}
+
+#[test]
+fn a_plain_doctor_checks_sudo_i_and_every_service_that_uses_pam_otp() {
+    let user = enrolled_user();
+    let fixture = Fixture::shipped();
+    // README has the administrator edit sudo-i too: a "sufficient" there skips the code.
+    fixture.edit_pam("sudo-i", |t| {
+        t.replace(
+            "@include common-auth",
+            "auth sufficient pam_permit.so\n@include common-auth",
+        )
+    });
+    // The pam-auth-update profile puts pam_otp into common-auth, which login includes.
+    let common = fixture.pam_dir.join("common-auth");
+    let mut text = fs::read_to_string(&common).unwrap();
+    text.push_str(&format!(
+        "auth required {} policy={}\n",
+        module_ref(),
+        fixture.policy.display()
+    ));
+    fs::write(&common, text).unwrap();
+    fs::write(fixture.pam_dir.join("td-login"), "@include common-auth\n").unwrap();
+    fs::write(
+        fixture.pam_dir.join("td-other"),
+        "auth required pam_permit.so\n",
+    )
+    .unwrap();
+
+    let run = fixture.doctor(&["--user", &user.name]);
+    let services: Vec<&str> = run.json["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap())
+        .collect();
+    assert_eq!(
+        services,
+        ["sshd", "sudo", "sudo-i", "td-login"],
+        "{:#}",
+        run.json
+    );
+    let skipped = run.assert_found("otp-skipped", "error", "sufficient in sudo-i");
+    assert_eq!(skipped["service"], "sudo-i", "{skipped:#}");
+}
+
+#[test]
+fn a_fleet_speaks_of_one_guard_and_break_glass_on_the_floor_splits_nothing() {
+    let user = enrolled_user();
+    let mut fixture = Fixture::shipped();
+    fixture.sshd_first("AuthenticationMethods publickey,keyboard-interactive");
+    let fleet = " store=redis redis_url=rediss://127.0.0.1:6390";
+    fixture.install_pam("sshd", "sshd-otp", fleet);
+    let other = scratch_path("td-other-state");
+    fixture.install_pam(
+        "sudo",
+        "sudo-otp",
+        &format!("{fleet} state_dir={}", other.display()),
+    );
+    // Two floors, one shared record: nothing is split.
+    let run = fixture.doctor(&["sshd", "sudo", "--user", &user.name]);
+    assert!(run.with_id("state-dir-split").is_none(), "{:#}", run.json);
+    // README's break-glass line: the file store on this host's floor.
+    fs::write(
+        fixture.pam_dir.join("td-console"),
+        format!(
+            "auth required {} policy={} store=file\n",
+            module_ref(),
+            fixture.policy.display()
+        ),
+    )
+    .unwrap();
+    let run = fixture.doctor(&["sshd", "td-console", "--user", &user.name]);
+    assert!(run.with_id("state-dir-split").is_none(), "{:#}", run.json);
+    // With a state_dir of its own, it keeps a second guard: said.
+    let run = fixture.doctor(&["sudo", "td-console", "--user", &user.name]);
+    let split = run.assert_found("state-dir-split", "warning", "file store beside the fleet");
+    assert!(
+        split["message"].as_str().unwrap().contains("td-console"),
+        "{split:#}"
+    );
+}
+
+#[test]
+fn doctor_says_each_thing_once_and_names_the_file_that_sets_it() {
+    let mut fixture = Fixture::shipped();
+    // The one-prompt stack has two pam_otp lines: its unenrolled users are named once.
+    fixture.install_pam("sshd", "sshd-password-code-one-prompt", "");
+    fixture.sshd_first("AuthenticationMethods keyboard-interactive");
+    let missing = ShellUser::new();
+    missing.set_password();
+    let run = fixture.doctor(&["sshd", "--user", &missing.name]);
+    let about_missing = run
+        .findings()
+        .into_iter()
+        .filter(|f| f["id"].as_str().unwrap().starts_with("unenrolled"))
+        .count();
+    assert_eq!(about_missing, 1, "{:#}", run.json);
+
+    // An earlier drop-in (cloud-init's) sets PasswordAuthentication: the fix names it.
+    let mut fixture = Fixture::shipped();
+    let drop_in = fixture.dir.join("50-cloud-init.conf");
+    fs::write(&drop_in, "PasswordAuthentication yes\n").unwrap();
+    fixture.sshd_first(&format!("Include {}", drop_in.display()));
+    let user = enrolled_user();
+    let run = fixture.doctor(&["sshd", "--user", &user.name]);
+    let finding = run.assert_found(
+        "sshd-password-authentication",
+        "warning",
+        "cloud-init drop-in",
+    );
+    let place = format!("{}:1", drop_in.display());
+    assert_eq!(finding["location"], place.as_str(), "{finding:#}");
+    assert!(
+        finding["fix"].as_str().unwrap().contains(&place),
+        "{finding:#}"
+    );
+
+    // sshd's own error lines end in \r\n: shown as lines, not as escapes.
+    let mut fixture = Fixture::shipped();
+    fixture.sshd_first("NoSuchKeyword yes");
+    let run = fixture.doctor(&["sshd", "--user", &user.name]);
+    let finding = run.assert_found("sshd-config-unreadable", "error", "bad sshd_config");
+    let message = finding["message"].as_str().unwrap();
+    assert!(message.contains("NoSuchKeyword; "), "{message}");
+    assert!(
+        !message.contains('\r') && !message.contains('\n'),
+        "{message}"
     );
 }

@@ -141,17 +141,14 @@ fn default_enrollment_prints_a_scannable_terminal_qr_and_a_matching_uri() {
         "{}",
         e.printed.uri
     );
-    for (name, value) in [
-        ("issuer", host.as_str()),
-        ("algorithm", "SHA1"),
-        ("digits", "6"),
-        ("period", "30"),
-    ] {
-        assert_eq!(
-            uri_parameter(&e.printed.uri, name).as_deref(),
-            Some(value),
-            "{name}"
-        );
+    assert_eq!(
+        uri_parameter(&e.printed.uri, "issuer").as_deref(),
+        Some(host.as_str())
+    );
+    // SHA1, 6 digits, 30 s: the format's defaults, left out to keep the code small (apps
+    // assume them; the logins below use oathtool's defaults, which are the same).
+    for name in ["algorithm", "digits", "period"] {
+        assert_eq!(uri_parameter(&e.printed.uri, name), None, "{name}");
     }
     // 160 bits: 32 base32 characters.
     assert_eq!(e.printed.secret.len(), 32);
@@ -816,4 +813,65 @@ fn otp_setup_1_ranges_and_exit_status_are_what_otp_setup_does() {
             );
         }
     }
+}
+
+/// After `su -` (LANG unset) on an 80x24 terminal, the whole QR code is on screen when the
+/// prompt appears: from its first row to the prompt, at most 24 lines, for a short host
+/// name and for a long one; the drawing as it stands on that screen scans. On a 20-row
+/// terminal a note says how many rows it needs.
+#[test]
+fn the_qr_code_and_the_prompt_fit_a_24_row_terminal() {
+    for (issuer, label) in [
+        ("vm", "alice@vm"),
+        ("build-server-01", "alice@build-server-01"),
+    ] {
+        let user = ts_user();
+        let workspace = Workspace::new();
+        let binary = workspace.binary();
+        let argv = as_user_argv(
+            &user,
+            binary.to_str().unwrap(),
+            &["--issuer", issuer, "--label", label],
+        );
+        let terminal = OnTerminal::start_sized(&user, "", &argv, Some(24));
+        let seen = terminal.wait_for(PROMPT, 1);
+        let lines: Vec<&str> = seen.lines().map(|l| l.trim_end_matches('\r')).collect();
+        let first_row = lines
+            .iter()
+            .position(|l| l.starts_with('\x1b'))
+            .unwrap_or_else(|| panic!("no drawing:\n{seen}"));
+        let prompt = lines.iter().position(|l| l.contains(PROMPT)).unwrap();
+        assert!(
+            prompt - first_row < 24,
+            "{issuer}: {} lines from the code's first row to the prompt:\n{seen}",
+            prompt - first_row + 1
+        );
+        assert!(!seen.contains("note: this terminal has"), "{seen}");
+        let printed = parse_printed(&seen);
+        assert_eq!(printed.drawing.len(), prompt - first_row, "{seen}");
+        assert_drawing_scans(&printed, &workspace);
+        let (_, rest) = {
+            let mut terminal = terminal;
+            terminal.type_line("");
+            terminal.type_line("");
+            terminal.type_line("");
+            terminal.finish()
+        };
+        assert!(rest.contains("nothing was written"), "{rest}");
+    }
+
+    let user = ts_user();
+    let workspace = Workspace::new();
+    let binary = workspace.binary();
+    let argv = as_user_argv(&user, binary.to_str().unwrap(), &[]);
+    let mut terminal = OnTerminal::start_sized(&user, "", &argv, Some(20));
+    let seen = terminal.wait_for(PROMPT, 1);
+    assert!(
+        seen.contains("note: this terminal has 20 rows and the QR code needs"),
+        "{seen}"
+    );
+    for _ in 0..3 {
+        terminal.type_line("");
+    }
+    terminal.finish();
 }

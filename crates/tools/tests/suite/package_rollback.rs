@@ -31,6 +31,15 @@ fn package_installed() -> bool {
         .is_ok_and(|out| out.stdout == b"installed")
 }
 
+/// What dpkg is to do with the package: `install`, or `deinstall` after a `dpkg -r`.
+fn package_want() -> String {
+    let out = Command::new("dpkg-query")
+        .args(["-W", "-f=${db:Status-Want}", "pam-otp"])
+        .output()
+        .expect("run dpkg-query");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 fn dpkg_remove() -> Output {
     Command::new("dpkg")
         .args(["-r", "pam-otp"])
@@ -197,6 +206,14 @@ fn package_removal_is_refused_until_the_documented_roll_back() {
         package_installed() && Path::new(PACKAGE_MODULE).is_file(),
         "a refused dpkg -r left the package half removed"
     );
+    // dpkg marked it for removal before prerm refused; the refusal says how to unmark it,
+    // and that command does.
+    assert_eq!(package_want(), "deinstall");
+    let keep = "echo pam-otp install | dpkg --set-selections";
+    assert!(stderr.contains(&format!("  {keep}\n")), "{stderr}");
+    let kept = Command::new("sh").args(["-c", keep]).output().unwrap();
+    assert!(kept.status.success(), "{kept:?}");
+    assert_eq!(package_want(), "install", "after `{keep}`");
     let run = ssh(&sshd, &with_code(code_at(&secret, 1)));
     run.assert_ran(&marker, "ssh, key + code, after the refused removal");
     assert_sudo_ran(

@@ -1,11 +1,12 @@
 //! The checks of `otp-admin doctor`, pure: facts in (an auth stack, sshd's effective
 //! configuration, users' enrollments, file metadata), findings out.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use super::findings::{Finding, Severity};
 use super::pam_stack::{AuthStack, Control, ProblemKind, Rule};
+use super::ways_in::FirstFactor;
 
 /// Modules that check a password: `required` before pam_otp, they let a stranger who
 /// does not know it still reach pam_otp and spend the user's tries.
@@ -103,6 +104,38 @@ pub fn stack_findings(service: &str, stack: &AuthStack) -> Vec<Finding> {
                 continue;
             }
             out.extend(before_otp(service, rule, i, k, otp));
+        }
+        // split_pass only keeps the code for a later use_split_code line: that line is the
+        // one that must come after the password.
+        if !has_flag(otp, "split_pass") {
+            let password_after = stack.rules[k + 1..]
+                .iter()
+                .find(|rule| PASSWORD_MODULES.contains(&rule.module_name()));
+            if let Some(password) = password_after {
+                out.push(
+                    Finding::new(
+                        Severity::Error,
+                        "otp-before-password",
+                        format!(
+                            "pam_otp.so at {} comes before {} at {}: the code is checked and \
+                             spent before the password, so after a mistyped password the \
+                             owner's retry with the same code is refused as a replay, and \
+                             someone without the password learns whether a code is right",
+                            otp.origin,
+                            password.module_name(),
+                            password.origin
+                        ),
+                        format!(
+                            "move the pam_otp.so line after {} (for sudo: after \
+                             \"@include common-auth\", as in \
+                             /usr/share/doc/pam-otp/examples/pam.d/sudo-otp)",
+                            password.module_name()
+                        ),
+                    )
+                    .service(service)
+                    .at(otp.origin.clone()),
+                );
+            }
         }
         let checks_split_code = |rule: &Rule| rule.is_pam_otp() && has_flag(rule, "use_split_code");
         if has_flag(otp, "split_pass") && !stack.rules[k + 1..].iter().any(checks_split_code) {
@@ -206,8 +239,13 @@ pub fn parse_sshd_effective(text: &str) -> BTreeMap<String, String> {
 }
 
 /// Whether sshd hands keyboard-interactive to PAM for every way in, and whether the
-/// code can be left out.
-pub fn sshd_findings(service: &str, settings: &BTreeMap<String, String>) -> Vec<Finding> {
+/// code can be left out. `origin`: the file and line that sets a keyword, if known (sshd
+/// keeps the first value it reads, so that line is where a fix goes).
+pub fn sshd_findings(
+    service: &str,
+    settings: &BTreeMap<String, String>,
+    origin: &dyn Fn(&str) -> Option<String>,
+) -> Vec<Finding> {
     let mut out = Vec::new();
     let get = |key: &str| settings.get(key).map(|v| v.to_ascii_lowercase());
     let finding = |severity, id, message: String, fix: &str| {
@@ -268,32 +306,52 @@ pub fn sshd_findings(service: &str, settings: &BTreeMap<String, String>) -> Vec<
         && methods != "any"
         && lists.iter().all(|l| l.split(',').any(|m| m == "publickey"));
     if key_and_code && get("passwordauthentication").as_deref() == Some("yes") {
-        out.push(finding(
-            Severity::Warning,
-            "sshd-password-authentication",
-            "PasswordAuthentication yes while every AuthenticationMethods list wants a key: \
-             it is never used, and if AuthenticationMethods is ever relaxed, a password alone \
-             gets in"
+        let set_at = origin("passwordauthentication");
+        let fix = match &set_at {
+            Some(place) => format!(
+                "change it to \"PasswordAuthentication no\" at {place}: sshd keeps the first \
+                 value it reads, so that line wins over any later file (pam-otp.conf included)"
+            ),
+            None => "set \"PasswordAuthentication no\" before any other PasswordAuthentication \
+                     line (sshd keeps the first value it reads)"
                 .into(),
-            "set \"PasswordAuthentication no\" (config/sshd_config.d/pam-otp.conf does)",
-        ));
+        };
+        out.push(
+            Finding::new(
+                Severity::Warning,
+                "sshd-password-authentication",
+                "PasswordAuthentication yes while every AuthenticationMethods list wants a key: \
+                 it is never used, and if AuthenticationMethods is ever relaxed, a password \
+                 alone gets in"
+                    .into(),
+                fix,
+            )
+            .service(service)
+            .at(set_at.unwrap_or_else(|| "sshd -T".into())),
+        );
     }
     out
 }
 
-/// Who logs in through sshd at all (root only if PermitRootLogin allows it).
+/// Who reaches sshd's PAM stack at all. Root only with `PermitRootLogin yes`: every other
+/// value (`prohibit-password`, `forced-commands-only`, `no`) turns keyboard-interactive
+/// off for root, so root never gets to pam_otp.
 pub fn sshd_lets_in(settings: &BTreeMap<String, String>, user: &str) -> bool {
     user != "root"
         || settings
             .get("permitrootlogin")
-            .is_none_or(|v| !v.eq_ignore_ascii_case("no"))
+            .is_some_and(|v| v.eq_ignore_ascii_case("yes"))
 }
 
 /// A user's enrollment, as the module would read it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum EnrollmentCheck {
     Enrolled,
-    NotEnrolled,
+    /// No enrollment; `can_log_in`: whether the account gets past the service's first
+    /// factor today (a usable password or key; for sudo, rights in sudoers too).
+    NotEnrolled {
+        can_log_in: bool,
+    },
     /// The module refuses this user's logins; why.
     Refused(String),
 }
@@ -320,16 +378,19 @@ fn how_to_enroll(secret: &str) -> String {
 /// locked out, whose file the module refuses. `secret`: the service's `secret=` template.
 pub fn enrollment_findings(
     service: &str,
+    first: FirstFactor,
     nullok: bool,
     secret: &str,
     users: &[(String, EnrollmentCheck)],
 ) -> Vec<Finding> {
     let mut out = Vec::new();
-    let mut not_enrolled = Vec::new();
+    let mut locked_out = Vec::new();
+    let mut no_way_in = Vec::new();
     for (user, check) in users {
         match check {
             EnrollmentCheck::Enrolled => {}
-            EnrollmentCheck::NotEnrolled => not_enrolled.push(user.clone()),
+            EnrollmentCheck::NotEnrolled { can_log_in: true } => locked_out.push(user.clone()),
+            EnrollmentCheck::NotEnrolled { can_log_in: false } => no_way_in.push(user.clone()),
             EnrollmentCheck::Refused(why) => out.push(
                 Finding::new(
                     Severity::Error,
@@ -353,39 +414,65 @@ pub fn enrollment_findings(
             ),
         }
     }
-    if not_enrolled.is_empty() {
+    if nullok {
+        let not_enrolled: Vec<String> = locked_out.into_iter().chain(no_way_in).collect();
+        if !not_enrolled.is_empty() {
+            out.push(
+                Finding::new(
+                    Severity::Warning,
+                    "nullok-unenrolled",
+                    format!(
+                        "nullok is on and {} user(s) with a login shell have no enrollment: \
+                         they log in without a code",
+                        not_enrolled.len()
+                    ),
+                    format!("{}, then remove nullok", how_to_enroll(secret)),
+                )
+                .service(service)
+                .users(not_enrolled),
+            );
+        }
         return out;
     }
-    out.push(
-        if nullok {
+    if !locked_out.is_empty() {
+        // An error, not a warning: the account gets in today and would be refused the
+        // moment this stack is live, with nothing on its screen but "Permission denied".
+        out.push(
             Finding::new(
-                Severity::Warning,
-                "nullok-unenrolled",
-                format!(
-                    "nullok is on and {} user(s) with a login shell have no enrollment: they log \
-                 in without a code",
-                    not_enrolled.len()
-                ),
-                format!("{}, then remove nullok", how_to_enroll(secret)),
-            )
-        } else {
-            Finding::new(
-                Severity::Warning,
+                Severity::Error,
                 "unenrolled-locked-out",
                 format!(
-                    "{} user(s) with a login shell have no enrollment and no nullok: they cannot \
-                 log in through this service",
-                    not_enrolled.len()
+                    "{} account(s) that can log in today ({}) have no enrollment and no \
+                     nullok: this service refuses them after their first factor",
+                    locked_out.len(),
+                    first.describe()
                 ),
                 format!(
-                    "{} (or add nullok while they enroll)",
+                    "{} before this stack is live (or add nullok while they enroll)",
                     how_to_enroll(secret)
                 ),
             )
-        }
-        .service(service)
-        .users(not_enrolled),
-    );
+            .service(service)
+            .users(locked_out),
+        );
+    }
+    if !no_way_in.is_empty() {
+        out.push(
+            Finding::new(
+                Severity::Info,
+                "unenrolled-no-way-in",
+                format!(
+                    "{} account(s) with a login shell have no enrollment, and cannot log in \
+                     today either (this service needs {}): nothing changes for them",
+                    no_way_in.len(),
+                    first.describe()
+                ),
+                format!("{} if they are to log in", how_to_enroll(secret)),
+            )
+            .service(service)
+            .users(no_way_in),
+        );
+    }
     out
 }
 
@@ -497,16 +584,13 @@ pub fn policy_file_findings(path: &Path, named: bool, facts: &PathFacts) -> Vec<
 }
 
 /// Services whose pam_otp lines keep state in different directories.
-pub fn state_dir_split_findings(dirs: &BTreeMap<PathBuf, BTreeSet<String>>) -> Vec<Finding> {
+pub fn state_dir_split_findings(dirs: &BTreeMap<PathBuf, Vec<String>>) -> Vec<Finding> {
     if dirs.len() < 2 {
         return Vec::new();
     }
     let which: Vec<String> = dirs
         .iter()
-        .map(|(dir, services)| {
-            let services: Vec<&str> = services.iter().map(String::as_str).collect();
-            format!("{} ({})", dir.display(), services.join(", "))
-        })
+        .map(|(dir, services)| format!("{} ({})", dir.display(), services.join(", ")))
         .collect();
     vec![Finding::new(
         Severity::Warning,
@@ -574,6 +658,10 @@ mod tests {
             ["password-required-before-otp"]
         );
         assert_eq!(
+            check("auth required pam_otp.so\n@include common-auth\n"),
+            ["otp-before-password"]
+        );
+        assert_eq!(
             check("@include nowhere\nauth required pam_otp.so\n"),
             ["pam-syntax"]
         );
@@ -604,7 +692,9 @@ mod tests {
     }
 
     fn sshd(text: &str) -> Vec<&'static str> {
-        ids(&sshd_findings("sshd", &parse_sshd_effective(text)))
+        ids(&sshd_findings("sshd", &parse_sshd_effective(text), &|_| {
+            None
+        }))
     }
 
     const GOOD_SSHD: &str = "usepam yes\nkbdinteractiveauthentication yes\n\
@@ -647,30 +737,70 @@ mod tests {
     fn enrollments_against_nullok() {
         let users = vec![
             ("alice".to_string(), EnrollmentCheck::Enrolled),
-            ("bob".to_string(), EnrollmentCheck::NotEnrolled),
+            (
+                "bob".to_string(),
+                EnrollmentCheck::NotEnrolled { can_log_in: true },
+            ),
             (
                 "carol".to_string(),
                 EnrollmentCheck::Refused("is a symbolic link".into()),
             ),
         ];
         let home = "~/.otp.toml";
-        let with = enrollment_findings("sudo", true, home, &users);
+        let with = enrollment_findings("sudo", FirstFactor::Sudo, true, home, &users);
         assert_eq!(ids(&with), ["enrollment-refused", "nullok-unenrolled"]);
         assert_eq!(with[1].users, ["bob"]);
         assert!(with[0].message.contains("symbolic link"));
         assert!(with[1].fix.contains("otp-setup"), "{}", with[1].fix);
-        let without = enrollment_findings("sudo", false, home, &users);
+        let without = enrollment_findings("sudo", FirstFactor::Sudo, false, home, &users);
         assert_eq!(
             ids(&without),
             ["enrollment-refused", "unenrolled-locked-out"]
         );
-        assert!(enrollment_findings("sudo", false, home, &users[..1]).is_empty());
+        assert!(
+            enrollment_findings("sudo", FirstFactor::Sudo, false, home, &users[..1]).is_empty()
+        );
+    }
+
+    #[test]
+    fn an_account_that_can_log_in_today_and_would_be_refused_is_an_error() {
+        let users = vec![
+            (
+                "root".to_string(),
+                EnrollmentCheck::NotEnrolled { can_log_in: true },
+            ),
+            (
+                "svc".to_string(),
+                EnrollmentCheck::NotEnrolled { can_log_in: false },
+            ),
+        ];
+        let found = enrollment_findings("sshd", FirstFactor::SshKey, false, "~/.otp.toml", &users);
+        assert_eq!(
+            ids(&found),
+            ["unenrolled-locked-out", "unenrolled-no-way-in"]
+        );
+        assert_eq!(found[0].severity, Severity::Error);
+        assert_eq!(found[0].users, ["root"]);
+        assert!(
+            found[0].message.contains("an SSH key sshd accepts"),
+            "{}",
+            found[0].message
+        );
+        assert_eq!(found[1].severity, Severity::Info);
+        assert_eq!(found[1].users, ["svc"]);
+        // With nullok both get in without a code: one warning names them both.
+        let found = enrollment_findings("sshd", FirstFactor::SshKey, true, "~/.otp.toml", &users);
+        assert_eq!(ids(&found), ["nullok-unenrolled"]);
+        assert_eq!(found[0].users, ["root", "svc"]);
     }
 
     #[test]
     fn a_service_reading_the_store_is_enrolled_by_root() {
         let users = vec![
-            ("bob".to_string(), EnrollmentCheck::NotEnrolled),
+            (
+                "bob".to_string(),
+                EnrollmentCheck::NotEnrolled { can_log_in: true },
+            ),
             (
                 "carol".to_string(),
                 EnrollmentCheck::Refused("is a symbolic link".into()),
@@ -678,7 +808,7 @@ mod tests {
         ];
         let store = pam_otp_sys::policy::STORE_SECRET;
         for nullok in [true, false] {
-            let found = enrollment_findings("sudo", nullok, store, &users);
+            let found = enrollment_findings("sudo", FirstFactor::Sudo, nullok, store, &users);
             assert!(
                 found.iter().all(|f| !f.fix.contains("otp-setup")),
                 "{found:?}"
@@ -690,7 +820,8 @@ mod tests {
                 found[1].fix
             );
         }
-        let elsewhere = enrollment_findings("sudo", true, "/etc/otp/%u.toml", &users);
+        let elsewhere =
+            enrollment_findings("sudo", FirstFactor::Sudo, true, "/etc/otp/%u.toml", &users);
         assert!(elsewhere[1].fix.contains("--file /etc/otp/%u.toml"));
     }
 
@@ -744,15 +875,9 @@ mod tests {
     #[test]
     fn one_state_dir_is_fine_two_split_the_guard() {
         let mut dirs = BTreeMap::new();
-        dirs.insert(
-            PathBuf::from("/var/lib/pam-otp"),
-            BTreeSet::from(["sshd".to_string()]),
-        );
+        dirs.insert(PathBuf::from("/var/lib/pam-otp"), vec!["sshd".to_string()]);
         assert!(state_dir_split_findings(&dirs).is_empty());
-        dirs.insert(
-            PathBuf::from("/var/lib/other"),
-            BTreeSet::from(["sudo".to_string()]),
-        );
+        dirs.insert(PathBuf::from("/var/lib/other"), vec!["sudo".to_string()]);
         let found = state_dir_split_findings(&dirs);
         assert_eq!(ids(&found), ["state-dir-split"]);
         assert!(found[0].message.contains("/var/lib/other (sudo)"));

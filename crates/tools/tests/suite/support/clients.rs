@@ -320,8 +320,6 @@ impl Sshd {
     }
 }
 
-/// Makes /run/sshd, which sshd (even `sshd -t`) needs for privilege separation and
-/// which the packaged service makes only when it starts.
 /// A fresh ed25519 host key for a test sshd, `DIR/ssh_host_ed25519_key`.
 pub fn new_host_key(dir: &Path) -> PathBuf {
     let host_key = dir.join("ssh_host_ed25519_key");
@@ -336,6 +334,8 @@ pub fn new_host_key(dir: &Path) -> PathBuf {
     host_key
 }
 
+/// Makes /run/sshd, which sshd (even `sshd -t`) needs for privilege separation and
+/// which the packaged service makes only when it starts.
 pub fn ensure_privsep_dir() {
     if !Path::new("/run/sshd").exists() {
         let _ = fs::create_dir("/run/sshd");
@@ -622,6 +622,12 @@ pub struct SudoRule {
 impl SudoRule {
     pub fn install(user: &str, service: &InstalledService) -> SudoRule {
         SudoRule::install_with(user, service, &[])
+    }
+
+    /// Lets `user` run `/usr/bin/id` as root through Debian's own sudo service: only the
+    /// rights, for checks that ask sudo who may use it (`sudo -l -U`).
+    pub fn allow(user: &str) -> SudoRule {
+        SudoRule::install_text(user, "pam_service=sudo", "/usr/bin/id", &[])
     }
 
     /// `install` with more `Defaults:USER` settings (e.g. `passwd_tries=3`).

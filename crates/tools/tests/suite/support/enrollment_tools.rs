@@ -438,7 +438,18 @@ pub struct OnTerminal {
 impl OnTerminal {
     /// Starts `argv` (as built by `as_user_argv`) under `script -qfec`.
     pub fn start(user: &TestUser, lang: &str, argv: &[String]) -> OnTerminal {
-        let command_line = argv
+        OnTerminal::start_sized(user, lang, argv, None)
+    }
+
+    /// `start` on a terminal of `rows` rows and 80 columns (`stty` on the pseudo-terminal
+    /// before the program runs), as a window of that size would be.
+    pub fn start_sized(
+        user: &TestUser,
+        lang: &str,
+        argv: &[String],
+        rows: Option<u16>,
+    ) -> OnTerminal {
+        let program = argv
             .iter()
             .map(|a| {
                 assert!(
@@ -450,6 +461,10 @@ impl OnTerminal {
             })
             .collect::<Vec<_>>()
             .join(" ");
+        let command_line = match rows {
+            Some(rows) => format!("stty rows {rows} cols 80; exec {program}"),
+            None => program,
+        };
         let mut child = Command::new("timeout")
             .args([TIMEOUT_SECS, "script", "-qfec", &command_line, "/dev/null"])
             .env_clear()

@@ -10,7 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-use crate::support::clients::{self, read_shipped, require_program};
+use crate::support::clients::{self, read_shipped, require_program, shipped};
 use crate::support::state_record::{decode_state, encode_state, StoredState};
 use crate::support::{
     assert_root, free_port, hex, new_secret, pamtester_argv, random_bytes, scratch_path, spawn,
@@ -29,7 +29,9 @@ fn checked(what: &str, cmd: &mut Command) -> String {
     String::from_utf8_lossy(&clients::checked(what, out).stdout).into_owned()
 }
 
-/// A private CA and certificates it signs, made with `openssl` (EC P-256, quick).
+/// A private CA and certificates it signs, made by the shipped
+/// `config/redis/make-certs.sh` (the commands README gives an administrator), so that
+/// every fleet test also proves those certificates work.
 pub struct Pki {
     pub dir: PathBuf,
 }
@@ -40,9 +42,18 @@ impl Pki {
     pub fn new(dir: &Path) -> Pki {
         require_program("/usr/bin/openssl", "openssl");
         let pki = Pki { dir: dir.into() };
-        pki.make_ca("ca");
-        pki.sign("redis", "localhost", "serverAuth", "ca");
-        pki.sign("client", "pam-otp-host", "clientAuth", "ca");
+        let script = shipped("redis/make-certs.sh");
+        let dir_arg = dir.display().to_string();
+        for args in [
+            &["ca", &dir_arg][..],
+            &["server", &dir_arg, "redis", "DNS:localhost", "IP:127.0.0.1"],
+            &["client", &dir_arg, "client"],
+        ] {
+            checked(
+                "config/redis/make-certs.sh",
+                Command::new("sh").arg(&script).args(args),
+            );
+        }
         pki
     }
 
@@ -91,45 +102,6 @@ impl Pki {
             "basicConstraints=critical,CA:TRUE",
             "-addext",
             "keyUsage=critical,keyCertSign,cRLSign",
-            "-out",
-            &format!("{name}.crt"),
-        ]);
-    }
-
-    fn sign(&self, name: &str, common_name: &str, usage: &str, ca: &str) {
-        self.key(name);
-        let ext = self.path(&format!("{name}.ext"));
-        fs::write(
-            &ext,
-            format!(
-                "basicConstraints=CA:FALSE\nextendedKeyUsage={usage}\nsubjectAltName=DNS:localhost,IP:127.0.0.1\n"
-            ),
-        )
-        .unwrap();
-        self.openssl(&[
-            "req",
-            "-new",
-            "-key",
-            &format!("{name}.key"),
-            "-subj",
-            &format!("/CN={common_name}"),
-            "-out",
-            &format!("{name}.csr"),
-        ]);
-        self.openssl(&[
-            "x509",
-            "-req",
-            "-in",
-            &format!("{name}.csr"),
-            "-CA",
-            &format!("{ca}.crt"),
-            "-CAkey",
-            &format!("{ca}.key"),
-            "-CAcreateserial",
-            "-days",
-            "2",
-            "-extfile",
-            &ext.display().to_string(),
             "-out",
             &format!("{name}.crt"),
         ]);
@@ -217,7 +189,13 @@ impl RedisServer {
             );
             out.split_whitespace().next().unwrap().to_string()
         };
-        let mut text = read_shipped("redis/pam-otp.conf")
+        let shipped_text = read_shipped("redis/pam-otp.conf");
+        // Without `dir`, Redis writes its append-only file wherever it was started.
+        assert!(
+            shipped_text.contains("\ndir /var/lib/redis/pam-otp\n"),
+            "config/redis/pam-otp.conf names no data directory"
+        );
+        let mut text = shipped_text
             .replace("PASSWORD_SHA256", &password_hash)
             .replace("tls-port 6380", &format!("tls-port {}", self.tls_port))
             .replace("bind 0.0.0.0 -::*", "bind 127.0.0.1")
@@ -232,11 +210,14 @@ impl RedisServer {
             .replace(
                 "/etc/redis/tls/ca.crt",
                 &self.pki.path("ca.crt").display().to_string(),
+            )
+            .replace(
+                "dir /var/lib/redis/pam-otp",
+                &format!("dir {}", self.dir.join("data").display()),
             );
         text.push_str(&format!(
-            "\n# added by the tests\nunixsocket {}\nunixsocketperm 700\ndir {}\nlogfile {}\npidfile {}\ndaemonize no\nuser admin on >{} ~* &* +@all\n",
+            "\n# added by the tests\nunixsocket {}\nunixsocketperm 700\nlogfile {}\npidfile {}\ndaemonize no\nuser admin on >{} ~* &* +@all\n",
             self.socket.display(),
-            self.dir.join("data").display(),
             self.dir.join("redis.log").display(),
             self.dir.join("redis.pid").display(),
             self.password,

@@ -147,8 +147,8 @@ pub fn enroll_confirmed(user: &str, args: &[&str]) -> AdminRun {
     }
 }
 
-/// Whether the `Key URI:` line, printed just before the prompt (only the note naming
-/// the app's entry comes between), has been read up to its line end.
+/// Whether the `Key URI:` line, printed before the QR code and the prompt, has been read
+/// up to its line end.
 fn key_uri_line_is_complete(stdout: &str) -> bool {
     stdout
         .split_once("Key URI: ")
