@@ -7,12 +7,14 @@
 use std::thread::sleep;
 use std::time::Duration;
 
+use crate::support::admin::otp_admin;
+use crate::support::hostile::run_logged;
 use crate::support::redis::{at_once, hotp_user, Host, RedisServer};
 use crate::support::secret_store::{StoreSecret, STORE_SECRET};
 use crate::support::state_record::StoredState;
 use crate::support::{
-    hotp, new_secret, pamtester_argv, recovery_hash, spawn, Outcome, Service, TestUser, AUTH_ERR,
-    LOCKED,
+    hotp, new_secret, pamtester_argv, recovery_hash, spawn, Outcome, Service, TestUser,
+    AUTHINFO_UNAVAIL, AUTH_ERR, LOCKED,
 };
 
 const DAY: u64 = 86_400;
@@ -240,4 +242,31 @@ fn two_hundred_logins_at_once_with_one_right_code_succeed_exactly_once() {
             .find(|o| !o.succeeded() && !o.failed_with(AUTH_ERR))
     );
     assert_eq!(user_failures(&redis, &user), 0, "replays are not counted");
+}
+
+#[test]
+fn a_record_of_the_older_format_is_refused_until_otp_admin_reset_replaces_it() {
+    let redis = RedisServer::start();
+    let (user, secret) = hotp_user();
+    let a = Host::new(&redis.socket_args());
+    // What the module before this format left: a user-wide tally in the "person" hash.
+    let old = format!("{}{{uid-{}}}:person", redis.prefix, user.uid);
+    redis.admin(&["HSET", &old, "user", "3:0:0:1700000000"]);
+    let refused = run_logged(&a.service, &user.name, &hotp(&secret, 0), None);
+    refused.assert_refused(
+        AUTHINFO_UNAVAIL,
+        &["format before", "otp-admin reset"],
+        "a record of the older format",
+    );
+    let policy = redis.policy_file(&a.state, "");
+    let reset = otp_admin(&[
+        "--policy",
+        &policy.display().to_string(),
+        "reset",
+        &user.name,
+    ]);
+    reset.assert_ok("reset");
+    assert!(reset.stdout.contains("older record format"), "{reset:#?}");
+    assert_eq!(redis.admin(&["EXISTS", &old]).trim(), "0");
+    login(&a.service, &user, &hotp(&secret, 0)).assert_success("after the reset");
 }
