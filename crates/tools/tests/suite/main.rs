@@ -11,6 +11,7 @@ mod demo;
 mod doc_lines;
 mod doctor;
 mod fleet;
+mod fleet_differential;
 mod fleet_rules;
 mod hostile;
 mod hostile_faults;
