@@ -154,7 +154,7 @@ fn the_file_store_and_the_fleet_decide_every_login_alike() {
                 user.enroll(&enrolled[current].text);
             }
             sleep(Duration::from_secs(
-                [0, 0, 0, 1, 2, 4][rng.below(6) as usize],
+                [0, 0, 0, 0, 1, 3][rng.below(6) as usize],
             ));
             let time = start_of_a_second(&redis);
             let rhost = SOURCES[rng.below(SOURCES.len() as u64) as usize];
