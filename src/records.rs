@@ -154,6 +154,9 @@ struct FleetRecords<'a> {
     dir: StateDir<'a>,
     settings: &'a RedisSettings,
     connection: RefCell<Option<RedisClient>>,
+    /// The record as the check before the prompt read it, and when: the first decision
+    /// starts from it (its write-back fails if anything changed since, and reads again).
+    peeked: RefCell<Option<(Shared, Instant)>>,
     held: RefCell<Option<FloorHeld>>,
     /// When the first write-back was refused: retries stop once `redis_timeout_ms` is spent.
     first_change: Cell<Option<Instant>>,
@@ -185,7 +188,7 @@ impl FleetRecords<'_> {
     }
 
     /// The shared record: its state, version and the server's clock.
-    fn read_shared(&self, account: &Account) -> Result<(Option<State>, u64, u64), RecordError> {
+    fn read_shared(&self, account: &Account) -> Result<Shared, RecordError> {
         let keys = self.keys(account);
         let read = self.with_redis(|redis| redis.read(&keys))?;
         self.jitter.set(read.micros);
@@ -201,7 +204,31 @@ impl FleetRecords<'_> {
                 keys.record
             ))
         })?;
-        Ok((state, read.version, read.time))
+        Ok(Shared {
+            state,
+            version: read.version,
+            time: read.time,
+            micros: read.micros,
+        })
+    }
+}
+
+/// The shared record as read, with the server's clock.
+#[derive(Clone)]
+struct Shared {
+    state: Option<State>,
+    version: u64,
+    time: u64,
+    micros: u32,
+}
+
+impl Shared {
+    /// The server's clock (in seconds) `elapsed` after this was read, measured on this
+    /// host's monotonic clock: a length of time, which a skewed wall clock does not change.
+    fn time_after(&self, elapsed: Duration) -> u64 {
+        let micros = u128::from(self.micros) + elapsed.as_micros();
+        self.time
+            .saturating_add(u64::try_from(micros / 1_000_000).unwrap_or(u64::MAX))
     }
 }
 
@@ -209,11 +236,12 @@ impl Records for FleetRecords<'_> {
     fn peek(&self, account: &Account) -> Result<Record, RecordError> {
         // The floor must be writable before anyone types a code it cannot retire.
         self.dir.get()?.check_writable()?;
-        let (state, version, clock) = self.read_shared(account)?;
+        let shared = self.read_shared(account)?;
+        *self.peeked.borrow_mut() = Some((shared.clone(), Instant::now()));
         Ok(Record {
-            state,
-            version,
-            clock: Some(clock),
+            state: shared.state,
+            version: shared.version,
+            clock: Some(shared.time),
         })
     }
 
@@ -223,7 +251,19 @@ impl Records for FleetRecords<'_> {
         // come between a read and its write-back.
         let locked = self.dir.get()?.lock(account.uid)?;
         let floor = locked.load()?.unwrap_or_default();
-        let (shared, version, clock) = self.read_shared(account)?;
+        let (shared, clock) = match self.peeked.borrow_mut().take() {
+            Some((peeked, at)) => {
+                let clock = peeked.time_after(at.elapsed());
+                (peeked, clock)
+            }
+            None => {
+                let shared = self.read_shared(account)?;
+                let clock = shared.time;
+                (shared, clock)
+            }
+        };
+        let version = shared.version;
+        let shared = shared.state;
         let view = with_floor(&shared.clone().unwrap_or_default(), &floor, enrolled, clock)
             .ok_or(RecordError::NoRoom)?;
         let state = (shared.is_some() || view != State::default()).then_some(view);
@@ -313,6 +353,7 @@ impl<'a> SystemHost<'a> {
                 dir,
                 settings,
                 connection: RefCell::new(None),
+                peeked: RefCell::new(None),
                 held: RefCell::new(None),
                 first_change: Cell::new(None),
                 jitter: Cell::new(0),
