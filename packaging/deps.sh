@@ -33,6 +33,7 @@ bsdutils                       test           script: a terminal for otp-setup p
 e2fsprogs                      test           chattr for the immutable-file cases
 redis-server                   test           Redis for the fleet tests, started per test
 redis-tools                    test           redis-cli for the fleet tests
+redis-sentinel                 test           Sentinel for the fleet failover tests
 openssl                        test           a private CA and certificates for the fleet tests
 lintian                        ci             checks the Debian package
 dpkg-dev                       ci             dpkg-architecture for make deb

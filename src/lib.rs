@@ -8,6 +8,7 @@ mod conversation;
 mod login;
 mod records;
 mod split_code;
+mod unenrolled;
 
 use std::ffi::CStr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -92,10 +93,19 @@ fn authenticate(pamh: &mut PamHandle, args: &[&CStr], flags: PamFlag) -> PamResu
         },
         _ => None,
     };
+    let authtok = authtok::get(pamh);
+    // An earlier factor has passed when sshd says a method already succeeded (its
+    // SSH_AUTH_INFO_0, e.g. the key under AuthenticationMethods publickey,
+    // keyboard-interactive), or when an earlier module took a password: in the shipped
+    // stacks pam_otp follows `@include common-auth`, which stops on a wrong password
+    // (requisite pam_deny.so), so a password present here is a password that passed.
+    let earlier_factor_passed =
+        authtok.as_ref().is_some_and(|t| !t.is_empty()) || authtok::ssh_methods_passed(pamh);
     let request = Request {
         user: &user,
         policy: &policy,
-        authtok: authtok::get(pamh),
+        authtok,
+        earlier_factor_passed,
         split_code: kept,
         source: Source::from_rhost(&rhost),
     };

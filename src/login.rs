@@ -9,6 +9,7 @@ use zeroize::Zeroizing;
 
 use crate::conversation::Conversation;
 use crate::records::RecordError;
+use crate::unenrolled;
 use pam_otp_core::answer::{as_code, split_password_and_code};
 use pam_otp_core::decision::{decide, Method, Replay, Verdict};
 use pam_otp_core::enrollment::Enrollment;
@@ -125,6 +126,9 @@ pub(crate) struct Request<'a> {
     pub split_code: Option<SplitCode>,
     /// Where the login comes from (PAM_RHOST), as lockout counts it.
     pub source: Source,
+    /// Whether an earlier factor has passed (see `lib.rs`): only then is a user with no
+    /// enrollment told why they are refused, or reminded of the deadline.
+    pub earlier_factor_passed: bool,
 }
 
 /// One login's fixed parts: whose state, which enrollment, from where.
@@ -177,10 +181,11 @@ pub(crate) fn login(
     if let Some(lock) = lock_on(Custody::User) {
         return report_locked(lock, checked_at, conversation, log).into();
     }
-    let (enrollment, path, custody) = match load_enrollment(host, &account, policy, log) {
-        Ok(loaded) => loaded,
-        Err(code) => return code.into(),
-    };
+    let (enrollment, path, custody) =
+        match load_enrollment(host, &account, request, checked_at, conversation, log) {
+            Ok(loaded) => loaded,
+            Err(code) => return code.into(),
+        };
     // The administrator's enrollment has tallies of its own, which only its successes
     // clear: known once the enrollment is read.
     if custody == Custody::Administrator {
@@ -383,29 +388,26 @@ fn unavailable(log: &Logger, error: &RecordError) -> PamResultCode {
 fn load_enrollment(
     host: &dyn Host,
     account: &Account,
-    policy: &Policy,
+    request: &Request,
+    checked_at: u64,
+    conversation: &mut dyn Conversation,
     log: &Logger,
 ) -> Result<(Enrollment, PathBuf, Custody), PamResultCode> {
+    let policy = request.policy;
     let path = expand_secret_path(&policy.secret, &account.name, &account.home).map_err(|e| {
         log.error(&e.to_string());
         PamResultCode::PAM_AUTHINFO_UNAVAIL
     })?;
     match host.enrollment(&path, account) {
         Ok((enrollment, custody)) => Ok((enrollment, path, custody)),
-        Err(UserFileError::NotEnrolled) if policy.nullok => {
-            log.debug(&format!(
-                "{} does not exist; nullok lets the user pass",
-                path.display()
-            ));
-            Err(PamResultCode::PAM_IGNORE)
-        }
-        Err(UserFileError::NotEnrolled) => {
-            log.warning(&format!(
-                "{} does not exist: user not enrolled, refused",
-                path.display()
-            ));
-            Err(PamResultCode::PAM_AUTHINFO_UNAVAIL)
-        }
+        Err(UserFileError::NotEnrolled) => Err(unenrolled::decide(
+            policy,
+            &path,
+            request.earlier_factor_passed,
+            checked_at,
+            conversation,
+            log,
+        )),
         Err(e) => {
             // A broken file never means "no second factor", not even with nullok.
             log.error(&format!("{}: {e}", path.display()));
@@ -890,6 +892,7 @@ mod tests {
             authtok: authtok.map(|t| Zeroizing::new(t.to_string())),
             split_code: None,
             source: Source::from_rhost(""),
+            earlier_factor_passed: true,
         };
         run(&request, host, script, time)
     }
@@ -922,6 +925,7 @@ mod tests {
                 code: Zeroizing::new(code.into()),
             }),
             source: Source::from_rhost(""),
+            earlier_factor_passed: true,
         };
         let mut script = answering(&[]);
         let (ending, log) = run(&request, host, &mut script, time);
@@ -939,6 +943,7 @@ mod tests {
             authtok: None,
             split_code: None,
             source: Source::from_rhost(""),
+            earlier_factor_passed: true,
         };
         let mut script = answering(&[answer]);
         let (ending, log) = run(&request, host, &mut script, T1.0);
@@ -1005,6 +1010,7 @@ mod tests {
             authtok: None,
             split_code: None,
             source: Source::from_rhost(""),
+            earlier_factor_passed: true,
         };
         let ending = login(&request, &host, &mut answering(&[]), &|| T1.0, &log);
         assert_eq!(ending.code, PamResultCode::PAM_USER_UNKNOWN);
@@ -1235,6 +1241,7 @@ mod tests {
             authtok: None,
             split_code: None,
             source: Source::from_rhost(""),
+            earlier_factor_passed: true,
         };
         let (ending, _) = run(&request, &unenrolled, &mut answering(&[]), T1.0);
         assert_eq!(ending.code, PamResultCode::PAM_IGNORE);
@@ -1381,6 +1388,7 @@ mod tests {
             policy: &p,
             authtok: None,
             source: Source::from_rhost(rhost),
+            earlier_factor_passed: true,
             split_code: None,
         };
         let mut script = answering(&["00000000"]);

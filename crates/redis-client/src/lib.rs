@@ -8,7 +8,9 @@
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
+pub mod sentinel;
 pub mod store;
+pub mod trust;
 
 use pam_otp_sys::redis_protocol::CLIENT_PROTOCOL;
 use store::{serve, RedisStore};

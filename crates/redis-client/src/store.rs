@@ -1,7 +1,8 @@
 //! The fleet's Redis: one connection per login (TLS, ACL user, password from a root-only
-//! file), the record read and written back by its compare-and-set script (`EVALSHA`), and
-//! `WAIT` for replicas; every step bounded by `redis_timeout_ms`, every failure an error
-//! that refuses the login.
+//! file) to `redis_url` or to the master the sentinels name, made only after [`trust`]
+//! vouched for the server; the record read and written back by its compare-and-set
+//! script (`EVALSHA`), and `WAIT` for replicas; every step bounded by
+//! `redis_timeout_ms`, every failure an error that refuses the login.
 //!
 //! `otp-admin` uses this directly; the PAM module reaches it through the client object
 //! `pam_otp_redis.so` (`sys::redis_client`), which serves [`ClientRequest`]s with it.
@@ -10,17 +11,19 @@ use std::fs::File;
 use std::io::Read;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use redis::{Client, ClientTlsConfig, IntoConnectionInfo, TlsCertificates};
 use zeroize::Zeroizing;
 
 use pam_otp_core::fleet::{RecordKeys, SCRIPT};
-use pam_otp_sys::policy::RedisSettings;
+use pam_otp_sys::policy::{split_host_port, RedisSettings};
 use pam_otp_sys::redis_protocol::{
     ClientReply, ClientRequest, RedisStoreError, SharedRead, WriteOutcome,
 };
 use pam_otp_sys::safe_path::open_root_owned_file;
+
+use crate::{sentinel, trust};
 
 const MAX_CREDENTIAL_FILE_BYTES: u64 = 64 * 1024;
 
@@ -87,14 +90,13 @@ fn read_password(path: &Path) -> Result<Zeroizing<String>, RedisStoreError> {
     Ok(Zeroizing::new(line.to_string()))
 }
 
-fn client(settings: &RedisSettings) -> Result<Client, RedisStoreError> {
+/// A client for one server or sentinel at `url`, with the settings' credentials and TLS.
+fn client(settings: &RedisSettings, url: &str) -> Result<Client, RedisStoreError> {
     let connect_error = |why: String| RedisStoreError::Connect {
-        url: settings.url.clone(),
+        url: url.into(),
         why,
     };
-    let info = settings
-        .url
-        .as_str()
+    let info = url
         .into_connection_info()
         .map_err(|e| connect_error(e.to_string()))?;
     // CLIENT SETINFO would be two more replies, each waited for with the whole timeout.
@@ -106,7 +108,7 @@ fn client(settings: &RedisSettings) -> Result<Client, RedisStoreError> {
         redis = redis.set_password(read_password(path)?.as_str());
     }
     let info = info.set_redis_settings(redis);
-    if !settings.url.starts_with("rediss://") {
+    if !url.starts_with("rediss://") {
         return Client::open(info).map_err(|e| connect_error(e.to_string()));
     }
     let client_tls = match (&settings.cert_file, &settings.key_file) {
@@ -129,7 +131,91 @@ fn client(settings: &RedisSettings) -> Result<Client, RedisStoreError> {
             root_cert,
         },
     )
-    .map_err(|e| connect_error(e.to_string()))
+    .map_err(|e| connect_error(format!("{e}{}", certificate_hint(settings, &e))))
+}
+
+/// Names the certificate files when TLS failed over them, so the log says which to fix.
+fn certificate_hint(settings: &RedisSettings, error: &redis::RedisError) -> String {
+    let text = error.to_string();
+    let about_certificates = ["alert", "certificate", "Certificate", "PEM", "private key"]
+        .iter()
+        .any(|word| text.contains(word));
+    if !about_certificates || text.contains("invalid peer certificate") {
+        return String::new();
+    }
+    match (&settings.cert_file, &settings.key_file) {
+        (Some(cert), Some(key)) => format!(
+            " (the client certificate redis_cert_file={} with redis_key_file={} was refused \
+             or is unusable: it must be signed by a CA the server trusts, be current and \
+             allow clientAuth)",
+            cert.display(),
+            key.display()
+        ),
+        _ => " (the server may want a client certificate: redis_cert_file and \
+               redis_key_file)"
+            .into(),
+    }
+}
+
+/// Why connecting failed, in words an administrator can act on.
+fn connect_failure(
+    settings: &RedisSettings,
+    url: &str,
+    timeout: Duration,
+    error: &redis::RedisError,
+) -> String {
+    if !error.is_timeout() {
+        return format!("{error}{}", certificate_hint(settings, error));
+    }
+    let steps = if url.starts_with("rediss://") {
+        "connect, TLS handshake and AUTH"
+    } else {
+        "connect and AUTH"
+    };
+    format!(
+        "no answer within {} ms ({steps}; redis_timeout_ms): the server is slow or down, \
+         or what listens there is not the server",
+        timeout.as_millis()
+    )
+}
+
+/// Checks what answers at `url` is the real server, before anything is sent to it.
+fn check_server(settings: &RedisSettings, url: &str) -> Result<(), RedisStoreError> {
+    let untrusted = |why: String| RedisStoreError::Connect {
+        url: url.into(),
+        why: format!("not trusted, nothing sent: {why}"),
+    };
+    if let Some(path) = url.strip_prefix("unix://") {
+        let path = path.split(['?', '#']).next().unwrap_or(path);
+        trust::check_unix_socket(Path::new(path), &settings.server_user).map_err(untrusted)?;
+    } else if let Some(rest) = url.strip_prefix("redis://") {
+        let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+        let host = split_host_port(authority).map_or(authority, |(host, _)| host);
+        trust::check_plain_tcp(host).map_err(untrusted)?;
+    }
+    // rediss://: rustls verifies the server's certificate before AUTH is sent.
+    Ok(())
+}
+
+/// Opens a checked connection to `url` within `timeout` (connect, TLS and AUTH), and
+/// bounds every later read and write by `timeout` too.
+pub(crate) fn open(
+    settings: &RedisSettings,
+    url: &str,
+    timeout: Duration,
+) -> Result<redis::Connection, RedisStoreError> {
+    check_server(settings, url)?;
+    let connection = client(settings, url)?
+        .get_connection_with_timeout(timeout)
+        .map_err(|e| RedisStoreError::Connect {
+            url: url.into(),
+            why: connect_failure(settings, url, timeout, &e),
+        })?;
+    let bounded = connection
+        .set_read_timeout(Some(timeout))
+        .and_then(|()| connection.set_write_timeout(Some(timeout)));
+    bounded.map_err(command_error("setting the timeout"))?;
+    Ok(connection)
 }
 
 /// rustls needs a process-wide crypto provider; the module brings ring. Another copy of
@@ -148,6 +234,9 @@ pub struct RedisStore {
     connection: redis::Connection,
     timeout: Duration,
     replicas: u32,
+    /// With sentinels: how to find the master again after a `READONLY` or `NOREPLICAS`
+    /// reply, and until when that may be tried (the connect's own budget).
+    rediscovery: Option<(RedisSettings, Instant)>,
 }
 
 fn command_error(what: &'static str) -> impl Fn(redis::RedisError) -> RedisStoreError {
@@ -180,25 +269,59 @@ fn number(value: &redis::Value) -> Option<u64> {
 }
 
 impl RedisStore {
-    /// Connects, with TLS and AUTH as configured; each of connect, handshake and AUTH is
-    /// bounded by the timeout, as is every command afterwards.
+    /// Connects, with TLS and AUTH as configured, to `redis_url` or to the master the
+    /// sentinels name (asked again at every login, never remembered). Connect, handshake
+    /// and AUTH are bounded by the timeout (with sentinels: the whole discovery), as is
+    /// every command afterwards. Nothing is sent to a server that fails [`trust`]'s checks.
     pub fn connect(settings: &RedisSettings) -> Result<RedisStore, RedisStoreError> {
         let timeout = Duration::from_millis(settings.timeout_ms);
-        let connection = client(settings)?
-            .get_connection_with_timeout(timeout)
-            .map_err(|e| RedisStoreError::Connect {
-                url: settings.url.clone(),
-                why: e.to_string(),
-            })?;
-        let bounded = connection
-            .set_read_timeout(Some(timeout))
-            .and_then(|()| connection.set_write_timeout(Some(timeout)));
-        bounded.map_err(command_error("setting the timeout"))?;
+        let deadline = Instant::now() + timeout;
+        let (connection, rediscovery) = match &settings.url {
+            Some(url) => (open(settings, url, timeout)?, None),
+            None => (
+                sentinel::open_master(settings, deadline)?,
+                Some((settings.clone(), deadline)),
+            ),
+        };
         Ok(RedisStore {
             connection,
             timeout,
             replicas: settings.replicas,
+            rediscovery,
         })
+    }
+
+    /// Runs `query`; when a server that stopped being the master (`READONLY`) or lost its
+    /// replicas (`NOREPLICAS`) refused it, nothing was written: asks the sentinels again
+    /// and retries, until the connect's budget is spent.
+    fn with_rediscovery<T>(
+        &mut self,
+        what: &'static str,
+        mut query: impl FnMut(&mut redis::Connection) -> redis::RedisResult<T>,
+    ) -> Result<T, RedisStoreError> {
+        loop {
+            let error = match query(&mut self.connection) {
+                Ok(value) => return Ok(value),
+                Err(e) => e,
+            };
+            let demoted = matches!(error.code(), Some("READONLY" | "NOREPLICAS"));
+            match &self.rediscovery {
+                Some((settings, deadline))
+                    if demoted && sentinel::worth_another_round(settings, *deadline) =>
+                {
+                    // The sentinels may need a moment to name another master.
+                    std::thread::sleep(sentinel::RETRY_PAUSE);
+                    self.connection =
+                        sentinel::open_master(settings, *deadline).map_err(|again| {
+                            RedisStoreError::Command {
+                                what,
+                                why: format!("{error}; then, asking the sentinels again: {again}"),
+                            }
+                        })?;
+                }
+                _ => return Err(command_error(what)(error)),
+            }
+        }
     }
 
     /// Runs the record's script (`EVALSHA`; loaded again on `NOSCRIPT`).
@@ -215,9 +338,7 @@ impl RedisStore {
         for argument in arguments {
             invocation.arg(*argument);
         }
-        invocation
-            .invoke(&mut self.connection)
-            .map_err(command_error("the fleet record's script"))
+        self.with_rediscovery("the fleet record's script", |c| invocation.invoke(c))
     }
 
     /// The record of `keys` (`RecordKeys::all`) and the server's clock.

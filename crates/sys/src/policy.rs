@@ -44,6 +44,9 @@ pub struct Policy {
     pub state_dir: PathBuf,
     pub limits: Limits,
     pub nullok: bool,
+    /// From this moment on a user with no enrollment is refused; before it such a user
+    /// passes and is reminded (`enforce_after`).
+    pub enforce_after: Option<Deadline>,
     pub prompt: Option<String>,
     pub pass_mode: PassMode,
     pub debug: bool,
@@ -52,6 +55,9 @@ pub struct Policy {
 }
 
 /// Where the login state lives.
+// One per login, built once: boxing the Redis settings would save nothing worth the
+// indirection at every use.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub enum Store {
     /// One file per user under `state_dir` (single hosts; the default).
@@ -61,14 +67,112 @@ pub enum Store {
     Redis(RedisSettings),
 }
 
+/// The roll-out deadline: the moment codes become required of users with no enrollment.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Deadline {
+    /// Unix time of the deadline.
+    pub at: u64,
+    /// The deadline as people read it: `2026-12-13` (UTC midnight) or `2026-12-13 08:30 UTC`.
+    pub text: String,
+}
+
+const SECONDS_PER_DAY: u64 = 86_400;
+
+impl Deadline {
+    /// Whole days left before the deadline at `now`, counting a started day as one
+    /// (a deadline a week ahead says 7 all day long); `None` once it has passed.
+    pub fn days_left(&self, now: u64) -> Option<u64> {
+        (now < self.at).then(|| (self.at - now).div_ceil(SECONDS_PER_DAY))
+    }
+
+    /// Parses `YYYY-MM-DD` (UTC midnight) or a date with a time, `YYYY-MM-DDTHH:MM[:SS]`
+    /// (a space may stand for the `T`), in UTC unless it carries an offset (`Z`, `+02:00`).
+    pub fn parse(value: &str) -> Result<Deadline, String> {
+        let why = || format!("{value:?} is not a date YYYY-MM-DD (optionally with a time HH:MM)");
+        let parsed: toml::value::Datetime = value.trim().parse().map_err(|_| why())?;
+        let date = parsed.date.ok_or_else(why)?;
+        let days = days_since_epoch(date.year.into(), date.month.into(), date.day.into());
+        let (seconds_of_day, text) = match parsed.time {
+            None => (
+                0,
+                format!("{:04}-{:02}-{:02}", date.year, date.month, date.day),
+            ),
+            Some(time) => (
+                i64::from(time.hour) * 3600
+                    + i64::from(time.minute) * 60
+                    + i64::from(time.second.unwrap_or(0)),
+                format!(
+                    "{:04}-{:02}-{:02} {:02}:{:02} UTC",
+                    date.year, date.month, date.day, time.hour, time.minute
+                ),
+            ),
+        };
+        let offset = match parsed.offset {
+            None | Some(toml::value::Offset::Z) => 0,
+            Some(toml::value::Offset::Custom { minutes }) => i64::from(minutes) * 60,
+        };
+        let at = days * SECONDS_PER_DAY as i64 + seconds_of_day - offset;
+        let at = u64::try_from(at).map_err(|_| format!("{value:?} is before 1970"))?;
+        // Shown in UTC, as the module counts it, whatever offset it was written with.
+        let text = if offset == 0 { text } else { utc_text(at) };
+        Ok(Deadline { at, text })
+    }
+}
+
+/// Days from 1970-01-01 to a date of the proleptic Gregorian calendar (the civil-from-days
+/// inverse of Howard Hinnant's algorithm; the date is already checked by the parser).
+fn days_since_epoch(year: i64, month: i64, day: i64) -> i64 {
+    let year = if month <= 2 { year - 1 } else { year };
+    let era = year.div_euclid(400);
+    let year_of_era = year - era * 400;
+    let month_from_march = (month + 9) % 12;
+    let day_of_year = (153 * month_from_march + 2) / 5 + day - 1;
+    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+    era * 146_097 + day_of_era - 719_468
+}
+
+/// `YYYY-MM-DD HH:MM UTC` of a Unix time.
+fn utc_text(at: u64) -> String {
+    let days = (at / SECONDS_PER_DAY) as i64 + 719_468;
+    let era = days.div_euclid(146_097);
+    let day_of_era = days - era * 146_097;
+    let year_of_era =
+        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let month_from_march = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * month_from_march + 2) / 5 + 1;
+    let month = if month_from_march < 10 {
+        month_from_march + 3
+    } else {
+        month_from_march - 9
+    };
+    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    let seconds = at % SECONDS_PER_DAY;
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02} UTC",
+        seconds / 3600,
+        seconds % 3600 / 60
+    )
+}
+
 pub const DEFAULT_REDIS_TIMEOUT_MS: u64 = 500;
 pub const DEFAULT_REDIS_PREFIX: &str = "pam-otp:";
+/// The account Debian's `redis-server` runs as.
+pub const DEFAULT_REDIS_SERVER_USER: &str = "redis";
 
 /// How to reach the fleet's Redis (`redis_*` keys).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RedisSettings {
-    /// `redis://HOST:PORT`, `rediss://HOST:PORT` (TLS) or `unix:///PATH`.
-    pub url: String,
+    /// `redis://HOST:PORT` (loopback only), `rediss://HOST:PORT` (TLS) or `unix:///PATH`;
+    /// `None` when the sentinels name the server.
+    pub url: Option<String>,
+    /// The sentinels that name the server instead, when `url` is `None`.
+    pub sentinels: Option<Box<Sentinels>>,
+    /// TLS to the server and the sentinels: a `rediss://` URL, or with sentinels a CA
+    /// or client certificate given.
+    pub tls: bool,
+    /// The account the server runs as: a unix socket must be its or root's.
+    pub server_user: String,
     /// The ACL user; `None`: the connection's default user.
     pub user: Option<String>,
     /// Root-owned, mode 0600 file holding the password (never on a module line).
@@ -86,6 +190,49 @@ pub struct RedisSettings {
     pub prefix: String,
 }
 
+/// Redis Sentinel: who to ask for the master's address, at every login.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sentinels {
+    /// The sentinels, `HOST:PORT` (`redis_sentinels`).
+    pub nodes: Vec<String>,
+    /// The name they monitor the master under (`redis_master`).
+    pub master: String,
+}
+
+impl RedisSettings {
+    /// Where the server is, for messages: its URL, or the sentinels and the master's name.
+    pub fn location(&self) -> String {
+        match (&self.url, &self.sentinels) {
+            (Some(url), _) => url.clone(),
+            (None, Some(sentinels)) => format!(
+                "master {:?} of sentinels {}",
+                sentinels.master,
+                sentinels.nodes.join(",")
+            ),
+            (None, None) => "no server".into(),
+        }
+    }
+}
+
+/// An address that only this machine can answer: `127.0.0.0/8` or `::1`, written as such
+/// (a name could resolve elsewhere, and its lookup is not bounded by the timeout).
+pub fn is_loopback_literal(host: &str) -> bool {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.parse::<std::net::IpAddr>()
+        .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Splits `HOST:PORT` (`[V6]:PORT` for IPv6) into host and port.
+pub fn split_host_port(address: &str) -> Option<(&str, u16)> {
+    let (host, port) = address.rsplit_once(':')?;
+    let port = port.parse().ok().filter(|p| *p != 0)?;
+    let bracketed = host.starts_with('[') && host.ends_with(']');
+    if host.is_empty() || (host.contains(':') && !bracketed) {
+        return None;
+    }
+    Some((host, port))
+}
+
 impl Policy {
     /// The prompt to show: the administrator's, else one that fits the mode.
     pub fn prompt_text(&self) -> &str {
@@ -101,9 +248,19 @@ impl Policy {
 #[derive(Debug, PartialEq, Eq)]
 pub enum PolicyError {
     UnknownArgument(String),
-    BadValue { key: String, why: String },
+    BadValue {
+        key: String,
+        why: String,
+    },
     ConflictingPassModes,
-    PolicyFile { path: PathBuf, why: String },
+    /// `nullok` lets users with no enrollment pass for ever, `enforce_after` only until
+    /// its date: set in the same place (both on the line, or both in the policy file)
+    /// they contradict each other.
+    NullokWithDeadline,
+    PolicyFile {
+        path: PathBuf,
+        why: String,
+    },
 }
 
 impl fmt::Display for PolicyError {
@@ -114,6 +271,13 @@ impl fmt::Display for PolicyError {
             PolicyError::ConflictingPassModes => write!(
                 f,
                 "only one of try_first_pass, use_first_pass, split_pass and use_split_code may be given"
+            ),
+            PolicyError::NullokWithDeadline => write!(
+                f,
+                "nullok and enforce_after are both set in the same place: nullok lets users \
+                 with no enrollment in for ever, enforce_after only until its date; for a \
+                 roll-out keep enforce_after and remove nullok (or set nullok=false on this \
+                 line)"
             ),
             PolicyError::PolicyFile { path, why } => {
                 write!(f, "policy file {}: {why}", path.display())
@@ -137,6 +301,7 @@ struct Settings {
     lockout: Option<u64>,
     max_lockout: Option<u64>,
     nullok: Option<bool>,
+    enforce_after: Option<String>,
     prompt: Option<String>,
     try_first_pass: Option<bool>,
     use_first_pass: Option<bool>,
@@ -151,6 +316,9 @@ struct Settings {
     redis_timeout_ms: Option<u64>,
     redis_replicas: Option<u32>,
     redis_prefix: Option<String>,
+    redis_sentinels: Option<String>,
+    redis_master: Option<String>,
+    redis_server_user: Option<String>,
     #[serde(skip)]
     policy: Option<String>,
     // Module arguments only: in the policy file they would apply to every pam_otp line,
@@ -201,6 +369,7 @@ fn parse_args(args: &[&str]) -> Result<Settings, PolicyError> {
             ("use_split_code", None) => s.use_split_code = Some(true),
             ("split_pass", Some(v)) => s.split_pass = flag(key, v)?,
             ("use_split_code", Some(v)) => s.use_split_code = flag(key, v)?,
+            ("enforce_after", Some(v)) => s.enforce_after = Some(v.into()),
             ("secret", Some(v)) => s.secret = Some(v.into()),
             ("state_dir", Some(v)) => s.state_dir = Some(v.into()),
             ("prompt", Some(v)) => s.prompt = Some(v.into()),
@@ -219,6 +388,9 @@ fn parse_args(args: &[&str]) -> Result<Settings, PolicyError> {
             ("redis_timeout_ms", Some(v)) => s.redis_timeout_ms = number(key, v)?,
             ("redis_replicas", Some(v)) => s.redis_replicas = number(key, v)?,
             ("redis_prefix", Some(v)) => s.redis_prefix = Some(v.into()),
+            ("redis_sentinels", Some(v)) => s.redis_sentinels = Some(v.into()),
+            ("redis_master", Some(v)) => s.redis_master = Some(v.into()),
+            ("redis_server_user", Some(v)) => s.redis_server_user = Some(v.into()),
             ("lockout", Some(v)) => s.lockout = number(key, v)?,
             ("max_lockout", Some(v)) => s.max_lockout = number(key, v)?,
             _ => return Err(PolicyError::UnknownArgument(arg.into())),
@@ -323,11 +495,33 @@ fn merge(file: Settings, args: Settings) -> Result<Policy, PolicyError> {
             ))
         }
     };
+    let nullok = chosen(pick!(nullok));
+    let enforce_after = match pick!(enforce_after) {
+        None => None,
+        Some(text) => Some(Deadline::parse(&text).map_err(|why| bad("enforce_after", why))?),
+    };
+    // The module line wins over the policy file, as for every key: a service with nullok
+    // on its line keeps it (the file's deadline is for the other services, such as those
+    // the pam-auth-update profile leaves with nullok), and a deadline on the line wins
+    // over the file's nullok. Both in the same place contradict each other.
+    let (nullok, enforce_after) = match (nullok, enforce_after) {
+        (true, Some(deadline)) => {
+            let nullok_on_line = args.nullok == Some(true);
+            let deadline_on_line = args.enforce_after.is_some();
+            match (nullok_on_line, deadline_on_line) {
+                (true, false) => (true, None),
+                (false, true) => (false, Some(deadline)),
+                _ => return Err(PolicyError::NullokWithDeadline),
+            }
+        }
+        other => other,
+    };
     Ok(Policy {
         secret,
         state_dir,
         limits,
-        nullok: chosen(pick!(nullok)),
+        nullok,
+        enforce_after,
         prompt,
         pass_mode,
         debug: chosen(pick!(debug)),
@@ -335,8 +529,9 @@ fn merge(file: Settings, args: Settings) -> Result<Policy, PolicyError> {
     })
 }
 
-/// The `redis_*` keys, checked: a URL of a known scheme with no password in it, absolute
-/// file paths, certificate and key together, TLS files only with `rediss://`.
+/// The `redis_*` keys, checked: a URL of a known scheme with no password in it (plain TCP
+/// only to loopback), or sentinels with the master's name; absolute file paths,
+/// certificate and key together, TLS files only with TLS.
 fn redis_settings(file: &Settings, args: &Settings) -> Result<RedisSettings, PolicyError> {
     macro_rules! pick {
         ($field:ident) => {
@@ -347,24 +542,62 @@ fn redis_settings(file: &Settings, args: &Settings) -> Result<RedisSettings, Pol
         key: key.into(),
         why,
     };
-    let url =
-        pick!(redis_url).ok_or_else(|| bad("redis_url", "store = \"redis\" needs it".into()))?;
-    let scheme = ["redis://", "rediss://", "unix://"]
-        .into_iter()
-        .find(|scheme| url.starts_with(scheme))
-        .ok_or_else(|| {
-            bad(
+    let url = pick!(redis_url);
+    let sentinels: Vec<String> = pick!(redis_sentinels)
+        .map(|list| {
+            list.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(String::from)
+                .collect()
+        })
+        .unwrap_or_default();
+    let master = pick!(redis_master);
+    let scheme = match (&url, sentinels.is_empty(), &master) {
+        (Some(_), false, _) => {
+            return Err(bad(
+                "redis_sentinels",
+                "give either redis_url or redis_sentinels, not both".into(),
+            ))
+        }
+        (None, true, _) => {
+            return Err(bad(
                 "redis_url",
-                format!("{url:?} is not redis://, rediss:// or unix://"),
-            )
-        })?;
-    let rest = &url[scheme.len()..];
-    let authority = rest.split(['/', '?']).next().unwrap_or("");
-    if authority.contains('@') || rest.contains("password=") {
-        return Err(bad(
-            "redis_url",
-            "must not carry credentials: use redis_user and redis_password_file".into(),
-        ));
+                "store = \"redis\" needs redis_url, or redis_sentinels with redis_master".into(),
+            ))
+        }
+        (None, false, None) => {
+            return Err(bad(
+                "redis_master",
+                "redis_sentinels needs the name the sentinels monitor the master under".into(),
+            ))
+        }
+        (None, false, Some(_)) => None,
+        (Some(url), true, _) => Some(check_redis_url(url).map_err(|why| bad("redis_url", why))?),
+    };
+    if let Some(name) = &master {
+        let fits = !name.is_empty()
+            && name.len() <= 64
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+        if !fits {
+            return Err(bad(
+                "redis_master",
+                format!("{name:?} is not 1 to 64 letters, digits, '-', '_' or '.'"),
+            ));
+        }
+        if sentinels.is_empty() {
+            return Err(bad("redis_master", "goes with redis_sentinels".into()));
+        }
+    }
+    for sentinel in &sentinels {
+        if split_host_port(sentinel).is_none() {
+            return Err(bad(
+                "redis_sentinels",
+                format!("{sentinel:?} is not HOST:PORT"),
+            ));
+        }
     }
     let path = |key: &str, value: Option<String>| -> Result<Option<PathBuf>, PolicyError> {
         match value.map(PathBuf::from) {
@@ -383,8 +616,18 @@ fn redis_settings(file: &Settings, args: &Settings) -> Result<RedisSettings, Pol
         timeout_ms: pick!(redis_timeout_ms).unwrap_or(DEFAULT_REDIS_TIMEOUT_MS),
         replicas: pick!(redis_replicas).unwrap_or(0),
         prefix: pick!(redis_prefix).unwrap_or_else(|| DEFAULT_REDIS_PREFIX.into()),
+        server_user: pick!(redis_server_user).unwrap_or_else(|| DEFAULT_REDIS_SERVER_USER.into()),
+        tls: false,
+        sentinels: match (url.is_none(), master) {
+            (true, Some(master)) => Some(Box::new(Sentinels {
+                nodes: sentinels,
+                master,
+            })),
+            _ => None,
+        },
         url,
     };
+    let mut settings = settings;
     if settings.cert_file.is_some() != settings.key_file.is_some() {
         return Err(bad(
             "redis_cert_file",
@@ -392,10 +635,40 @@ fn redis_settings(file: &Settings, args: &Settings) -> Result<RedisSettings, Pol
         ));
     }
     let tls_files = settings.ca_file.is_some() || settings.cert_file.is_some();
-    if tls_files && scheme != "rediss://" {
+    settings.tls = match scheme {
+        Some(scheme) if tls_files && scheme != "rediss://" => {
+            return Err(bad(
+                "redis_url",
+                "redis_ca_file, redis_cert_file and redis_key_file need a rediss:// URL".into(),
+            ))
+        }
+        Some(scheme) => scheme == "rediss://",
+        None => tls_files,
+    };
+    if !settings.tls {
+        // Anyone on the network path could answer plain TCP and read the password.
+        let remote = settings
+            .sentinels
+            .iter()
+            .flat_map(|s| s.nodes.iter())
+            .filter_map(|s| split_host_port(s))
+            .map(|(host, _)| host)
+            .find(|host| !is_loopback_literal(host));
+        if let Some(host) = remote {
+            return Err(bad(
+                "redis_sentinels",
+                format!(
+                    "{host} is not a loopback address: without TLS (redis_ca_file) sentinels \
+                     must be on 127.0.0.1 or ::1"
+                ),
+            ));
+        }
+    }
+    if !settings.server_user.is_empty() && !crate::account::is_safe_user_name(&settings.server_user)
+    {
         return Err(bad(
-            "redis_url",
-            "redis_ca_file, redis_cert_file and redis_key_file need a rediss:// URL".into(),
+            "redis_server_user",
+            format!("{:?} is not a user name", settings.server_user),
         ));
     }
     if !(1..=60_000).contains(&settings.timeout_ms) {
@@ -417,6 +690,30 @@ fn redis_settings(file: &Settings, args: &Settings) -> Result<RedisSettings, Pol
         ));
     }
     Ok(settings)
+}
+
+/// A `redis_url`'s scheme, once it is known to carry no credentials and, without TLS, to
+/// reach only this machine.
+fn check_redis_url(url: &str) -> Result<&'static str, String> {
+    let scheme = ["redis://", "rediss://", "unix://"]
+        .into_iter()
+        .find(|scheme| url.starts_with(scheme))
+        .ok_or_else(|| format!("{url:?} is not redis://, rediss:// or unix://"))?;
+    let rest = &url[scheme.len()..];
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    if authority.contains('@') || rest.contains("password=") {
+        return Err("must not carry credentials: use redis_user and redis_password_file".into());
+    }
+    if scheme == "redis://" {
+        let host = split_host_port(authority).map_or(authority, |(host, _)| host);
+        if !is_loopback_literal(host) {
+            return Err(format!(
+                "{url:?}: plain TCP (redis://) only to 127.0.0.1 or ::1, as anyone on the \
+                 network path could read the password; use rediss:// (TLS) or unix://"
+            ));
+        }
+    }
+    Ok(scheme)
 }
 
 /// Reads the policy file: a regular root-owned file, writable by no one else, with every
@@ -681,6 +978,87 @@ mod tests {
     }
 
     #[test]
+    fn enforce_after_is_a_utc_moment() {
+        let day = |text: &str| parse(&[&format!("enforce_after={text}")], None);
+        // `date -u -d 2026-12-13 +%s` = 1797120000.
+        let deadline = day("2026-12-13").unwrap().enforce_after.unwrap();
+        assert_eq!(deadline.at, 1_797_120_000);
+        assert_eq!(deadline.text, "2026-12-13");
+        let timed = day("2026-12-13T08:30").unwrap().enforce_after.unwrap();
+        assert_eq!(timed.at, 1_797_120_000 + 8 * 3600 + 30 * 60);
+        assert_eq!(timed.text, "2026-12-13 08:30 UTC");
+        // The bracket form of a PAM line keeps the space.
+        assert_eq!(day("2026-12-13 08:30").unwrap().enforce_after, Some(timed));
+        let offset = day("2026-12-13T10:30+02:00")
+            .unwrap()
+            .enforce_after
+            .unwrap();
+        assert_eq!(offset.at, 1_797_120_000 + 8 * 3600 + 30 * 60);
+        assert_eq!(offset.text, "2026-12-13 08:30 UTC");
+        // Leap days and the first of March, 2000 and 2100 (`date -u -d ... +%s`).
+        assert_eq!(
+            day("2000-02-29").unwrap().enforce_after.unwrap().at,
+            951_782_400
+        );
+        assert_eq!(
+            day("2100-03-01").unwrap().enforce_after.unwrap().at,
+            4_107_542_400
+        );
+        assert_eq!(day("1970-01-01").unwrap().enforce_after.unwrap().at, 0);
+        let from_file = parse(&[], Some("enforce_after = \"2026-12-13\"\n")).unwrap();
+        assert_eq!(from_file.enforce_after.unwrap().at, 1_797_120_000);
+        for bad in [
+            "",
+            "tomorrow",
+            "2026-13-01",
+            "2026-02-30",
+            "13/12/2026",
+            "08:30",
+            "1969-12-31",
+        ] {
+            assert!(
+                matches!(day(bad), Err(PolicyError::BadValue { .. })),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn days_left_counts_a_started_day_as_one() {
+        let deadline = Deadline::parse("2026-12-13").unwrap();
+        let week_before = deadline.at - 7 * 86_400;
+        assert_eq!(deadline.days_left(week_before), Some(7));
+        assert_eq!(deadline.days_left(week_before + 1), Some(7));
+        assert_eq!(deadline.days_left(week_before + 86_399), Some(7));
+        assert_eq!(deadline.days_left(week_before + 86_401), Some(6));
+        assert_eq!(deadline.days_left(deadline.at - 1), Some(1));
+        assert_eq!(deadline.days_left(deadline.at), None);
+        assert_eq!(deadline.days_left(deadline.at + 1), None);
+    }
+
+    #[test]
+    fn nullok_and_a_deadline_contradict_each_other() {
+        let both = parse(&["nullok", "enforce_after=2026-12-13"], None);
+        assert_eq!(both, Err(PolicyError::NullokWithDeadline));
+        assert!(both.unwrap_err().to_string().contains("remove nullok"));
+        // Both in the policy file: the same.
+        assert_eq!(
+            parse(&[], Some("nullok = true\nenforce_after = \"2026-12-13\"")),
+            Err(PolicyError::NullokWithDeadline)
+        );
+        // One on the line, one in the file: the line wins, as for every key.
+        let line_deadline = parse(&["enforce_after=2026-12-13"], Some("nullok = true")).unwrap();
+        assert!(!line_deadline.nullok && line_deadline.enforce_after.is_some());
+        let line_nullok = parse(&["nullok"], Some("enforce_after = \"2026-12-13\"")).unwrap();
+        assert!(line_nullok.nullok && line_nullok.enforce_after.is_none());
+        assert!(parse(
+            &["nullok=false", "enforce_after=2026-12-13"],
+            Some("nullok = true")
+        )
+        .is_ok());
+    }
+
+    #[test]
     fn secret_templates_expand() {
         let home = Path::new("/home/alice");
         assert_eq!(
@@ -718,5 +1096,96 @@ mod tests {
         }
         assert!(is_safe_user_name("alice.smith-2"));
         assert!(expand_secret_path("/etc/otp/../%u", "alice", home).is_err());
+    }
+
+    fn redis(args: &[&str]) -> Result<RedisSettings, PolicyError> {
+        let mut all = vec!["store=redis"];
+        all.extend_from_slice(args);
+        match parse(&all, None)?.store {
+            Store::Redis(settings) => Ok(settings),
+            Store::File => panic!("store=redis gave the file store"),
+        }
+    }
+
+    fn refused_key(args: &[&str]) -> String {
+        match redis(args) {
+            Err(PolicyError::BadValue { key, .. }) => key,
+            other => panic!("{args:?} was not refused: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn plain_tcp_only_to_loopback_addresses() {
+        for url in [
+            "redis://127.0.0.1:6379",
+            "redis://[::1]:6379",
+            "redis://127.0.0.2",
+        ] {
+            let settings = redis(&[&format!("redis_url={url}")]).unwrap();
+            assert!(!settings.tls, "{url}");
+        }
+        for url in [
+            "redis://10.0.0.1:6379",
+            "redis://localhost:6379",
+            "redis://0.0.0.0:6379",
+            "redis://redis.example:6379",
+        ] {
+            assert_eq!(
+                refused_key(&[&format!("redis_url={url}")]),
+                "redis_url",
+                "{url}"
+            );
+        }
+        let tls = redis(&["redis_url=rediss://redis.example:6380"]).unwrap();
+        assert!(tls.tls);
+        assert_eq!(tls.server_user, "redis");
+    }
+
+    #[test]
+    fn sentinels_need_a_master_name_and_tls_off_this_machine() {
+        let settings = redis(&[
+            "redis_sentinels=10.0.0.1:26380,10.0.0.2:26380,[fd00::3]:26380",
+            "redis_master=pam-otp",
+            "redis_ca_file=/etc/redis/tls/ca.crt",
+        ])
+        .unwrap();
+        assert_eq!(settings.url, None);
+        let sentinels = settings.sentinels.as_deref().unwrap();
+        assert_eq!(sentinels.nodes.len(), 3);
+        assert_eq!(sentinels.master, "pam-otp");
+        assert!(settings.tls);
+        assert!(settings.location().contains("pam-otp"));
+        let local = redis(&["redis_sentinels=127.0.0.1:26379", "redis_master=m"]).unwrap();
+        assert!(!local.tls);
+        assert_eq!(
+            refused_key(&["redis_sentinels=10.0.0.1:26379", "redis_master=m"]),
+            "redis_sentinels"
+        );
+        assert_eq!(
+            refused_key(&["redis_sentinels=127.0.0.1:26379"]),
+            "redis_master"
+        );
+        assert_eq!(
+            refused_key(&["redis_sentinels=127.0.0.1", "redis_master=m"]),
+            "redis_sentinels"
+        );
+        assert_eq!(
+            refused_key(&[
+                "redis_sentinels=127.0.0.1:26379",
+                "redis_master=m",
+                "redis_url=redis://127.0.0.1:6379"
+            ]),
+            "redis_sentinels"
+        );
+        assert_eq!(refused_key(&["redis_master=m"]), "redis_url");
+        assert_eq!(
+            refused_key(&["redis_sentinels=127.0.0.1:26379", "redis_master=a b"]),
+            "redis_master"
+        );
+        let other_user = redis(&[
+            "redis_url=unix:///run/redis/r.sock",
+            "redis_server_user=valkey",
+        ]);
+        assert_eq!(other_user.unwrap().server_user, "valkey");
     }
 }

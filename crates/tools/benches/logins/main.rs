@@ -13,6 +13,7 @@
 mod fixture;
 mod pam_client;
 mod redis;
+mod sentinel;
 
 use std::ffi::CString;
 use std::fmt::Write as _;
@@ -50,7 +51,7 @@ struct Cli {
     /// Right codes (each login a fresh valid HOTP code), wrong codes, or both.
     #[arg(long, value_enum, default_value_t = ModeArg::Both)]
     mode: ModeArg,
-    /// Only these contenders (keys: baseline, otp, otp-tmpfs, gauth, oath, otp-limit, otp-w1, otp-w100, otp-locked, otp-redis-unix, otp-redis-tls).
+    /// Only these contenders (keys: baseline, otp, otp-tmpfs, gauth, oath, otp-limit, otp-w1, otp-w100, otp-locked, otp-redis-unix, otp-redis-tls, otp-redis-sentinel).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// pam_otp.so to measure [default: libpam_otp.so of the profile this program was built in].
@@ -653,19 +654,28 @@ fn benchmark(cli: &Cli) -> Result<(), String> {
     // Fleet mode: the same HOTP enrollment against a real redis-server, one connection per
     // login as a PAM module must, each contender under its own key prefix and floor.
     let wanted = |key: &str| cli.only.is_empty() || cli.only.iter().any(|k| k == key);
-    let redis_server = if (wanted("otp-redis-unix") || wanted("otp-redis-tls"))
-        && Path::new(redis::REDIS_SERVER).exists()
-    {
-        Some(redis::Redis::start(&disk.subdir("redis")?, &tag)?)
-    } else {
-        println!(
-            "(no {}: the Redis contenders are left out)",
-            redis::REDIS_SERVER
-        );
-        None
+    let redis_server =
+        if (wanted("otp-redis-unix") || wanted("otp-redis-tls") || wanted("otp-redis-sentinel"))
+            && Path::new(redis::REDIS_SERVER).exists()
+        {
+            Some(redis::Redis::start(&disk.subdir("redis")?, &tag)?)
+        } else {
+            println!(
+                "(no {}: the Redis contenders are left out)",
+                redis::REDIS_SERVER
+            );
+            None
+        };
+    let redis_sentinel = match &redis_server {
+        Some(server)
+            if wanted("otp-redis-sentinel") && Path::new(sentinel::REDIS_SENTINEL).exists() =>
+        {
+            Some(sentinel::Sentinel::start(server)?)
+        }
+        _ => None,
     };
     if let Some(server) = &redis_server {
-        for (key, label, args) in [
+        let mut fleet = vec![
             (
                 "otp-redis-unix",
                 "pam_otp, Redis unix socket",
@@ -676,7 +686,15 @@ fn benchmark(cli: &Cli) -> Result<(), String> {
                 "pam_otp, Redis TLS",
                 server.tls_args("bench-tls"),
             ),
-        ] {
+        ];
+        if let Some(sentinel) = &redis_sentinel {
+            fleet.push((
+                "otp-redis-sentinel",
+                "pam_otp, Sentinel + TLS",
+                sentinel.args(server, "bench-sentinel"),
+            ));
+        }
+        for (key, label, args) in fleet {
             contenders.push(Contender {
                 key,
                 label,

@@ -15,14 +15,14 @@ use std::time::{Duration, Instant};
 use crate::fixture::run;
 
 pub const REDIS_SERVER: &str = "/usr/bin/redis-server";
-const USER: &str = "pamotp";
+pub const USER: &str = "pamotp";
 
 pub struct Redis {
     child: Child,
-    credentials: PathBuf,
+    pub credentials: PathBuf,
     socket: PathBuf,
-    tls_port: u16,
-    password: String,
+    pub tls_port: u16,
+    pub password: String,
 }
 
 fn openssl(dir: &Path, args: &[&str]) -> Result<(), String> {
@@ -82,6 +82,18 @@ fn certificate(dir: &Path, name: &str, ca: Option<&str>, ext: &str) -> Result<()
             )
         }
     }
+}
+
+/// Polls `ready` every 50 ms for up to 20 s.
+pub fn wait_until(what: &str, mut ready: impl FnMut() -> bool) -> Result<(), String> {
+    let started = Instant::now();
+    while !ready() {
+        if started.elapsed() > Duration::from_secs(20) {
+            return Err(format!("{what} did not come up"));
+        }
+        sleep(Duration::from_millis(50));
+    }
+    Ok(())
 }
 
 impl Redis {
@@ -178,7 +190,12 @@ impl Redis {
                 "+wait",
                 "+time",
             ])
-            .args(["+hget", "+hmget", "+hset", "+hlen", "+del", "+ping"])
+            .args([
+                "+hget", "+hmget", "+hset", "+hlen", "+del", "+ping", "+role",
+            ])
+            // What a sentinel needs (the sentinel contender).
+            .args(["--user", "sentinel", "on", &format!(">{password}")])
+            .args(["allchannels", "+@all"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -191,28 +208,17 @@ impl Redis {
             tls_port,
             password,
         };
-        let started = Instant::now();
-        loop {
-            let ping = Command::new("redis-cli")
+        let ping = || {
+            let out = Command::new("redis-cli")
                 .arg("-s")
                 .arg(&redis.socket)
-                .args([
-                    "--user",
-                    USER,
-                    "--pass",
-                    &redis.password,
-                    "--no-auth-warning",
-                    "PING",
-                ])
+                .args(["--user", USER, "--pass", &redis.password])
+                .args(["--no-auth-warning", "PING"])
                 .output();
-            if ping.is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "PONG") {
-                return Ok(redis);
-            }
-            if started.elapsed() > Duration::from_secs(20) {
-                return Err("redis-server did not come up".into());
-            }
-            sleep(Duration::from_millis(50));
-        }
+            out.is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "PONG")
+        };
+        wait_until("redis-server", ping)?;
+        Ok(redis)
     }
 
     fn common_args(&self, prefix: &str) -> String {

@@ -6,8 +6,8 @@
 mod checks;
 mod findings;
 pub(crate) mod pam_stack;
+mod redis;
 mod sshd_files;
-mod ways_in;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -16,10 +16,10 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
+use crate::admin::ways_in::{self, FirstFactor};
 use checks::{EnrollmentCheck, PathFacts, WHY_ONLY_REGULAR_FILES};
 use findings::{Finding, Report, Severity};
 use pam_stack::{AuthStack, LoadError, Rule};
-use ways_in::FirstFactor;
 
 use crate::admin::state_dirs::{split_guard, ServiceState};
 use pam_otp_sys::account::Account;
@@ -72,6 +72,7 @@ pub fn main(args: &DoctorArgs) -> ExitCode {
 }
 
 fn examine(args: &DoctorArgs) -> Report {
+    let now = pam_otp_sys::clock::unix_now();
     let explicit = !args.services.is_empty();
     let services: Vec<String> = if explicit {
         args.services.clone()
@@ -130,6 +131,13 @@ fn examine(args: &DoctorArgs) -> Report {
             let (more, policy) = examine_otp_rule(service, rule);
             found.extend(more);
             let Some(policy) = policy else { continue };
+            if let Store::Redis(settings) = &policy.store {
+                found.extend(
+                    redis::findings(settings)
+                        .into_iter()
+                        .map(|f| f.service(service).at(rule.origin.clone())),
+                );
+            }
             state_dirs.push(ServiceState {
                 service: service.clone(),
                 dir: policy.state_dir.clone(),
@@ -141,9 +149,17 @@ fn examine(args: &DoctorArgs) -> Report {
             let first = FirstFactor::of(service, sshd);
             let users = enrollments(args, &policy, sshd, first);
             found.extend(
-                checks::enrollment_findings(service, first, policy.nullok, &policy.secret, &users)
-                    .into_iter()
-                    .map(|f| f.at(rule.origin.clone())),
+                checks::enrollment_findings(
+                    service,
+                    first,
+                    policy.nullok,
+                    policy.enforce_after.as_ref(),
+                    now,
+                    &policy.secret,
+                    &users,
+                )
+                .into_iter()
+                .map(|f| f.at(rule.origin.clone())),
             );
         }
         found.extend(stack_notes(service, &stack));

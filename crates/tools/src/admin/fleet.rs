@@ -31,7 +31,7 @@ fn location(target: &Target, settings: &RedisSettings, keys: &RecordKeys) -> Str
     format!(
         "{} in {} (shared by the fleet; this host's floor: {})",
         keys.record,
-        settings.url,
+        settings.location(),
         state_path(target).display()
     )
 }
@@ -134,7 +134,7 @@ pub(super) fn reset(target: &Target, settings: &RedisSettings) -> Result<String,
         out,
         "{user}: state removed ({} in {}{}; this host's floor {} {})",
         keys.record,
-        settings.url,
+        settings.location(),
         if old > 0 {
             ", and the keys of the older record format"
         } else {

@@ -15,11 +15,13 @@ use std::time::{Duration, UNIX_EPOCH};
 
 mod doctor;
 mod fleet;
+mod report;
 
 use clap::{Parser, Subcommand};
 use serde::Serialize;
 
 mod state_dirs;
+mod ways_in;
 
 use pam_otp_core::enrollment::{Enrollment, Kind};
 use pam_otp_core::printable::{escape, visible};
@@ -93,6 +95,10 @@ enum Command {
     /// enrollments for what would skip the code or lock users out (exit 0 clean,
     /// 1 warnings, 2 errors)
     Doctor(doctor::DoctorArgs),
+    /// One line per account that can log in: enrolled or not, where, type, last code,
+    /// failures, locked, and what each PAM service using pam_otp does with it today
+    /// (exit 0; with --not-enrolled, 1 if any is listed)
+    Report(report::ReportArgs),
     /// Enroll a user into the administrator's secret store (a root-owned file the user's
     /// own processes cannot read): QR code on this screen, a code from the user's app,
     /// recovery codes shown once
@@ -174,6 +180,9 @@ pub fn main<I: IntoIterator<Item = OsString>>(args: I) -> ExitCode {
     if let Command::Doctor(args) = &cli.command {
         return doctor::main(args);
     }
+    if let Command::Report(args) = &cli.command {
+        return report::main(&cli, args);
+    }
     if let Command::Enroll { user, choices } = &cli.command {
         return enroll::main(&cli, user, choices);
     }
@@ -209,6 +218,19 @@ struct Target {
 }
 
 fn target(cli: &Cli, user: &str) -> Result<Target, AdminError> {
+    let policy = cli_policy(cli)?;
+    let account = match Account::lookup(user) {
+        Ok(Some(account)) => account,
+        Ok(None) | Err(AccountError::UnsafeName(_)) => {
+            return Err(AdminError::UnknownUser(user.into()))
+        }
+        Err(e) => return Err(AdminError::Account(e)),
+    };
+    Ok(Target { policy, account })
+}
+
+/// The policy otp-admin applies: the policy file with the command line's overrides.
+fn cli_policy(cli: &Cli) -> Result<Policy, AdminError> {
     if !nix::unistd::geteuid().is_root() {
         return Err(AdminError::NotRoot);
     }
@@ -224,15 +246,7 @@ fn target(cli: &Cli, user: &str) -> Result<Target, AdminError> {
         args.push(format!("policy={file}"));
     }
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let policy = policy::load(&args).map_err(AdminError::Policy)?;
-    let account = match Account::lookup(user) {
-        Ok(Some(account)) => account,
-        Ok(None) | Err(AccountError::UnsafeName(_)) => {
-            return Err(AdminError::UnknownUser(user.into()))
-        }
-        Err(e) => return Err(AdminError::Account(e)),
-    };
-    Ok(Target { policy, account })
+    policy::load(&args).map_err(AdminError::Policy)
 }
 
 /// The state store, or `None` if the directory does not exist yet (no login ever ran).
@@ -281,6 +295,7 @@ fn run(cli: &Cli, now: u64) -> Result<String, AdminError> {
             }
         }
         Command::Doctor(_) => unreachable!("main runs doctor itself"),
+        Command::Report(_) => unreachable!("main runs report itself"),
         // Interactive: handled by `main` before `run`.
         Command::Enroll { .. } => unreachable!("otp-admin enroll runs from main"),
     }

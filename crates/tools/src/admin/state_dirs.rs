@@ -44,14 +44,9 @@ pub fn split_guard(services: &[ServiceState]) -> BTreeMap<PathBuf, Vec<String>> 
 /// then the policy file they name). Lines the module would refuse are left out: they are
 /// a configuration error of their own.
 pub fn state_dirs_of_services(pam_dir: &Path) -> Vec<ServiceState> {
-    let Ok(entries) = fs::read_dir(pam_dir) else {
-        return Vec::new();
-    };
-    let load = |name: &str| load_pam_file(pam_dir, name);
     let mut found = Vec::new();
-    for entry in entries.flatten() {
-        let service = entry.file_name().to_string_lossy().into_owned();
-        for args in pam_otp_arguments(&service, &load) {
+    for (service, lines) in pam_otp_lines_of_services(pam_dir) {
+        for args in lines {
             let args: Vec<&str> = args.iter().map(String::as_str).collect();
             if let Ok(policy) = policy::load(&args) {
                 found.push(ServiceState {
@@ -64,6 +59,23 @@ pub fn state_dirs_of_services(pam_dir: &Path) -> Vec<ServiceState> {
     }
     found.sort();
     found
+}
+
+/// Every service in `pam_dir` with the arguments of each pam_otp line of its auth stack
+/// (services without one included, with none).
+pub(crate) fn pam_otp_lines_of_services(pam_dir: &Path) -> Vec<(String, Vec<Vec<String>>)> {
+    let Ok(entries) = fs::read_dir(pam_dir) else {
+        return Vec::new();
+    };
+    let load = |name: &str| load_pam_file(pam_dir, name);
+    entries
+        .flatten()
+        .map(|entry| {
+            let service = entry.file_name().to_string_lossy().into_owned();
+            let lines = pam_otp_arguments(&service, &load);
+            (service, lines)
+        })
+        .collect()
 }
 
 /// The arguments of every pam_otp line in `service`'s auth stack.

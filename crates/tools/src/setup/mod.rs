@@ -14,6 +14,7 @@
 mod destination;
 pub(crate) mod google_import;
 pub(crate) mod qr;
+pub(crate) mod renew;
 mod window;
 
 use std::fs::File;
@@ -116,7 +117,8 @@ pub struct Args {
     /// step size; its scratch codes become recovery codes. FILE is kept.
     #[arg(long = "import-google-authenticator", value_name = "FILE", num_args = 0..=1,
           verbatim_doc_comment,
-          conflicts_with_all = ["kind", "algorithm", "digits", "period", "recovery_codes"])]
+          conflicts_with_all = ["kind", "algorithm", "digits", "period", "recovery_codes",
+                                "show", "new_recovery_codes"])]
     pub import_google_authenticator: Option<Option<PathBuf>>,
 }
 
@@ -183,7 +185,30 @@ pub struct Choices {
     /// Replace an existing enrollment file (and image files)
     #[arg(long)]
     pub force: bool,
+    /// Show the enrollment's QR code again, after a code from the app
+    #[arg(long, conflicts_with_all = RENEW_CONFLICTS)]
+    pub show: bool,
+    /// Replace the recovery codes, after a code from the app [default: 5]
+    #[arg(long = "new-recovery-codes", value_name = "N", num_args = 0..=1,
+          default_missing_value = "5",
+          value_parser = clap::value_parser!(u32).range(1..=MAX_RECOVERY_CODES as i64),
+          conflicts_with_all = RENEW_CONFLICTS, conflicts_with = "show")]
+    pub new_recovery_codes: Option<u32>,
 }
+
+/// What --show and --new-recovery-codes cannot be combined with: they keep the
+/// enrollment's secret and kind, and always ask for a code first.
+const RENEW_CONFLICTS: [&str; 9] = [
+    "kind",
+    "algorithm",
+    "digits",
+    "period",
+    "recovery_codes",
+    "qr_png",
+    "qr_svg",
+    "no_confirm",
+    "force",
+];
 
 /// What the flow needs from outside the arguments.
 pub struct Context {
@@ -382,6 +407,9 @@ pub fn run_otp_setup(
     out: &mut dyn Write,
     err: &mut dyn Write,
 ) -> Result<(), SetupError> {
+    if args.choices.show || args.choices.new_recovery_codes.is_some() {
+        return renew::renew(&args.choices, context, input, out, err).map(|_| ());
+    }
     let import_from = args.import_google_authenticator.as_ref().map(|source| {
         source
             .clone()
@@ -565,16 +593,7 @@ fn plan(
         }
     };
 
-    // When importing, the phone already has the secret: show it only if asked to.
-    let wanted_drawing = match (args.qr, imported.is_some()) {
-        (Some(QrArg::None), _) | (None, true) => None,
-        (Some(QrArg::Utf8), _) => Some(TerminalDrawing::HalfBlocks),
-        (Some(QrArg::Ansi), _) => Some(TerminalDrawing::AsciiAnsi),
-        (None, false) if context.locale_charset == LocaleCharset::Other => {
-            Some(TerminalDrawing::AsciiAnsi)
-        }
-        (None, false) => Some(TerminalDrawing::HalfBlocks),
-    };
+    let drawing = Drawing::chosen(args, context, imported.is_some());
     Ok(Plan {
         target,
         existing,
@@ -583,12 +602,40 @@ fn plan(
         imported,
         issuer,
         label,
-        terminal_drawing: wanted_drawing,
-        ascii_for_locale: args.qr.is_none() && wanted_drawing == Some(TerminalDrawing::AsciiAnsi),
-        utf8_assumed: args.qr.is_none()
-            && context.locale_charset == LocaleCharset::Unspecified
-            && wanted_drawing == Some(TerminalDrawing::HalfBlocks),
+        terminal_drawing: drawing.terminal_drawing,
+        ascii_for_locale: drawing.ascii_for_locale,
+        utf8_assumed: drawing.utf8_assumed,
     })
+}
+
+/// How the QR code is drawn in the terminal, and why.
+struct Drawing {
+    terminal_drawing: Option<TerminalDrawing>,
+    ascii_for_locale: bool,
+    utf8_assumed: bool,
+}
+
+impl Drawing {
+    fn chosen(args: &Choices, context: &Context, imported: bool) -> Drawing {
+        // When importing, the phone already has the secret: show it only if asked to.
+        let wanted_drawing = match (args.qr, imported) {
+            (Some(QrArg::None), _) | (None, true) => None,
+            (Some(QrArg::Utf8), _) => Some(TerminalDrawing::HalfBlocks),
+            (Some(QrArg::Ansi), _) => Some(TerminalDrawing::AsciiAnsi),
+            (None, false) if context.locale_charset == LocaleCharset::Other => {
+                Some(TerminalDrawing::AsciiAnsi)
+            }
+            (None, false) => Some(TerminalDrawing::HalfBlocks),
+        };
+        Drawing {
+            terminal_drawing: wanted_drawing,
+            ascii_for_locale: args.qr.is_none()
+                && wanted_drawing == Some(TerminalDrawing::AsciiAnsi),
+            utf8_assumed: args.qr.is_none()
+                && context.locale_charset == LocaleCharset::Unspecified
+                && wanted_drawing == Some(TerminalDrawing::HalfBlocks),
+        }
+    }
 }
 
 /// Refuses an existing file (without `--force`) or a directory the user cannot write.

@@ -929,3 +929,43 @@ fn doctor_says_each_thing_once_and_names_the_file_that_sets_it() {
         "{message}"
     );
 }
+
+/// README's roll-out: a deadline on the line. Before it, the accounts that would be refused
+/// get in and are told to enroll: a warning with the date (README's gate, "no error",
+/// passes); after it, the error it then is.
+#[test]
+fn a_roll_out_deadline_ahead_is_a_warning_and_one_passed_an_error() {
+    let fixture = Fixture::shipped();
+    let with_key = ShellUser::new();
+    with_key.authorize_key(SOME_KEY);
+    let day = |offset_days: i64| {
+        let at = support::now() + offset_days * 86_400;
+        let out = std::process::Command::new("date")
+            .args(["-u", "-d", &format!("@{at}"), "+%Y-%m-%d"])
+            .output()
+            .unwrap();
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    };
+    let ahead = day(8);
+    fixture.install_pam("sshd", "sshd-otp", &format!(" enforce_after={ahead}"));
+    let run = fixture.doctor(&["sshd", "--user", &with_key.name]);
+    let until = run.assert_found("unenrolled-until-deadline", "warning", "deadline ahead");
+    assert_eq!(users_of(until), vec![with_key.name.clone()]);
+    assert!(
+        until["message"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("until {ahead}")),
+        "{until:#}"
+    );
+    assert!(
+        run.with_id("unenrolled-locked-out").is_none(),
+        "{:#}",
+        run.json
+    );
+    assert_eq!(run.status, Some(1), "{:#}", run.json);
+
+    fixture.install_pam("sshd", "sshd-otp", &format!(" enforce_after={}", day(-1)));
+    let run = fixture.doctor(&["sshd", "--user", &with_key.name]);
+    run.assert_found("unenrolled-locked-out", "error", "deadline passed");
+}

@@ -13,21 +13,21 @@ use support::{new_secret, totp, totp_enrollment, unique, wrong_totp};
 
 /// One user, one client key, one PAM service, one sshd. Fields drop in order:
 /// sshd stops before its service and user go.
-struct Setup {
-    sshd: Sshd,
+pub(crate) struct Setup {
+    pub(crate) sshd: Sshd,
     _service: InstalledService,
-    client: SshClient,
-    user: ShellUser,
-    secret: String,
+    pub(crate) client: SshClient,
+    pub(crate) user: ShellUser,
+    pub(crate) secret: String,
     /// Printed by the remote command: proof that it ran.
-    marker: String,
+    pub(crate) marker: String,
 }
 
 impl Setup {
     /// Public key, then code (config/pam.d/sshd-otp, the drop-in as shipped).
     /// `enrolled`: whether the user has a `~/.otp.toml`; `policy`: keys set in the
     /// shipped policy file besides state_dir.
-    fn key_then_code(enrolled: bool, policy: &[(&str, &str)]) -> Setup {
+    pub(crate) fn key_then_code(enrolled: bool, policy: &[(&str, &str)]) -> Setup {
         Setup::new("sshd-otp", &[], enrolled, true, policy)
     }
 

@@ -105,9 +105,12 @@ fn shipped_policy_file_parses_and_gives_the_defaults_when_uncommented() {
     // The prompt is the one setting whose absence means something of its own (its
     // default depends on the pass mode): compare the text the user sees.
     assert_eq!(parsed.prompt_text(), defaults.prompt_text());
+    // The deadline has no default (none: no roll-out); its example must parse.
+    assert!(parsed.enforce_after.is_some(), "{uncommented}");
     assert_eq!(
         policy::Policy {
             prompt: None,
+            enforce_after: None,
             ..parsed
         },
         defaults

@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 
 use super::findings::{Finding, Severity};
 use super::pam_stack::{AuthStack, Control, ProblemKind, Rule};
-use super::ways_in::FirstFactor;
+use crate::admin::ways_in::FirstFactor;
+use pam_otp_sys::policy::Deadline;
 
 /// Modules that check a password: `required` before pam_otp, they let a stranger who
 /// does not know it still reach pam_otp and spend the user's tries.
@@ -376,10 +377,16 @@ fn how_to_enroll(secret: &str) -> String {
 
 /// Users with a login shell against `nullok`: who gets in without a code, who is
 /// locked out, whose file the module refuses. `secret`: the service's `secret=` template.
+///
+/// With a roll-out deadline (`enforce_after`) still ahead at `now`, the accounts that
+/// would be refused pass (and are told to enroll) until then: a warning naming the date,
+/// not the error it becomes once the date has passed.
 pub fn enrollment_findings(
     service: &str,
     first: FirstFactor,
     nullok: bool,
+    deadline: Option<&Deadline>,
+    now: u64,
     secret: &str,
     users: &[(String, EnrollmentCheck)],
 ) -> Vec<Finding> {
@@ -426,13 +433,43 @@ pub fn enrollment_findings(
                          they log in without a code",
                         not_enrolled.len()
                     ),
-                    format!("{}, then remove nullok", how_to_enroll(secret)),
+                    format!(
+                        "{}; for a roll-out use a deadline instead of nullok: \
+                         enforce_after=YYYY-MM-DD on the pam_otp line (until then they get in \
+                         and are told to enroll; `otp-admin report --not-enrolled` lists who is \
+                         left); never nullok for sudo",
+                        how_to_enroll(secret)
+                    ),
                 )
                 .service(service)
                 .users(not_enrolled),
             );
         }
         return out;
+    }
+    let until = deadline.and_then(|d| d.days_left(now).map(|days| (d, days)));
+    if let (Some((deadline, days)), false) = (until, locked_out.is_empty()) {
+        out.push(
+            Finding::new(
+                Severity::Warning,
+                "unenrolled-until-deadline",
+                format!(
+                    "{} account(s) that can log in today ({}) have no enrollment: they get in \
+                     without a code, and are told to enroll, until {} ({days} day(s) left); \
+                     from then on this service refuses them",
+                    locked_out.len(),
+                    first.describe(),
+                    deadline.text
+                ),
+                format!(
+                    "{} before {}; `otp-admin report --not-enrolled` lists who is left",
+                    how_to_enroll(secret),
+                    deadline.text
+                ),
+            )
+            .service(service)
+            .users(std::mem::take(&mut locked_out)),
+        );
     }
     if !locked_out.is_empty() {
         // An error, not a warning: the account gets in today and would be refused the
@@ -448,7 +485,9 @@ pub fn enrollment_findings(
                     first.describe()
                 ),
                 format!(
-                    "{} before this stack is live (or add nullok while they enroll)",
+                    "{} before this stack is live (or, for a roll-out, give the pam_otp line a \
+                     deadline, enforce_after=YYYY-MM-DD: until then they get in and are told to \
+                     enroll; not nullok, which never tells them and never ends)",
                     how_to_enroll(secret)
                 ),
             )
@@ -747,18 +786,32 @@ mod tests {
             ),
         ];
         let home = "~/.otp.toml";
-        let with = enrollment_findings("sudo", FirstFactor::Sudo, true, home, &users);
+        let with = enrollment_findings("sudo", FirstFactor::Sudo, true, None, 0, home, &users);
         assert_eq!(ids(&with), ["enrollment-refused", "nullok-unenrolled"]);
         assert_eq!(with[1].users, ["bob"]);
         assert!(with[0].message.contains("symbolic link"));
         assert!(with[1].fix.contains("otp-setup"), "{}", with[1].fix);
-        let without = enrollment_findings("sudo", FirstFactor::Sudo, false, home, &users);
+        // One rule for a roll-out, everywhere: the deadline, never nullok for sudo.
+        assert!(with[1].fix.contains("enforce_after="), "{}", with[1].fix);
+        assert!(
+            with[1].fix.contains("never nullok for sudo"),
+            "{}",
+            with[1].fix
+        );
+        let without = enrollment_findings("sudo", FirstFactor::Sudo, false, None, 0, home, &users);
         assert_eq!(
             ids(&without),
             ["enrollment-refused", "unenrolled-locked-out"]
         );
         assert!(
-            enrollment_findings("sudo", FirstFactor::Sudo, false, home, &users[..1]).is_empty()
+            without[1].fix.contains("enforce_after="),
+            "{}",
+            without[1].fix
+        );
+        assert!(!without[1].fix.contains("add nullok"), "{}", without[1].fix);
+        assert!(
+            enrollment_findings("sudo", FirstFactor::Sudo, false, None, 0, home, &users[..1])
+                .is_empty()
         );
     }
 
@@ -774,7 +827,15 @@ mod tests {
                 EnrollmentCheck::NotEnrolled { can_log_in: false },
             ),
         ];
-        let found = enrollment_findings("sshd", FirstFactor::SshKey, false, "~/.otp.toml", &users);
+        let found = enrollment_findings(
+            "sshd",
+            FirstFactor::SshKey,
+            false,
+            None,
+            0,
+            "~/.otp.toml",
+            &users,
+        );
         assert_eq!(
             ids(&found),
             ["unenrolled-locked-out", "unenrolled-no-way-in"]
@@ -789,9 +850,70 @@ mod tests {
         assert_eq!(found[1].severity, Severity::Info);
         assert_eq!(found[1].users, ["svc"]);
         // With nullok both get in without a code: one warning names them both.
-        let found = enrollment_findings("sshd", FirstFactor::SshKey, true, "~/.otp.toml", &users);
+        let found = enrollment_findings(
+            "sshd",
+            FirstFactor::SshKey,
+            true,
+            None,
+            0,
+            "~/.otp.toml",
+            &users,
+        );
         assert_eq!(ids(&found), ["nullok-unenrolled"]);
         assert_eq!(found[0].users, ["root", "svc"]);
+    }
+
+    #[test]
+    fn before_the_deadline_the_unenrolled_pass_and_it_is_a_warning() {
+        let users = vec![
+            (
+                "alice".to_string(),
+                EnrollmentCheck::NotEnrolled { can_log_in: true },
+            ),
+            (
+                "svc".to_string(),
+                EnrollmentCheck::NotEnrolled { can_log_in: false },
+            ),
+        ];
+        let deadline = Deadline::parse("2026-12-13").unwrap();
+        let week_before = deadline.at - 7 * 86_400;
+        let home = "~/.otp.toml";
+        let before = enrollment_findings(
+            "sshd",
+            FirstFactor::SshKey,
+            false,
+            Some(&deadline),
+            week_before,
+            home,
+            &users,
+        );
+        assert_eq!(
+            ids(&before),
+            ["unenrolled-until-deadline", "unenrolled-no-way-in"]
+        );
+        assert_eq!(before[0].severity, Severity::Warning);
+        assert_eq!(before[0].users, ["alice"]);
+        assert!(
+            before[0]
+                .message
+                .contains("until 2026-12-13 (7 day(s) left)"),
+            "{}",
+            before[0].message
+        );
+        let after = enrollment_findings(
+            "sshd",
+            FirstFactor::SshKey,
+            false,
+            Some(&deadline),
+            deadline.at,
+            home,
+            &users,
+        );
+        assert_eq!(
+            ids(&after),
+            ["unenrolled-locked-out", "unenrolled-no-way-in"]
+        );
+        assert_eq!(after[0].severity, Severity::Error);
     }
 
     #[test]
@@ -808,7 +930,8 @@ mod tests {
         ];
         let store = pam_otp_sys::policy::STORE_SECRET;
         for nullok in [true, false] {
-            let found = enrollment_findings("sudo", FirstFactor::Sudo, nullok, store, &users);
+            let found =
+                enrollment_findings("sudo", FirstFactor::Sudo, nullok, None, 0, store, &users);
             assert!(
                 found.iter().all(|f| !f.fix.contains("otp-setup")),
                 "{found:?}"
@@ -820,8 +943,15 @@ mod tests {
                 found[1].fix
             );
         }
-        let elsewhere =
-            enrollment_findings("sudo", FirstFactor::Sudo, true, "/etc/otp/%u.toml", &users);
+        let elsewhere = enrollment_findings(
+            "sudo",
+            FirstFactor::Sudo,
+            true,
+            None,
+            0,
+            "/etc/otp/%u.toml",
+            &users,
+        );
         assert!(elsewhere[1].fix.contains("--file /etc/otp/%u.toml"));
     }
 

@@ -514,6 +514,15 @@ impl SshClient {
         self.run_at_with(&[], port, user, answers, code_tries, command)
     }
 
+    /// An interactive login (a terminal and the login shell, no command), typing
+    /// `typed` into the shell: what a person sees, with what sshd prints at login (the
+    /// PAM messages of a successful authentication come there, before the motd).
+    pub fn login_shell(&self, sshd: &Sshd, user: &str, answers: &Answers, typed: &str) -> SshRun {
+        let mut run = self.run_session(&["-tt"], sshd.port, user, answers, 1, None, typed);
+        run.sshd_log = sshd.log_text();
+        run
+    }
+
     /// `run_at` with more ssh arguments first (see `run_with`).
     pub fn run_at_with(
         &self,
@@ -523,6 +532,28 @@ impl SshClient {
         answers: &Answers,
         code_tries: u32,
         command: &str,
+    ) -> SshRun {
+        self.run_session(
+            extra_args,
+            port,
+            user,
+            answers,
+            code_tries,
+            Some(command),
+            "",
+        )
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn run_session(
+        &self,
+        extra_args: &[&str],
+        port: u16,
+        user: &str,
+        answers: &Answers,
+        code_tries: u32,
+        command: Option<&str>,
+        typed: &str,
     ) -> SshRun {
         let n = self.runs.fetch_add(1, Ordering::SeqCst);
         let askpass = self.dir.join(format!("askpass-{n}"));
@@ -549,7 +580,7 @@ impl SshClient {
 
         let port = port.to_string();
         let tries = format!("NumberOfPasswordPrompts={code_tries}");
-        let out = Command::new("timeout")
+        let mut out = Command::new("timeout")
             .arg(CLIENT_TIMEOUT_SECS)
             .args(["ssh", "-F", "/dev/null", "-T", "-p", &port])
             .args(extra_args)
@@ -579,15 +610,21 @@ impl SshClient {
                 "-l",
                 user,
                 "127.0.0.1",
-                "--",
-                command,
             ])
+            .args(command.map(|command| ["--", command]).into_iter().flatten())
             .env("SSH_ASKPASS", &askpass)
             .env("SSH_ASKPASS_REQUIRE", "force")
             .env("DISPLAY", ":0")
-            .stdin(Stdio::null())
-            .output()
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
             .expect("run ssh");
+        let mut stdin = out.stdin.take().expect("ssh's standard input");
+        // A refused login closes the pipe before reading: that is the test's to judge.
+        let _ = stdin.write_all(typed.as_bytes());
+        drop(stdin);
+        let out = out.wait_with_output().expect("wait for ssh");
         let prompts = fs::read_to_string(&prompt_log)
             .unwrap_or_default()
             .lines()

@@ -14,6 +14,7 @@ pub mod enrollment_tools;
 pub mod hostile;
 pub mod redis;
 pub mod secret_store;
+pub mod sentinel;
 pub mod state_record;
 
 use std::fs;
@@ -876,4 +877,14 @@ pub fn in_private_mounts(script: &str, args: &[String]) -> Vec<String> {
     .collect();
     argv.extend(args.iter().cloned());
     argv
+}
+
+/// The UTC date `days` from today (negative: ago), as `date -u +%F` prints it.
+pub fn utc_date(days: i64) -> String {
+    let out = Command::new("date")
+        .args(["-u", "-d", &format!("{days} days"), "+%F"])
+        .output()
+        .expect("run date");
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
 }

@@ -22,11 +22,50 @@ pub const REDIS_CLI: &str = "/usr/bin/redis-cli";
 /// The ACL user of the shipped configuration.
 pub const ACL_USER: &str = "pamotp";
 
-fn checked(what: &str, cmd: &mut Command) -> String {
+pub fn checked(what: &str, cmd: &mut Command) -> String {
     let out = cmd
         .output()
         .unwrap_or_else(|e| panic!("{what}: cannot run {cmd:?}: {e}"));
     String::from_utf8_lossy(&clients::checked(what, out).stdout).into_owned()
+}
+
+/// `redis-cli` reaching a server by `connection` (`-s SOCKET`, or TLS options), as `user`;
+/// its output, errors included.
+pub fn redis_cli(connection: &[&str], user: &str, password: &str, args: &[&str]) -> String {
+    let out = Command::new(REDIS_CLI)
+        .args(connection)
+        .args(["--user", user, "--pass", password, "--no-auth-warning"])
+        .args(args)
+        .output()
+        .expect("run redis-cli");
+    String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+}
+
+/// Polls `ready` every 50 ms for up to `limit`, then fails showing `logs()`.
+pub fn wait_until(
+    what: &str,
+    limit: Duration,
+    mut ready: impl FnMut() -> bool,
+    logs: impl Fn() -> String,
+) {
+    let started = Instant::now();
+    while !ready() {
+        assert!(
+            started.elapsed() < limit,
+            "{what}: not after {limit:?}; logs:\n{}",
+            logs()
+        );
+        sleep(Duration::from_millis(50));
+    }
+}
+
+/// The SHA-256 of `text` in hex, as ACL lines take a password (`#HASH`).
+pub fn sha256_hex(text: &str) -> String {
+    let out = checked(
+        "sha256sum",
+        Command::new("sh").args(["-c", &format!("printf %s '{text}' | sha256sum")]),
+    );
+    out.split_whitespace().next().unwrap().to_string()
 }
 
 /// A private CA and certificates it signs, made by the shipped
@@ -181,14 +220,6 @@ impl RedisServer {
 
     /// The shipped configuration with this test's paths, port and password put in.
     fn write_config(&self) {
-        let password_hash = {
-            let out = checked(
-                "sha256sum",
-                Command::new("sh")
-                    .args(["-c", &format!("printf %s '{}' | sha256sum", self.password)]),
-            );
-            out.split_whitespace().next().unwrap().to_string()
-        };
         let shipped_text = read_shipped("redis/pam-otp.conf");
         // Without `dir`, Redis writes its append-only file wherever it was started.
         assert!(
@@ -196,7 +227,7 @@ impl RedisServer {
             "config/redis/pam-otp.conf names no data directory"
         );
         let mut text = shipped_text
-            .replace("PASSWORD_SHA256", &password_hash)
+            .replace("PASSWORD_SHA256", &sha256_hex(&self.password))
             .replace("tls-port 6380", &format!("tls-port {}", self.tls_port))
             .replace("bind 0.0.0.0 -::*", "bind 127.0.0.1")
             .replace(
@@ -242,15 +273,12 @@ impl RedisServer {
             .spawn()
             .expect("start redis-server");
         self.child = Some(child);
-        let started = Instant::now();
-        while self.admin(&["PING"]).trim() != "PONG" {
-            assert!(
-                started.elapsed() < Duration::from_secs(20),
-                "redis-server did not come up; its log:\n{}",
-                self.log()
-            );
-            sleep(Duration::from_millis(50));
-        }
+        wait_until(
+            "redis-server up",
+            Duration::from_secs(20),
+            || self.admin(&["PING"]).trim() == "PONG",
+            || self.log(),
+        );
     }
 
     /// The server's own log.
@@ -270,20 +298,8 @@ impl RedisServer {
     }
 
     fn cli_as(&self, user: &str, args: &[&str]) -> String {
-        let out = Command::new(REDIS_CLI)
-            .arg("-s")
-            .arg(&self.socket)
-            .args([
-                "--user",
-                user,
-                "--pass",
-                &self.password,
-                "--no-auth-warning",
-            ])
-            .args(args)
-            .output()
-            .expect("run redis-cli");
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+        let socket = self.socket.display().to_string();
+        redis_cli(&["-s", &socket], user, &self.password, args)
     }
 
     /// `redis-cli --raw` as the administrator: the reply's bytes as they are.
@@ -375,18 +391,15 @@ impl RedisServer {
     }
 
     fn wait_until_synced(&self) {
-        let started = Instant::now();
-        while !self
-            .admin(&["INFO", "replication"])
-            .contains("master_link_status:up")
-        {
-            assert!(
-                started.elapsed() < Duration::from_secs(20),
-                "replica did not sync; its log:\n{}",
-                self.log()
-            );
-            sleep(Duration::from_millis(50));
-        }
+        wait_until(
+            "replica in sync",
+            Duration::from_secs(20),
+            || {
+                self.admin(&["INFO", "replication"])
+                    .contains("master_link_status:up")
+            },
+            || self.log(),
+        );
     }
 
     /// Module arguments that reach this server over its unix socket.
@@ -442,6 +455,16 @@ impl Drop for RedisServer {
     }
 }
 
+/// A user enrolled for HOTP (counters make every round's code fresh and time-independent).
+pub fn hotp_user() -> (TestUser, String) {
+    let user = TestUser::new();
+    let secret = new_secret();
+    user.enroll(&format!(
+        "version = 1\ntype = \"hotp\"\nsecret = \"{secret}\"\n"
+    ));
+    (user, secret)
+}
+
 /// One "host" of a fleet: its own local state directory (the floor) and PAM service.
 pub struct Host {
     pub state: StateDir,
@@ -460,17 +483,6 @@ impl Host {
     pub fn reconfigure(&mut self, args: &str) {
         self.service = Service::otp(&self.state, args);
     }
-}
-
-/// A user enrolled for HOTP (counters make every round's code fresh and time-independent),
-/// and the secret.
-pub fn hotp_user() -> (TestUser, String) {
-    let user = TestUser::new();
-    let secret = new_secret();
-    user.enroll(&format!(
-        "version = 1\ntype = \"hotp\"\nsecret = \"{secret}\"\n"
-    ));
-    (user, secret)
 }
 
 /// `logins` pamtesters, alternating between the hosts, all started and all answered with
@@ -504,4 +516,115 @@ pub fn at_once(hosts: &[&Host], user: &TestUser, answer: &str, logins: usize) ->
             }
         })
         .collect()
+}
+
+/// A listener that is not Redis: it answers nothing and records every connection and
+/// byte it receives, so a test can show the module sent it nothing (or only a TLS hello).
+pub struct FakeServer {
+    received: std::sync::Arc<std::sync::Mutex<(usize, Vec<u8>)>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl FakeServer {
+    /// Listens on a unix socket at `path` (the caller owns the directory's fate).
+    pub fn unix(path: &Path) -> FakeServer {
+        let listener = std::os::unix::net::UnixListener::bind(path).unwrap();
+        listener.set_nonblocking(true).unwrap();
+        FakeServer::serve(move || listener.accept().map(|(s, _)| Box::new(s) as Box<dyn Peer>))
+    }
+
+    /// Listens on TCP at `address` (e.g. `127.0.0.1:PORT`).
+    pub fn tcp(address: &str) -> FakeServer {
+        let listener = std::net::TcpListener::bind(address).unwrap();
+        listener.set_nonblocking(true).unwrap();
+        FakeServer::serve(move || listener.accept().map(|(s, _)| Box::new(s) as Box<dyn Peer>))
+    }
+
+    fn serve(accept: impl Fn() -> std::io::Result<Box<dyn Peer>> + Send + 'static) -> FakeServer {
+        use std::sync::atomic::Ordering;
+        let received = std::sync::Arc::new(std::sync::Mutex::new((0, Vec::new())));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (r, s) = (received.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            let mut peers: Vec<Box<dyn Peer>> = Vec::new();
+            while !s.load(Ordering::SeqCst) {
+                if let Ok(peer) = accept() {
+                    peer.nonblocking();
+                    r.lock().unwrap().0 += 1;
+                    peers.push(peer);
+                }
+                for peer in &mut peers {
+                    let mut buffer = [0u8; 4096];
+                    if let Ok(n) = peer.read(&mut buffer) {
+                        r.lock().unwrap().1.extend_from_slice(&buffer[..n]);
+                    }
+                }
+                sleep(Duration::from_millis(5));
+            }
+        });
+        FakeServer {
+            received,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Connections accepted and the bytes received so far.
+    pub fn received(&self) -> (usize, Vec<u8>) {
+        self.received.lock().unwrap().clone()
+    }
+}
+
+impl Drop for FakeServer {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// A stream the fake server reads from.
+pub trait Peer: std::io::Read + Send {
+    fn nonblocking(&self);
+}
+
+impl Peer for std::os::unix::net::UnixStream {
+    fn nonblocking(&self) {
+        self.set_nonblocking(true).unwrap();
+    }
+}
+
+impl Peer for std::net::TcpStream {
+    fn nonblocking(&self) {
+        self.set_nonblocking(true).unwrap();
+    }
+}
+
+/// `otp-admin doctor --json` on one service: its findings as (severity, id, message).
+pub fn doctor_findings(service: &str, user: &str) -> Vec<(String, String, String)> {
+    let run =
+        crate::support::admin::otp_admin_bounded(&["doctor", "--json", "--user", user, service]);
+    let json: serde_json::Value = serde_json::from_str(&run.stdout)
+        .unwrap_or_else(|e| panic!("doctor --json is not JSON ({e}): {run:#?}"));
+    let text = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_string();
+    json["findings"]
+        .as_array()
+        .expect("findings")
+        .iter()
+        .map(|f| (text(&f["severity"]), text(&f["id"]), text(&f["message"])))
+        .collect()
+}
+
+/// The one finding with `id`, or a failure listing them all.
+pub fn finding<'a>(
+    found: &'a [(String, String, String)],
+    id: &str,
+    what: &str,
+) -> &'a (String, String, String) {
+    found
+        .iter()
+        .find(|(_, i, _)| i == id)
+        .unwrap_or_else(|| panic!("{what}: no {id} finding in {found:#?}"))
 }

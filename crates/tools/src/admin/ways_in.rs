@@ -1,7 +1,7 @@
 //! Whether an account can log in today, before any code is asked for: a usable password
 //! in /etc/shadow, an SSH key file sshd reads, and for sudo, rights in sudoers. Doctor
 //! uses it to tell an account a service would lock out (an error) from one that has no
-//! way in anyway (nothing changes for it).
+//! way in anyway (nothing changes for it); `otp-admin report` to list who can log in.
 
 use std::collections::BTreeMap;
 use std::fs;
