@@ -270,3 +270,29 @@ fn a_record_of_the_older_format_is_refused_until_otp_admin_reset_replaces_it() {
     assert_eq!(redis.admin(&["EXISTS", &old]).trim(), "0");
     login(&a.service, &user, &hotp(&secret, 0)).assert_success("after the reset");
 }
+
+#[test]
+fn a_ninth_enrollment_used_within_a_week_is_refused_as_on_one_host() {
+    let redis = RedisServer::start();
+    let user = TestUser::new();
+    let args = redis.socket_args();
+    let a = Host::new(&args);
+    // Nine enrollment files, each used once: eight are remembered, the ninth has no room.
+    for i in 0..9 {
+        let secret = new_secret();
+        let file = format!(".otp-{i}.toml");
+        user.write_file(
+            &file,
+            format!("version = 1\ntype = \"hotp\"\nsecret = \"{secret}\"\n"),
+            0o600,
+        );
+        let service = Service::otp(&a.state, &format!("{args} secret=~/{file}"));
+        let outcome = login(&service, &user, &hotp(&secret, 0));
+        if i < 8 {
+            outcome.assert_success(&format!("enrollment {i}"));
+        } else {
+            outcome.assert_failure(AUTHINFO_UNAVAIL, "a ninth enrollment");
+        }
+    }
+    assert_eq!(enrollments_kept(&redis, user.uid), 8, "records kept");
+}
