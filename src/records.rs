@@ -319,7 +319,7 @@ impl Records for FleetRecords<'_> {
         if first.elapsed() >= budget {
             return false;
         }
-        // Hosts that collided pause for different times: up to 1, 2, 4 … ms.
+        // Hosts that collided pause for different times: up to 2, 4, 8 … 64 ms.
         let spread = 1000u64 << attempt.min(6);
         let jitter = (u64::from(self.jitter.get()) ^ u64::from(std::process::id())) % spread;
         std::thread::sleep(Duration::from_micros(jitter));
