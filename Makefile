@@ -67,6 +67,9 @@ RELEASE := $(TARGET_DIR)/release
 # in /usr/lib/<triplet>/security.
 MULTIARCH ?= $(shell dpkg-architecture -qDEB_HOST_MULTIARCH 2>/dev/null || gcc -print-multiarch 2>/dev/null)
 PAMDIR ?= $(PREFIX)/lib/$(if $(MULTIARCH),$(MULTIARCH)/)security
+# The setuid checker for callers that are not root: pam_otp.so runs it from
+# $(PAMDIR)/../pam-otp, so the two directories move together.
+CHECKERDIR := $(dir $(PAMDIR))pam-otp
 BINDIR ?= $(PREFIX)/bin
 SBINDIR ?= $(PREFIX)/sbin
 DATADIR ?= $(PREFIX)/share
@@ -84,7 +87,10 @@ install: build
 	$(INSTALL) -D -m 0644 $(RELEASE)/libpam_otp_redis.so $(DESTDIR)$(PAMDIR)/pam_otp_redis.so
 	$(INSTALL) -D -m 0755 $(RELEASE)/otp-setup $(DESTDIR)$(BINDIR)/otp-setup
 	$(INSTALL) -D -m 0755 $(RELEASE)/otp-admin $(DESTDIR)$(SBINDIR)/otp-admin
-	$(STRIP) --strip-unneeded $(DESTDIR)$(PAMDIR)/pam_otp.so $(DESTDIR)$(PAMDIR)/pam_otp_redis.so $(DESTDIR)$(BINDIR)/otp-setup $(DESTDIR)$(SBINDIR)/otp-admin
+	$(INSTALL) -D -m 0755 $(RELEASE)/pam_otp_check $(DESTDIR)$(CHECKERDIR)/pam_otp_check
+	$(STRIP) --strip-unneeded $(DESTDIR)$(PAMDIR)/pam_otp.so $(DESTDIR)$(PAMDIR)/pam_otp_redis.so $(DESTDIR)$(BINDIR)/otp-setup $(DESTDIR)$(SBINDIR)/otp-admin $(DESTDIR)$(CHECKERDIR)/pam_otp_check
+	@# Setuid root once stripped (as root; a DESTDIR staging tree keeps the mode for the packager).
+	chmod 4755 $(DESTDIR)$(CHECKERDIR)/pam_otp_check
 	@# The policy file is the administrator's once installed: never overwritten.
 	@if [ -e $(DESTDIR)$(POLICY) ]; then \
 		echo "keeping $(DESTDIR)$(POLICY); the shipped one is $(DOCDIR)/examples/pam_otp.toml"; \
@@ -115,6 +121,8 @@ uninstall:
 		PAM_OTP_REMOVE_COMMAND="make uninstall" sh packaging/debian/prerm remove; \
 	fi
 	rm -f $(DESTDIR)$(PAMDIR)/pam_otp.so $(DESTDIR)$(PAMDIR)/pam_otp_redis.so $(DESTDIR)$(BINDIR)/otp-setup $(DESTDIR)$(SBINDIR)/otp-admin
+	rm -f $(DESTDIR)$(CHECKERDIR)/pam_otp_check
+	-rmdir $(DESTDIR)$(CHECKERDIR) 2>/dev/null
 	rm -f $(DESTDIR)$(DATADIR)/pam-configs/pam-otp
 	rm -rf $(DESTDIR)$(DOCDIR)
 	for page in $(MANPAGES); do rm -f $(DESTDIR)$(MANDIR)/$$page.gz; done
@@ -138,6 +146,9 @@ deb: build
 	$(STRIP) --strip-unneeded --remove-section=.comment --remove-section=.note $(STAGE)/lib/$(MULTIARCH)/security/pam_otp.so
 	$(INSTALL) -D -m 0644 $(RELEASE)/libpam_otp_redis.so $(STAGE)/lib/$(MULTIARCH)/security/pam_otp_redis.so
 	$(STRIP) --strip-unneeded --remove-section=.comment --remove-section=.note $(STAGE)/lib/$(MULTIARCH)/security/pam_otp_redis.so
+	@# The setuid checker is staged apart: cargo-deb gives each asset glob one mode (4755).
+	$(INSTALL) -D -m 0755 $(RELEASE)/pam_otp_check $(STAGE)/setuid/$(MULTIARCH)/pam-otp/pam_otp_check
+	$(STRIP) --strip-unneeded --remove-section=.comment --remove-section=.note $(STAGE)/setuid/$(MULTIARCH)/pam-otp/pam_otp_check
 	$(CARGO) deb --no-build
 
 # Builds, lints, installs, tests and removes the package on this machine (as root; CI).

@@ -27,8 +27,9 @@ STATE=/var/lib/pam-otp
 SECRETS=$STATE/secrets
 POLICY=/etc/security/pam_otp.toml
 PROFILE=/usr/share/pam-configs/pam-otp
+CHECKER=/usr/lib/$MULTIARCH/pam-otp/pam_otp_check
 TARGET_DIR=${CARGO_TARGET_DIR:-target}
-INSTALLED_FILES=("$MODULE" "${MODULE%/*}/pam_otp_redis.so" /usr/bin/otp-setup /usr/sbin/otp-admin "$PROFILE"
+INSTALLED_FILES=("$MODULE" "${MODULE%/*}/pam_otp_redis.so" "$CHECKER" /usr/bin/otp-setup /usr/sbin/otp-admin "$PROFILE"
     /usr/share/man/man8/pam_otp.8.gz /usr/share/man/man8/otp-admin.8.gz
     /usr/share/man/man1/otp-setup.1.gz /usr/share/doc/pam-otp/examples/pam_otp.toml)
 
@@ -68,6 +69,12 @@ lintian --fail-on error,warning --pedantic -I "$DEB" || fail "lintian found erro
 step "dpkg -i"
 dpkg -i "$DEB"
 for f in "${INSTALLED_FILES[@]}" "$POLICY"; do [ -f "$f" ] || fail "$f not installed"; done
+# The screen lockers' checker works only setuid root (and must be writable by root only).
+check_checker() {
+    [ "$(stat -c '%a %U %G' "$CHECKER")" = "4755 root root" ] ||
+        fail "$CHECKER is $(stat -c '%a %U %G' "$CHECKER") after $1, not 4755 root root"
+}
+check_checker "dpkg -i"
 for dir in "$STATE" "$SECRETS"; do
     [ "$(stat -c '%a %U %G %F' "$dir")" = "700 root root directory" ] ||
         fail "$dir is $(stat -c '%a %U %G %F' "$dir"), not a 700 root root directory"
@@ -110,7 +117,7 @@ dpkg -r pam-otp
 if grep -q pam_otp /etc/pam.d/common-auth; then
     fail "common-auth still names pam_otp.so after dpkg -r: every login would fail"
 fi
-for f in "$MODULE" /usr/bin/otp-setup /usr/sbin/otp-admin "$PROFILE"; do
+for f in "$MODULE" "$CHECKER" /usr/bin/otp-setup /usr/sbin/otp-admin "$PROFILE"; do
     [ ! -e "$f" ] || fail "$f is still there after dpkg -r"
 done
 [ -f "$STATE/ta-check.state" ] || fail "dpkg -r removed the state; only purge may"
@@ -148,6 +155,7 @@ make install
 for dir in "$STATE" "$SECRETS"; do
     [ "$(stat -c '%a %U' "$dir")" = "700 root" ] || fail "$dir is not 700 root after make install"
 done
+check_checker "make install"
 run_installed_tests "make install" "--test suite" "otp_admin:: doctor::"
 SERVICE=/etc/pam.d/ta-check-deb
 echo "auth required pam_otp.so" >"$SERVICE"

@@ -4,6 +4,8 @@
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod authtok;
+pub mod check_program;
+mod checker;
 mod conversation;
 mod login;
 mod records;
@@ -51,7 +53,8 @@ where
 }
 
 fn authenticate(pamh: &mut PamHandle, args: &[&CStr], flags: PamFlag) -> PamResultCode {
-    let mut log = Logger::syslog(&item_text::<Service>(pamh));
+    let service = item_text::<Service>(pamh);
+    let mut log = Logger::syslog(&service);
     let rhost = item_text::<RHost>(pamh);
     log.set_rhost(&rhost);
     log.set_tty(&item_text::<Tty>(pamh));
@@ -116,6 +119,11 @@ fn authenticate(pamh: &mut PamHandle, args: &[&CStr], flags: PamFlag) -> PamResu
             return PamResultCode::PAM_CONV_ERR;
         };
         let mut conversation = PamConversation::new(conv, flags & PAM_SILENT != 0);
+        // A caller that is not root (a screen locker) cannot reach the state: the setuid
+        // checker decides. split_pass reads only the user's own file and changes nothing.
+        if checker::runs_without_root() && policy.pass_mode != PassMode::SplitPass {
+            return checker::login(&request, &service, &rhost, &mut conversation, &log);
+        }
         login(&request, &host, &mut conversation, &unix_now, &log)
     };
     if policy.pass_mode == PassMode::SplitPass {

@@ -1,8 +1,10 @@
 //! System I/O, one kind per file: accounts, the user's file, the policy, the state store,
-//! private files, syslog, the clock, and the module's side of the Redis client object.
+//! private files, syslog, the clock, the files installed with the module (the checker, the
+//! Redis client object), and the module's side of the Redis client object.
 
 pub mod account;
 pub mod clock;
+pub mod companion;
 pub mod log;
 pub mod policy;
 pub mod private_file;

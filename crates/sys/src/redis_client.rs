@@ -5,10 +5,10 @@
 
 use std::ffi::{c_void, CStr, CString};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::OnceLock;
 
+use crate::companion::{check_root_only, find_beside_module, module_directory};
 use crate::policy::RedisSettings;
 use crate::redis_protocol::{
     ClientReply, ClientRequest, RedisStoreError, SharedRead, WriteOutcome, CLIENT_PROTOCOL,
@@ -16,8 +16,13 @@ use crate::redis_protocol::{
 use pam_otp_core::fleet::RecordKeys;
 
 /// The names the client object may have next to the module: installed, and as cargo
-/// builds it (`target/*/libpam_otp_redis.so` beside `libpam_otp.so`).
-const CLIENT_NAMES: [&str; 2] = ["pam_otp_redis.so", "libpam_otp_redis.so"];
+/// builds it (`target/*/libpam_otp_redis.so` beside `libpam_otp.so`); and, for the setuid
+/// checker installed in `<multiarch>/pam-otp/`, in the module directory beside it.
+const CLIENT_NAMES: [&str; 3] = [
+    "pam_otp_redis.so",
+    "libpam_otp_redis.so",
+    "../security/pam_otp_redis.so",
+];
 
 type Protocol = unsafe extern "C" fn() -> u32;
 type NewSession = unsafe extern "C" fn() -> *mut c_void;
@@ -40,51 +45,16 @@ fn client_error(why: String) -> RedisStoreError {
     RedisStoreError::Client(format!("redis: {why}; refused"))
 }
 
-/// The directory `pam_otp.so` was loaded from.
-fn module_directory() -> Result<PathBuf, String> {
-    let mut info = libc::Dl_info {
-        dli_fname: std::ptr::null(),
-        dli_fbase: std::ptr::null_mut(),
-        dli_sname: std::ptr::null(),
-        dli_saddr: std::ptr::null_mut(),
-    };
-    let here = module_directory as *const c_void;
-    // SAFETY: `here` is an address inside this object and `info` a valid out-parameter;
-    // dladdr only writes into it.
-    let found = unsafe { libc::dladdr(here, &mut info) };
-    if found == 0 || info.dli_fname.is_null() {
-        return Err("cannot tell where pam_otp.so was loaded from".into());
-    }
-    // SAFETY: dladdr succeeded, so dli_fname is a NUL-terminated path owned by the loader.
-    let path = unsafe { CStr::from_ptr(info.dli_fname) };
-    let path = Path::new(std::ffi::OsStr::from_bytes(path.to_bytes()));
-    let path = std::fs::canonicalize(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    Ok(path.parent().unwrap_or(Path::new("/")).to_path_buf())
-}
-
 /// The client object beside the module; root's, and writable by root only, like the module.
 fn client_path() -> Result<PathBuf, String> {
-    let dir = module_directory()?;
-    let path = CLIENT_NAMES
-        .iter()
-        .map(|name| dir.join(name))
-        .find(|p| p.exists())
-        .ok_or_else(|| {
-            format!(
-                "store = \"redis\" needs pam_otp_redis.so next to pam_otp.so in {}",
-                dir.display()
-            )
-        })?;
-    for checked in [&path, &dir] {
-        let meta = std::fs::symlink_metadata(checked)
-            .map_err(|e| format!("{}: {e}", checked.display()))?;
-        if meta.uid() != 0 || meta.mode() & 0o022 != 0 {
-            return Err(format!(
-                "{} must be root's and writable by root only",
-                checked.display()
-            ));
-        }
-    }
+    let path = find_beside_module(&CLIENT_NAMES)?.ok_or_else(|| {
+        let dir = module_directory().unwrap_or_default();
+        format!(
+            "store = \"redis\" needs pam_otp_redis.so next to pam_otp.so in {}",
+            dir.display()
+        )
+    })?;
+    check_root_only(&path)?;
     Ok(path)
 }
 

@@ -10,6 +10,7 @@
 //! non-zero if any login returns other than expected (a right code must succeed, a
 //! wrong one must fail); the speed targets are printed, never enforced.
 
+mod checker;
 mod fixture;
 mod pam_client;
 mod redis;
@@ -24,6 +25,7 @@ use std::time::Instant;
 
 use clap::{Parser, ValueEnum};
 
+use checker::{CheckerCopy, RunAs};
 use fixture::{PrivateDir, Service, User};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -122,6 +124,8 @@ struct Contender {
     expected_rc: Option<i32>,
     /// Wrong answers given before the rounds (to lock the user out).
     prime_wrong: usize,
+    /// The worker runs as the user (the module then goes through the checker).
+    run_as: Option<RunAs>,
 }
 
 /// Every login of one contender in one mode, over all rounds.
@@ -293,9 +297,14 @@ fn spawn_worker(
     warmup: usize,
     logins: usize,
     answers: &[&std::ffi::OsStr],
+    run_as: Option<&RunAs>,
 ) -> Result<String, String> {
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let mut cmd = Command::new(exe);
+    if let Some(run_as) = run_as {
+        use std::os::unix::process::CommandExt;
+        cmd.uid(run_as.uid).gid(run_as.gid);
+    }
     cmd.args(["--bench", "--worker-service", service])
         .args(["--worker-user", user])
         .args(["--logins", &logins.to_string()])
@@ -315,6 +324,10 @@ fn run_batch(
     tally: &mut Tally,
 ) -> Result<(), String> {
     let skip = next_counter.to_string();
+    let codes_file = contender
+        .run_as
+        .as_ref()
+        .map_or(codes_file, |run_as| run_as.codes_file.as_path());
     let answers: Vec<&std::ffi::OsStr> = match mode {
         Mode::Right => {
             *next_counter += cli.warmup + cli.logins;
@@ -333,6 +346,7 @@ fn run_batch(
         cli.warmup,
         cli.logins,
         &answers,
+        contender.run_as.as_ref(),
     )?;
     let expected = contender.expected_rc.unwrap_or(mode.expected_rc());
     for line in out.lines() {
@@ -526,6 +540,7 @@ fn benchmark(cli: &Cli) -> Result<(), String> {
             wrong_answer: String::new(),
             expected_rc: None,
             prime_wrong: 0,
+            run_as: None,
         },
         Contender {
             key: "baseline",
@@ -536,6 +551,7 @@ fn benchmark(cli: &Cli) -> Result<(), String> {
             wrong_answer: wrong_hotp.clone(),
             expected_rc: None,
             prime_wrong: 0,
+            run_as: None,
         },
         Contender {
             key: "otp",
@@ -549,6 +565,7 @@ fn benchmark(cli: &Cli) -> Result<(), String> {
             wrong_answer: wrong_hotp.clone(),
             expected_rc: None,
             prime_wrong: 0,
+            run_as: None,
         },
         Contender {
             key: "otp-tmpfs",
@@ -562,6 +579,7 @@ fn benchmark(cli: &Cli) -> Result<(), String> {
             wrong_answer: wrong_hotp.clone(),
             expected_rc: None,
             prime_wrong: 0,
+            run_as: None,
         },
         Contender {
             key: "gauth",
@@ -572,6 +590,7 @@ fn benchmark(cli: &Cli) -> Result<(), String> {
             wrong_answer: wrong_hotp.clone(),
             expected_rc: None,
             prime_wrong: 0,
+            run_as: None,
         },
         Contender {
             key: "oath",
@@ -589,6 +608,7 @@ fn benchmark(cli: &Cli) -> Result<(), String> {
             wrong_answer: wrong_hotp.clone(),
             expected_rc: None,
             prime_wrong: 0,
+            run_as: None,
         },
         Contender {
             key: "otp-limit",
@@ -606,6 +626,7 @@ fn benchmark(cli: &Cli) -> Result<(), String> {
             wrong_answer: wrong_hotp.clone(),
             expected_rc: None,
             prime_wrong: 0,
+            run_as: None,
         },
         Contender {
             key: "otp-w1",
@@ -619,6 +640,7 @@ fn benchmark(cli: &Cli) -> Result<(), String> {
             wrong_answer: wrong_totp.clone(),
             expected_rc: None,
             prime_wrong: 0,
+            run_as: None,
         },
         Contender {
             key: "otp-w100",
@@ -632,6 +654,7 @@ fn benchmark(cli: &Cli) -> Result<(), String> {
             wrong_answer: wrong_totp.clone(),
             expected_rc: None,
             prime_wrong: 0,
+            run_as: None,
         },
         Contender {
             key: "otp-locked",
@@ -649,6 +672,7 @@ fn benchmark(cli: &Cli) -> Result<(), String> {
             wrong_answer: wrong_hotp.clone(),
             expected_rc: Some(pam_client::PAM_PERM_DENIED),
             prime_wrong: LOCK_AFTER,
+            run_as: None,
         },
     ];
     // Fleet mode: the same HOTP enrollment against a real redis-server, one connection per
@@ -711,8 +735,40 @@ fn benchmark(cli: &Cli) -> Result<(), String> {
                 wrong_answer: wrong_hotp.clone(),
                 expected_rc: None,
                 prime_wrong: 0,
+                run_as: None,
             });
         }
+    }
+    // A right-code login as a screen locker makes it: the worker runs as the user, so the
+    // module goes through its setuid checker, which takes its policy from
+    // /etc/security/pam_otp.toml (state in /var/lib/pam-otp by default), not from the line;
+    // hence the user's ~/.otp.toml, and a codes file the user can read.
+    let checker_copy = match wanted("otp-checker") && modes.contains(&Mode::Right) {
+        true => Some(CheckerCopy::create(&module, &tag, &user)?),
+        false => None,
+    };
+    if let Some(copy) = &checker_copy {
+        user.write_file(
+            ".otp.toml",
+            &format!("version = 1\ntype = \"hotp\"\nsecret = \"{base32}\"\ncounter = 0\n"),
+            0o600,
+        )?;
+        let codes_file = user.write_file(".bench-codes", &(hotp.join("\n") + "\n"), 0o600)?;
+        contenders.push(Contender {
+            key: "otp-checker",
+            label: "pam_otp, via pam_otp_check",
+            service: service("otp-checker", copy.module.display().to_string())?,
+            mode: Some(Mode::Right),
+            first_counter: 0,
+            wrong_answer: wrong_hotp.clone(),
+            expected_rc: None,
+            prime_wrong: 0,
+            run_as: Some(RunAs {
+                uid: user.uid,
+                gid: user.gid,
+                codes_file,
+            }),
+        });
     }
     if !cli.only.is_empty() {
         contenders.retain(|c| cli.only.iter().any(|k| k == c.key));
@@ -744,6 +800,7 @@ fn benchmark(cli: &Cli) -> Result<(), String> {
                 0,
                 contender.prime_wrong,
                 &answer,
+                contender.run_as.as_ref(),
             )?;
         }
         for round in 0..cli.rounds {

@@ -30,6 +30,7 @@ mod pam_stack;
 mod renew;
 mod rollout;
 mod root_owned_paths;
+mod screen_locker;
 mod secret_store;
 mod split_pass;
 mod sshd;

@@ -68,14 +68,16 @@ fn nullok_false_on_the_line_wins_over_the_policy_file() {
 }
 
 /// Enables the shipped profile (its `pam_otp.so` replaced by the module under test with
-/// `policy=`) with pam-auth-update over private copies of /etc/pam.d, /var/lib/pam and
-/// /usr/share/pam-configs, then runs pamtester for `service` in that namespace.
-const WITH_PROFILE_ENABLED: &str = r#"set -e
+/// `policy=`) with pam-auth-update over private copies of /etc/pam.d, /var/lib/pam,
+/// /usr/share/pam-configs and debconf's database (tests may run it at the same time),
+/// then runs the rest (`login_with_profile`: pamtester for a service) in that namespace.
+pub(crate) const WITH_PROFILE_ENABLED: &str = r#"set -e
 work=$1; profile=$2; shift 2
 cp -a /etc/pam.d "$work/pam.d"; mount --bind "$work/pam.d" /etc/pam.d
 mkdir "$work/pam-configs"; cp /usr/share/pam-configs/* "$work/pam-configs/"
 cp "$profile" "$work/pam-configs/pam-otp"; mount --bind "$work/pam-configs" /usr/share/pam-configs
 mkdir "$work/var-lib-pam"; cp -a /var/lib/pam/. "$work/var-lib-pam/"; mount --bind "$work/var-lib-pam" /var/lib/pam
+mkdir "$work/debconf"; cp -a /var/cache/debconf/. "$work/debconf/"; mount --bind "$work/debconf" /var/cache/debconf
 DEBIAN_FRONTEND=noninteractive pam-auth-update --enable pam-otp >/dev/null
 grep -q pam_succeed_if /etc/pam.d/common-auth
 printf 'auth include common-auth\naccount required pam_permit.so\n' > /etc/pam.d/tno-other

@@ -14,13 +14,14 @@ use crate::support::{
 
 /// Prepares a private `/dev` whose `log` is the capture socket ($1), then runs the rest.
 /// Runs inside `unshare --mount`, so nothing of it is seen outside that one process tree.
-const PRIVATE_DEV_LOG: &str = r#"set -e
+pub const PRIVATE_DEV_LOG: &str = r#"set -e
 sock=$1; dev=$2; shift 2
 mkdir "$dev"
 mount -t tmpfs -o mode=0755 tmpfs "$dev"
 for n in null zero full random urandom tty; do touch "$dev/$n"; mount --bind "/dev/$n" "$dev/$n"; done
 ln -s /proc/self/fd "$dev/fd"
 mkdir "$dev/shm"; mount --bind /dev/shm "$dev/shm"
+mkdir "$dev/pts"; mount -t devpts -o newinstance,ptmxmode=0666,mode=0620 devpts "$dev/pts"; ln -s pts/ptmx "$dev/ptmx"
 touch "$dev/log"; mount --bind "$sock" "$dev/log"
 mount --move "$dev" /dev
 rmdir "$dev"
@@ -38,6 +39,11 @@ impl SyslogCapture {
         let socket = UnixDatagram::bind(&path).expect("bind the syslog capture socket");
         socket.set_nonblocking(true).unwrap();
         SyslogCapture { socket, path }
+    }
+
+    /// The socket's path, to bind over `/dev/log`.
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 
     /// Every message received so far (the sender has exited, so all are queued).

@@ -9,6 +9,7 @@
 pub mod rng;
 pub use rng::Rng;
 pub mod admin;
+pub mod checker;
 pub mod clients;
 pub mod enrollment_tools;
 pub mod hostile;
