@@ -28,7 +28,8 @@ use zeroize::Zeroizing;
 
 use crate::checker::wire;
 use crate::conversation::{Conversation, ConversationError};
-use crate::login::{login, Request, SystemHost};
+use crate::login::{login, Request};
+use crate::records::SystemHost;
 use pam_otp_core::source::Source;
 use pam_otp_sys::account::Account;
 use pam_otp_sys::clock::unix_now;

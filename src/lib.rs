@@ -7,8 +7,8 @@ mod authtok;
 pub mod check_program;
 mod checker;
 mod conversation;
-mod fleet_login;
 mod login;
+mod records;
 mod split_code;
 mod unenrolled;
 
@@ -21,7 +21,8 @@ use ::pam::items::{RHost, Service, Tty};
 use ::pam::module::{PamHandle, PamHooks};
 
 use self::conversation::PamConversation;
-use self::login::{login, Request, SystemHost};
+use self::login::{login, Request};
+use self::records::SystemHost;
 use pam_otp_core::source::Source;
 use pam_otp_sys::clock::unix_now;
 use pam_otp_sys::log::Logger;

@@ -2,28 +2,25 @@
 //! return code. The system is reached only through [`Host`], so the flow is unit-tested
 //! with a scripted host and conversation, without root or a file system.
 
-use std::cell::{OnceCell, RefCell};
 use std::path::{Path, PathBuf};
 
 use ::pam::constants::PamResultCode;
 use zeroize::Zeroizing;
 
 use crate::conversation::Conversation;
-use crate::fleet_login;
+use crate::records::RecordError;
 use crate::unenrolled;
 use pam_otp_core::answer::{as_code, split_password_and_code};
 use pam_otp_core::decision::{decide, Method, Replay, Verdict};
 use pam_otp_core::enrollment::Enrollment;
-use pam_otp_core::fleet::{Call, RecordKeys, Reply, SharedGuards};
+use pam_otp_core::fleet::MAX_ATTEMPTS;
 use pam_otp_core::source::Source;
 use pam_otp_core::state::{Custody, EnrollmentRef, Lock, LockScope, State};
 use pam_otp_sys::account::{Account, AccountError};
 use pam_otp_sys::log::Logger;
-use pam_otp_sys::policy::{expand_secret_path, PassMode, Policy, RedisSettings, Store};
-use pam_otp_sys::redis_client::RedisClient;
-use pam_otp_sys::redis_protocol::RedisStoreError;
-use pam_otp_sys::store::{Durability, Snapshot, StateStore, StoreError};
-use pam_otp_sys::user_file::{read_enrollment_as, ReadAs, UserFileError};
+use pam_otp_sys::policy::{expand_secret_path, PassMode, Policy};
+use pam_otp_sys::store::Durability;
+use pam_otp_sys::user_file::UserFileError;
 
 /// What the user is told when a code was used before.
 pub(crate) const REPLAY_MESSAGE: &str = "This code was already used; wait for the next one.";
@@ -39,134 +36,58 @@ pub(crate) trait Host {
         path: &Path,
         account: &Account,
     ) -> Result<(Enrollment, Custody), UserFileError>;
-    /// The state of the person (the account's UID) as last saved, read without the lock
-    /// (the pre-prompt check).
-    fn peek_state(&self, account: &Account) -> Result<Option<State>, StoreError>;
-    /// Under the person's lock: loads the state, gives it to `change`, and saves the
-    /// state `change` returns, as durably as it says, if it differs; an error means
-    /// nothing was saved.
-    fn update_state(
-        &self,
-        account: &Account,
-        change: &mut dyn FnMut(Option<State>) -> (State, Durability),
-    ) -> Result<(), StoreError>;
-    /// Fleet mode: one call of the shared record's script for the person with `uid`.
-    fn shared_record(&self, uid: u32, call: &Call) -> Result<Reply, RedisStoreError>;
-    /// Fleet mode, after an accepted code is on the local floor: Ok once as many replicas
-    /// as the policy wants hold it.
-    fn shared_replicated(&self) -> Result<(), RedisStoreError>;
+    /// Where the person's record is kept.
+    fn records(&self) -> &dyn Records;
 }
 
-/// The system itself: the user database, the user's file, the state directory, and in
-/// fleet mode the Redis connection (opened at its first use, kept for the login).
-pub(crate) struct SystemHost<'a> {
-    pub state_dir: &'a Path,
-    /// The state as the check before the prompt read it.
-    pub peeked: RefCell<Option<Snapshot>>,
-    /// The state directory, checked once per login: only root can change the directories
-    /// it was found safe in, so a second walk down to it would find the same.
-    store: OnceCell<StateStore>,
-    redis: Option<&'a RedisSettings>,
-    connection: RefCell<Option<RedisClient>>,
+/// A person's record as read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Record {
+    /// The state as stored; `None` if there is none yet.
+    pub state: Option<State>,
+    /// What a write-back must find unchanged (the file store's is always 0: its lock is
+    /// held from read to write).
+    pub version: u64,
+    /// The store's clock when it was read (a fleet's: the server's `TIME`), which then
+    /// decides, so that hosts with skewed clocks agree on lockouts and time steps;
+    /// `None`: the host's clock decides.
+    pub clock: Option<u64>,
 }
 
-impl<'a> SystemHost<'a> {
-    pub fn new(policy: &'a Policy) -> SystemHost<'a> {
-        SystemHost {
-            state_dir: &policy.state_dir,
-            redis: match &policy.store {
-                Store::Redis(settings) => Some(settings),
-                Store::File => None,
-            },
-            connection: RefCell::new(None),
-            peeked: RefCell::new(None),
-            store: OnceCell::new(),
-        }
-    }
-
-    /// The state store, opened (and checked) at its first use in this login.
-    fn store(&self) -> Result<&StateStore, StoreError> {
-        if let Some(store) = self.store.get() {
-            return Ok(store);
-        }
-        let store = StateStore::open(self.state_dir)?;
-        Ok(self.store.get_or_init(|| store))
-    }
-
-    /// Runs `action` on the connection, connecting first if need be. After any error the
-    /// connection is dropped: a reply may still be on its way.
-    fn with_redis<T>(
-        &self,
-        action: impl FnOnce(&mut RedisClient, &RedisSettings) -> Result<T, RedisStoreError>,
-    ) -> Result<T, RedisStoreError> {
-        let settings = self.redis.ok_or(RedisStoreError::Command {
-            what: "the fleet store",
-            why: "store is not \"redis\"".into(),
-        })?;
-        let mut slot = self.connection.borrow_mut();
-        let connection = match slot.as_mut() {
-            Some(connection) => connection,
-            None => slot.insert(RedisClient::connect(settings)?),
-        };
-        let result = action(connection, settings);
-        if result.is_err() {
-            *slot = None;
-        }
-        result
-    }
+/// How a write-back went.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Written {
+    Written,
+    /// The record changed since it was read (another host wrote it): nothing was written.
+    Changed,
 }
 
-impl Host for SystemHost<'_> {
-    fn account(&self, name: &str) -> Result<Option<Account>, AccountError> {
-        Account::lookup(name)
-    }
-
-    fn enrollment(
-        &self,
-        path: &Path,
-        account: &Account,
-    ) -> Result<(Enrollment, Custody), UserFileError> {
-        let (enrollment, read_as) = read_enrollment_as(path, account)?;
-        let custody = match read_as {
-            ReadAs::Root => Custody::Administrator,
-            ReadAs::User => Custody::User,
-        };
-        Ok((enrollment, custody))
-    }
-
-    fn peek_state(&self, account: &Account) -> Result<Option<State>, StoreError> {
-        let store = self.store()?;
-        store.check_writable()?;
-        let snapshot = store.peek(account.uid)?;
-        let state = snapshot.as_ref().map(|snapshot| snapshot.state.clone());
-        *self.peeked.borrow_mut() = snapshot;
-        Ok(state)
-    }
-
-    fn update_state(
+/// Where a person's record is kept: the state file, or a fleet's shared record. The login
+/// reads it, decides with the core rules, and writes it back only if unchanged.
+pub(crate) trait Records {
+    /// The record as last saved, for the lockout check before the prompt (no lock taken).
+    fn peek(&self, account: &Account) -> Result<Record, RecordError>;
+    /// The record for a decision about `enrolled`. The file store takes the person's lock,
+    /// held until `write_if_unchanged` or `release`.
+    fn read(&self, account: &Account, enrolled: &EnrollmentRef) -> Result<Record, RecordError>;
+    /// Saves `state`, as durably as asked, if the record's version is still `version`; an
+    /// error means nothing was saved.
+    fn write_if_unchanged(
         &self,
         account: &Account,
-        change: &mut dyn FnMut(Option<State>) -> (State, Durability),
-    ) -> Result<(), StoreError> {
-        let store = self.store()?;
-        let locked = store.lock(account.uid)?;
-        let stored = locked.load_after(self.peeked.borrow().as_ref())?;
-        let unchanged = stored.clone();
-        let (next, durability) = change(stored);
-        if unchanged.as_ref() != Some(&next) {
-            // Not saved means not accepted: a code that cannot be retired must not work.
-            locked.save(&next, durability)?;
-        }
-        Ok(())
-    }
-
-    fn shared_record(&self, uid: u32, call: &Call) -> Result<Reply, RedisStoreError> {
-        self.with_redis(|redis, settings| redis.run(&RecordKeys::new(&settings.prefix, uid), call))
-    }
-
-    fn shared_replicated(&self) -> Result<(), RedisStoreError> {
-        self.with_redis(|redis, _| redis.wait_for_replicas())
-    }
+        enrolled: &EnrollmentRef,
+        version: u64,
+        state: &State,
+        durability: Durability,
+    ) -> Result<Written, RecordError>;
+    /// Ends what `read` holds (the file store's lock).
+    fn release(&self);
+    /// After the `attempt`-th write-back found the record changed: pauses a little (with
+    /// jitter, so colliding hosts part); false once the time budget is spent.
+    fn retry_after_change(&self, attempt: u32) -> bool;
+    /// After an accepted code is written: Ok once as many replicas as the policy wants
+    /// hold it.
+    fn replicated(&self) -> Result<(), RecordError>;
 }
 
 /// The code a `split_pass` line kept for the `use_split_code` line after the password
@@ -211,7 +132,7 @@ pub(crate) struct Request<'a> {
 }
 
 /// One login's fixed parts: whose state, which enrollment, from where.
-pub(super) struct Context<'a> {
+struct Context<'a> {
     pub account: &'a Account,
     pub enrolled: EnrollmentRef<'a>,
     pub source: &'a Source,
@@ -244,15 +165,17 @@ pub(crate) fn login(
     };
     // A locked user or source is refused before anything else is read or asked: no code
     // is checked while locked, and a flood against a locked account costs the least. The
-    // lock is not taken here; each decision re-reads the state under it. A store that
-    // cannot be read matters only once the user turns out to be enrolled.
-    let checked_at = now();
-    let peeked = match &policy.store {
-        Store::File => host.peek_state(&account),
-        Store::Redis(_) => Ok(None),
+    // lock is not taken here; each decision re-reads the record. A store that cannot be
+    // read matters only once the user turns out to be enrolled.
+    let peeked = host.records().peek(&account);
+    let checked_at = match &peeked {
+        Ok(Record {
+            clock: Some(clock), ..
+        }) => *clock,
+        _ => now(),
     };
     let lock_on = |custody| {
-        let stored = peeked.as_ref().ok()?.as_ref()?;
+        let stored = peeked.as_ref().ok()?.state.as_ref()?;
         stored.lock_for(&request.source, custody, checked_at)
     };
     if let Some(lock) = lock_on(Custody::User) {
@@ -279,22 +202,13 @@ pub(crate) fn login(
         source: &request.source,
         policy,
     };
-    // In fleet mode the shared record holds the lockouts: its guards are fetched, and a
-    // lock there refuses the login before the prompt.
-    let shared = match &policy.store {
-        Store::File => None,
-        Store::Redis(_) => match fleet_login::check(&context, host, conversation, log) {
-            Ok(guards) => Some(guards),
-            Err(code) => return code.into(),
-        },
-    };
 
     if policy.pass_mode == PassMode::TryFirstPass {
         if let Some(token) = first_pass_code(request, &enrollment) {
             // Every code checked counts, this one too: an attacker who can choose the
             // token gets no guess for free. The owner whose password merely looks like a
             // code loses one failure, which the right code asked for next clears.
-            match settle(&context, shared.as_ref(), host, &token, now, log) {
+            match settle(&context, host, &token, now, log) {
                 Ok((Verdict::Rejected { locked: None, .. } | Verdict::Replayed(_), _)) => {
                     log.info("try_first_pass: the earlier password is not a valid code (counted as one failure); asking for the code");
                 }
@@ -310,7 +224,7 @@ pub(crate) fn login(
         Ok(answer) => answer,
         Err(code) => return code.into(),
     };
-    match settle(&context, shared.as_ref(), host, &answer, now, log) {
+    match settle(&context, host, &answer, now, log) {
         Ok((verdict, time)) => report(verdict, time, policy, conversation, log).into(),
         Err(code) => code.into(),
     }
@@ -374,41 +288,79 @@ fn enrolled_digits(request: &Request, host: &dyn Host, log: &Logger) -> Option<u
     }
 }
 
-/// Decides `answer` under the person's lock and saves the outcome; the verdict and the
-/// time it was decided at, or the return code if nothing could be decided or saved.
-/// With `shared` guards (fleet mode) the shared record decides.
+/// Decides `answer` and saves the outcome: reads the record, decides with the core rules,
+/// writes it back if it is unchanged since the read (else reads again, a bounded number of
+/// times). The verdict and the time it was decided at, or the return code if nothing could
+/// be decided or saved.
 fn settle(
     context: &Context,
-    shared: Option<&SharedGuards>,
     host: &dyn Host,
     answer: &str,
     now: &dyn Fn() -> u64,
     log: &Logger,
 ) -> Result<(Verdict, u64), PamResultCode> {
-    if let Some(guards) = shared {
-        return fleet_login::settle(context, guards, host, answer, now, log);
-    }
-    let mut decided = None;
-    let saved = host.update_state(context.account, &mut |stored| {
-        let state = stored.unwrap_or_default();
-        let time = now();
+    let records = host.records();
+    let settled = settle_held(context, records, answer, now, log);
+    records.release();
+    settled
+}
+
+fn settle_held(
+    context: &Context,
+    records: &dyn Records,
+    answer: &str,
+    now: &dyn Fn() -> u64,
+    log: &Logger,
+) -> Result<(Verdict, u64), PamResultCode> {
+    let (account, enrolled) = (context.account, &context.enrolled);
+    for attempt in 1..=MAX_ATTEMPTS {
+        let record = records
+            .read(account, enrolled)
+            .map_err(|e| unavailable(log, &e))?;
+        let time = record.clock.unwrap_or_else(now);
+        let state = record.state.clone().unwrap_or_default();
         let decision = decide(
-            &context.enrolled,
+            enrolled,
             context.source,
             &state,
             &context.policy.limits,
             answer,
             time,
         );
-        let durability = durability_of(&decision.verdict);
-        decided = Some((decision.verdict, time));
-        (decision.state, durability)
-    });
-    match (saved, decided) {
-        (Ok(()), Some(decided)) => Ok(decided),
-        (Ok(()), None) => Err(unreachable_host(log)),
-        (Err(e), _) => Err(unavailable(log, &e)),
+        let verdict = decision.verdict;
+        if record.state.as_ref() == Some(&decision.state) {
+            return Ok((verdict, time));
+        }
+        // Not saved means not accepted: a code that cannot be retired must not work.
+        let written = records
+            .write_if_unchanged(
+                account,
+                enrolled,
+                record.version,
+                &decision.state,
+                durability_of(&verdict),
+            )
+            .map_err(|e| unavailable(log, &e))?;
+        match written {
+            Written::Written => {
+                if matches!(verdict, Verdict::Accepted(_)) {
+                    records.replicated().map_err(|e| unavailable(log, &e))?;
+                }
+                return Ok((verdict, time));
+            }
+            Written::Changed if attempt < MAX_ATTEMPTS && records.retry_after_change(attempt) => {
+                log.debug(&format!(
+                    "the record changed since it was read (another host); deciding again ({attempt})"
+                ));
+            }
+            Written::Changed => break,
+        }
     }
+    log.error(&format!(
+        "the record kept changing under this login's write-backs (other hosts logging the \
+         same person in); gave up after at most {MAX_ATTEMPTS} attempts; refused"
+    ));
+    Err(PamResultCode::PAM_AUTHINFO_UNAVAIL)
 }
 
 /// How durably a decision's state must be saved. A spent code (and a lockout imposed)
@@ -428,13 +380,7 @@ fn durability_of(verdict: &Verdict) -> Durability {
     }
 }
 
-/// A host that reports success without calling back has decided nothing: fail closed.
-pub(super) fn unreachable_host(log: &Logger) -> PamResultCode {
-    log.error("the state store saved without deciding; refused");
-    PamResultCode::PAM_AUTHINFO_UNAVAIL
-}
-
-pub(super) fn unavailable(log: &Logger, error: &StoreError) -> PamResultCode {
+fn unavailable(log: &Logger, error: &RecordError) -> PamResultCode {
     log.error(&error.to_string());
     PamResultCode::PAM_AUTHINFO_UNAVAIL
 }
@@ -534,7 +480,7 @@ fn scope_text(scope: LockScope) -> &'static str {
     }
 }
 
-pub(super) fn report_locked(
+fn report_locked(
     lock: Lock,
     time: u64,
     conversation: &mut dyn Conversation,
@@ -679,6 +625,7 @@ mod tests {
     use super::*;
     use crate::conversation::ConversationError;
     use pam_otp_sys::log::Level;
+    use pam_otp_sys::store::StoreError;
     use std::cell::RefCell;
     use std::collections::VecDeque;
     use std::path::PathBuf;
@@ -745,8 +692,13 @@ mod tests {
         Corrupt,
     }
 
+    /// Another host's write, coming between a read and its write-back.
+    type OtherHost = fn(&mut State);
+
     /// The system as a login sees it: one account, its enrollment file's text (or none),
-    /// the state, and whether saving fails.
+    /// the record, and whether saving fails. With a `fleet_clock` it stands for a fleet's
+    /// shared record: the store's clock decides, and a write-back finds the record changed
+    /// when `other_hosts` write in between.
     struct ScriptedHost {
         account: Account,
         enrollment: Option<String>,
@@ -757,6 +709,16 @@ mod tests {
         save_fails: bool,
         /// Who can change the scripted enrollment.
         custody: Custody,
+        /// A fleet's server clock minus the host's, if this stands for a fleet.
+        fleet_skew: Option<i64>,
+        /// The host's clock in the login under way (set by `run`).
+        host_now: RefCell<u64>,
+        /// The record's version: one more with every write.
+        version: RefCell<u64>,
+        /// Writes of other hosts, one before each write-back, in order.
+        other_hosts: RefCell<VecDeque<OtherHost>>,
+        /// Reads for a decision.
+        reads: RefCell<u32>,
     }
 
     impl ScriptedHost {
@@ -774,21 +736,57 @@ mod tests {
                 durabilities: RefCell::new(Vec::new()),
                 save_fails: false,
                 custody: Custody::User,
+                fleet_skew: None,
+                host_now: RefCell::new(0),
+                version: RefCell::new(0),
+                other_hosts: RefCell::new(VecDeque::new()),
+                reads: RefCell::new(0),
             }
         }
 
-        fn corrupt(&self) -> StoreError {
-            StoreError::Corrupt {
+        /// A fleet's shared record whose server's clock is `skew` seconds ahead of the
+        /// host's.
+        fn fleet(enrollment: Option<&str>, skew: i64) -> ScriptedHost {
+            ScriptedHost {
+                fleet_skew: Some(skew),
+                ..ScriptedHost::new(enrollment)
+            }
+        }
+
+        /// The same login flow over both stores: the state file, and a fleet's record.
+        fn both(enrollment: Option<&str>) -> [ScriptedHost; 2] {
+            [
+                ScriptedHost::new(enrollment),
+                ScriptedHost::fleet(enrollment, 0),
+            ]
+        }
+
+        fn corrupt(&self) -> RecordError {
+            RecordError::Store(StoreError::Corrupt {
                 path: "/state/tester.state".into(),
                 why: "not a state file".into(),
-            }
+            })
         }
 
-        fn read(&self) -> Result<Option<State>, StoreError> {
+        fn record(&self) -> Result<Record, RecordError> {
+            let state = match &*self.stored.borrow() {
+                Stored::Nothing => None,
+                Stored::State(state) => Some(state.clone()),
+                Stored::Corrupt => return Err(self.corrupt()),
+            };
+            Ok(Record {
+                state,
+                version: *self.version.borrow(),
+                clock: self
+                    .fleet_skew
+                    .map(|skew| self.host_now.borrow().saturating_add_signed(skew)),
+            })
+        }
+
+        fn state(&self) -> State {
             match &*self.stored.borrow() {
-                Stored::Nothing => Ok(None),
-                Stored::State(state) => Ok(Some(state.clone())),
-                Stored::Corrupt => Err(self.corrupt()),
+                Stored::State(state) => state.clone(),
+                other => panic!("no state: {other:?}"),
             }
         }
     }
@@ -812,43 +810,63 @@ mod tests {
             Ok((enrollment, self.custody))
         }
 
-        fn peek_state(&self, account: &Account) -> Result<Option<State>, StoreError> {
+        fn records(&self) -> &dyn Records {
+            self
+        }
+    }
+
+    impl Records for ScriptedHost {
+        fn peek(&self, account: &Account) -> Result<Record, RecordError> {
             assert_eq!(account.uid, self.account.uid);
-            self.read()
+            self.record()
         }
 
-        fn update_state(
+        fn read(&self, account: &Account, _: &EnrollmentRef) -> Result<Record, RecordError> {
+            assert_eq!(account.uid, self.account.uid);
+            *self.reads.borrow_mut() += 1;
+            self.record()
+        }
+
+        fn write_if_unchanged(
             &self,
             account: &Account,
-            change: &mut dyn FnMut(Option<State>) -> (State, Durability),
-        ) -> Result<(), StoreError> {
+            _: &EnrollmentRef,
+            version: u64,
+            state: &State,
+            durability: Durability,
+        ) -> Result<Written, RecordError> {
             assert_eq!(account.uid, self.account.uid);
-            let stored = self.read()?;
-            let (next, durability) = change(stored.clone());
-            if stored.as_ref() != Some(&next) {
-                self.durabilities.borrow_mut().push(durability);
-                if self.save_fails {
-                    return Err(StoreError::Io {
-                        path: "/state/tester.state".into(),
-                        action: "write",
-                        error: std::io::Error::from_raw_os_error(libc::ENOSPC),
-                    });
-                }
-                *self.saves.borrow_mut() += 1;
-                *self.stored.borrow_mut() = Stored::State(next);
+            if let Some(other) = self.other_hosts.borrow_mut().pop_front() {
+                let mut theirs = self.record()?.state.unwrap_or_default();
+                other(&mut theirs);
+                *self.stored.borrow_mut() = Stored::State(theirs);
+                *self.version.borrow_mut() += 1;
             }
+            if version != *self.version.borrow() {
+                return Ok(Written::Changed);
+            }
+            self.durabilities.borrow_mut().push(durability);
+            if self.save_fails {
+                return Err(RecordError::Store(StoreError::Io {
+                    path: "/state/tester.state".into(),
+                    action: "write",
+                    error: std::io::Error::from_raw_os_error(libc::ENOSPC),
+                }));
+            }
+            *self.saves.borrow_mut() += 1;
+            *self.version.borrow_mut() += 1;
+            *self.stored.borrow_mut() = Stored::State(state.clone());
+            Ok(Written::Written)
+        }
+
+        fn release(&self) {}
+
+        fn retry_after_change(&self, _: u32) -> bool {
+            true
+        }
+
+        fn replicated(&self) -> Result<(), RecordError> {
             Ok(())
-        }
-
-        fn shared_record(&self, _: u32, _: &Call) -> Result<Reply, RedisStoreError> {
-            Err(RedisStoreError::Command {
-                what: "the fleet script",
-                why: "the scripted host has no Redis".into(),
-            })
-        }
-
-        fn shared_replicated(&self) -> Result<(), RedisStoreError> {
-            self.shared_record(0, &Call::Status).map(|_| ())
         }
     }
 
@@ -886,6 +904,7 @@ mod tests {
         time: u64,
     ) -> (Ending, Logger) {
         let log = Logger::memory("test");
+        *host.host_now.borrow_mut() = time;
         (login(request, host, script, &|| time, &log), log)
     }
 
@@ -964,19 +983,20 @@ mod tests {
 
     #[test]
     fn right_code_then_replay() {
-        let host = ScriptedHost::new(Some(&totp8()));
-        let p = policy(&[]);
-        let (code, log) = attempt(&host, &p, &mut answering(&[T1.1]), T1.0);
-        assert_eq!(code, PamResultCode::PAM_SUCCESS);
-        assert!(log.lines()[0].1.contains("accepted TOTP code"));
-        let (code, log) = attempt(&host, &p, &mut answering(&[T1.1]), T1.0);
-        assert_eq!(code, PamResultCode::PAM_AUTH_ERR);
-        assert_eq!(log.lines()[0].0, Level::Warning);
-        // No line ever carries the code or the secret.
-        assert!(!log
-            .lines()
-            .iter()
-            .any(|(_, l)| l.contains(T1.1) || l.contains(RFC_SECRET)));
+        for host in ScriptedHost::both(Some(&totp8())) {
+            let p = policy(&[]);
+            let (code, log) = attempt(&host, &p, &mut answering(&[T1.1]), T1.0);
+            assert_eq!(code, PamResultCode::PAM_SUCCESS);
+            assert!(log.lines()[0].1.contains("accepted TOTP code"));
+            let (code, log) = attempt(&host, &p, &mut answering(&[T1.1]), T1.0);
+            assert_eq!(code, PamResultCode::PAM_AUTH_ERR);
+            assert_eq!(log.lines()[0].0, Level::Warning);
+            // No line ever carries the code or the secret.
+            assert!(!log
+                .lines()
+                .iter()
+                .any(|(_, l)| l.contains(T1.1) || l.contains(RFC_SECRET)));
+        }
     }
 
     #[test]
@@ -999,48 +1019,50 @@ mod tests {
 
     #[test]
     fn prompt_is_the_configured_one() {
-        let host = ScriptedHost::new(Some(&totp8()));
-        let mut script = answering(&[T2.1]);
-        let code = attempt(&host, &policy(&["prompt=Code? "]), &mut script, T2.0).0;
-        assert_eq!(code, PamResultCode::PAM_SUCCESS);
-        assert_eq!(script.prompts, vec!["Code? "]);
+        for host in ScriptedHost::both(Some(&totp8())) {
+            let mut script = answering(&[T2.1]);
+            let code = attempt(&host, &policy(&["prompt=Code? "]), &mut script, T2.0).0;
+            assert_eq!(code, PamResultCode::PAM_SUCCESS);
+            assert_eq!(script.prompts, vec!["Code? "]);
+        }
     }
 
     #[test]
     fn lockout_stops_asking_and_tells_the_user() {
-        let host = ScriptedHost::new(Some(&totp8()));
-        let p = policy(&["max_failures=2", "lockout=100"]);
-        let code = attempt(&host, &p, &mut answering(&["00000000"]), T1.0).0;
-        assert_eq!(code, PamResultCode::PAM_AUTH_ERR);
-        let mut script = answering(&["00000001"]);
-        assert_eq!(
-            attempt(&host, &p, &mut script, T1.0).0,
-            PamResultCode::PAM_AUTH_ERR
-        );
-        assert!(
-            script.errors[0].contains("locked for 100 seconds"),
-            "{:?}",
-            script.errors
-        );
-        let saves = *host.saves.borrow();
-        let mut script = answering(&[]);
-        let code = attempt(&host, &p, &mut script, T1.0 + 10).0;
-        assert_eq!(code, PamResultCode::PAM_PERM_DENIED);
-        assert!(script.prompts.is_empty(), "asked while locked");
-        assert!(script.errors[0].contains("90 seconds"));
-        assert_eq!(
-            *host.saves.borrow(),
-            saves,
-            "a refused login wrote the state"
-        );
-        // After the lockout the right code works.
-        let code = attempt(&host, &p, &mut answering(&[T2.1]), T2.0).0;
-        assert_eq!(code, PamResultCode::PAM_SUCCESS);
-        // A failure is buffered; the lockout and the spent code are synced.
-        assert_eq!(
-            *host.durabilities.borrow(),
-            [Durability::Buffered, Durability::Synced, Durability::Synced]
-        );
+        for host in ScriptedHost::both(Some(&totp8())) {
+            let p = policy(&["max_failures=2", "lockout=100"]);
+            let code = attempt(&host, &p, &mut answering(&["00000000"]), T1.0).0;
+            assert_eq!(code, PamResultCode::PAM_AUTH_ERR);
+            let mut script = answering(&["00000001"]);
+            assert_eq!(
+                attempt(&host, &p, &mut script, T1.0).0,
+                PamResultCode::PAM_AUTH_ERR
+            );
+            assert!(
+                script.errors[0].contains("locked for 100 seconds"),
+                "{:?}",
+                script.errors
+            );
+            let saves = *host.saves.borrow();
+            let mut script = answering(&[]);
+            let code = attempt(&host, &p, &mut script, T1.0 + 10).0;
+            assert_eq!(code, PamResultCode::PAM_PERM_DENIED);
+            assert!(script.prompts.is_empty(), "asked while locked");
+            assert!(script.errors[0].contains("90 seconds"));
+            assert_eq!(
+                *host.saves.borrow(),
+                saves,
+                "a refused login wrote the state"
+            );
+            // After the lockout the right code works.
+            let code = attempt(&host, &p, &mut answering(&[T2.1]), T2.0).0;
+            assert_eq!(code, PamResultCode::PAM_SUCCESS);
+            // A failure is buffered; the lockout and the spent code are synced.
+            assert_eq!(
+                *host.durabilities.borrow(),
+                [Durability::Buffered, Durability::Synced, Durability::Synced]
+            );
+        }
     }
 
     #[test]
@@ -1254,19 +1276,21 @@ mod tests {
     #[test]
     fn recovery_code_reports_what_is_left() {
         let hash = pam_otp_core::recovery::RecoveryHash::new("abcd-efgh", [9; 16]).to_stored();
-        let host = ScriptedHost::new(Some(&format!("{}recovery_codes = [\"{hash}\"]\n", totp8())));
-        let p = policy(&[]);
-        let mut script = answering(&["ABCD-EFGH"]);
-        let (code, log) = attempt(&host, &p, &mut script, T1.0);
-        assert_eq!(code, PamResultCode::PAM_SUCCESS);
-        assert!(
-            script.infos[0].contains("0 recovery codes left"),
-            "{:?}",
-            script.infos
-        );
-        assert_eq!(log.lines()[0].0, Level::Warning);
-        let code = attempt(&host, &p, &mut answering(&["abcd-efgh"]), T1.0).0;
-        assert_eq!(code, PamResultCode::PAM_AUTH_ERR);
+        for host in ScriptedHost::both(Some(&format!("{}recovery_codes = [\"{hash}\"]\n", totp8())))
+        {
+            let p = policy(&[]);
+            let mut script = answering(&["ABCD-EFGH"]);
+            let (code, log) = attempt(&host, &p, &mut script, T1.0);
+            assert_eq!(code, PamResultCode::PAM_SUCCESS);
+            assert!(
+                script.infos[0].contains("0 recovery codes left"),
+                "{:?}",
+                script.infos
+            );
+            assert_eq!(log.lines()[0].0, Level::Warning);
+            let code = attempt(&host, &p, &mut answering(&["abcd-efgh"]), T1.0).0;
+            assert_eq!(code, PamResultCode::PAM_AUTH_ERR);
+        }
     }
 
     #[test]
@@ -1279,75 +1303,79 @@ mod tests {
 
     #[test]
     fn corrupt_state_fails_closed_and_is_kept() {
-        let host = ScriptedHost::new(Some(&totp8()));
-        *host.stored.borrow_mut() = Stored::Corrupt;
-        let mut script = answering(&[]);
-        let (code, log) = attempt(&host, &policy(&[]), &mut script, T2.0);
-        assert_eq!(code, PamResultCode::PAM_AUTHINFO_UNAVAIL);
-        assert!(script.prompts.is_empty());
-        assert_eq!(*host.stored.borrow(), Stored::Corrupt);
-        assert!(log.lines()[0].1.contains("otp-admin reset"));
+        for host in ScriptedHost::both(Some(&totp8())) {
+            *host.stored.borrow_mut() = Stored::Corrupt;
+            let mut script = answering(&[]);
+            let (code, log) = attempt(&host, &policy(&[]), &mut script, T2.0);
+            assert_eq!(code, PamResultCode::PAM_AUTHINFO_UNAVAIL);
+            assert!(script.prompts.is_empty());
+            assert_eq!(*host.stored.borrow(), Stored::Corrupt);
+            assert!(log.lines()[0].1.contains("otp-admin reset"));
+        }
     }
 
     #[test]
     fn a_code_that_cannot_be_saved_is_not_accepted() {
-        let mut host = ScriptedHost::new(Some(&totp8()));
-        host.save_fails = true;
-        let (code, log) = attempt(&host, &policy(&[]), &mut answering(&[T1.1]), T1.0);
-        assert_eq!(code, PamResultCode::PAM_AUTHINFO_UNAVAIL);
-        assert!(log.lines()[0].1.contains("cannot write"));
-        // Once the store works again, the same code is still good: it was never spent.
-        host.save_fails = false;
-        let code = attempt(&host, &policy(&[]), &mut answering(&[T1.1]), T1.0).0;
-        assert_eq!(code, PamResultCode::PAM_SUCCESS);
+        for mut host in ScriptedHost::both(Some(&totp8())) {
+            host.save_fails = true;
+            let (code, log) = attempt(&host, &policy(&[]), &mut answering(&[T1.1]), T1.0);
+            assert_eq!(code, PamResultCode::PAM_AUTHINFO_UNAVAIL);
+            assert!(log.lines()[0].1.contains("cannot write"));
+            // Once the store works again, the same code is still good: it was never spent.
+            host.save_fails = false;
+            let code = attempt(&host, &policy(&[]), &mut answering(&[T1.1]), T1.0).0;
+            assert_eq!(code, PamResultCode::PAM_SUCCESS);
+        }
     }
 
     #[test]
     fn a_replay_is_named_to_the_user_and_not_counted() {
-        let host = ScriptedHost::new(Some(&totp8()));
-        let p = policy(&["max_failures=1"]);
-        let code = attempt(&host, &p, &mut answering(&[T1.1]), T1.0).0;
-        assert_eq!(code, PamResultCode::PAM_SUCCESS);
-        for _ in 0..3 {
-            let mut script = answering(&[T1.1]);
-            let (code, log) = attempt(&host, &p, &mut script, T1.0);
-            assert_eq!(code, PamResultCode::PAM_AUTH_ERR);
-            assert_eq!(script.errors, [REPLAY_MESSAGE]);
-            assert!(log.lines()[0].1.contains("replay"), "{:?}", log.lines());
+        for host in ScriptedHost::both(Some(&totp8())) {
+            let p = policy(&["max_failures=1"]);
+            let code = attempt(&host, &p, &mut answering(&[T1.1]), T1.0).0;
+            assert_eq!(code, PamResultCode::PAM_SUCCESS);
+            for _ in 0..3 {
+                let mut script = answering(&[T1.1]);
+                let (code, log) = attempt(&host, &p, &mut script, T1.0);
+                assert_eq!(code, PamResultCode::PAM_AUTH_ERR);
+                assert_eq!(script.errors, [REPLAY_MESSAGE]);
+                assert!(log.lines()[0].1.contains("replay"), "{:?}", log.lines());
+            }
+            let Stored::State(state) = &*host.stored.borrow() else {
+                panic!("no state")
+            };
+            assert_eq!(state.all.user.failures, 0);
+            assert!(state.all.sources.is_empty());
         }
-        let Stored::State(state) = &*host.stored.borrow() else {
-            panic!("no state")
-        };
-        assert_eq!(state.all.user.failures, 0);
-        assert!(state.all.sources.is_empty());
     }
 
     #[test]
     fn try_first_pass_counts_a_code_shaped_miss_once_then_asks() {
-        let host = ScriptedHost::new(Some(&totp8()));
-        let p = policy(&["try_first_pass"]);
-        // The earlier password looks like an 8-digit code but is not this one.
-        let mut script = answering(&[T1.1]);
-        let (ending, log) = attempt_with(&host, &p, &mut script, T1.0, Some("48291300"));
-        assert_eq!(ending.code, PamResultCode::PAM_SUCCESS);
-        assert_eq!(script.prompts.len(), 1, "the code was not asked for");
-        assert!(
-            log.lines()[0].1.contains("try_first_pass"),
-            "{:?}",
-            log.lines()
-        );
-        let Stored::State(state) = host.stored.borrow().clone() else {
-            panic!("no state")
-        };
-        assert_eq!(state.all.user.failures, 0, "the success clears the miss");
-        // A miss and then a wrong code: both were checked, both count.
-        let mut script = answering(&["00000000"]);
-        let (ending, _) = attempt_with(&host, &p, &mut script, T2.0, Some("48291300"));
-        assert_eq!(ending.code, PamResultCode::PAM_AUTH_ERR);
-        let Stored::State(state) = host.stored.borrow().clone() else {
-            panic!("no state")
-        };
-        assert_eq!(state.all.user.failures, 2);
+        for host in ScriptedHost::both(Some(&totp8())) {
+            let p = policy(&["try_first_pass"]);
+            // The earlier password looks like an 8-digit code but is not this one.
+            let mut script = answering(&[T1.1]);
+            let (ending, log) = attempt_with(&host, &p, &mut script, T1.0, Some("48291300"));
+            assert_eq!(ending.code, PamResultCode::PAM_SUCCESS);
+            assert_eq!(script.prompts.len(), 1, "the code was not asked for");
+            assert!(
+                log.lines()[0].1.contains("try_first_pass"),
+                "{:?}",
+                log.lines()
+            );
+            let Stored::State(state) = host.stored.borrow().clone() else {
+                panic!("no state")
+            };
+            assert_eq!(state.all.user.failures, 0, "the success clears the miss");
+            // A miss and then a wrong code: both were checked, both count.
+            let mut script = answering(&["00000000"]);
+            let (ending, _) = attempt_with(&host, &p, &mut script, T2.0, Some("48291300"));
+            assert_eq!(ending.code, PamResultCode::PAM_AUTH_ERR);
+            let Stored::State(state) = host.stored.borrow().clone() else {
+                panic!("no state")
+            };
+            assert_eq!(state.all.user.failures, 2);
+        }
     }
 
     #[test]
@@ -1373,5 +1401,97 @@ mod tests {
         let mut script = answering(&[T1.1]);
         let ending = login(&from("198.51.100.1"), &host, &mut script, &|| T1.0, &log);
         assert_eq!(ending.code, PamResultCode::PAM_SUCCESS);
+    }
+
+    /// A failure counted by another host.
+    fn another_hosts_failure(state: &mut State) {
+        state.all.user.failures += 1;
+    }
+
+    /// Another host accepting T1's code (the RFC enrollment, step of T1) first.
+    fn another_host_accepts_t1(state: &mut State) {
+        let enrollment = Enrollment::parse(&totp8()).unwrap();
+        let enrolled = EnrollmentRef::new(&enrollment, "/home/tester/.otp.toml", Custody::User);
+        let record = pam_otp_core::state::EnrollmentRecord {
+            last_totp_step: Some(T1.0 / 30),
+            ..enrolled.fresh_record()
+        };
+        assert!(state.accept(&enrolled, record, T1.0));
+    }
+
+    #[test]
+    fn a_fleet_login_decides_at_the_servers_clock() {
+        // This host's clock is an hour behind the fleet's: the code of the server's time
+        // is the one accepted, and lockouts end when the server says.
+        let host = ScriptedHost::fleet(Some(&totp8()), 3600);
+        let local = T1.0 - 3600;
+        let p = policy(&["max_failures=1", "lockout=100"]);
+        let (code, _) = attempt(&host, &p, &mut answering(&[T1.1]), local);
+        assert_eq!(code, PamResultCode::PAM_SUCCESS);
+        let mut script = answering(&["00000000"]);
+        assert_eq!(
+            attempt(&host, &p, &mut script, local + 1).0,
+            PamResultCode::PAM_AUTH_ERR
+        );
+        let until = host.state().all.sources["local"].locked_until;
+        assert_eq!(
+            until,
+            T1.0 + 1 + 100,
+            "the deadline is in the server's clock"
+        );
+        let mut script = answering(&[]);
+        assert_eq!(
+            attempt(&host, &p, &mut script, local + 11).0,
+            PamResultCode::PAM_PERM_DENIED
+        );
+        assert!(
+            script.errors[0].contains("90 seconds"),
+            "{:?}",
+            script.errors
+        );
+    }
+
+    #[test]
+    fn a_write_back_that_finds_the_record_changed_decides_again() {
+        let host = ScriptedHost::fleet(Some(&totp8()), 0);
+        let p = policy(&[]);
+        host.other_hosts
+            .borrow_mut()
+            .extend([another_hosts_failure as OtherHost]);
+        let (code, _) = attempt(&host, &p, &mut answering(&["00000000"]), T1.0);
+        assert_eq!(code, PamResultCode::PAM_AUTH_ERR);
+        assert_eq!(*host.reads.borrow(), 2, "read again after the change");
+        assert_eq!(host.state().all.user.failures, 2, "both failures count");
+        // Another host accepted the same code in between: here it is a replay.
+        let host = ScriptedHost::fleet(Some(&totp8()), 0);
+        host.other_hosts
+            .borrow_mut()
+            .extend([another_host_accepts_t1 as OtherHost]);
+        let mut script = answering(&[T1.1]);
+        let (code, _) = attempt(&host, &p, &mut script, T1.0);
+        assert_eq!(code, PamResultCode::PAM_AUTH_ERR);
+        assert_eq!(script.errors, [REPLAY_MESSAGE]);
+        assert_eq!(*host.saves.borrow(), 0, "the replay wrote nothing");
+    }
+
+    #[test]
+    fn a_record_that_keeps_changing_refuses_the_login_and_writes_nothing() {
+        let host = ScriptedHost::fleet(Some(&totp8()), 0);
+        host.other_hosts
+            .borrow_mut()
+            .extend([another_hosts_failure as OtherHost; MAX_ATTEMPTS as usize]);
+        let (code, log) = attempt(&host, &policy(&[]), &mut answering(&[T1.1]), T1.0);
+        assert_eq!(code, PamResultCode::PAM_AUTHINFO_UNAVAIL);
+        assert_eq!(*host.reads.borrow(), MAX_ATTEMPTS);
+        assert_eq!(*host.saves.borrow(), 0);
+        assert!(
+            log.lines().iter().any(|(_, l)| l.contains("kept changing")),
+            "{:?}",
+            log.lines()
+        );
+        // Only the other hosts' failures are in the record; the code is still good.
+        assert_eq!(host.state().all.user.failures, MAX_ATTEMPTS);
+        let (code, _) = attempt(&host, &policy(&[]), &mut answering(&[T1.1]), T1.0);
+        assert_eq!(code, PamResultCode::PAM_SUCCESS);
     }
 }

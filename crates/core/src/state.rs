@@ -455,6 +455,34 @@ impl State {
     /// Returns false if no record could make room (more than eight enrollments used within
     /// a week): the success must then not be granted.
     pub fn accept(&mut self, enrolled: &EnrollmentRef, record: EnrollmentRecord, now: u64) -> bool {
+        if !self.make_room(enrolled, now) {
+            return false;
+        }
+        let record = EnrollmentRecord {
+            file: enrolled.file.clone(),
+            last_used: now,
+            ..record
+        };
+        self.enrollments
+            .insert(enrolled.fingerprint.clone(), record);
+        self.last_success = now;
+        true
+    }
+
+    /// Keeps `record` as this enrollment's as it is (its last use unchanged), making room
+    /// by the rules of [`State::accept`]; false if there is none. For a record that was
+    /// used before, elsewhere: the fleet host's floor laid under the shared record.
+    pub fn keep(&mut self, enrolled: &EnrollmentRef, record: EnrollmentRecord, now: u64) -> bool {
+        if !self.make_room(enrolled, now) {
+            return false;
+        }
+        self.enrollments
+            .insert(enrolled.fingerprint.clone(), record);
+        true
+    }
+
+    /// Makes room for this enrollment's record if it has none (see [`State::accept`]).
+    fn make_room(&mut self, enrolled: &EnrollmentRef, now: u64) -> bool {
         let key = &enrolled.fingerprint;
         if !self.enrollments.contains_key(key) {
             let same_file = self
@@ -479,13 +507,6 @@ impl State {
                 }
             }
         }
-        let record = EnrollmentRecord {
-            file: enrolled.file.clone(),
-            last_used: now,
-            ..record
-        };
-        self.enrollments.insert(key.clone(), record);
-        self.last_success = now;
         true
     }
 

@@ -1,8 +1,8 @@
 //! The fleet's Redis: one connection per login (TLS, ACL user, password from a root-only
 //! file) to `redis_url` or to the master the sentinels name, made only after [`trust`]
-//! vouched for the server; the record's script run with `EVALSHA`, and `WAIT` for
-//! replicas; every step bounded by `redis_timeout_ms`, every failure an error that
-//! refuses the login.
+//! vouched for the server; the record read and written back by its compare-and-set
+//! script (`EVALSHA`), and `WAIT` for replicas; every step bounded by
+//! `redis_timeout_ms`, every failure an error that refuses the login.
 //!
 //! `otp-admin` uses this directly; the PAM module reaches it through the client object
 //! `pam_otp_redis.so` (`sys::redis_client`), which serves [`ClientRequest`]s with it.
@@ -16,9 +16,11 @@ use std::time::{Duration, Instant};
 use redis::{Client, ClientTlsConfig, IntoConnectionInfo, TlsCertificates};
 use zeroize::Zeroizing;
 
-use pam_otp_core::fleet::{parse_reply, Call, FleetError, RecordKeys, Reply, Value, SCRIPT};
+use pam_otp_core::fleet::{RecordKeys, SCRIPT};
 use pam_otp_sys::policy::{split_host_port, RedisSettings};
-use pam_otp_sys::redis_protocol::{ClientReply, ClientRequest, RedisStoreError};
+use pam_otp_sys::redis_protocol::{
+    ClientReply, ClientRequest, RedisStoreError, SharedRead, WriteOutcome,
+};
 use pam_otp_sys::safe_path::open_root_owned_file;
 
 use crate::{sentinel, trust};
@@ -223,6 +225,10 @@ fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
+/// How `RedisStore::update` changes a record: given the server's clock and the stored
+/// bytes, the bytes to write, or `None` to leave it.
+pub type RecordChange<'a> = dyn FnMut(u64, &[u8]) -> Result<Option<Vec<u8>>, RedisStoreError> + 'a;
+
 /// One connection to the fleet's Redis, for the length of one login.
 pub struct RedisStore {
     connection: redis::Connection,
@@ -240,24 +246,26 @@ fn command_error(what: &'static str) -> impl Fn(redis::RedisError) -> RedisStore
     }
 }
 
-fn to_value(value: redis::Value) -> Result<Value, RedisStoreError> {
-    Ok(match value {
-        redis::Value::Nil => Value::Nil,
-        redis::Value::Int(n) => Value::Int(n),
-        redis::Value::BulkString(bytes) => {
-            Value::Text(String::from_utf8_lossy(&bytes).into_owned())
-        }
-        redis::Value::SimpleString(text) => Value::Text(text),
-        redis::Value::Okay => Value::Text("OK".into()),
-        redis::Value::Array(items) => {
-            Value::List(items.into_iter().map(to_value).collect::<Result<_, _>>()?)
-        }
-        other => {
-            return Err(RedisStoreError::Reply(FleetError::Reply(format!(
-                "unexpected value {other:?}"
-            ))))
-        }
-    })
+fn bad_reply(what: &str, value: &redis::Value) -> RedisStoreError {
+    RedisStoreError::Reply(format!("unexpected reply to {what}: {value:?}"))
+}
+
+/// A reply's bytes (a bulk or status string, or an integer as text).
+fn bytes(value: &redis::Value) -> Option<Vec<u8>> {
+    match value {
+        redis::Value::BulkString(bytes) => Some(bytes.clone()),
+        redis::Value::SimpleString(text) => Some(text.clone().into_bytes()),
+        redis::Value::Int(n) => Some(n.to_string().into_bytes()),
+        _ => None,
+    }
+}
+
+/// A reply's number, sent as text or as an integer.
+fn number(value: &redis::Value) -> Option<u64> {
+    match value {
+        redis::Value::Int(n) => u64::try_from(*n).ok(),
+        other => std::str::from_utf8(&bytes(other)?).ok()?.parse().ok(),
+    }
 }
 
 impl RedisStore {
@@ -316,30 +324,95 @@ impl RedisStore {
         }
     }
 
-    /// Runs the record's script for `keys` (`EVALSHA`; loaded again on `NOSCRIPT`).
-    pub fn run(&mut self, keys: &RecordKeys, call: &Call) -> Result<Reply, RedisStoreError> {
-        let keys = keys.all().map(str::to_string);
-        let arguments = call.arguments().map_err(RedisStoreError::Reply)?;
-        parse_reply(&self.run_script(&keys, &arguments)?).map_err(RedisStoreError::Reply)
-    }
-
-    /// The script's raw reply for these keys and arguments.
-    pub fn run_script(
+    /// Runs the record's script (`EVALSHA`; loaded again on `NOSCRIPT`).
+    fn run_script(
         &mut self,
         keys: &[String],
-        arguments: &[String],
-    ) -> Result<Value, RedisStoreError> {
+        arguments: &[&[u8]],
+    ) -> Result<redis::Value, RedisStoreError> {
         let script = redis::Script::new(SCRIPT);
         let mut invocation = script.prepare_invoke();
         for key in keys {
             invocation.key(key);
         }
         for argument in arguments {
-            invocation.arg(argument);
+            invocation.arg(*argument);
         }
-        let value: redis::Value =
-            self.with_rediscovery("the fleet script", |c| invocation.invoke(c))?;
-        to_value(value)
+        self.with_rediscovery("the fleet record's script", |c| invocation.invoke(c))
+    }
+
+    /// The record of `keys` (`RecordKeys::all`) and the server's clock.
+    pub fn read(&mut self, keys: &[String]) -> Result<SharedRead, RedisStoreError> {
+        let value = self.run_script(keys, &[b"read"])?;
+        let redis::Value::Array(items) = &value else {
+            return Err(bad_reply("read", &value));
+        };
+        let read = |items: &[redis::Value]| -> Option<SharedRead> {
+            let [time, micros, version, state, old] = items else {
+                return None;
+            };
+            Some(SharedRead {
+                time: number(time)?,
+                micros: u32::try_from(number(micros)?).ok()?,
+                version: number(version)?,
+                state: bytes(state)?,
+                old_fields: number(old)?,
+            })
+        };
+        let read = read(items);
+        read.ok_or_else(|| bad_reply("read", &value))
+    }
+
+    /// Replaces the record at `key` by `state` if its version is still `expected`.
+    pub fn write(
+        &mut self,
+        key: &str,
+        expected: u64,
+        state: &[u8],
+    ) -> Result<WriteOutcome, RedisStoreError> {
+        let expected = expected.to_string();
+        let value = self.run_script(&[key.to_string()], &[b"write", expected.as_bytes(), state])?;
+        let outcome = match &value {
+            redis::Value::Array(items) => match (items.first().and_then(bytes), items.get(1)) {
+                (Some(word), Some(version)) if word == b"written" => {
+                    number(version).map(WriteOutcome::Written)
+                }
+                (Some(word), Some(_)) if word == b"changed" => Some(WriteOutcome::Changed),
+                _ => None,
+            },
+            _ => None,
+        };
+        outcome.ok_or_else(|| bad_reply("write", &value))
+    }
+
+    /// Deletes the keys of the older record format; how many there were.
+    pub fn forget_old(&mut self, keys: &[String]) -> Result<u64, RedisStoreError> {
+        let value = self.run_script(keys, &[b"forget-old"])?;
+        number(&value).ok_or_else(|| bad_reply("forget-old", &value))
+    }
+
+    /// The record of the person `keys` name, read and written back through `change`
+    /// (otp-admin's unlock and reset), retried while other hosts change it in between.
+    /// `change` gets the server's clock and the stored bytes, returns the new bytes, or
+    /// `None` to leave the record as it is. The bytes written, if any.
+    pub fn update(
+        &mut self,
+        keys: &RecordKeys,
+        change: &mut RecordChange,
+    ) -> Result<Option<Vec<u8>>, RedisStoreError> {
+        for _ in 0..pam_otp_core::fleet::MAX_ATTEMPTS {
+            let read = self.read(&keys.all())?;
+            let Some(next) = change(read.time, &read.state)? else {
+                return Ok(None);
+            };
+            match self.write(&keys.record, read.version, &next)? {
+                WriteOutcome::Written(_) => return Ok(Some(next)),
+                WriteOutcome::Changed => continue,
+            }
+        }
+        Err(RedisStoreError::Contended {
+            attempts: pam_otp_core::fleet::MAX_ATTEMPTS,
+        })
     }
 
     /// After an accepted code: waits until `redis_replicas` replicas have it, at most the
@@ -382,12 +455,25 @@ pub fn serve(session: &mut Option<RedisStore>, request: &[u8]) -> Vec<u8> {
         },
         Ok(request) => match (session.as_mut(), request) {
             (None, _) => ClientReply::Failed("redis: not connected".into()),
-            (Some(store), ClientRequest::Script { keys, arguments }) => {
-                match store.run_script(&keys, &arguments) {
-                    Ok(value) => ClientReply::Value(value),
-                    Err(e) => ClientReply::Failed(e.to_string()),
-                }
-            }
+            (Some(store), ClientRequest::Read { keys }) => match store.read(&keys) {
+                Ok(read) => ClientReply::Read(read),
+                Err(e) => ClientReply::Failed(e.to_string()),
+            },
+            (
+                Some(store),
+                ClientRequest::Write {
+                    key,
+                    expected,
+                    state,
+                },
+            ) => match store.write(&key, expected, &state) {
+                Ok(outcome) => ClientReply::Write(outcome),
+                Err(e) => ClientReply::Failed(e.to_string()),
+            },
+            (Some(store), ClientRequest::ForgetOld { keys }) => match store.forget_old(&keys) {
+                Ok(removed) => ClientReply::Removed(removed),
+                Err(e) => ClientReply::Failed(e.to_string()),
+            },
             (Some(store), ClientRequest::WaitForReplicas) => match store.wait_for_replicas() {
                 Ok(()) => ClientReply::Done,
                 Err(e) => ClientReply::Failed(e.to_string()),
@@ -404,17 +490,15 @@ pub fn serve(session: &mut Option<RedisStore>, request: &[u8]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::error::Error;
 
     #[test]
-    fn the_scripts_unexpected_reply_is_the_source() {
-        let e = RedisStoreError::Reply(FleetError::OutOfRange(1 << 60));
-        assert_eq!(
-            e.source().and_then(|e| e.downcast_ref::<FleetError>()),
-            Some(&FleetError::OutOfRange(1 << 60))
-        );
-        assert!(RedisStoreError::Client("no client".into())
-            .source()
-            .is_none());
+    fn replies_are_read_as_bytes_and_numbers() {
+        let bulk = |b: &[u8]| redis::Value::BulkString(b.to_vec());
+        assert_eq!(bytes(&bulk(&[0, 255, 7])), Some(vec![0, 255, 7]));
+        assert_eq!(number(&bulk(b"42")), Some(42));
+        assert_eq!(number(&redis::Value::Int(7)), Some(7));
+        assert_eq!(number(&redis::Value::Int(-1)), None);
+        assert_eq!(number(&bulk(b"x")), None);
+        assert_eq!(bytes(&redis::Value::Nil), None);
     }
 }

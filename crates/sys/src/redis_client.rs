@@ -10,8 +10,10 @@ use std::sync::OnceLock;
 
 use crate::companion::{check_root_only, find_beside_module, module_directory};
 use crate::policy::RedisSettings;
-use crate::redis_protocol::{ClientReply, ClientRequest, RedisStoreError, CLIENT_PROTOCOL};
-use pam_otp_core::fleet::{parse_reply, Call, RecordKeys, Reply};
+use crate::redis_protocol::{
+    ClientReply, ClientRequest, RedisStoreError, SharedRead, WriteOutcome, CLIENT_PROTOCOL,
+};
+use pam_otp_core::fleet::RecordKeys;
 
 /// The names the client object may have next to the module: installed, and as cargo
 /// builds it (`target/*/libpam_otp_redis.so` beside `libpam_otp.so`); and, for the setuid
@@ -171,14 +173,28 @@ impl RedisClient {
         }
     }
 
-    /// Runs the record's script for `keys`.
-    pub fn run(&mut self, keys: &RecordKeys, call: &Call) -> Result<Reply, RedisStoreError> {
-        let request = ClientRequest::Script {
-            keys: keys.all().map(str::to_string).to_vec(),
-            arguments: call.arguments().map_err(RedisStoreError::Reply)?,
+    /// The person's record and the server's clock.
+    pub fn read(&mut self, keys: &RecordKeys) -> Result<SharedRead, RedisStoreError> {
+        match self.ask(&ClientRequest::Read { keys: keys.all() })? {
+            ClientReply::Read(read) => Ok(read),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Replaces the record by `state` if its version is still `expected`.
+    pub fn write(
+        &mut self,
+        keys: &RecordKeys,
+        expected: u64,
+        state: Vec<u8>,
+    ) -> Result<WriteOutcome, RedisStoreError> {
+        let request = ClientRequest::Write {
+            key: keys.record.clone(),
+            expected,
+            state,
         };
         match self.ask(&request)? {
-            ClientReply::Value(value) => parse_reply(&value).map_err(RedisStoreError::Reply),
+            ClientReply::Write(outcome) => Ok(outcome),
             other => Err(unexpected(other)),
         }
     }

@@ -191,9 +191,8 @@ impl Redis {
                 "+time",
             ])
             .args([
-                "+hget", "+hmget", "+hgetall", "+hset", "+hdel", "+hlen", "+hexists",
+                "+hget", "+hmget", "+hset", "+hlen", "+del", "+ping", "+role",
             ])
-            .args(["+pexpire", "+del", "+ping", "+role"])
             // What a sentinel needs (the sentinel contender).
             .args(["--user", "sentinel", "on", &format!(">{password}")])
             .args(["allchannels", "+@all"])

@@ -266,10 +266,10 @@ fn run(cli: &Cli, now: u64) -> Result<String, AdminError> {
     match &cli.command {
         Command::Status { user, json } => {
             let target = target(cli, user)?;
-            if let Store::Redis(settings) = &target.policy.store {
-                return fleet::status(&target, settings, *json);
-            }
-            let status = status(&target, now)?;
+            let status = match &target.policy.store {
+                Store::Redis(settings) => fleet::status(&target, settings)?,
+                Store::File => status(&target, now)?,
+            };
             if *json {
                 let mut text = serde_json::to_string_pretty(&status)
                     .map_err(|e| AdminError::Output(e.into()))?;
@@ -386,10 +386,29 @@ fn unlock_scope_text(state: &State, what: Unlock, now: u64) -> String {
 }
 
 fn unlock(target: &Target, source: Option<&Source>, now: u64) -> Result<String, AdminError> {
-    let user = &target.account.name;
     let Some((locked, Some(mut state))) = locked_state(target)? else {
         return Ok(nothing_to_do(target));
     };
+    let unlocked = unlock_state(target, &mut state, source, now);
+    if unlocked.changed {
+        locked.save(&state, Durability::Synced)?;
+        drop(locked);
+        audit(target, &unlocked.audit);
+    }
+    Ok(unlocked.message)
+}
+
+/// What `unlock` did to a state: whether it changed, what to say and what to log.
+struct Unlocked {
+    changed: bool,
+    message: String,
+    audit: String,
+}
+
+/// Unlocks `state` (of the target's person) at `now`: everything, or what a success from
+/// `source` would clear. The same words for every store.
+fn unlock_state(target: &Target, state: &mut State, source: Option<&Source>, now: u64) -> Unlocked {
+    let user = &target.account.name;
     let what = match source {
         Some(source) => Unlock::Source(source),
         None => Unlock::Everything,
@@ -400,29 +419,29 @@ fn unlock(target: &Target, source: Option<&Source>, now: u64) -> Result<String, 
             .is_some(),
         None => state.any_locked(now),
     };
-    let was = unlock_scope_text(&state, what, now);
+    let was = unlock_scope_text(state, what, now);
     let scope = match source {
         Some(source) => format!(" from {}", escape(source.as_str(), MAX_STATUS_VALUE_CHARS)),
         None => String::new(),
     };
     // The same function a successful login uses: one rule for what "unlocked" means.
     if !state.unlock(what) {
-        return Ok(format!(
-            "{user}{scope}: not locked and no failures; nothing changed\n"
-        ));
+        return Unlocked {
+            changed: false,
+            message: format!("{user}{scope}: not locked and no failures; nothing changed\n"),
+            audit: String::new(),
+        };
     }
-    locked.save(&state, Durability::Synced)?;
-    drop(locked);
-    audit(
-        target,
-        &format!("unlocked{scope} by otp-admin (was: {was})"),
-    );
     let verb = if was_locked {
         "unlocked"
     } else {
         "not locked; failures cleared"
     };
-    Ok(format!("{user}{scope}: {verb} (was: {was})\n"))
+    Unlocked {
+        changed: true,
+        message: format!("{user}{scope}: {verb} (was: {was})\n"),
+        audit: format!("unlocked{scope} by otp-admin (was: {was})"),
+    }
 }
 
 fn reset(target: &Target) -> Result<String, AdminError> {
@@ -453,15 +472,19 @@ fn reset(target: &Target) -> Result<String, AdminError> {
         let _ = writeln!(out, "{user}: removed a broken state file ({e})");
     }
     let _ = writeln!(out, "{user}: state removed ({})", path.display());
-    let _ = writeln!(
-        out,
+    out.push_str(&reset_warning(user));
+    Ok(out)
+}
+
+/// What `reset` warns of, for every store.
+fn reset_warning(user: &str) -> String {
+    format!(
         "WARNING: {user}'s login state starts over: the HOTP counter goes back to the one in \
          the enrollment file, TOTP codes already used may be accepted once more, spent \
          recovery codes work again, and failures and lockouts are forgotten. If old codes \
          may be known to someone else, enroll {user} again (otp-setup --force as {user}, or \
-         otp-admin enroll {user} --force for the administrator's store)."
-    );
-    Ok(out)
+         otp-admin enroll {user} --force for the administrator's store).\n"
+    )
 }
 
 /// The enrollment as far as it could be read.
@@ -507,7 +530,11 @@ pub struct Status {
     pub digits: Option<u32>,
     /// TOTP seconds per step.
     pub period: Option<u64>,
-    /// The person's state file (one per UID, shared by every account with that UID).
+    /// Where the person's state is kept: "file" (the state file) or "redis" (the fleet's
+    /// shared record).
+    pub store: &'static str,
+    /// The person's state file (one per UID, shared by every account with that UID), or
+    /// the fleet's shared record and where it is.
     pub state_file: String,
     /// Whether a state file exists (no login recorded yet if not).
     pub has_state: bool,
@@ -550,7 +577,36 @@ pub struct Status {
     pub split_state_dirs: BTreeMap<String, Vec<String>>,
 }
 
+/// The state file of the target's person under the state directory.
+fn state_path(target: &Target) -> PathBuf {
+    target
+        .policy
+        .state_dir
+        .join(pam_otp_sys::store::state_file_name(target.account.uid))
+}
+
 fn status(target: &Target, now: u64) -> Result<Status, AdminError> {
+    let stored = match existing_store(&target.policy.state_dir)? {
+        None => None,
+        Some(_) => locked_state(target)?.and_then(|(_lock, state)| state),
+    };
+    status_of(
+        target,
+        "file",
+        &state_path(target).display().to_string(),
+        stored,
+        now,
+    )
+}
+
+/// `status` of the state `stored` (kept in `location` by `store`), judged at `now`.
+fn status_of(
+    target: &Target,
+    store: &'static str,
+    location: &str,
+    stored: Option<State>,
+    now: u64,
+) -> Result<Status, AdminError> {
     let account = &target.account;
     let path = expand_secret_path(&target.policy.secret, &account.name, &account.home)
         .map_err(AdminError::Policy)?;
@@ -558,23 +614,16 @@ fn status(target: &Target, now: u64) -> Result<Status, AdminError> {
         Ok((enrollment, read_as)) => (Ok(enrollment), Some(read_as)),
         Err(e) => (Err(e), None),
     };
-    let state_path = target
-        .policy
-        .state_dir
-        .join(pam_otp_sys::store::state_file_name(account.uid));
-    let stored = match existing_store(&target.policy.state_dir)? {
-        None => None,
-        Some(_) => locked_state(target)?.and_then(|(_lock, state)| state),
-    };
     let mut status = describe(
         account,
         &path,
-        &state_path,
+        Path::new(location),
         &enrollment,
         stored,
         &target.policy.limits,
         now,
     );
+    status.store = store;
     let groups = state_dirs::split_guard(&state_dirs::state_dirs_of_services(Path::new(PAM_DIR)));
     status.split_state_dirs = groups
         .into_iter()
@@ -698,6 +747,7 @@ fn describe(
         algorithm: enrolled.map(|e| e.algorithm.name()),
         digits: enrolled.map(|e| e.digits),
         period,
+        store: "file",
         state_file: state_path.display().to_string(),
         has_state,
         enrollment_used,

@@ -11,6 +11,8 @@ mod demo;
 mod doc_lines;
 mod doctor;
 mod fleet;
+mod fleet_differential;
+mod fleet_rules;
 mod fleet_sentinel;
 mod fleet_trust;
 mod hostile;

@@ -11,9 +11,10 @@ use std::thread::sleep;
 use std::time::{Duration, Instant};
 
 use crate::support::clients::{self, read_shipped, require_program, shipped};
+use crate::support::state_record::{decode_state, encode_state, StoredState};
 use crate::support::{
-    assert_root, free_port, hex, new_secret, random_bytes, scratch_path, unique, Service, StateDir,
-    TestUser,
+    assert_root, free_port, hex, new_secret, pamtester_argv, random_bytes, scratch_path, spawn,
+    unique, Outcome, Service, StateDir, TestUser,
 };
 
 pub const REDIS_SERVER: &str = "/usr/bin/redis-server";
@@ -301,6 +302,69 @@ impl RedisServer {
         redis_cli(&["-s", &socket], user, &self.password, args)
     }
 
+    /// `redis-cli --raw` as the administrator: the reply's bytes as they are.
+    fn admin_raw(&self, args: &[&str], input: Option<&[u8]>) -> Vec<u8> {
+        let mut child = Command::new(REDIS_CLI)
+            .arg("-s")
+            .arg(&self.socket)
+            .args([
+                "--user",
+                "admin",
+                "--pass",
+                &self.password,
+                "--no-auth-warning",
+                "--raw",
+            ])
+            .args(if input.is_some() {
+                &["-x"][..]
+            } else {
+                &[][..]
+            })
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("run redis-cli");
+        {
+            use std::io::Write;
+            let mut stdin = child.stdin.take().unwrap();
+            stdin.write_all(input.unwrap_or_default()).unwrap();
+        }
+        let out = child.wait_with_output().expect("redis-cli");
+        assert!(out.status.success(), "redis-cli {args:?}: {out:?}");
+        out.stdout
+    }
+
+    /// The key of the shared record of the person with `uid`.
+    pub fn record_key(&self, uid: u32) -> String {
+        format!("{}{{uid-{uid}}}:record", self.prefix)
+    }
+
+    /// The person's shared record, read and decoded by the tests' own code: its version
+    /// and state; `None` if there is none.
+    pub fn record(&self, uid: u32) -> Option<(u64, StoredState)> {
+        let key = self.record_key(uid);
+        let version = self.admin(&["HGET", &key, "version"]);
+        let version: u64 = version.trim().parse().ok()?;
+        let mut bytes = self.admin_raw(&["HGET", &key, "state"], None);
+        assert_eq!(
+            bytes.pop(),
+            Some(b'\n'),
+            "redis-cli --raw ends with a newline"
+        );
+        Some((version, decode_state(&bytes).expect("the record decodes")))
+    }
+
+    /// Replaces the person's shared record by `state`, as a host's write does (a newer
+    /// version).
+    pub fn put_record(&self, uid: u32, state: &StoredState) {
+        let key = self.record_key(uid);
+        self.admin_raw(&["HSET", &key, "state"], Some(&encode_state(state)));
+        assert!(!self
+            .admin(&["HINCRBY", &key, "version", "1"])
+            .contains("ERR"));
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.as_ref().expect("server running").id()
     }
@@ -419,6 +483,39 @@ impl Host {
     pub fn reconfigure(&mut self, args: &str) {
         self.service = Service::otp(&self.state, args);
     }
+}
+
+/// `logins` pamtesters, alternating between the hosts, all started and all answered with
+/// `answer` before any is waited for: they run at once.
+pub fn at_once(hosts: &[&Host], user: &TestUser, answer: &str, logins: usize) -> Vec<Outcome> {
+    let mut children: Vec<Child> = (0..logins)
+        .map(|i| {
+            spawn(&pamtester_argv(
+                &hosts[i % hosts.len()].service,
+                &user.name,
+                None,
+                None,
+            ))
+        })
+        .collect();
+    for child in &mut children {
+        use std::io::Write;
+        if let Some(mut stdin) = child.stdin.take() {
+            // One that never asks (locked) has closed its end: that is fine.
+            let _ = stdin.write_all(format!("{answer}\n").as_bytes());
+        }
+    }
+    children
+        .into_iter()
+        .map(|child| {
+            let out = child.wait_with_output().expect("wait for pamtester");
+            Outcome {
+                status: out.status.code(),
+                stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+                stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            }
+        })
+        .collect()
 }
 
 /// A listener that is not Redis: it answers nothing and records every connection and
