@@ -4,9 +4,7 @@
 //! what it tells the user, and turns its exit status into the return code.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command, Stdio};
 
 use ::pam::constants::PamResultCode;
@@ -14,13 +12,9 @@ use zeroize::Zeroizing;
 
 use crate::conversation::Conversation;
 use crate::login::Request;
-use pam_otp_sys::companion::{check_root_only, find_beside_module, module_directory};
+use pam_otp_sys::companion::{module_directory, usable_checker};
 use pam_otp_sys::log::Logger;
 use pam_otp_sys::policy::PassMode;
-
-/// Where the checker is, from the module's directory: installed
-/// (`/usr/lib/<triplet>/security/../pam-otp/`), and as cargo builds it (beside).
-const CHECKER_PLACES: [&str; 2] = ["../pam-otp/pam_otp_check", "pam_otp_check"];
 
 /// What the user sees when there is no usable checker (the log says what to fix).
 const NO_CHECKER_MESSAGE: &str =
@@ -63,7 +57,7 @@ pub(crate) fn login(
     conversation: &mut dyn Conversation,
     log: &Logger,
 ) -> PamResultCode {
-    let checker = match usable_checker() {
+    let checker = match module_directory().and_then(|dir| usable_checker(&dir)) {
         Ok(checker) => checker,
         Err(why) => {
             // SAFETY: getuid has no preconditions and cannot fail.
@@ -113,27 +107,6 @@ pub(crate) fn login(
         }
     };
     converse(child, request, conversation, log)
-}
-
-/// The checker beside the module, if it is root's alone and setuid root.
-fn usable_checker() -> Result<PathBuf, String> {
-    let path = find_beside_module(&CHECKER_PLACES)?.ok_or_else(|| {
-        let dir = module_directory().unwrap_or_default();
-        format!(
-            "it is not installed (looked for {} in {})",
-            CHECKER_PLACES.join(" and "),
-            dir.display()
-        )
-    })?;
-    let meta = check_root_only(&path)?;
-    if !meta.is_file() || meta.mode() & 0o4000 == 0 {
-        return Err(format!(
-            "{} is not setuid root: run chown root:root and chmod 4755 on it, or reinstall \
-             the package",
-            path.display()
-        ));
-    }
-    Ok(path)
 }
 
 /// How the module answers the checker's question, by its own pass mode.

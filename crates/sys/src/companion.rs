@@ -33,12 +33,42 @@ pub fn module_directory() -> Result<PathBuf, String> {
 /// The first of `places` (relative to the module's directory) that exists, made
 /// canonical; `None` if none does.
 pub fn find_beside_module(places: &[&str]) -> Result<Option<PathBuf>, String> {
-    let dir = module_directory()?;
-    Ok(places
+    Ok(find_in(&module_directory()?, places))
+}
+
+/// The first of `places` (relative to `dir`) that exists, made canonical.
+fn find_in(dir: &Path, places: &[&str]) -> Option<PathBuf> {
+    places
         .iter()
         .map(|place| dir.join(place))
         .find(|path| path.exists())
-        .and_then(|path| std::fs::canonicalize(path).ok()))
+        .and_then(|path| std::fs::canonicalize(path).ok())
+}
+
+/// Where the setuid checker is, from the module's directory: installed
+/// (`/usr/lib/<triplet>/security/../pam-otp/`), and as cargo builds it (beside).
+pub const CHECKER_PLACES: [&str; 2] = ["../pam-otp/pam_otp_check", "pam_otp_check"];
+
+/// The checker for the module in `module_dir`, if it is root's alone and setuid root;
+/// else why it cannot be used. The module asks this before it runs the checker, and
+/// `otp-admin doctor` for the services whose callers are not root.
+pub fn usable_checker(module_dir: &Path) -> Result<PathBuf, String> {
+    let path = find_in(module_dir, &CHECKER_PLACES).ok_or_else(|| {
+        format!(
+            "it is not installed (looked for {} in {})",
+            CHECKER_PLACES.join(" and "),
+            module_dir.display()
+        )
+    })?;
+    let meta = check_root_only(&path)?;
+    if !meta.is_file() || meta.mode() & 0o4000 == 0 {
+        return Err(format!(
+            "{} is not setuid root: run chown root:root and chmod 4755 on it, or reinstall \
+             the package",
+            path.display()
+        ));
+    }
+    Ok(path)
 }
 
 /// Fails unless `path` and its directory are root's and writable by root only, like

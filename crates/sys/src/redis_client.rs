@@ -1,7 +1,7 @@
 //! How `pam_otp.so` reaches Redis: through the client object `pam_otp_redis.so`, installed
 //! next to it and loaded only when a login has `store = "redis"`, so that file-store logins
 //! never map the Redis client and TLS (measured: +15–22 µs per `dlopen` when linked in).
-//! Requests and replies cross the C boundary as JSON (`sys::redis_store::ClientRequest`).
+//! Requests and replies cross the C boundary as JSON (`sys::redis_protocol::ClientRequest`).
 
 use std::ffi::{c_void, CStr, CString};
 use std::os::unix::ffi::OsStrExt;

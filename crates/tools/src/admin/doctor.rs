@@ -23,6 +23,7 @@ use pam_stack::{AuthStack, LoadError, Rule};
 
 use crate::admin::state_dirs::{split_guard, ServiceState};
 use pam_otp_sys::account::Account;
+use pam_otp_sys::companion::usable_checker;
 use pam_otp_sys::policy::{self, expand_secret_path, Policy, Store, DEFAULT_POLICY_FILE};
 use pam_otp_sys::user_file::{read_enrollment, UserFileError};
 
@@ -254,27 +255,56 @@ fn unreadable_service(service: &str, pam_dir: &Path, why: &str) -> Finding {
     .service(service)
 }
 
-/// Notes about the stack that are neither right nor wrong on their own.
+/// Services whose programs call PAM as the user, not as root: the screen lockers. Only
+/// the setuid checker can decide their logins.
+const CALLERS_NOT_ROOT: &[&str] = &["swaylock", "i3lock", "xscreensaver", "kde"];
+
+/// Notes about the stack that are neither right nor wrong on their own: the module file
+/// is there, and for a screen locker, the checker it runs.
 fn stack_notes(service: &str, stack: &AuthStack) -> Vec<Finding> {
     stack
         .rules
         .iter()
         .filter(|r| r.is_pam_otp())
         .filter_map(|rule| {
-            let module = module_file(&rule.module);
-            module.is_none().then(|| {
+            let Some(module) = module_file(&rule.module) else {
+                return Some(
+                    Finding::new(
+                        Severity::Error,
+                        "module-missing",
+                        format!(
+                            "{} does not exist: every login through this service fails",
+                            rule.module
+                        ),
+                        "install pam-otp (make install or the package), or correct the path".into(),
+                    )
+                    .service(service)
+                    .at(rule.origin.clone()),
+                );
+            };
+            if !CALLERS_NOT_ROOT.contains(&service) {
+                return None;
+            }
+            let module_dir = fs::canonicalize(&module)
+                .ok()
+                .and_then(|m| m.parent().map(Path::to_path_buf))?;
+            let why = usable_checker(&module_dir).err()?;
+            Some(
                 Finding::new(
                     Severity::Error,
-                    "module-missing",
+                    "checker-unusable",
                     format!(
-                        "{} does not exist: every login through this service fails",
-                        rule.module
+                        "{service} calls PAM as the user, not root, so only the setuid checker \
+                         pam_otp_check can decide its logins, and {why}: every login through \
+                         this service is refused"
                     ),
-                    "install pam-otp (make install or the package), or correct the path".into(),
+                    "install pam-otp from the package or with make install, which install \
+                     pam_otp_check setuid root (4755 root:root)"
+                        .into(),
                 )
                 .service(service)
-                .at(rule.origin.clone())
-            })
+                .at(rule.origin.clone()),
+            )
         })
         .collect()
 }

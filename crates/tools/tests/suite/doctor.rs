@@ -6,6 +6,7 @@
 
 use crate::support;
 use crate::support::admin;
+use crate::support::checker::{CheckerInstall, CheckerMode};
 use crate::support::clients;
 
 use std::fs;
@@ -968,4 +969,36 @@ fn a_roll_out_deadline_ahead_is_a_warning_and_one_passed_an_error() {
     fixture.install_pam("sshd", "sshd-otp", &format!(" enforce_after={}", day(-1)));
     let run = fixture.doctor(&["sshd", "--user", &with_key.name]);
     run.assert_found("unenrolled-locked-out", "error", "deadline passed");
+}
+
+/// A screen locker calls PAM as the user: without a setuid checker beside the module,
+/// every unlock is refused. Doctor says so for the shipped screen-locker stack, and is
+/// quiet once the checker is installed as the package installs it.
+#[test]
+fn a_screen_locker_without_a_usable_checker_is_an_error() {
+    let user = enrolled_user();
+    let fixture = Fixture::shipped();
+    for (mode, expected) in [
+        (CheckerMode::NotSetuid, Some("is not setuid root")),
+        (CheckerMode::Missing, Some("is not installed")),
+        (CheckerMode::Setuid, None),
+    ] {
+        let install = CheckerInstall::copied(mode);
+        let text = read_shipped("pam.d/screen-locker-otp").replace(
+            "pam_otp.so",
+            &format!("{} policy={}", install.module, fixture.policy.display()),
+        );
+        fs::write(fixture.pam_dir.join("swaylock"), text).unwrap();
+        let run = fixture.doctor(&["swaylock", "--user", &user.name]);
+        match expected {
+            Some(why) => {
+                let found = run.assert_found("checker-unusable", "error", why);
+                assert!(
+                    found["message"].as_str().unwrap().contains(why),
+                    "{found:#}"
+                );
+            }
+            None => assert!(run.with_id("checker-unusable").is_none(), "{:#}", run.json),
+        }
+    }
 }
