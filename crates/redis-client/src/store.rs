@@ -470,10 +470,6 @@ pub fn serve(session: &mut Option<RedisStore>, request: &[u8]) -> Vec<u8> {
                 Ok(outcome) => ClientReply::Write(outcome),
                 Err(e) => ClientReply::Failed(e.to_string()),
             },
-            (Some(store), ClientRequest::ForgetOld { keys }) => match store.forget_old(&keys) {
-                Ok(removed) => ClientReply::Removed(removed),
-                Err(e) => ClientReply::Failed(e.to_string()),
-            },
             (Some(store), ClientRequest::WaitForReplicas) => match store.wait_for_replicas() {
                 Ok(()) => ClientReply::Done,
                 Err(e) => ClientReply::Failed(e.to_string()),

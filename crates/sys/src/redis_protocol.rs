@@ -88,10 +88,6 @@ pub enum ClientRequest {
         expected: u64,
         state: Vec<u8>,
     },
-    /// Deletes the keys of the older format (`RecordKeys::all`).
-    ForgetOld {
-        keys: Vec<String>,
-    },
     WaitForReplicas,
 }
 
@@ -124,7 +120,6 @@ pub enum ClientReply {
     Done,
     Read(SharedRead),
     Write(WriteOutcome),
-    Removed(u64),
     /// The error's text, as `RedisStoreError` displays it.
     Failed(String),
 }
