@@ -64,11 +64,7 @@ impl fmt::Display for RedisStoreError {
     }
 }
 
-impl std::error::Error for RedisStoreError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        None
-    }
-}
+impl std::error::Error for RedisStoreError {}
 
 /// The version of the protocol between `pam_otp.so` and `pam_otp_redis.so` (see
 /// `sys::redis_client`); both come from one build, this only catches a mismatched install.
