@@ -192,12 +192,7 @@ impl FleetRecords<'_> {
         let keys = self.keys(account);
         let read = self.with_redis(|redis| redis.read(&keys))?;
         self.jitter.set(read.micros);
-        if read.version == 0 && read.old_fields > 0 {
-            return Err(RedisStoreError::OldFormat {
-                key: keys.old.join(", "),
-            }
-            .into());
-        }
+        read.refuse_old_format(&keys)?;
         let state = decode(&read.state).map_err(|e| {
             RedisStoreError::Reply(format!(
                 "{}: {e}; otp-admin reset USER starts it afresh",

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use crate::policy::RedisSettings;
+use pam_otp_core::fleet::RecordKeys;
 
 /// Why the shared record could not be used. Every one refuses the login
 /// (`PAM_AUTHINFO_UNAVAIL`): an unreachable Redis never lets a code in.
@@ -99,6 +100,18 @@ pub struct SharedRead {
     pub state: Vec<u8>,
     /// Fields found in keys of the older format (only looked for without a record).
     pub old_fields: u64,
+}
+
+impl SharedRead {
+    /// Refuses a person whose only record (at `keys`) is in the format before this one.
+    pub fn refuse_old_format(&self, keys: &RecordKeys) -> Result<(), RedisStoreError> {
+        if self.version == 0 && self.old_fields > 0 {
+            return Err(RedisStoreError::OldFormat {
+                key: keys.old.join(", "),
+            });
+        }
+        Ok(())
+    }
 }
 
 /// How a write-back went.
