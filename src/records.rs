@@ -259,8 +259,13 @@ impl Records for FleetRecords<'_> {
         };
         let version = shared.version;
         let shared = shared.state;
-        let view = with_floor(&shared.clone().unwrap_or_default(), &floor, enrolled, clock)
-            .ok_or(RecordError::NoRoom)?;
+        let view = with_floor(
+            shared.as_ref().unwrap_or(&State::default()),
+            &floor,
+            enrolled,
+            clock,
+        )
+        .ok_or(RecordError::NoRoom)?;
         let state = (shared.is_some() || view != State::default()).then_some(view);
         *self.held.borrow_mut() = Some(FloorHeld {
             locked,
