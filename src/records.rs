@@ -314,7 +314,7 @@ impl Records for FleetRecords<'_> {
 
     fn retry_after_change(&self, attempt: u32) -> bool {
         let budget = Duration::from_millis(self.settings.timeout_ms);
-        let first = *self.first_change.get().get_or_insert_with(Instant::now);
+        let first = self.first_change.get().unwrap_or_else(Instant::now);
         self.first_change.set(Some(first));
         if first.elapsed() >= budget {
             return false;
