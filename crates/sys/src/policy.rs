@@ -618,7 +618,7 @@ fn redis_settings(file: &Settings, args: &Settings) -> Result<RedisSettings, Pol
             other => Ok(other),
         }
     };
-    let settings = RedisSettings {
+    let mut settings = RedisSettings {
         user: pick!(redis_user),
         password_file: path("redis_password_file", pick!(redis_password_file))?,
         ca_file: path("redis_ca_file", pick!(redis_ca_file))?,
@@ -638,7 +638,6 @@ fn redis_settings(file: &Settings, args: &Settings) -> Result<RedisSettings, Pol
         },
         url,
     };
-    let mut settings = settings;
     if settings.cert_file.is_some() != settings.key_file.is_some() {
         return Err(bad(
             "redis_cert_file",
