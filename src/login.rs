@@ -696,7 +696,7 @@ mod tests {
     type OtherHost = fn(&mut State);
 
     /// The system as a login sees it: one account, its enrollment file's text (or none),
-    /// the record, and whether saving fails. With a `fleet_clock` it stands for a fleet's
+    /// the record, and whether saving fails. With a `fleet_skew` it stands for a fleet's
     /// shared record: the store's clock decides, and a write-back finds the record changed
     /// when `other_hosts` write in between.
     struct ScriptedHost {

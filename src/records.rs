@@ -192,12 +192,7 @@ impl FleetRecords<'_> {
         let keys = self.keys(account);
         let read = self.with_redis(|redis| redis.read(&keys))?;
         self.jitter.set(read.micros);
-        if read.version == 0 && read.old_fields > 0 {
-            return Err(RedisStoreError::OldFormat {
-                key: keys.old.join(", "),
-            }
-            .into());
-        }
+        read.refuse_old_format(&keys)?;
         let state = decode(&read.state).map_err(|e| {
             RedisStoreError::Reply(format!(
                 "{}: {e}; otp-admin reset USER starts it afresh",
@@ -264,8 +259,13 @@ impl Records for FleetRecords<'_> {
         };
         let version = shared.version;
         let shared = shared.state;
-        let view = with_floor(&shared.clone().unwrap_or_default(), &floor, enrolled, clock)
-            .ok_or(RecordError::NoRoom)?;
+        let view = with_floor(
+            shared.as_ref().unwrap_or(&State::default()),
+            &floor,
+            enrolled,
+            clock,
+        )
+        .ok_or(RecordError::NoRoom)?;
         let state = (shared.is_some() || view != State::default()).then_some(view);
         *self.held.borrow_mut() = Some(FloorHeld {
             locked,
@@ -314,7 +314,7 @@ impl Records for FleetRecords<'_> {
 
     fn retry_after_change(&self, attempt: u32) -> bool {
         let budget = Duration::from_millis(self.settings.timeout_ms);
-        let first = *self.first_change.get().get_or_insert_with(Instant::now);
+        let first = self.first_change.get().unwrap_or_else(Instant::now);
         self.first_change.set(Some(first));
         if first.elapsed() >= budget {
             return false;

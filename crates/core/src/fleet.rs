@@ -126,12 +126,12 @@ pub fn floor_after(
         return Some(floor.clone());
     };
     let current = floor.record(enrolled);
-    if raised(current.clone(), decided) == current {
+    let record = raised(current.clone(), decided);
+    if record == current {
         return Some(floor.clone());
     }
     let mut next = floor.clone();
-    next.accept(enrolled, raised(current, decided), now)
-        .then_some(next)
+    next.accept(enrolled, record, now).then_some(next)
 }
 
 #[cfg(test)]

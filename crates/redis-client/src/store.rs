@@ -17,7 +17,7 @@ use redis::{Client, ClientTlsConfig, IntoConnectionInfo, TlsCertificates};
 use zeroize::Zeroizing;
 
 use pam_otp_core::fleet::{RecordKeys, SCRIPT};
-use pam_otp_sys::policy::{split_host_port, RedisSettings};
+use pam_otp_sys::policy::{url_host, RedisSettings};
 use pam_otp_sys::redis_protocol::{
     ClientReply, ClientRequest, RedisStoreError, SharedRead, WriteOutcome,
 };
@@ -189,9 +189,7 @@ fn check_server(settings: &RedisSettings, url: &str) -> Result<(), RedisStoreErr
         let path = path.split(['?', '#']).next().unwrap_or(path);
         trust::check_unix_socket(Path::new(path), &settings.server_user).map_err(untrusted)?;
     } else if let Some(rest) = url.strip_prefix("redis://") {
-        let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
-        let host = split_host_port(authority).map_or(authority, |(host, _)| host);
-        trust::check_plain_tcp(host).map_err(untrusted)?;
+        trust::check_plain_tcp(url_host(rest)).map_err(untrusted)?;
     }
     // rediss://: rustls verifies the server's certificate before AUTH is sent.
     Ok(())
@@ -468,10 +466,6 @@ pub fn serve(session: &mut Option<RedisStore>, request: &[u8]) -> Vec<u8> {
                 },
             ) => match store.write(&key, expected, &state) {
                 Ok(outcome) => ClientReply::Write(outcome),
-                Err(e) => ClientReply::Failed(e.to_string()),
-            },
-            (Some(store), ClientRequest::ForgetOld { keys }) => match store.forget_old(&keys) {
-                Ok(removed) => ClientReply::Removed(removed),
                 Err(e) => ClientReply::Failed(e.to_string()),
             },
             (Some(store), ClientRequest::WaitForReplicas) => match store.wait_for_replicas() {

@@ -222,6 +222,17 @@ pub fn is_loopback_literal(host: &str) -> bool {
         .is_ok_and(|ip| ip.is_loopback())
 }
 
+/// A URL's authority (`[USER@]HOST[:PORT]`), from what follows its scheme's `://`.
+fn authority_of(after_scheme: &str) -> &str {
+    after_scheme.split(['/', '?', '#']).next().unwrap_or("")
+}
+
+/// A URL's host, from what follows its scheme's `://` (`HOST[:PORT][/…]`).
+pub fn url_host(after_scheme: &str) -> &str {
+    let authority = authority_of(after_scheme);
+    split_host_port(authority).map_or(authority, |(host, _)| host)
+}
+
 /// Splits `HOST:PORT` (`[V6]:PORT` for IPv6) into host and port.
 pub fn split_host_port(address: &str) -> Option<(&str, u16)> {
     let (host, port) = address.rsplit_once(':')?;
@@ -607,7 +618,7 @@ fn redis_settings(file: &Settings, args: &Settings) -> Result<RedisSettings, Pol
             other => Ok(other),
         }
     };
-    let settings = RedisSettings {
+    let mut settings = RedisSettings {
         user: pick!(redis_user),
         password_file: path("redis_password_file", pick!(redis_password_file))?,
         ca_file: path("redis_ca_file", pick!(redis_ca_file))?,
@@ -627,7 +638,6 @@ fn redis_settings(file: &Settings, args: &Settings) -> Result<RedisSettings, Pol
         },
         url,
     };
-    let mut settings = settings;
     if settings.cert_file.is_some() != settings.key_file.is_some() {
         return Err(bad(
             "redis_cert_file",
@@ -700,18 +710,14 @@ fn check_redis_url(url: &str) -> Result<&'static str, String> {
         .find(|scheme| url.starts_with(scheme))
         .ok_or_else(|| format!("{url:?} is not redis://, rediss:// or unix://"))?;
     let rest = &url[scheme.len()..];
-    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
-    if authority.contains('@') || rest.contains("password=") {
+    if authority_of(rest).contains('@') || rest.contains("password=") {
         return Err("must not carry credentials: use redis_user and redis_password_file".into());
     }
-    if scheme == "redis://" {
-        let host = split_host_port(authority).map_or(authority, |(host, _)| host);
-        if !is_loopback_literal(host) {
-            return Err(format!(
-                "{url:?}: plain TCP (redis://) only to 127.0.0.1 or ::1, as anyone on the \
-                 network path could read the password; use rediss:// (TLS) or unix://"
-            ));
-        }
+    if scheme == "redis://" && !is_loopback_literal(url_host(rest)) {
+        return Err(format!(
+            "{url:?}: plain TCP (redis://) only to 127.0.0.1 or ::1, as anyone on the \
+             network path could read the password; use rediss:// (TLS) or unix://"
+        ));
     }
     Ok(scheme)
 }

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use crate::policy::RedisSettings;
+use pam_otp_core::fleet::RecordKeys;
 
 /// Why the shared record could not be used. Every one refuses the login
 /// (`PAM_AUTHINFO_UNAVAIL`): an unreachable Redis never lets a code in.
@@ -64,11 +65,7 @@ impl fmt::Display for RedisStoreError {
     }
 }
 
-impl std::error::Error for RedisStoreError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        None
-    }
-}
+impl std::error::Error for RedisStoreError {}
 
 /// The version of the protocol between `pam_otp.so` and `pam_otp_redis.so` (see
 /// `sys::redis_client`); both come from one build, this only catches a mismatched install.
@@ -88,10 +85,6 @@ pub enum ClientRequest {
         expected: u64,
         state: Vec<u8>,
     },
-    /// Deletes the keys of the older format (`RecordKeys::all`).
-    ForgetOld {
-        keys: Vec<String>,
-    },
     WaitForReplicas,
 }
 
@@ -109,6 +102,18 @@ pub struct SharedRead {
     pub old_fields: u64,
 }
 
+impl SharedRead {
+    /// Refuses a person whose only record (at `keys`) is in the format before this one.
+    pub fn refuse_old_format(&self, keys: &RecordKeys) -> Result<(), RedisStoreError> {
+        if self.version == 0 && self.old_fields > 0 {
+            return Err(RedisStoreError::OldFormat {
+                key: keys.old.join(", "),
+            });
+        }
+        Ok(())
+    }
+}
+
 /// How a write-back went.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum WriteOutcome {
@@ -124,7 +129,6 @@ pub enum ClientReply {
     Done,
     Read(SharedRead),
     Write(WriteOutcome),
-    Removed(u64),
     /// The error's text, as `RedisStoreError` displays it.
     Failed(String),
 }

@@ -42,11 +42,7 @@ pub(super) fn status(target: &Target, settings: &RedisSettings) -> Result<Status
     let read = connect(settings)?
         .read(&keys.all())
         .map_err(AdminError::Fleet)?;
-    if read.version == 0 && read.old_fields > 0 {
-        return Err(AdminError::Fleet(RedisStoreError::OldFormat {
-            key: keys.old.join(", "),
-        }));
-    }
+    read.refuse_old_format(&keys).map_err(AdminError::Fleet)?;
     let stored = state_of(&keys, &read.state).map_err(AdminError::Fleet)?;
     status_of(
         target,
