@@ -485,26 +485,6 @@ fn sshd_effective(config: Option<&Path>) -> Result<BTreeMap<String, String>, Str
     )))
 }
 
-/// Local users with a login shell, from /etc/passwd (users from LDAP or SSSD are not
-/// listed there; name them with --user).
-fn login_users() -> Vec<String> {
-    let text = fs::read_to_string("/etc/passwd").unwrap_or_default();
-    text.lines()
-        .filter_map(|line| {
-            let fields: Vec<&str> = line.split(':').collect();
-            let (name, shell) = (fields.first()?, fields.get(6)?);
-            let shell_name = shell.rsplit('/').next().unwrap_or(shell);
-            // sync, halt and shutdown are Debian's system accounts that run one command.
-            let logs_in = !shell.is_empty()
-                && !matches!(
-                    shell_name,
-                    "nologin" | "false" | "sync" | "halt" | "shutdown"
-                );
-            logs_in.then(|| name.to_string())
-        })
-        .collect()
-}
-
 /// Each user's enrollment as this policy's module would read it.
 fn enrollments(
     args: &DoctorArgs,
@@ -513,7 +493,7 @@ fn enrollments(
     first: FirstFactor,
 ) -> Vec<(String, EnrollmentCheck)> {
     let names = if args.users.is_empty() {
-        login_users()
+        ways_in::login_shell_users()
     } else {
         args.users.clone()
     };

@@ -1,7 +1,6 @@
 //! `otp-admin report`: every account that can log in, whether it is enrolled, its state,
 //! and what each PAM service using pam_otp would do with it today. Reads only.
 
-use std::fs;
 use std::io::Write;
 use std::path::Path;
 use std::process::ExitCode;
@@ -112,25 +111,13 @@ fn otp_services(pam_dir: &Path) -> Vec<(String, Result<Policy, String>)> {
     found
 }
 
-/// The accounts that can log in: a shell listed in /etc/shells that is not nologin or
-/// false, and a usable password (in /etc/shadow: not locked with `!` or `*`; an empty one
-/// counts, as Debian's common-auth takes it) or a non-empty authorized keys file (sshd's
-/// default `~/.ssh/authorized_keys` or `authorized_keys2`). Local accounts only
-/// (/etc/passwd). The same rule as doctor's.
+/// The accounts that can log in: a login shell (the rule doctor uses), and a usable
+/// password (in /etc/shadow: not locked with `!` or `*`; an empty one counts, as Debian's
+/// common-auth takes it) or a non-empty authorized keys file (sshd's default
+/// `~/.ssh/authorized_keys` or `authorized_keys2`). Local accounts only (/etc/passwd).
 fn login_accounts() -> Vec<Account> {
-    let passwd = fs::read_to_string("/etc/passwd").unwrap_or_default();
-    let shells = fs::read_to_string("/etc/shells").unwrap_or_default();
-    let real_shell = |shell: &str| {
-        !shell.ends_with("/nologin")
-            && !shell.ends_with("/false")
-            && shells.lines().any(|l| l.trim() == shell)
-    };
-    passwd
-        .lines()
-        .filter_map(|l| {
-            let fields: Vec<&str> = l.split(':').collect();
-            (fields.len() == 7 && real_shell(fields[6])).then(|| fields[0])
-        })
+    ways_in::login_shell_users()
+        .iter()
         .filter_map(|name| Account::lookup(name).ok().flatten())
         .filter(|account| {
             let ways = ways_in::ways_in(account, None);

@@ -79,6 +79,27 @@ pub fn can_log_in(
     }
 }
 
+/// Local users with a login shell, from /etc/passwd (users from LDAP or SSSD are not
+/// listed there; doctor takes them by --user). Doctor and `otp-admin report` start
+/// from these.
+pub fn login_shell_users() -> Vec<String> {
+    let text = fs::read_to_string("/etc/passwd").unwrap_or_default();
+    text.lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split(':').collect();
+            let (name, shell) = (fields.first()?, fields.get(6)?);
+            let shell_name = shell.rsplit('/').next().unwrap_or(shell);
+            // sync, halt and shutdown are Debian's system accounts that run one command.
+            let logs_in = !shell.is_empty()
+                && !matches!(
+                    shell_name,
+                    "nologin" | "false" | "sync" | "halt" | "shutdown"
+                );
+            logs_in.then(|| name.to_string())
+        })
+        .collect()
+}
+
 /// What lets `account` in before the code.
 pub fn ways_in(account: &Account, sshd: Option<&BTreeMap<String, String>>) -> WaysIn {
     WaysIn {
