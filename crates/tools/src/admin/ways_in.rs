@@ -8,6 +8,7 @@ use std::fs;
 use std::io::Read;
 use std::path::Path;
 use std::process::{Command, Stdio};
+use std::sync::OnceLock;
 
 use pam_otp_sys::account::Account;
 
@@ -111,16 +112,28 @@ pub fn ways_in(account: &Account, sshd: Option<&BTreeMap<String, String>>) -> Wa
 /// From /etc/shadow. Unreadable or absent (accounts from a directory service): counted as
 /// usable, so that doctor errs towards warning about a lock-out.
 fn usable_password(name: &str) -> bool {
-    let mut text = String::new();
-    let read = fs::File::open("/etc/shadow")
-        .and_then(|f| f.take(MAX_SHADOW_BYTES).read_to_string(&mut text));
-    if read.is_err() {
+    let Some(text) = shadow_text() else {
         return true;
-    }
-    match shadow_hash(&text, name) {
+    };
+    match shadow_hash(text, name) {
         Some(hash) => password_is_usable(hash),
         None => true,
     }
+}
+
+/// /etc/shadow, read once per run (it is asked about every account); `None` if it cannot
+/// be read.
+fn shadow_text() -> Option<&'static str> {
+    static SHADOW: OnceLock<Option<String>> = OnceLock::new();
+    SHADOW
+        .get_or_init(|| {
+            let mut text = String::new();
+            fs::File::open("/etc/shadow")
+                .and_then(|f| f.take(MAX_SHADOW_BYTES).read_to_string(&mut text))
+                .ok()
+                .map(|_| text)
+        })
+        .as_deref()
 }
 
 /// The password field of `name`'s line in /etc/shadow.
