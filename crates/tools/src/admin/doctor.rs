@@ -80,6 +80,13 @@ fn examine(args: &DoctorArgs) -> Report {
     } else {
         default_services(&args.pam_dir)
     };
+    // The users to judge, the same for every service: --user, else every local user
+    // with a login shell.
+    let names = if args.users.is_empty() {
+        ways_in::login_shell_users()
+    } else {
+        args.users.clone()
+    };
     let mut found = Vec::new();
     let mut state_dirs: Vec<ServiceState> = Vec::new();
     let mut sshd_settings = None;
@@ -148,7 +155,7 @@ fn examine(args: &DoctorArgs) -> Report {
                 continue;
             }
             let first = FirstFactor::of(service, sshd);
-            let users = enrollments(args, &policy, sshd, first);
+            let users = enrollments(&names, &policy, sshd, first);
             found.extend(
                 checks::enrollment_findings(
                     service,
@@ -485,22 +492,18 @@ fn sshd_effective(config: Option<&Path>) -> Result<BTreeMap<String, String>, Str
     )))
 }
 
-/// Each user's enrollment as this policy's module would read it.
+/// Each of `names`' enrollment as this policy's module would read it.
 fn enrollments(
-    args: &DoctorArgs,
+    names: &[String],
     policy: &Policy,
     sshd: Option<&BTreeMap<String, String>>,
     first: FirstFactor,
 ) -> Vec<(String, EnrollmentCheck)> {
-    let names = if args.users.is_empty() {
-        ways_in::login_shell_users()
-    } else {
-        args.users.clone()
-    };
     names
-        .into_iter()
+        .iter()
         .filter(|name| sshd.is_none_or(|settings| checks::sshd_lets_in(settings, name)))
         .filter_map(|name| {
+            let name = name.clone();
             let account = match Account::lookup(&name) {
                 Ok(Some(account)) => account,
                 // Gone since /etc/passwd was read (or never there, for --user): no login.
