@@ -146,11 +146,7 @@ fn examine(args: &DoctorArgs) -> Report {
                         .map(|f| f.service(service).at(rule.origin.clone())),
                 );
             }
-            state_dirs.push(ServiceState {
-                service: service.clone(),
-                dir: policy.state_dir.clone(),
-                fleet: matches!(policy.store, Store::Redis(_)),
-            });
+            state_dirs.push(ServiceState::of(service, &policy));
             if !judged.insert((policy.secret.clone(), policy.nullok)) {
                 continue;
             }

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use crate::admin::doctor::load_pam_file;
 use crate::admin::doctor::pam_stack::{auth_stack, Load};
-use pam_otp_sys::policy::{self, Store};
+use pam_otp_sys::policy::{self, Policy, Store};
 
 /// A pam_otp line of a service: the state directory it uses, and whether it is on the
 /// fleet's store (where the directory is only this host's floor).
@@ -18,6 +18,17 @@ pub struct ServiceState {
     pub service: String,
     pub dir: PathBuf,
     pub fleet: bool,
+}
+
+impl ServiceState {
+    /// The state a pam_otp line of `service` with `policy` uses.
+    pub fn of(service: &str, policy: &Policy) -> ServiceState {
+        ServiceState {
+            service: service.to_string(),
+            dir: policy.state_dir.clone(),
+            fleet: matches!(policy.store, Store::Redis(_)),
+        }
+    }
 }
 
 /// Services grouped by the state directory they use, when that splits a replay guard and a
@@ -49,11 +60,7 @@ pub fn state_dirs_of_services(pam_dir: &Path) -> Vec<ServiceState> {
         for args in lines {
             let args: Vec<&str> = args.iter().map(String::as_str).collect();
             if let Ok(policy) = policy::load(&args) {
-                found.push(ServiceState {
-                    service: service.clone(),
-                    dir: policy.state_dir,
-                    fleet: matches!(policy.store, Store::Redis(_)),
-                });
+                found.push(ServiceState::of(&service, &policy));
             }
         }
     }
