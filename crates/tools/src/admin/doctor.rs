@@ -21,7 +21,7 @@ use checks::{EnrollmentCheck, PathFacts, WHY_ONLY_REGULAR_FILES};
 use findings::{Finding, Report, Severity};
 use pam_stack::{AuthStack, LoadError, Rule};
 
-use crate::admin::state_dirs::{split_guard, ServiceState};
+use crate::admin::state_dirs::{pam_otp_lines_of_services, split_guard, ServiceState};
 use pam_otp_sys::account::Account;
 use pam_otp_sys::companion::usable_checker;
 use pam_otp_sys::policy::{self, expand_secret_path, Policy, Store, DEFAULT_POLICY_FILE};
@@ -32,8 +32,6 @@ use pam_otp_sys::user_file::{read_enrollment, UserFileError};
 /// pam-auth-update profile's common-auth, say) is found by reading the PAM directory.
 const DEFAULT_SERVICES: &[&str] = &["sshd", "sudo", "sudo-i"];
 
-/// The most PAM files doctor looks through for services that use pam_otp.
-const MAX_SERVICES_SCANNED: usize = 512;
 const SSHD: &str = "/usr/sbin/sshd";
 
 /// The arguments of `otp-admin doctor`.
@@ -190,19 +188,12 @@ fn examine(args: &DoctorArgs) -> Report {
 /// pam_otp. `common-*` are Debian's include files, not services.
 fn default_services(pam_dir: &Path) -> Vec<String> {
     let mut services: Vec<String> = DEFAULT_SERVICES.iter().map(|s| s.to_string()).collect();
-    let Ok(entries) = fs::read_dir(pam_dir) else {
-        return services;
-    };
-    let mut others: Vec<String> = entries
-        .flatten()
-        .take(MAX_SERVICES_SCANNED)
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|name| !name.starts_with("common-") && !services.contains(name))
-        .filter(|name| {
-            let load = |file: &str| load_pam_file(pam_dir, file);
-            pam_stack::auth_stack(name, &load)
-                .is_ok_and(|stack| stack.rules.iter().any(Rule::is_pam_otp))
+    let mut others: Vec<String> = pam_otp_lines_of_services(pam_dir)
+        .into_iter()
+        .filter(|(name, lines)| {
+            !lines.is_empty() && !name.starts_with("common-") && !services.contains(name)
         })
+        .map(|(name, _)| name)
         .collect();
     others.sort();
     services.extend(others);

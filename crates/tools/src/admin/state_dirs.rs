@@ -68,8 +68,11 @@ pub fn state_dirs_of_services(pam_dir: &Path) -> Vec<ServiceState> {
     found
 }
 
-/// Every service in `pam_dir` with the arguments of each pam_otp line of its auth stack
-/// (services without one included, with none).
+/// The most PAM files looked through for services that use pam_otp.
+const MAX_SERVICES_SCANNED: usize = 512;
+
+/// Every service in `pam_dir` (at most [`MAX_SERVICES_SCANNED`] files) with the arguments
+/// of each pam_otp line of its auth stack (services without one included, with none).
 pub(crate) fn pam_otp_lines_of_services(pam_dir: &Path) -> Vec<(String, Vec<Vec<String>>)> {
     let Ok(entries) = fs::read_dir(pam_dir) else {
         return Vec::new();
@@ -77,6 +80,7 @@ pub(crate) fn pam_otp_lines_of_services(pam_dir: &Path) -> Vec<(String, Vec<Vec<
     let load = |name: &str| load_pam_file(pam_dir, name);
     entries
         .flatten()
+        .take(MAX_SERVICES_SCANNED)
         .map(|entry| {
             let service = entry.file_name().to_string_lossy().into_owned();
             let lines = pam_otp_arguments(&service, &load);
