@@ -2,7 +2,7 @@
 //! and what each PAM service using pam_otp would do with it today. Reads only.
 
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use serde::Serialize;
@@ -161,7 +161,15 @@ fn line(
             }
         }
     }
-    let state = state_in(&policy.state_dir, account.uid);
+    // Each state directory is read once for this account: most services share one.
+    let mut states: BTreeMap<PathBuf, Option<State>> = BTreeMap::new();
+    let mut state_at = |dir: &Path| {
+        states
+            .entry(dir.to_path_buf())
+            .or_insert_with(|| state_in(dir, account.uid))
+            .clone()
+    };
+    let state = state_at(&policy.state_dir);
     let last_code = state.as_ref().map(|s| s.last_success).filter(|t| *t > 0);
     let locked = state.as_ref().is_some_and(|s| s.any_locked(now));
     Line {
@@ -185,7 +193,7 @@ fn line(
                     Err(why) => format!("refused (settings refused: {})", escape(why, 200)),
                     Ok(policy) => {
                         // Locked from everywhere: no source gets the prompt.
-                        let locked = state_in(&policy.state_dir, account.uid).is_some_and(|s| {
+                        let locked = state_at(&policy.state_dir).is_some_and(|s| {
                             s.all.user.is_locked(now) || s.protected.user.is_locked(now)
                         });
                         verdict(account, policy, locked, now)
