@@ -11,7 +11,7 @@ use ::pam::constants::PamResultCode;
 use zeroize::Zeroizing;
 
 use crate::conversation::Conversation;
-use crate::login::Request;
+use crate::login::{obtain_answer, Request};
 use pam_otp_sys::companion::{module_directory, usable_checker};
 use pam_otp_sys::log::Logger;
 use pam_otp_sys::policy::PassMode;
@@ -109,45 +109,6 @@ pub(crate) fn login(
     converse(child, request, conversation, log)
 }
 
-/// How the module answers the checker's question, by its own pass mode.
-fn answer(
-    request: &Request,
-    conversation: &mut dyn Conversation,
-    log: &Logger,
-) -> Option<Zeroizing<String>> {
-    match request.policy.pass_mode {
-        // try_first_pass: the checker asks once, so the user is asked (the token is not tried).
-        PassMode::Prompt | PassMode::TryFirstPass => conversation
-            .prompt(request.policy.prompt_text())
-            .map_err(|e| log.error(&e.to_string()))
-            .ok(),
-        PassMode::UseFirstPass => {
-            if request.authtok.is_none() {
-                log.error("use_first_pass: no PAM_AUTHTOK from an earlier module");
-            }
-            request.authtok.clone()
-        }
-        // Decided in this process (it changes no state); never sent to the checker.
-        PassMode::SplitPass => {
-            log.error("split_pass reached the checker; refused");
-            None
-        }
-        PassMode::UseSplitCode => match &request.split_code {
-            Some(kept) if kept.user == request.user => Some(kept.code.clone()),
-            Some(_) => {
-                log.error("use_split_code: the kept code was typed for another user; refused");
-                None
-            }
-            None => {
-                log.error(
-                    "use_split_code: no code kept by an earlier \"pam_otp.so split_pass\" line; refused",
-                );
-                None
-            }
-        },
-    }
-}
-
 /// Relays the checker's lines until it exits; its exit status is the login's code.
 fn converse(
     mut child: Child,
@@ -175,7 +136,9 @@ fn converse(
         let text = String::from_utf8_lossy(&line[..line.len() - 1]).into_owned();
         if text == wire::ASK && !asked {
             asked = true;
-            let given = answer(request, conversation, log);
+            // By the module's own pass mode, as without the checker; try_first_pass
+            // prompts, as the checker asks once (the token is not tried).
+            let given = obtain_answer(request, conversation, log).ok();
             unanswered = given.is_none();
             // No answer: the checker reads end-of-file, decides nothing and says so.
             if let (Some(given), Some(pipe)) = (given, stdin.as_mut()) {

@@ -426,8 +426,8 @@ fn first_pass_code(request: &Request, enrollment: &Enrollment) -> Option<Zeroizi
         .cloned()
 }
 
-/// The answer to check.
-fn obtain_answer(
+/// The answer to check (the setuid checker's too, which the module answers the same way).
+pub(crate) fn obtain_answer(
     request: &Request,
     conversation: &mut dyn Conversation,
     log: &Logger,

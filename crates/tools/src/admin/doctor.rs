@@ -21,7 +21,7 @@ use checks::{EnrollmentCheck, PathFacts, WHY_ONLY_REGULAR_FILES};
 use findings::{Finding, Report, Severity};
 use pam_stack::{AuthStack, LoadError, Rule};
 
-use crate::admin::state_dirs::{split_guard, ServiceState};
+use crate::admin::state_dirs::{pam_otp_lines_of_services, split_guard, ServiceState};
 use pam_otp_sys::account::Account;
 use pam_otp_sys::companion::usable_checker;
 use pam_otp_sys::policy::{self, expand_secret_path, Policy, Store, DEFAULT_POLICY_FILE};
@@ -32,8 +32,6 @@ use pam_otp_sys::user_file::{read_enrollment, UserFileError};
 /// pam-auth-update profile's common-auth, say) is found by reading the PAM directory.
 const DEFAULT_SERVICES: &[&str] = &["sshd", "sudo", "sudo-i"];
 
-/// The most PAM files doctor looks through for services that use pam_otp.
-const MAX_SERVICES_SCANNED: usize = 512;
 const SSHD: &str = "/usr/sbin/sshd";
 
 /// The arguments of `otp-admin doctor`.
@@ -79,6 +77,13 @@ fn examine(args: &DoctorArgs) -> Report {
         args.services.clone()
     } else {
         default_services(&args.pam_dir)
+    };
+    // The users to judge, the same for every service: --user, else every local user
+    // with a login shell.
+    let names = if args.users.is_empty() {
+        ways_in::login_shell_users()
+    } else {
+        args.users.clone()
     };
     let mut found = Vec::new();
     let mut state_dirs: Vec<ServiceState> = Vec::new();
@@ -139,16 +144,12 @@ fn examine(args: &DoctorArgs) -> Report {
                         .map(|f| f.service(service).at(rule.origin.clone())),
                 );
             }
-            state_dirs.push(ServiceState {
-                service: service.clone(),
-                dir: policy.state_dir.clone(),
-                fleet: matches!(policy.store, Store::Redis(_)),
-            });
+            state_dirs.push(ServiceState::of(service, &policy));
             if !judged.insert((policy.secret.clone(), policy.nullok)) {
                 continue;
             }
             let first = FirstFactor::of(service, sshd);
-            let users = enrollments(args, &policy, sshd, first);
+            let users = enrollments(&names, &policy, sshd, first);
             found.extend(
                 checks::enrollment_findings(
                     service,
@@ -187,19 +188,12 @@ fn examine(args: &DoctorArgs) -> Report {
 /// pam_otp. `common-*` are Debian's include files, not services.
 fn default_services(pam_dir: &Path) -> Vec<String> {
     let mut services: Vec<String> = DEFAULT_SERVICES.iter().map(|s| s.to_string()).collect();
-    let Ok(entries) = fs::read_dir(pam_dir) else {
-        return services;
-    };
-    let mut others: Vec<String> = entries
-        .flatten()
-        .take(MAX_SERVICES_SCANNED)
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|name| !name.starts_with("common-") && !services.contains(name))
-        .filter(|name| {
-            let load = |file: &str| load_pam_file(pam_dir, file);
-            pam_stack::auth_stack(name, &load)
-                .is_ok_and(|stack| stack.rules.iter().any(Rule::is_pam_otp))
+    let mut others: Vec<String> = pam_otp_lines_of_services(pam_dir)
+        .into_iter()
+        .filter(|(name, lines)| {
+            !lines.is_empty() && !name.starts_with("common-") && !services.contains(name)
         })
+        .map(|(name, _)| name)
         .collect();
     others.sort();
     services.extend(others);
@@ -485,42 +479,18 @@ fn sshd_effective(config: Option<&Path>) -> Result<BTreeMap<String, String>, Str
     )))
 }
 
-/// Local users with a login shell, from /etc/passwd (users from LDAP or SSSD are not
-/// listed there; name them with --user).
-fn login_users() -> Vec<String> {
-    let text = fs::read_to_string("/etc/passwd").unwrap_or_default();
-    text.lines()
-        .filter_map(|line| {
-            let fields: Vec<&str> = line.split(':').collect();
-            let (name, shell) = (fields.first()?, fields.get(6)?);
-            let shell_name = shell.rsplit('/').next().unwrap_or(shell);
-            // sync, halt and shutdown are Debian's system accounts that run one command.
-            let logs_in = !shell.is_empty()
-                && !matches!(
-                    shell_name,
-                    "nologin" | "false" | "sync" | "halt" | "shutdown"
-                );
-            logs_in.then(|| name.to_string())
-        })
-        .collect()
-}
-
-/// Each user's enrollment as this policy's module would read it.
+/// Each of `names`' enrollment as this policy's module would read it.
 fn enrollments(
-    args: &DoctorArgs,
+    names: &[String],
     policy: &Policy,
     sshd: Option<&BTreeMap<String, String>>,
     first: FirstFactor,
 ) -> Vec<(String, EnrollmentCheck)> {
-    let names = if args.users.is_empty() {
-        login_users()
-    } else {
-        args.users.clone()
-    };
     names
-        .into_iter()
+        .iter()
         .filter(|name| sshd.is_none_or(|settings| checks::sshd_lets_in(settings, name)))
         .filter_map(|name| {
+            let name = name.clone();
             let account = match Account::lookup(&name) {
                 Ok(Some(account)) => account,
                 // Gone since /etc/passwd was read (or never there, for --user): no login.

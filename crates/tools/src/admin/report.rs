@@ -1,9 +1,8 @@
 //! `otp-admin report`: every account that can log in, whether it is enrolled, its state,
 //! and what each PAM service using pam_otp would do with it today. Reads only.
 
-use std::fs;
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use serde::Serialize;
@@ -112,25 +111,13 @@ fn otp_services(pam_dir: &Path) -> Vec<(String, Result<Policy, String>)> {
     found
 }
 
-/// The accounts that can log in: a shell listed in /etc/shells that is not nologin or
-/// false, and a usable password (in /etc/shadow: not locked with `!` or `*`; an empty one
-/// counts, as Debian's common-auth takes it) or a non-empty authorized keys file (sshd's
-/// default `~/.ssh/authorized_keys` or `authorized_keys2`). Local accounts only
-/// (/etc/passwd). The same rule as doctor's.
+/// The accounts that can log in: a login shell (the rule doctor uses), and a usable
+/// password (in /etc/shadow: not locked with `!` or `*`; an empty one counts, as Debian's
+/// common-auth takes it) or a non-empty authorized keys file (sshd's default
+/// `~/.ssh/authorized_keys` or `authorized_keys2`). Local accounts only (/etc/passwd).
 fn login_accounts() -> Vec<Account> {
-    let passwd = fs::read_to_string("/etc/passwd").unwrap_or_default();
-    let shells = fs::read_to_string("/etc/shells").unwrap_or_default();
-    let real_shell = |shell: &str| {
-        !shell.ends_with("/nologin")
-            && !shell.ends_with("/false")
-            && shells.lines().any(|l| l.trim() == shell)
-    };
-    passwd
-        .lines()
-        .filter_map(|l| {
-            let fields: Vec<&str> = l.split(':').collect();
-            (fields.len() == 7 && real_shell(fields[6])).then(|| fields[0])
-        })
+    ways_in::login_shell_users()
+        .iter()
         .filter_map(|name| Account::lookup(name).ok().flatten())
         .filter(|account| {
             let ways = ways_in::ways_in(account, None);
@@ -174,7 +161,15 @@ fn line(
             }
         }
     }
-    let state = state_in(&policy.state_dir, account.uid);
+    // Each state directory is read once for this account: most services share one.
+    let mut states: BTreeMap<PathBuf, Option<State>> = BTreeMap::new();
+    let mut state_at = |dir: &Path| {
+        states
+            .entry(dir.to_path_buf())
+            .or_insert_with(|| state_in(dir, account.uid))
+            .clone()
+    };
+    let state = state_at(&policy.state_dir);
     let last_code = state.as_ref().map(|s| s.last_success).filter(|t| *t > 0);
     let locked = state.as_ref().is_some_and(|s| s.any_locked(now));
     Line {
@@ -198,7 +193,7 @@ fn line(
                     Err(why) => format!("refused (settings refused: {})", escape(why, 200)),
                     Ok(policy) => {
                         // Locked from everywhere: no source gets the prompt.
-                        let locked = state_in(&policy.state_dir, account.uid).is_some_and(|s| {
+                        let locked = state_at(&policy.state_dir).is_some_and(|s| {
                             s.all.user.is_locked(now) || s.protected.user.is_locked(now)
                         });
                         verdict(account, policy, locked, now)

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use crate::admin::doctor::load_pam_file;
 use crate::admin::doctor::pam_stack::{auth_stack, Load};
-use pam_otp_sys::policy::{self, Store};
+use pam_otp_sys::policy::{self, Policy, Store};
 
 /// A pam_otp line of a service: the state directory it uses, and whether it is on the
 /// fleet's store (where the directory is only this host's floor).
@@ -18,6 +18,17 @@ pub struct ServiceState {
     pub service: String,
     pub dir: PathBuf,
     pub fleet: bool,
+}
+
+impl ServiceState {
+    /// The state a pam_otp line of `service` with `policy` uses.
+    pub fn of(service: &str, policy: &Policy) -> ServiceState {
+        ServiceState {
+            service: service.to_string(),
+            dir: policy.state_dir.clone(),
+            fleet: matches!(policy.store, Store::Redis(_)),
+        }
+    }
 }
 
 /// Services grouped by the state directory they use, when that splits a replay guard and a
@@ -49,11 +60,7 @@ pub fn state_dirs_of_services(pam_dir: &Path) -> Vec<ServiceState> {
         for args in lines {
             let args: Vec<&str> = args.iter().map(String::as_str).collect();
             if let Ok(policy) = policy::load(&args) {
-                found.push(ServiceState {
-                    service: service.clone(),
-                    dir: policy.state_dir,
-                    fleet: matches!(policy.store, Store::Redis(_)),
-                });
+                found.push(ServiceState::of(&service, &policy));
             }
         }
     }
@@ -61,8 +68,11 @@ pub fn state_dirs_of_services(pam_dir: &Path) -> Vec<ServiceState> {
     found
 }
 
-/// Every service in `pam_dir` with the arguments of each pam_otp line of its auth stack
-/// (services without one included, with none).
+/// The most PAM files looked through for services that use pam_otp.
+const MAX_SERVICES_SCANNED: usize = 512;
+
+/// Every service in `pam_dir` (at most [`MAX_SERVICES_SCANNED`] files) with the arguments
+/// of each pam_otp line of its auth stack (services without one included, with none).
 pub(crate) fn pam_otp_lines_of_services(pam_dir: &Path) -> Vec<(String, Vec<Vec<String>>)> {
     let Ok(entries) = fs::read_dir(pam_dir) else {
         return Vec::new();
@@ -70,6 +80,7 @@ pub(crate) fn pam_otp_lines_of_services(pam_dir: &Path) -> Vec<(String, Vec<Vec<
     let load = |name: &str| load_pam_file(pam_dir, name);
     entries
         .flatten()
+        .take(MAX_SERVICES_SCANNED)
         .map(|entry| {
             let service = entry.file_name().to_string_lossy().into_owned();
             let lines = pam_otp_arguments(&service, &load);

@@ -8,6 +8,7 @@ use std::fs;
 use std::io::Read;
 use std::path::Path;
 use std::process::{Command, Stdio};
+use std::sync::OnceLock;
 
 use pam_otp_sys::account::Account;
 
@@ -79,6 +80,27 @@ pub fn can_log_in(
     }
 }
 
+/// Local users with a login shell, from /etc/passwd (users from LDAP or SSSD are not
+/// listed there; doctor takes them by --user). Doctor and `otp-admin report` start
+/// from these.
+pub fn login_shell_users() -> Vec<String> {
+    let text = fs::read_to_string("/etc/passwd").unwrap_or_default();
+    text.lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split(':').collect();
+            let (name, shell) = (fields.first()?, fields.get(6)?);
+            let shell_name = shell.rsplit('/').next().unwrap_or(shell);
+            // sync, halt and shutdown are Debian's system accounts that run one command.
+            let logs_in = !shell.is_empty()
+                && !matches!(
+                    shell_name,
+                    "nologin" | "false" | "sync" | "halt" | "shutdown"
+                );
+            logs_in.then(|| name.to_string())
+        })
+        .collect()
+}
+
 /// What lets `account` in before the code.
 pub fn ways_in(account: &Account, sshd: Option<&BTreeMap<String, String>>) -> WaysIn {
     WaysIn {
@@ -90,16 +112,28 @@ pub fn ways_in(account: &Account, sshd: Option<&BTreeMap<String, String>>) -> Wa
 /// From /etc/shadow. Unreadable or absent (accounts from a directory service): counted as
 /// usable, so that doctor errs towards warning about a lock-out.
 fn usable_password(name: &str) -> bool {
-    let mut text = String::new();
-    let read = fs::File::open("/etc/shadow")
-        .and_then(|f| f.take(MAX_SHADOW_BYTES).read_to_string(&mut text));
-    if read.is_err() {
+    let Some(text) = shadow_text() else {
         return true;
-    }
-    match shadow_hash(&text, name) {
+    };
+    match shadow_hash(text, name) {
         Some(hash) => password_is_usable(hash),
         None => true,
     }
+}
+
+/// /etc/shadow, read once per run (it is asked about every account); `None` if it cannot
+/// be read.
+fn shadow_text() -> Option<&'static str> {
+    static SHADOW: OnceLock<Option<String>> = OnceLock::new();
+    SHADOW
+        .get_or_init(|| {
+            let mut text = String::new();
+            fs::File::open("/etc/shadow")
+                .and_then(|f| f.take(MAX_SHADOW_BYTES).read_to_string(&mut text))
+                .ok()
+                .map(|_| text)
+        })
+        .as_deref()
 }
 
 /// The password field of `name`'s line in /etc/shadow.

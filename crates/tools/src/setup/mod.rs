@@ -431,11 +431,7 @@ pub fn enroll(
 ) -> Result<PathBuf, SetupError> {
     let plan = plan(args, import_from, context)?;
     let uri = key_uri(&plan.enrollment, &plan.issuer, &plan.label);
-    let code = qr::encode(uri.as_bytes()).map_err(|e| {
-        bad(format!(
-            "the key URI does not fit in a QR code ({e}); use a shorter --issuer or --label"
-        ))
-    })?;
+    let code = qr_of(&uri)?;
 
     // Image files first: they may still be refused, and nothing has been shown yet.
     let mut images_written: Vec<PathBuf> = Vec::new();
@@ -508,6 +504,53 @@ fn check_name(what: &str, value: &str) -> Result<(), SetupError> {
     Ok(())
 }
 
+/// The QR code's issuer and label: `--issuer` and `--label`, else the operator's
+/// defaults; checked.
+fn issuer_and_label(args: &Choices, context: &Context) -> Result<(String, String), SetupError> {
+    let issuer = args
+        .issuer
+        .clone()
+        .unwrap_or_else(|| context.operator.default_issuer(&context.host_name));
+    let label = args
+        .label
+        .clone()
+        .unwrap_or_else(|| format!("{}@{}", context.user_name, context.host_name));
+    check_name("--issuer", &issuer)?;
+    check_name("--label", &label)?;
+    Ok((issuer, label))
+}
+
+/// The enrollment file: `--file`, else the operator's default.
+fn target_file(args: &Choices, context: &Context) -> Result<PathBuf, SetupError> {
+    match &args.file {
+        Some(file) => Ok(file.clone()),
+        None => context.operator.default_file(context),
+    }
+}
+
+/// The QR code of a key URI.
+fn qr_of(uri: &str) -> Result<qrcode::QrCode, SetupError> {
+    qr::encode(uri.as_bytes()).map_err(|e| {
+        bad(format!(
+            "the key URI does not fit in a QR code ({e}); use a shorter --issuer or --label"
+        ))
+    })
+}
+
+/// `count` new recovery codes, to show once, and their hashes, to write.
+fn fresh_recovery_codes(
+    count: u32,
+) -> Result<(Vec<Zeroizing<String>>, Vec<RecoveryHash>), SetupError> {
+    let codes = (0..count)
+        .map(|_| new_recovery_code())
+        .collect::<Result<Vec<_>, _>>()?;
+    let hashes = codes
+        .iter()
+        .map(|code| Ok(RecoveryHash::new(code, random_array()?)))
+        .collect::<Result<Vec<_>, SetupError>>()?;
+    Ok((codes, hashes))
+}
+
 /// `~/NAME` of the user (home from the user database).
 fn in_home(context: &Context, name: &str) -> PathBuf {
     context.home.join(name)
@@ -523,21 +566,8 @@ fn plan(
             "--period is for time-based codes; it cannot be used with --type hotp",
         ));
     }
-    let issuer = args
-        .issuer
-        .clone()
-        .unwrap_or_else(|| context.operator.default_issuer(&context.host_name));
-    let label = args
-        .label
-        .clone()
-        .unwrap_or_else(|| format!("{}@{}", context.user_name, context.host_name));
-    check_name("--issuer", &issuer)?;
-    check_name("--label", &label)?;
-
-    let target = match &args.file {
-        Some(file) => file.clone(),
-        None => context.operator.default_file(context)?,
-    };
+    let (issuer, label) = issuer_and_label(args, context)?;
+    let target = target_file(args, context)?;
     let existing = if args.force {
         Existing::Replace
     } else {
@@ -574,14 +604,8 @@ fn plan(
             };
             let mut secret = Zeroizing::new(vec![0u8; SECRET_BYTES]);
             fill_random(&mut secret)?;
-            let count = args.recovery_codes.unwrap_or(DEFAULT_RECOVERY_CODES);
-            let codes = (0..count)
-                .map(|_| new_recovery_code())
-                .collect::<Result<Vec<_>, _>>()?;
-            let hashes = codes
-                .iter()
-                .map(|code| Ok(RecoveryHash::new(code, random_array()?)))
-                .collect::<Result<Vec<_>, SetupError>>()?;
+            let (codes, hashes) =
+                fresh_recovery_codes(args.recovery_codes.unwrap_or(DEFAULT_RECOVERY_CODES))?;
             let enrollment = Enrollment {
                 kind,
                 algorithm: args.algorithm.map(Algorithm::from).unwrap_or_default(),

@@ -85,11 +85,16 @@ impl TerminalDrawing {
 /// The quiet zone of the terminal drawings: the full one where the half-block drawing
 /// still fits [`MAX_ROWS`], else [`NARROW_QUIET_ZONE`].
 pub fn terminal_quiet_zone(code: &QrCode) -> usize {
-    if (code.width() + 2 * QUIET_ZONE).div_ceil(2) <= MAX_ROWS {
+    if fits_with_full_quiet_zone(code) {
         QUIET_ZONE
     } else {
         NARROW_QUIET_ZONE
     }
+}
+
+/// Whether the half-block drawing of `code` with the full quiet zone fits [`MAX_ROWS`].
+fn fits_with_full_quiet_zone(code: &QrCode) -> bool {
+    (code.width() + 2 * QUIET_ZONE).div_ceil(2) <= MAX_ROWS
 }
 
 /// Modules across a terminal drawing, quiet zone included.
@@ -105,7 +110,7 @@ pub fn encode(text: &[u8]) -> Result<QrCode, QrError> {
     let medium = QrCode::with_error_correction_level(text, EcLevel::M);
     if let Ok(code) = &medium {
         // Judged with the full quiet zone: M only where it costs no module of the zone.
-        if (code.width() + 2 * QUIET_ZONE).div_ceil(2) <= MAX_ROWS {
+        if fits_with_full_quiet_zone(code) {
             return medium;
         }
     }

@@ -4,15 +4,12 @@
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
 
-use zeroize::Zeroizing;
-
 use super::{
-    bad, confirm, lost_terminal, new_recovery_code, qr, random_array, report_written, show,
-    Choices, Context, Drawing, Plan, SetupError,
+    bad, confirm, fresh_recovery_codes, issuer_and_label, lost_terminal, qr_of, report_written,
+    show, target_file, Choices, Context, Drawing, Plan, SetupError,
 };
 use pam_otp_core::enrollment::Enrollment;
 use pam_otp_core::otpauth::key_uri;
-use pam_otp_core::recovery::RecoveryHash;
 use pam_otp_sys::account::Account;
 use pam_otp_sys::private_file::Existing;
 use pam_otp_sys::user_file::{read_enrollment, UserFileError};
@@ -36,10 +33,7 @@ pub fn renew(
     out: &mut dyn Write,
     err: &mut dyn Write,
 ) -> Result<Renewed, SetupError> {
-    let path = match &args.file {
-        Some(file) => file.clone(),
-        None => context.operator.default_file(context)?,
-    };
+    let path = target_file(args, context)?;
     let account = Account::lookup(&context.user_name)
         .map_err(|e| bad(e.to_string()))?
         .ok_or_else(|| bad(format!("no such user: {:?}", context.user_name)))?;
@@ -54,16 +48,7 @@ pub fn renew(
         }
         Err(e) => return Err(bad(format!("{}: {e}", path.display()))),
     };
-    let issuer = args
-        .issuer
-        .clone()
-        .unwrap_or_else(|| context.operator.default_issuer(&context.host_name));
-    let label = args
-        .label
-        .clone()
-        .unwrap_or_else(|| format!("{}@{}", context.user_name, context.host_name));
-    super::check_name("--issuer", &issuer)?;
-    super::check_name("--label", &label)?;
+    let (issuer, label) = issuer_and_label(args, context)?;
     // The code first: whoever cannot give one sees neither the secret nor new codes.
     let confirmed = confirm(&before, &context.operator.whose(), input, err)?;
     let drawing = Drawing::chosen(args, context, false);
@@ -81,11 +66,7 @@ pub fn renew(
     };
     let Some(count) = args.new_recovery_codes else {
         let uri = key_uri(&plan.enrollment, &plan.issuer, &plan.label);
-        let code = qr::encode(uri.as_bytes()).map_err(|e| {
-            bad(format!(
-                "the key URI does not fit in a QR code ({e}); use a shorter --issuer or --label"
-            ))
-        })?;
+        let code = qr_of(&uri)?;
         show(&plan, context, &uri, &code, out, err)
             .and_then(|()| out.flush())
             .map_err(lost_terminal)?;
@@ -95,14 +76,9 @@ pub fn renew(
             written: None,
         });
     };
-    let codes: Vec<Zeroizing<String>> = (0..count)
-        .map(|_| new_recovery_code())
-        .collect::<Result<_, _>>()?;
+    let (codes, hashes) = fresh_recovery_codes(count)?;
     let mut renewed = confirmed;
-    renewed.recovery_codes = codes
-        .iter()
-        .map(|code| Ok(RecoveryHash::new(code, random_array()?)))
-        .collect::<Result<Vec<_>, SetupError>>()?;
+    renewed.recovery_codes = hashes;
     context
         .operator
         .write(&path, renewed.to_toml().as_bytes(), Existing::Replace)?;

@@ -27,17 +27,24 @@ fn otp_setup_typing(
     lines: &[&str],
 ) -> Output {
     let binary = workspace.binary();
-    let mut child = Command::new("timeout")
+    let mut command = Command::new("timeout");
+    command
         .arg("60")
         .args(as_user_argv(user, binary.to_str().unwrap(), args))
         .env_clear()
         .envs(user_env(user, UTF8))
-        .current_dir(&user.home)
+        .current_dir(&user.home);
+    typing(command, lines)
+}
+
+/// Runs `command` with `lines` on its standard input (it may stop reading early).
+fn typing(mut command: Command, lines: &[&str]) -> Output {
+    let mut child = command
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("run otp-setup");
+        .expect("run the tool");
     let mut stdin = child.stdin.take().unwrap();
     for line in lines {
         let _ = stdin.write_all(format!("{line}\n").as_bytes());
@@ -185,22 +192,13 @@ fn new_recovery_codes_kill_the_old_ones_and_work_once() {
 
 /// `otp-admin ARGS` as root with `lines` typed at its prompt.
 fn otp_admin_typing(args: &[&str], lines: &[&str]) -> Output {
-    let mut child = Command::new("timeout")
+    let mut command = Command::new("timeout");
+    command
         .arg("60")
         .arg(otp_admin_path())
         .args(args)
-        .env("LANG", UTF8)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run otp-admin");
-    let mut stdin = child.stdin.take().unwrap();
-    for line in lines {
-        let _ = stdin.write_all(format!("{line}\n").as_bytes());
-    }
-    drop(stdin);
-    child.wait_with_output().unwrap()
+        .env("LANG", UTF8);
+    typing(command, lines)
 }
 
 /// The recovery codes listed at the end of a run's output.
