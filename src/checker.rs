@@ -81,9 +81,8 @@ pub(crate) fn login(
         command.arg(wire::NULLOK);
     }
     if let Some(deadline) = &request.policy.enforce_after {
-        // Its text without the zone: a date, or a date and time in UTC, as parsed.
-        let date = deadline.text.trim_end_matches(" UTC");
-        command.arg(format!("{}{date}", wire::ENFORCE_AFTER));
+        // The exact moment (to the second), which the checker parses back to this deadline.
+        command.arg(format!("{}{}", wire::ENFORCE_AFTER, deadline.argument()));
     }
     if request.earlier_factor_passed {
         command.arg(wire::EARLIER_FACTOR_PASSED);

@@ -72,13 +72,27 @@ pub enum Store {
 pub struct Deadline {
     /// Unix time of the deadline.
     pub at: u64,
-    /// The deadline as people read it: `2026-12-13` (UTC midnight) or `2026-12-13 08:30 UTC`.
+    /// The deadline as people read it: `2026-12-13` (UTC midnight) or `2026-12-13 08:30 UTC`
+    /// (with seconds when they are not zero).
     pub text: String,
 }
 
 const SECONDS_PER_DAY: u64 = 86_400;
 
 impl Deadline {
+    /// The exact moment as `enforce_after` takes it (`YYYY-MM-DDTHH:MM:SSZ`), for handing
+    /// the deadline on to the setuid checker: parsing it gives back this very deadline,
+    /// seconds and text included.
+    pub fn argument(&self) -> String {
+        let (year, month, day, seconds) = civil(self.at);
+        format!(
+            "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+            seconds / 3600,
+            seconds % 3600 / 60,
+            seconds % 60
+        )
+    }
+
     /// Whole days left before the deadline at `now`, counting a started day as one
     /// (a deadline a week ahead says 7 all day long); `None` once it has passed.
     pub fn days_left(&self, now: u64) -> Option<u64> {
@@ -92,21 +106,11 @@ impl Deadline {
         let parsed: toml::value::Datetime = value.trim().parse().map_err(|_| why())?;
         let date = parsed.date.ok_or_else(why)?;
         let days = days_since_epoch(date.year.into(), date.month.into(), date.day.into());
-        let (seconds_of_day, text) = match parsed.time {
-            None => (
-                0,
-                format!("{:04}-{:02}-{:02}", date.year, date.month, date.day),
-            ),
-            Some(time) => (
-                i64::from(time.hour) * 3600
-                    + i64::from(time.minute) * 60
-                    + i64::from(time.second.unwrap_or(0)),
-                format!(
-                    "{:04}-{:02}-{:02} {:02}:{:02} UTC",
-                    date.year, date.month, date.day, time.hour, time.minute
-                ),
-            ),
-        };
+        let seconds_of_day = parsed.time.map_or(0, |time| {
+            i64::from(time.hour) * 3600
+                + i64::from(time.minute) * 60
+                + i64::from(time.second.unwrap_or(0))
+        });
         let offset = match parsed.offset {
             None | Some(toml::value::Offset::Z) => 0,
             Some(toml::value::Offset::Custom { minutes }) => i64::from(minutes) * 60,
@@ -114,7 +118,7 @@ impl Deadline {
         let at = days * SECONDS_PER_DAY as i64 + seconds_of_day - offset;
         let at = u64::try_from(at).map_err(|_| format!("{value:?} is before 1970"))?;
         // Shown in UTC, as the module counts it, whatever offset it was written with.
-        let text = if offset == 0 { text } else { utc_text(at) };
+        let text = utc_text(at);
         Ok(Deadline { at, text })
     }
 }
@@ -131,8 +135,22 @@ fn days_since_epoch(year: i64, month: i64, day: i64) -> i64 {
     era * 146_097 + day_of_era - 719_468
 }
 
-/// `YYYY-MM-DD HH:MM UTC` of a Unix time.
+/// A Unix time as people read a deadline: `YYYY-MM-DD` at UTC midnight, else
+/// `YYYY-MM-DD HH:MM UTC` (with `:SS` when the seconds are not zero).
 fn utc_text(at: u64) -> String {
+    let (year, month, day, seconds) = civil(at);
+    let date = format!("{year:04}-{month:02}-{day:02}");
+    let (hour, minute, second) = (seconds / 3600, seconds % 3600 / 60, seconds % 60);
+    match (seconds, second) {
+        (0, _) => date,
+        (_, 0) => format!("{date} {hour:02}:{minute:02} UTC"),
+        _ => format!("{date} {hour:02}:{minute:02}:{second:02} UTC"),
+    }
+}
+
+/// The UTC calendar date of a Unix time and the seconds into that day (the
+/// days-from-civil inverse of [`days_since_epoch`]).
+fn civil(at: u64) -> (i64, i64, i64, u64) {
     let days = (at / SECONDS_PER_DAY) as i64 + 719_468;
     let era = days.div_euclid(146_097);
     let day_of_era = days - era * 146_097;
@@ -147,12 +165,7 @@ fn utc_text(at: u64) -> String {
         month_from_march - 9
     };
     let year = year_of_era + era * 400 + i64::from(month <= 2);
-    let seconds = at % SECONDS_PER_DAY;
-    format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02} UTC",
-        seconds / 3600,
-        seconds % 3600 / 60
-    )
+    (year, month, day, at % SECONDS_PER_DAY)
 }
 
 pub const DEFAULT_REDIS_TIMEOUT_MS: u64 = 500;
@@ -1040,6 +1053,30 @@ mod tests {
         assert_eq!(deadline.days_left(deadline.at - 1), Some(1));
         assert_eq!(deadline.days_left(deadline.at), None);
         assert_eq!(deadline.days_left(deadline.at + 1), None);
+    }
+
+    #[test]
+    fn a_deadline_handed_on_as_its_argument_is_the_same_deadline() {
+        for written in [
+            "2026-12-13",
+            "2026-12-13 08:30",
+            "2026-12-13T08:30:45",
+            "2026-12-13T08:30:45+02:00",
+            "2000-02-29T23:59:59Z",
+        ] {
+            let deadline = Deadline::parse(written).unwrap();
+            let again = Deadline::parse(&deadline.argument()).unwrap();
+            assert_eq!(again, deadline, "{written} -> {}", deadline.argument());
+        }
+        assert_eq!(Deadline::parse("2026-12-13").unwrap().text, "2026-12-13");
+        assert_eq!(
+            Deadline::parse("2026-12-13T08:30:45").unwrap().text,
+            "2026-12-13 08:30:45 UTC"
+        );
+        assert_eq!(
+            Deadline::parse("2026-12-13T08:30:45").unwrap().argument(),
+            "2026-12-13T08:30:45Z"
+        );
     }
 
     #[test]
