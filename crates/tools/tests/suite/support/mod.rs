@@ -657,10 +657,15 @@ pub fn finish(mut child: Child, answer: &str) -> Outcome {
         let _ = stdin.write_all(format!("{answer}\n").as_bytes());
     }
     let out = child.wait_with_output().expect("wait for pamtester");
+    let mut stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    // A client that died of a signal has no status: say which signal, for the failure.
+    if let Some(signal) = std::os::unix::process::ExitStatusExt::signal(&out.status) {
+        stderr.push_str(&format!("[ended by signal {signal}]"));
+    }
     Outcome {
         status: out.status.code(),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        stderr,
     }
 }
 
