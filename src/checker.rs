@@ -8,6 +8,7 @@ use std::os::unix::process::CommandExt;
 use std::process::{Child, ChildStdin, Command, Stdio};
 
 use ::pam::constants::PamResultCode;
+use pam_otp_sys::sigpipe::BlockedSigpipe;
 use zeroize::Zeroizing;
 
 use crate::conversation::Conversation;
@@ -241,53 +242,6 @@ impl Drop for DefaultSigchld {
         // SAFETY: restores the action saved by `set`.
         unsafe {
             libc::sigaction(libc::SIGCHLD, &self.0, std::ptr::null_mut());
-        }
-    }
-}
-
-/// SIGPIPE blocked in this thread; a SIGPIPE raised meanwhile is taken off again.
-struct BlockedSigpipe {
-    old_mask: libc::sigset_t,
-    was_pending: bool,
-}
-
-impl BlockedSigpipe {
-    fn block() -> BlockedSigpipe {
-        // SAFETY: sigset operations on local, initialised sets; pthread_sigmask changes
-        // this thread's mask only, and `drop` restores it.
-        unsafe {
-            let mut pipe_only: libc::sigset_t = std::mem::zeroed();
-            libc::sigemptyset(&mut pipe_only);
-            libc::sigaddset(&mut pipe_only, libc::SIGPIPE);
-            let mut pending: libc::sigset_t = std::mem::zeroed();
-            libc::sigpending(&mut pending);
-            let was_pending = libc::sigismember(&pending, libc::SIGPIPE) == 1;
-            let mut old_mask: libc::sigset_t = std::mem::zeroed();
-            libc::pthread_sigmask(libc::SIG_BLOCK, &pipe_only, &mut old_mask);
-            BlockedSigpipe {
-                old_mask,
-                was_pending,
-            }
-        }
-    }
-}
-
-impl Drop for BlockedSigpipe {
-    fn drop(&mut self) {
-        // SAFETY: as in `block`; sigtimedwait with a zero timeout only takes a SIGPIPE this
-        // write raised, never one that was pending before.
-        unsafe {
-            if !self.was_pending {
-                let mut pipe_only: libc::sigset_t = std::mem::zeroed();
-                libc::sigemptyset(&mut pipe_only);
-                libc::sigaddset(&mut pipe_only, libc::SIGPIPE);
-                let zero = libc::timespec {
-                    tv_sec: 0,
-                    tv_nsec: 0,
-                };
-                libc::sigtimedwait(&pipe_only, std::ptr::null_mut(), &zero);
-            }
-            libc::pthread_sigmask(libc::SIG_SETMASK, &self.old_mask, std::ptr::null_mut());
         }
     }
 }

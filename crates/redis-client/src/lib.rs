@@ -13,6 +13,7 @@ pub mod store;
 pub mod trust;
 
 use pam_otp_sys::redis_protocol::CLIENT_PROTOCOL;
+use pam_otp_sys::sigpipe::BlockedSigpipe;
 use store::{serve, RedisStore};
 
 /// One login's connection (`None` until connected).
@@ -44,6 +45,9 @@ pub unsafe extern "C" fn pam_otp_redis_serve(
     length: usize,
     reply_length: *mut usize,
 ) -> *mut u8 {
+    // A server gone mid-login fails the request; its SIGPIPE (TLS writes use writev, which
+    // raises one) must not end the program running the login.
+    let _blocked = BlockedSigpipe::block();
     let served = catch_unwind(AssertUnwindSafe(|| {
         // SAFETY: the caller passes its own live session and a request valid for `length`.
         let (session, request) =
@@ -79,6 +83,7 @@ pub unsafe extern "C" fn pam_otp_redis_free(reply: *mut u8, length: usize) {
 #[no_mangle]
 pub unsafe extern "C" fn pam_otp_redis_drop_session(session: *mut Session) {
     if !session.is_null() {
+        let _blocked = BlockedSigpipe::block();
         // SAFETY: the session `pam_otp_redis_new_session` leaked, dropped once.
         let _ = catch_unwind(AssertUnwindSafe(|| drop(unsafe { Box::from_raw(session) })));
     }

@@ -12,5 +12,6 @@ pub mod record_file;
 pub mod redis_client;
 pub mod redis_protocol;
 pub mod safe_path;
+pub mod sigpipe;
 pub mod store;
 pub mod user_file;

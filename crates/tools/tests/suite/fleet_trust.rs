@@ -323,3 +323,136 @@ fn doctor_reports_untrusted_sockets_unusable_sentinels_and_plain_tcp() {
     assert_eq!(sentinels.len(), 2, "{found:#?}");
     let _ = std::fs::remove_dir_all(theirs);
 }
+
+/// The number of whole Redis commands (`*N` arrays of `$L` bulk strings) at the start of
+/// `bytes`.
+fn whole_commands(bytes: &[u8]) -> usize {
+    fn line(bytes: &[u8], at: usize) -> Option<(&[u8], usize)> {
+        let end = at + bytes.get(at..)?.windows(2).position(|w| w == b"\r\n")?;
+        Some((&bytes[at..end], end + 2))
+    }
+    fn number(text: &[u8]) -> Option<usize> {
+        std::str::from_utf8(text).ok()?.parse().ok()
+    }
+    let (mut at, mut commands) = (0, 0);
+    while let Some((header, next)) = line(bytes, at) {
+        let Some(arguments) = header.strip_prefix(b"*").and_then(number) else {
+            break;
+        };
+        at = next;
+        for _ in 0..arguments {
+            let Some((length, next)) = line(bytes, at) else {
+                return commands;
+            };
+            let Some(length) = length.strip_prefix(b"$").and_then(number) else {
+                return commands;
+            };
+            at = next + length + 2;
+        }
+        if at > bytes.len() {
+            break;
+        }
+        commands += 1;
+    }
+    commands
+}
+
+/// A TLS server with the test CA's server certificate that answers the first commands a
+/// client sends with `+OK` and then resets the connection, as a Redis server killed with
+/// bytes still unread does: the client's next write fails with `EPIPE`. Returns what it
+/// was sent.
+fn reset_after_first_answer(listener: std::net::TcpListener, pki: &Pki) -> Vec<u8> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    use std::io::{Read, Write};
+    let certificates = CertificateDer::pem_file_iter(pki.path("redis.crt"))
+        .unwrap()
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let key = PrivateKeyDer::from_pem_file(pki.path("redis.key")).unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(certificates, key)
+    .unwrap();
+    let (tcp, _) = listener.accept().unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let connection = rustls::ServerConnection::new(std::sync::Arc::new(config)).unwrap();
+    let mut tls = rustls::StreamOwned::new(connection, tcp);
+    let mut received = Vec::new();
+    while whole_commands(&received) == 0 {
+        let mut buffer = [0u8; 4096];
+        match tls.read(&mut buffer) {
+            Ok(0) | Err(_) => return received,
+            Ok(n) => received.extend_from_slice(&buffer[..n]),
+        }
+    }
+    let answers = "+OK\r\n".repeat(whole_commands(&received));
+    tls.write_all(answers.as_bytes()).unwrap();
+    tls.flush().unwrap();
+    // Closing with a zero linger time sends a reset instead of an orderly end.
+    let reset = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: a valid socket of ours, and an option value of the size given.
+    let set = unsafe {
+        libc::setsockopt(
+            std::os::fd::AsRawFd::as_raw_fd(&tls.sock),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&reset as *const libc::linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(set, 0, "SO_LINGER: {}", std::io::Error::last_os_error());
+    received
+}
+
+#[test]
+fn a_server_that_resets_between_two_commands_refuses_the_login_and_kills_no_program() {
+    let redis = RedisServer::start();
+    let (user, secret) = hotp_user();
+    // Whether the reset arrives before the client's next write is a race the reset wins
+    // most times: a few rounds make sure it was won.
+    for round in 0..5 {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let pki = Pki {
+            dir: redis.pki.dir.clone(),
+        };
+        let server = std::thread::spawn(move || reset_after_first_answer(listener, &pki));
+        let args = redis.tls_args().replace(
+            &format!("127.0.0.1:{}", redis.tls_port),
+            &format!("127.0.0.1:{port}"),
+        );
+        let host = Host::new(&args);
+
+        // pamtester, like sudo and most PAM programs, leaves SIGPIPE at its default: death.
+        let run = run_logged(&host.service, &user.name, &hotp(&secret, 0), None);
+        let received = server.join().unwrap();
+        assert!(
+            String::from_utf8_lossy(&received).contains("AUTH"),
+            "round {round}: the fake server was not sent AUTH first: {:?}",
+            String::from_utf8_lossy(&received)
+        );
+        assert!(
+            run.outcome.status.is_some(),
+            "round {round}: the program running the login was killed: {:?}",
+            run.outcome
+        );
+        let what = format!("round {round}: a server that resets between two commands");
+        run.outcome.assert_failure(AUTHINFO_UNAVAIL, &what);
+        run.assert_logged(&["redis"], &what);
+        println!("{what}: {:?}", run.module_lines());
+    }
+
+    // Nothing was spent: the same code works against the real server.
+    let host = Host::new(&redis.tls_args());
+    run_logged(&host.service, &user.name, &hotp(&secret, 0), None)
+        .outcome
+        .assert_success("the real server after the resets");
+}
