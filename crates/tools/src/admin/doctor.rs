@@ -21,7 +21,9 @@ use checks::{EnrollmentCheck, PathFacts, WHY_ONLY_REGULAR_FILES};
 use findings::{Finding, Report, Severity};
 use pam_stack::{AuthStack, LoadError, Rule};
 
-use crate::admin::state_dirs::{pam_otp_lines_of_services, split_guard, ServiceState};
+use crate::admin::state_dirs::{
+    is_include_file, pam_otp_lines_of_services, split_guard, ServiceState,
+};
 use pam_otp_sys::account::Account;
 use pam_otp_sys::companion::usable_checker;
 use pam_otp_sys::policy::{self, expand_secret_path, Policy, Store, DEFAULT_POLICY_FILE};
@@ -185,13 +187,13 @@ fn examine(args: &DoctorArgs) -> Report {
 }
 
 /// README's services, then every other service in `pam_dir` whose auth stack uses
-/// pam_otp. `common-*` are Debian's include files, not services.
+/// pam_otp.
 fn default_services(pam_dir: &Path) -> Vec<String> {
     let mut services: Vec<String> = DEFAULT_SERVICES.iter().map(|s| s.to_string()).collect();
     let mut others: Vec<String> = pam_otp_lines_of_services(pam_dir)
         .into_iter()
         .filter(|(name, lines)| {
-            !lines.is_empty() && !name.starts_with("common-") && !services.contains(name)
+            !lines.is_empty() && !is_include_file(name) && !services.contains(name)
         })
         .map(|(name, _)| name)
         .collect();

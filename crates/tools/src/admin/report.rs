@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use serde::Serialize;
 
 use super::{cli_policy, error_line, existing_store, utc, AdminError, Cli, EXIT_REFUSED, PAM_DIR};
-use crate::admin::state_dirs::pam_otp_lines_of_services;
+use crate::admin::state_dirs::{is_include_file, pam_otp_lines_of_services};
 use crate::admin::ways_in;
 use pam_otp_core::enrollment::Kind;
 use pam_otp_core::printable::escape;
@@ -93,10 +93,12 @@ pub fn main(cli: &Cli, args: &ReportArgs) -> ExitCode {
 }
 
 /// Every service in `pam_dir` with a pam_otp line that checks a code, with the policy
-/// of its first such line (or why the module refuses its settings).
+/// of its first such line (or why the module refuses its settings). Include files are
+/// counted in the services that include them, not on their own.
 fn otp_services(pam_dir: &Path) -> Vec<(String, Result<Policy, String>)> {
     let mut found: Vec<_> = pam_otp_lines_of_services(pam_dir)
         .into_iter()
+        .filter(|(service, _)| !is_include_file(service))
         .filter_map(|(service, lines)| {
             let mut policies = lines.into_iter().map(|args| {
                 let args: Vec<&str> = args.iter().map(String::as_str).collect();

@@ -68,6 +68,12 @@ pub fn state_dirs_of_services(pam_dir: &Path) -> Vec<ServiceState> {
     found
 }
 
+/// Whether `name` in the PAM directory is one of Debian's files that services include
+/// (`@include common-auth`) rather than a service of its own.
+pub(crate) fn is_include_file(name: &str) -> bool {
+    name.starts_with("common-")
+}
+
 /// The most PAM files looked through for services that use pam_otp.
 const MAX_SERVICES_SCANNED: usize = 512;
 

@@ -23,7 +23,7 @@ fn line_of<'a>(report: &'a str, user: &str) -> &'a str {
         .unwrap_or_else(|| panic!("{user} is not in the report:\n{report}"))
 }
 
-/// A PAM file of a name with an escape sequence in it, removed on drop.
+/// A PAM file written by the test (one named with an escape sequence), removed on drop.
 struct HostileService(std::path::PathBuf);
 
 impl Drop for HostileService {
@@ -40,6 +40,12 @@ fn report_shows_every_account_that_can_log_in_and_what_each_service_does() {
     let store = Service::with_lines(&[otp_line(&state, "secret=/var/lib/pam-otp/secrets/%u.toml")]);
     let hostile = HostileService(Path::new("/etc/pam.d").join("tx-rep-\u{1b}]0;pwned\u{7}"));
     fs::write(&hostile.0, otp_line(&state, "")).unwrap();
+    // A file services include, named as Debian names them: not a service of its own.
+    let include = HostileService(
+        Path::new("/etc/pam.d").join(format!("common-{}", support::unique("tx-rep"))),
+    );
+    fs::write(&include.0, otp_line(&state, "")).unwrap();
+    let include_name = include.0.file_name().unwrap().to_str().unwrap();
 
     let enrolled = ShellUser::new();
     enrolled.set_password();
@@ -79,6 +85,10 @@ fn report_shows_every_account_that_can_log_in_and_what_each_service_does() {
             .lines()
             .any(|l| l.starts_with(&format!("{} (uid ", keyless.name))),
         "{report}"
+    );
+    assert!(
+        !report.contains(include_name),
+        "the include file is listed as a service:\n{report}"
     );
     let (h, s) = (&home.name, &store.name);
 
