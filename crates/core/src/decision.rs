@@ -8,6 +8,9 @@ use crate::source::Source;
 use crate::state::{EnrollmentRecord, EnrollmentRef, Lock, State, Unlock};
 use crate::window::{matching_counter, Prefer};
 
+/// The largest TOTP window a policy may set, in steps either side of the current one.
+pub const MAX_WINDOW: u64 = 100;
+
 /// The administrator's verification and lockout policy (module arguments, policy file).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Limits {
@@ -452,6 +455,45 @@ mod tests {
         ));
         let newer = run(&e, &first.state, &totp_code(&e, NOW + 30), NOW + 30);
         assert!(matches!(newer.verdict, Verdict::Accepted(_)));
+    }
+
+    #[test]
+    fn the_same_secret_rewritten_with_new_recovery_codes_keeps_spent_codes_spent() {
+        let e = totp_enrollment();
+        let mut renewed = totp_enrollment();
+        renewed.recovery_codes = vec![RecoveryHash::new("eeee-ffff", [3; 16])];
+        assert_ne!(renewed.fingerprint(), e.fingerprint());
+        // NOW is 20 s into its step: NOW + 5 is the same step.
+        let first = run(&e, &State::default(), &totp_code(&e, NOW), NOW);
+        assert!(matches!(first.verdict, Verdict::Accepted(_)));
+        let again = run(&renewed, &first.state, &totp_code(&e, NOW), NOW + 5);
+        assert_eq!(again.verdict, Verdict::Replayed(Replay::Code));
+        assert_eq!(again.state, first.state);
+        let next = run(&renewed, &first.state, &totp_code(&e, NOW + 30), NOW + 30);
+        assert!(matches!(next.verdict, Verdict::Accepted(_)));
+        assert_eq!(next.state.enrollments.len(), 1, "the old record was kept");
+
+        // A code of the next step, accepted early (the phone's clock ahead), stays spent too.
+        let ahead = run(&e, &State::default(), &totp_code(&e, NOW + 30), NOW);
+        assert!(matches!(ahead.verdict, Verdict::Accepted(_)));
+        let again = run(&renewed, &ahead.state, &totp_code(&e, NOW + 30), NOW + 5);
+        assert_eq!(again.verdict, Verdict::Replayed(Replay::Code));
+    }
+
+    #[test]
+    fn a_new_enrollment_with_another_period_in_the_same_file_is_not_locked_out() {
+        let e = totp_enrollment();
+        let first = run(&e, &State::default(), &totp_code(&e, NOW), NOW);
+        assert!(matches!(first.verdict, Verdict::Accepted(_)));
+        // The old guard (a 30 s step number) read as a 60 s step would lie decades ahead.
+        let slower = Enrollment::parse(&format!("secret = \"{SECRET}\"\nperiod = 60")).unwrap();
+        let later = NOW + 60;
+        let code = code_at(&slower, later / 60);
+        let d = run(&slower, &first.state, &code, later);
+        assert_eq!(
+            d.verdict,
+            Verdict::Accepted(Method::Totp { step: later / 60 })
+        );
     }
 
     #[test]

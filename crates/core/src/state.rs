@@ -8,9 +8,9 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::decision::{lockout_length, Limits};
+use crate::decision::{lockout_length, Limits, MAX_WINDOW};
 use crate::enrollment::{Enrollment, Kind};
-use crate::otp::HotpKey;
+use crate::otp::{totp_step, HotpKey};
 use crate::source::{Source, MAX_SOURCE_BYTES};
 
 /// The state format written and read: a compact binary form (postcard: the fields in
@@ -63,6 +63,23 @@ impl Tally {
         self.failures = 0;
         self.locked_until = now.saturating_add(lockout_length(limits, self.lockouts));
         Some(self.locked_until)
+    }
+}
+
+/// The replay guard a new TOTP enrollment takes over from `old`, the record of the
+/// enrollment written before it in the same file. The file may hold the same secret again
+/// (new recovery codes change only the fingerprint), so a code accepted a moment ago must
+/// stay spent: no step at or before the one `old` accepted, or the step at which it was
+/// accepted, whichever is later. A new secret loses at most the steps up to that one.
+/// A guard counted in another period (far from the moment it was set, once read in this
+/// period) says nothing here, and only the moment is kept.
+fn carried_totp_guard(old: &EnrollmentRecord, period: u64) -> Option<u64> {
+    let accepted = old.last_totp_step?;
+    let moment = totp_step(old.last_used, period);
+    if accepted.abs_diff(moment) <= MAX_WINDOW {
+        Some(accepted.max(moment))
+    } else {
+        Some(moment)
     }
 }
 
@@ -368,10 +385,18 @@ impl State {
     /// The record of this enrollment: the stored one, else a fresh one (a new enrollment
     /// starts its replay guard, counter and recovery codes afresh; failures stay).
     pub fn record(&self, enrolled: &EnrollmentRef) -> EnrollmentRecord {
-        self.enrollments
-            .get(&enrolled.fingerprint)
-            .cloned()
-            .unwrap_or_else(|| enrolled.fresh_record())
+        if let Some(record) = self.enrollments.get(&enrolled.fingerprint) {
+            return record.clone();
+        }
+        let mut fresh = enrolled.fresh_record();
+        if let Kind::Totp { period } = enrolled.enrollment.kind {
+            fresh.last_totp_step = self
+                .enrollments
+                .values()
+                .find(|old| old.file == enrolled.file)
+                .and_then(|old| carried_totp_guard(old, period));
+        }
+        fresh
     }
 
     /// The tallies that guard an enrollment of `custody`.

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::account::is_safe_user_name;
 use crate::safe_path::open_root_owned_file;
-use pam_otp_core::decision::Limits;
+use pam_otp_core::decision::{Limits, MAX_WINDOW};
 
 pub const DEFAULT_POLICY_FILE: &str = "/etc/security/pam_otp.toml";
 pub const DEFAULT_SECRET: &str = "~/.otp.toml";
@@ -450,10 +450,10 @@ fn merge(file: Settings, args: Settings) -> Result<Policy, PolicyError> {
         lockout: pick!(lockout).unwrap_or(defaults.lockout),
         max_lockout: pick!(max_lockout).unwrap_or(defaults.max_lockout),
     };
-    if limits.window > 100 {
+    if limits.window > MAX_WINDOW {
         return Err(bad(
             "window",
-            format!("{} is over 100 steps", limits.window),
+            format!("{} is over {MAX_WINDOW} steps", limits.window),
         ));
     }
     if limits.hotp_lookahead > 1000 {

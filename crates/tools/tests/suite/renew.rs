@@ -129,7 +129,7 @@ fn new_recovery_codes_kill_the_old_ones_and_work_once() {
     let workspace = Workspace::new();
     let (user, secret, old) = enrolled(&workspace);
     let state = StateDir::new();
-    // Room for the five refusals below before a lockout.
+    // Room for the six refusals below before a lockout.
     let service = Service::otp(&state, "max_failures=10");
     service
         .login(&user, &old[0])
@@ -147,6 +147,10 @@ fn new_recovery_codes_kill_the_old_ones_and_work_once() {
     assert_eq!(fs::read(user.otp_path()).unwrap(), file_before);
 
     wait_for_step_margin(5);
+    let used = totp(&secret);
+    service
+        .login(&user, &used)
+        .assert_success("the app's code before the renewal");
     let out = otp_setup_typing(
         &workspace,
         &user,
@@ -173,6 +177,11 @@ fn new_recovery_codes_kill_the_old_ones_and_work_once() {
         "{file_after}"
     );
 
+    // The rewritten file is another enrollment to the module (its fingerprint covers the
+    // recovery codes), but the code spent through the old one stays spent.
+    service
+        .login(&user, &used)
+        .assert_failure(AUTH_ERR, "the app's code used before the renewal, again");
     for (i, code) in old.iter().enumerate() {
         service.login(&user, code).assert_failure(
             AUTH_ERR,
