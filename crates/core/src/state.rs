@@ -383,7 +383,8 @@ impl std::error::Error for StateParseError {}
 
 impl State {
     /// The record of this enrollment: the stored one, else a fresh one (a new enrollment
-    /// starts its replay guard, counter and recovery codes afresh; failures stay).
+    /// starts its counter and recovery codes afresh, and its replay guard too unless it is
+    /// TOTP in a file used before: see `carried_totp_guard`; failures stay).
     pub fn record(&self, enrolled: &EnrollmentRef) -> EnrollmentRecord {
         if let Some(record) = self.enrollments.get(&enrolled.fingerprint) {
             return record.clone();
