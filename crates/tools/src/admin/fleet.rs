@@ -60,9 +60,15 @@ pub(super) fn unlock(
     source: Option<&Source>,
 ) -> Result<String, AdminError> {
     let keys = RecordKeys::new(&settings.prefix, target.account.uid);
+    let mut redis = connect(settings)?;
+    // Locks kept in the older format are not this format's to clear: name it, as status does.
+    redis
+        .read(&keys.all())
+        .and_then(|read| read.refuse_old_format(&keys))
+        .map_err(AdminError::Fleet)?;
     let mut message = None;
     let mut logged = String::new();
-    let written = connect(settings)?
+    let written = redis
         .update(&keys, &mut |now, bytes| {
             let Some(mut state) = state_of(&keys, bytes)? else {
                 return Ok(None);

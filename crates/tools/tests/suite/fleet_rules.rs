@@ -258,13 +258,23 @@ fn a_record_of_the_older_format_is_refused_until_otp_admin_reset_replaces_it() {
         &["format before", "otp-admin reset"],
         "a record of the older format",
     );
-    let policy = redis.policy_file(&a.state, "");
-    let reset = otp_admin(&[
-        "--policy",
-        &policy.display().to_string(),
-        "reset",
-        &user.name,
-    ]);
+    let policy = redis.policy_file(&a.state, "").display().to_string();
+    let admin = |command: &str| otp_admin(&["--policy", &policy, command, &user.name]);
+    // unlock cannot clear what it cannot read, and says so rather than "no login recorded".
+    let unlock = admin("unlock");
+    unlock.assert_refused("unlock of a record of the older format");
+    for part in ["format before", "otp-admin reset"] {
+        assert!(
+            unlock.stderr.contains(part),
+            "{part:?} missing: {unlock:#?}"
+        );
+    }
+    assert_eq!(
+        redis.admin(&["HGET", &old, "user"]).trim(),
+        "3:0:0:1700000000",
+        "unlock changed the older record"
+    );
+    let reset = admin("reset");
     reset.assert_ok("reset");
     assert!(reset.stdout.contains("older record format"), "{reset:#?}");
     assert_eq!(redis.admin(&["EXISTS", &old]).trim(), "0");
